@@ -1,0 +1,48 @@
+//! # breakwater
+//!
+//! A circuit breaker for Rust services that call things which fail: fast
+//! (a Closed call costs a few nanoseconds, takes no lock and allocates
+//! nothing), correct under concurrency, cancellation and panics, and
+//! observable (transition events, counters for metrics).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+//!     failure_threshold: 0.5, // open at 50% failures...
+//!     sample_size: 20,        // ...of the last 20 calls
+//!     open_timeout_ms: 5_000, // stay open 5 s, then probe
+//!     ..Default::default()
+//! }));
+//!
+//! match breaker.call(|| async { Ok::<_, std::io::Error>("pong") }).await {
+//!     Ok(reply) => assert_eq!(reply, "pong"),
+//!     Err(CircuitError::Open { retry_after }) => println!("skip; retry in {retry_after:?}"),
+//!     Err(e) => println!("failed: {e}"),
+//! }
+//! assert_eq!(breaker.state(), CircuitState::Closed);
+//! # }
+//! ```
+//!
+//! See [`resilience`] for the exact semantics.
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `resilience` | yes | the breaker and its strategies (always built; kept as a name) |
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod config;
+pub mod error;
+pub mod resilience;
+mod sync;
+
+pub use crate::error::CircuitError;
+pub use crate::resilience::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitSnapshot, CircuitState,
+    ConfigError, Permit, Transition, TransitionListener, Verdict,
+};

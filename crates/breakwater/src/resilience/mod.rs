@@ -1,0 +1,682 @@
+//! The circuit breaker.
+//!
+//! ```text
+//!   Closed ──(failure rate >= threshold over >= minimum_calls)──▶ Open
+//!     ▲                                                            │ open timeout
+//!     │                                                            ▼ (backoff, jitter)
+//!     └──(half_open_max_requests probes succeeded)────────── HalfOpen
+//!                                                  a probe failed ──▶ Open (longer)
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Closed is free.** A Closed call reads one atomic word to be admitted
+//!   and, with the default count window, records its outcome with one atomic
+//!   add and one load of its window slot: no lock, no allocation, no clock.
+//! * **Open is cheap.** A rejection reads the state, the deadline and a
+//!   recent clock reading kept by a small timer task (one per opening, only
+//!   while rejections keep coming); when no such reading is fresh the
+//!   rejection reads the clock itself. `retry_after` is exact in the latter
+//!   case and at most one tick (1/1000 of the opening, 1 ms to 100 ms) too
+//!   long in the former. The same timer moves the breaker to HalfOpen at the
+//!   deadline, and [`CircuitBreaker::state`] reports HalfOpen from that moment
+//!   even if the timer has not run yet.
+//! * **Generations.** Every change of state bumps a generation number that
+//!   each permit remembers. An outcome from an older generation (a slow call
+//!   admitted while Closed that finishes after the breaker opened, a probe
+//!   that outlived its HalfOpen period) describes a state that is gone and is
+//!   ignored, so a late success cannot close a breaker and a late failure
+//!   cannot land in a fresh window.
+//! * **Cancellation.** Dropping the future of [`CircuitBreaker::call`] (or a
+//!   [`Permit`]) records nothing and frees its probe slot.
+//! * **Panics.** A call that panics counts as a failure and the panic goes on
+//!   to the caller. The breaker holds no lock that a panic could poison.
+//! * **Time.** All time is read through `tokio::time`, so tests can pause and
+//!   advance it.
+//!
+//! # Why a count window by default
+//!
+//! "The last 100 calls" needs no clock, so the Closed path stays free, and it
+//! judges a quiet endpoint and a busy one by the same number of calls. A time
+//! window (`window_ms`) judges "the last minute" instead: better when traffic
+//! is bursty and old failures should age out, at the price of a clock read
+//! per outcome.
+
+mod backoff;
+mod core;
+mod events;
+mod permit;
+mod snapshot;
+mod state;
+mod stats;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use self::events::{Transition, TransitionListener};
+pub use self::permit::{Permit, Verdict};
+pub use self::snapshot::CircuitSnapshot;
+pub use self::state::CircuitState;
+pub use self::stats::CircuitMetrics;
+pub use crate::config::{CircuitBreakerConfig, ConfigError, ConfigProblem};
+pub use crate::error::CircuitError;
+
+use self::core::{Change, Core, LazyNow};
+use self::events::Events;
+
+/// A circuit breaker: runs calls while the service behind it is healthy,
+/// refuses them at once while it is not, and probes for its recovery.
+///
+/// `Send + Sync`; share it with an `Arc`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+///     sample_size: 4,
+///     open_timeout_ms: 1_000,
+///     jitter_ratio: 0.0,
+///     ..Default::default()
+/// }));
+///
+/// // Two failures in a window of four: 50% >= the 0.5 threshold.
+/// for ok in [true, false, true, false] {
+///     let _ = breaker.call(|| async move { if ok { Ok(()) } else { Err("boom") } }).await;
+/// }
+/// assert_eq!(breaker.state(), CircuitState::Open);
+///
+/// // Open: calls are refused without running.
+/// let err = breaker.call(|| async { Ok::<_, &str>(()) }).await.unwrap_err();
+/// assert_eq!(err, CircuitError::Open { retry_after: Some(std::time::Duration::from_secs(1)) });
+///
+/// // After the open timeout, probes run; enough successes close it again.
+/// tokio::time::advance(std::time::Duration::from_secs(1)).await;
+/// assert_eq!(breaker.state(), CircuitState::HalfOpen);
+/// for _ in 0..5 {
+///     breaker.call(|| async { Ok::<_, &str>(()) }).await.unwrap();
+/// }
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+/// # }
+/// ```
+pub struct CircuitBreaker {
+    shared: Arc<Shared>,
+}
+
+/// What a breaker and its timer tasks share.
+pub(crate) struct Shared {
+    core: Core,
+    epoch: Instant,
+    config: RwLock<CircuitBreakerConfig>,
+    events: Events,
+    /// Wakes the timer task of the current opening (see `ticker`).
+    wake: Arc<Notify>,
+    me: Weak<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("word", &self.core.word())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let w = self.shared.core.word();
+        f.debug_struct("CircuitBreaker")
+            .field("state", &w.state())
+            .field("generation", &w.generation())
+            .field("open_streak", &w.streak())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Microseconds since the breaker's epoch of `t`.
+    fn us_of(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    fn now_us(&self) -> u64 {
+        self.us_of(Instant::now())
+    }
+
+    fn lazy_now(&self) -> LazyNow<impl FnMut() -> u64 + '_> {
+        LazyNow::new(move || self.now_us())
+    }
+
+    fn instant_of(&self, us: u64) -> Instant {
+        self.epoch + Duration::from_micros(us)
+    }
+
+    /// Announces a transition: events, logs and, for an opening with a
+    /// deadline, the timer that ends it.
+    fn publish(&self, c: Change) {
+        let open_for = c
+            .open_until_us
+            .map(|until| Duration::from_micros(until.saturating_sub(c.at_us)));
+        match c.to {
+            CircuitState::Open => {
+                tracing::warn!(from = %c.from, open_for = ?open_for, "circuit breaker opened")
+            }
+            CircuitState::HalfOpen => tracing::info!(from = %c.from, "circuit breaker half-open"),
+            CircuitState::Closed => tracing::info!(from = %c.from, "circuit breaker closed"),
+        }
+        if let Some(until) = c.open_until_us {
+            self.arm_ticker(c.generation, until);
+        }
+        self.events.publish(&Transition {
+            from: c.from,
+            to: c.to,
+            at: self.instant_of(c.at_us),
+            open_for,
+        });
+    }
+
+    /// Starts the timer task of an opening, if a tokio runtime is at hand.
+    /// Without one, rejections read the clock themselves and the move to
+    /// HalfOpen happens on the first call or `state()` after the deadline.
+    fn arm_ticker(&self, generation: u32, until_us: u64) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(ticker(
+                self.me.clone(),
+                self.wake.clone(),
+                generation,
+                until_us,
+            ));
+        }
+    }
+}
+
+/// The timer task of one opening.
+///
+/// Dormant, it sleeps until the deadline. When rejections come often (one in
+/// 64 of them had to read the clock), it wakes and refreshes the breaker's
+/// clock reading every tick, so rejections need not read the clock; a tick
+/// that saw no rejection puts it back to sleep. At the deadline it moves the
+/// breaker to HalfOpen. It holds the breaker weakly and ends as soon as the
+/// opening it serves is over.
+async fn ticker(breaker: Weak<Shared>, wake: Arc<Notify>, generation: u32, until_us: u64) {
+    let (deadline, tick) = match breaker.upgrade() {
+        Some(s) => (
+            s.instant_of(until_us),
+            Duration::from_micros((s.core.open_for_us() / 1000).clamp(1_000, 100_000)),
+        ),
+        None => return,
+    };
+    let mut active = false;
+    let mut seen = 0;
+    loop {
+        let until = if active {
+            (Instant::now() + tick).min(deadline)
+        } else {
+            deadline
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = wake.notified(), if !active => active = true,
+        }
+        let Some(shared) = breaker.upgrade() else {
+            return;
+        };
+        let t = shared.now_us();
+        if shared
+            .core
+            .expire(generation, t, &mut |c| shared.publish(c))
+        {
+            return;
+        }
+        if active {
+            let blocked = shared
+                .core
+                .totals
+                .blocked
+                .load(std::sync::atomic::Ordering::Relaxed);
+            active = blocked != seen;
+            seen = blocked;
+            shared.core.set_hint(t, active);
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker with `config`.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid, with the message of
+    /// [`CircuitBreakerConfig::validate`]; use [`try_new`](Self::try_new) to
+    /// get the error instead.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A breaker with `config`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every invalid field.
+    pub fn try_new(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ^ SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        let shared = Arc::new_cyclic(|me| Shared {
+            core: Core::new(&config, seed),
+            epoch: Instant::now(),
+            config: RwLock::new(config),
+            events: Events::default(),
+            wake: Arc::new(Notify::new()),
+            me: me.clone(),
+        });
+        Ok(Self { shared })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> CircuitBreakerConfig {
+        self.shared
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The current state. One atomic load when Closed; never blocks, changes
+    /// no counter. An Open breaker whose timeout has elapsed is reported (and
+    /// becomes) HalfOpen.
+    #[inline]
+    pub fn state(&self) -> CircuitState {
+        let w = self.shared.core.word();
+        if w.state() == CircuitState::Closed {
+            return CircuitState::Closed;
+        }
+        let s = &*self.shared;
+        s.core.state(&mut s.lazy_now(), &mut |c| s.publish(c))
+    }
+
+    /// The failure rate of the current window, `0.0..=1.0` (0.0 when empty).
+    pub fn failure_rate(&self) -> f64 {
+        self.shared
+            .core
+            .tally(&mut self.shared.lazy_now())
+            .failure_rate()
+    }
+
+    /// Time left until an Open breaker lets probes through (`None` unless
+    /// Open with a deadline, e.g. forced open).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let core = &self.shared.core;
+        let until = core.open_deadline(core.word())?;
+        Some(Duration::from_micros(
+            until.saturating_sub(self.shared.now_us()),
+        ))
+    }
+
+    /// The breaker's counters and state.
+    pub fn metrics(&self) -> CircuitMetrics {
+        let s = &*self.shared;
+        let state = self.state();
+        let w = s.core.word();
+        let t = &s.core.totals;
+        let load = |a: &crate::sync::AtomicU64| a.load(crate::sync::Ordering::Relaxed);
+        let recorded = s.core.recorded();
+        let failures = load(&t.failures);
+        let ignored = load(&t.ignored);
+        let cancelled = load(&t.cancelled);
+        let blocked = load(&t.blocked);
+        let allowed = recorded + ignored + cancelled;
+        let mut transitions = [[0; 3]; 3];
+        for (i, n) in t.transitions.iter().enumerate() {
+            transitions[i / 3][i % 3] = load(n);
+        }
+        let tally = s.core.tally(&mut s.lazy_now());
+        let last = load(&t.last_change_us);
+        CircuitMetrics {
+            state,
+            requests: allowed + blocked,
+            allowed,
+            blocked,
+            successes: recorded.saturating_sub(failures),
+            failures,
+            slow_calls: load(&t.slow),
+            ignored,
+            cancelled,
+            half_open_tests: load(&t.probes),
+            state_changes: transitions.iter().flatten().sum(),
+            transitions,
+            open_streak: w.streak(),
+            failure_rate: tally.failure_rate(),
+            window_len: tally.len,
+            last_state_change: (last != 0).then(|| s.instant_of(last - 1)),
+        }
+    }
+
+    /// Holds the breaker Open: every call is refused with
+    /// `retry_after: None` until [`reset`](Self::reset) or
+    /// [`force_closed`](Self::force_closed).
+    pub fn force_open(&self) {
+        let s = &*self.shared;
+        s.core.force_open(s.now_us(), &mut |c| s.publish(c));
+    }
+
+    /// Holds the breaker Closed: calls run and are counted, nothing opens
+    /// it, until [`reset`](Self::reset).
+    pub fn force_closed(&self) {
+        let s = &*self.shared;
+        s.core.force_closed(s.now_us(), &mut |c| s.publish(c));
+    }
+
+    /// Returns to a normal Closed breaker with an empty window and no
+    /// backoff streak.
+    pub fn reset(&self) {
+        let s = &*self.shared;
+        s.core.reset(s.now_us(), &mut |c| s.publish(c));
+    }
+
+    /// Asks to run one call, without running anything.
+    ///
+    /// # Errors
+    ///
+    /// [`CircuitError::Open`] when the breaker refuses the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
+    ///
+    /// let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let permit = breaker.try_acquire().expect("a new breaker is closed");
+    /// let answer = 6 * 7; // the protected work, sync or async
+    /// if answer == 42 { permit.success() } else { permit.failure() }
+    /// assert_eq!(breaker.metrics().successes, 1);
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, CircuitError<Infallible>> {
+        let s = &*self.shared;
+        match s.core.acquire(&mut s.lazy_now(), &mut |c| s.publish(c)) {
+            Ok(ticket) => Ok(Permit::new(s, ticket)),
+            Err(refusal) => {
+                if refusal.wake_ticker {
+                    s.wake.notify_waiters();
+                }
+                Err(CircuitError::Open {
+                    retry_after: refusal.retry_after_us.map(Duration::from_micros),
+                })
+            }
+        }
+    }
+
+    /// Runs `f` through the breaker; every `Err` counts as a failure.
+    ///
+    /// # Errors
+    ///
+    /// [`CircuitError::Open`] without running `f` when the breaker refuses
+    /// the call; [`CircuitError::Inner`] with `f`'s error;
+    /// [`CircuitError::Timeout`] when `call_timeout_ms` (or, for a probe,
+    /// `probe_timeout_ms`) elapsed first.
+    ///
+    /// # Panics
+    ///
+    /// If `f` or its future panics (counted as a failure first). A time limit
+    /// needs a tokio runtime with the time driver enabled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future cancels the call: nothing is recorded
+    /// and its probe slot, if any, is freed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+    /// // The plan's boxed style works too: `|| Box::pin(async { ... })`.
+    /// let n = breaker.call(|| Box::pin(async { Ok::<_, std::io::Error>(7) })).await.unwrap();
+    /// assert_eq!(n, 7);
+    /// # }
+    /// ```
+    pub async fn call<F, Fut, T, E>(&self, f: F) -> Result<T, CircuitError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_with(Verdict::of, f).await
+    }
+
+    /// Runs `f` through the breaker, with `classify` deciding how its result
+    /// counts (e.g. ignore a 400 caused by a bad payload, count a 503 that
+    /// came back as `Ok` as a failure).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, Verdict};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let status = breaker
+    ///     .call_with(
+    ///         |r: &Result<u16, ()>| match r {
+    ///             Ok(s) if *s >= 500 => Verdict::Failure,
+    ///             Ok(s) if *s >= 400 => Verdict::Ignore,
+    ///             Ok(_) => Verdict::Success,
+    ///             Err(_) => Verdict::Failure,
+    ///         },
+    ///         || async { Ok(404) },
+    ///     )
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(status, 404);
+    /// assert_eq!(breaker.metrics().ignored, 1);
+    /// # }
+    /// ```
+    pub async fn call_with<F, Fut, T, E, C>(&self, classify: C, f: F) -> Result<T, CircuitError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: FnOnce(&Result<T, E>) -> Verdict,
+    {
+        let permit = self.try_acquire().map_err(CircuitError::widen)?;
+        let result = match permit.time_limit() {
+            None => f().await,
+            Some(limit) => match tokio::time::timeout(limit, f()).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    permit.failure();
+                    return Err(CircuitError::Timeout);
+                }
+            },
+        };
+        permit.record(classify(&result));
+        result.map_err(CircuitError::Inner)
+    }
+
+    /// Applies a new configuration while calls run. The state, the backoff
+    /// streak and the window's outcomes are kept (the most recent ones that
+    /// fit a shorter window; a time window starts empty when its length
+    /// changes); an opening in progress keeps its deadline.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every invalid field, or `sample_size` when it
+    /// grows past the window allocated at construction (build a new breaker
+    /// with [`restore`](Self::restore) to keep the state). Nothing changes
+    /// on error.
+    pub fn update_config(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let capacity = self.shared.core.window_capacity();
+        if config.window_ms.is_none() && config.sample_size > capacity {
+            return Err(ConfigError::single(
+                "sample_size",
+                format!(
+                    "cannot grow past {capacity} on a running breaker, got {}; \
+                     build a new one with CircuitBreaker::restore(config, breaker.snapshot())",
+                    config.sample_size
+                ),
+            ));
+        }
+        let mut guard = self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        self.shared.core.configure(&config);
+        *guard = config;
+        Ok(())
+    }
+
+    /// The breaker's state in a serialisable form, to survive a restart.
+    pub fn snapshot(&self) -> CircuitSnapshot {
+        let s = &*self.shared;
+        let w = s.core.word();
+        let remaining = s
+            .core
+            .open_deadline(w)
+            .map(|until| until.saturating_sub(s.now_us()) / 1000);
+        let forced = if w.is_forced_open() {
+            Some(CircuitState::Open)
+        } else if w.is_forced_closed() {
+            Some(CircuitState::Closed)
+        } else {
+            None
+        };
+        let length = s.core.open_for_us();
+        CircuitSnapshot {
+            state: w.state(),
+            forced,
+            open_streak: w.streak(),
+            open_remaining_ms: remaining,
+            open_length_ms: (length != 0).then_some(length / 1000),
+            taken_at_unix_ms: unix_ms(),
+            outcomes: snapshot::encode(&s.core.outcomes()),
+        }
+    }
+
+    /// A breaker with `config` in the state `snapshot` recorded. An Open
+    /// breaker stays Open for the time it had left, less the wall-clock time
+    /// since the snapshot; a HalfOpen one starts with no probe in flight.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every invalid field of `config`, or
+    /// `snapshot.outcomes` when it holds a character that is not an outcome.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let before = CircuitBreaker::new(CircuitBreakerConfig::default());
+    /// before.force_open();
+    /// let saved = serde_json::to_string(&before.snapshot()).unwrap();
+    ///
+    /// let after = CircuitBreaker::restore(
+    ///     CircuitBreakerConfig::default(),
+    ///     serde_json::from_str(&saved).unwrap(),
+    /// ).unwrap();
+    /// assert_eq!(after.state(), CircuitState::Open);
+    /// # }
+    /// ```
+    pub fn restore(
+        config: CircuitBreakerConfig,
+        snapshot: CircuitSnapshot,
+    ) -> Result<Self, ConfigError> {
+        let outcomes = snapshot::decode(&snapshot.outcomes).map_err(|(i, c)| {
+            ConfigError::single(
+                "snapshot.outcomes",
+                format!("character {i} is {c:?}, expected one of S, F, s, f"),
+            )
+        })?;
+        let breaker = Self::try_new(config)?;
+        let s = &*breaker.shared;
+        let t = s.now_us();
+        let elapsed_ms = unix_ms().saturating_sub(snapshot.taken_at_unix_ms);
+        let length = snapshot.open_length_ms.unwrap_or(0).saturating_mul(1000);
+        let open = match (snapshot.state, snapshot.open_remaining_ms) {
+            (CircuitState::Open, Some(remaining)) => {
+                let left = remaining.saturating_sub(elapsed_ms).saturating_mul(1000);
+                Some((t, t.saturating_add(left), length))
+            }
+            _ => (length != 0).then_some((t, t, length)),
+        };
+        s.core.install(
+            snapshot.state,
+            snapshot.open_streak,
+            snapshot.forced,
+            open,
+            &outcomes,
+        );
+        let w = s.core.word();
+        if let Some(until) = s.core.open_deadline(w) {
+            s.arm_ticker(w.generation(), until);
+        }
+        Ok(breaker)
+    }
+
+    /// A receiver of every future transition (a broadcast channel of 64;
+    /// a receiver that falls behind skips the oldest).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
+        self.shared.events.subscribe()
+    }
+
+    /// Calls `listener` on every future transition.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Transition};
+    ///
+    /// let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let opened = Arc::new(AtomicUsize::new(0));
+    /// let seen = opened.clone();
+    /// breaker.add_listener(move |t: &Transition| {
+    ///     if t.to == CircuitState::Open {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// breaker.force_open();
+    /// assert_eq!(opened.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn add_listener(&self, listener: impl TransitionListener) {
+        self.shared.events.add(Arc::new(listener));
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

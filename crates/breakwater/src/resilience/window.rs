@@ -1,0 +1,382 @@
+//! Sliding windows of call outcomes.
+//!
+//! The **count window** (the default) holds the last `sample_size` outcomes in
+//! a ring of one byte per slot. Recording an outcome swaps it into its slot
+//! and adjusts the running tallies by the difference with what it replaced,
+//! so the tallies always equal the ring's contents once writers are done, and
+//! reading the failure rate is three loads. The ring needs no clock, which is
+//! why it is the default: a Closed call pays no clock read at all. When the
+//! slot already holds the same outcome (the steady state of a healthy
+//! service) nothing is written at all.
+//!
+//! The **time window** keeps ten buckets, each covering a tenth of
+//! `window_ms`; an outcome lands in the bucket of the moment it finished and
+//! buckets older than the window are ignored and reused.
+//!
+//! Both are lock-free. Under heavy concurrency an outcome that races with a
+//! window being cleared may survive the clear or be dropped with it; tallies
+//! stay consistent with the slots either way.
+
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// Slot value of an empty slot.
+pub(crate) const EMPTY: u8 = 0;
+/// Bit of a successful outcome.
+pub(crate) const SUCCESS: u8 = 1;
+/// Bit of a failed outcome.
+pub(crate) const FAILURE: u8 = 2;
+/// Bit added to either when the call was slow.
+pub(crate) const SLOW: u8 = 4;
+
+/// Tallies of the outcomes in a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) len: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+impl Tally {
+    /// Fraction of failures, 0.0 for an empty window.
+    pub(crate) fn failure_rate(self) -> f64 {
+        ratio(self.failures, self.len)
+    }
+
+    /// Fraction of slow calls, 0.0 for an empty window.
+    pub(crate) fn slow_rate(self) -> f64 {
+        ratio(self.slow, self.len)
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part.min(whole) as f64 / whole as f64
+    }
+}
+
+/// The last `size` outcomes, in a ring.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    size: AtomicU64,
+    filled: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: usize) -> Self {
+        Self {
+            slots: (0..size.max(1)).map(|_| AtomicU8::new(EMPTY)).collect(),
+            size: AtomicU64::new(size.max(1) as u64),
+            filled: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    /// The number of outcomes the window holds when full.
+    pub(crate) fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed) as usize
+    }
+
+    /// The most slots this window can ever use.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Records `outcome` as the `pos`-th outcome. Returns whether the rate
+    /// may have risen (so the caller should judge it): a failure or slow call
+    /// went in, or the window grew.
+    #[inline]
+    pub(crate) fn record(&self, pos: u64, outcome: u8) -> bool {
+        // Relaxed everywhere: the tallies are statistics, and the decision to
+        // open is made by a compare-exchange on the state word, which orders
+        // the transition itself.
+        let size = self.size.load(Ordering::Relaxed);
+        let slot = &self.slots[(pos % size) as usize];
+        if slot.load(Ordering::Relaxed) == outcome {
+            return false;
+        }
+        let old = slot.swap(outcome, Ordering::Relaxed);
+        self.adjust(old, outcome);
+        old == EMPTY || outcome & (FAILURE | SLOW) != 0
+    }
+
+    fn adjust(&self, old: u8, new: u8) {
+        if old == new {
+            return;
+        }
+        bump(&self.filled, old != EMPTY, new != EMPTY);
+        bump(&self.failures, old & FAILURE != 0, new & FAILURE != 0);
+        bump(&self.slow, old & SLOW != 0, new & SLOW != 0);
+    }
+
+    pub(crate) fn tally(&self) -> Tally {
+        let len = self.filled.load(Ordering::Relaxed) as u64;
+        Tally {
+            len,
+            failures: (self.failures.load(Ordering::Relaxed) as u64).min(len),
+            slow: (self.slow.load(Ordering::Relaxed) as u64).min(len),
+        }
+    }
+
+    /// Empties the window.
+    pub(crate) fn clear(&self) {
+        for slot in self.slots.iter() {
+            let old = slot.swap(EMPTY, Ordering::Relaxed);
+            self.adjust(old, EMPTY);
+        }
+    }
+
+    /// The outcomes in the window, oldest first, given the position the next
+    /// outcome will take.
+    pub(crate) fn outcomes(&self, next_pos: u64) -> Vec<u8> {
+        let size = self.size.load(Ordering::Relaxed);
+        let len = (self.filled.load(Ordering::Relaxed) as u64).min(size);
+        let start = next_pos.saturating_sub(size);
+        let mut all: Vec<u8> = (start..next_pos)
+            .map(|pos| self.slots[(pos % size) as usize].load(Ordering::Relaxed))
+            .filter(|&o| o != EMPTY)
+            .collect();
+        let extra = all.len().saturating_sub(len as usize);
+        all.drain(..extra);
+        all
+    }
+
+    /// Changes the window's length (at most its capacity), keeping the most
+    /// recent outcomes that fit. `next_pos` is the position the next outcome
+    /// will take.
+    pub(crate) fn resize(&self, size: usize, next_pos: u64) {
+        let size = size.clamp(1, self.capacity()) as u64;
+        let kept = self.outcomes(next_pos);
+        self.clear();
+        self.size.store(size, Ordering::Relaxed);
+        let keep = kept.len().min(size as usize);
+        self.replay(&kept[kept.len() - keep..], next_pos);
+    }
+
+    /// Writes `outcomes` (oldest first) as the ones just before `next_pos`.
+    pub(crate) fn replay(&self, outcomes: &[u8], next_pos: u64) {
+        let size = self.size.load(Ordering::Relaxed);
+        let outcomes = &outcomes[outcomes.len().saturating_sub(size as usize)..];
+        let first = next_pos.wrapping_sub(outcomes.len() as u64);
+        for (i, &o) in outcomes.iter().enumerate() {
+            self.record(first.wrapping_add(i as u64), o);
+        }
+    }
+}
+
+/// Moves `counter` by the change of one slot's property: up when the slot
+/// gained it, down when it lost it.
+fn bump(counter: &AtomicU32, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, false) => {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// Number of buckets in a time window.
+pub(crate) const BUCKETS: u64 = 10;
+
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Index of the bucket period this bucket holds, plus one (0: empty).
+    epoch: AtomicU64,
+    total: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+/// The outcomes of the last `window` microseconds, in ten buckets.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    bucket_us: AtomicU64,
+    buckets: [Bucket; BUCKETS as usize],
+}
+
+impl TimeWindow {
+    pub(crate) fn new(window_us: u64) -> Self {
+        let w = Self {
+            bucket_us: AtomicU64::new(1),
+            buckets: Default::default(),
+        };
+        w.set_length(window_us);
+        w
+    }
+
+    /// Sets the window's length; outcomes are cleared when it changes.
+    pub(crate) fn set_length(&self, window_us: u64) {
+        let bucket = (window_us / BUCKETS).max(1);
+        if self.bucket_us.swap(bucket, Ordering::Relaxed) != bucket {
+            self.clear();
+        }
+    }
+
+    pub(crate) fn record(&self, now_us: u64, outcome: u8) {
+        let period = now_us / self.bucket_us.load(Ordering::Relaxed);
+        let bucket = &self.buckets[(period % BUCKETS) as usize];
+        let epoch = bucket.epoch.load(Ordering::Acquire);
+        if epoch < period + 1
+            && bucket
+                .epoch
+                .compare_exchange(epoch, period + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            // This thread moved the bucket to a new period: it starts empty.
+            // An outcome added by another thread between the exchange and
+            // these stores is lost, which only under-counts one bucket.
+            bucket.total.store(0, Ordering::Relaxed);
+            bucket.failures.store(0, Ordering::Relaxed);
+            bucket.slow.store(0, Ordering::Relaxed);
+        }
+        bucket.total.fetch_add(1, Ordering::Relaxed);
+        if outcome & FAILURE != 0 {
+            bucket.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome & SLOW != 0 {
+            bucket.slow.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn tally(&self, now_us: u64) -> Tally {
+        let period = now_us / self.bucket_us.load(Ordering::Relaxed);
+        let mut t = Tally::default();
+        for b in &self.buckets {
+            let epoch = b.epoch.load(Ordering::Acquire);
+            // A bucket counts while its period is one of the last BUCKETS.
+            if epoch == 0 || epoch > period + 1 || epoch + BUCKETS <= period + 1 {
+                continue;
+            }
+            t.len += b.total.load(Ordering::Relaxed) as u64;
+            t.failures += b.failures.load(Ordering::Relaxed) as u64;
+            t.slow += b.slow.load(Ordering::Relaxed) as u64;
+        }
+        t.failures = t.failures.min(t.len);
+        t.slow = t.slow.min(t.len);
+        t
+    }
+
+    pub(crate) fn clear(&self) {
+        for b in &self.buckets {
+            b.epoch.store(0, Ordering::Release);
+            b.total.store(0, Ordering::Relaxed);
+            b.failures.store(0, Ordering::Relaxed);
+            b.slow.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(all(test, not(breakwater_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_window_keeps_the_last_n() {
+        let w = CountWindow::new(4);
+        for (pos, o) in [FAILURE, FAILURE, SUCCESS, SUCCESS, SUCCESS, SUCCESS]
+            .into_iter()
+            .enumerate()
+        {
+            w.record(pos as u64, o);
+        }
+        assert_eq!(
+            w.tally(),
+            Tally {
+                len: 4,
+                failures: 0,
+                slow: 0
+            }
+        );
+        w.record(6, FAILURE | SLOW);
+        assert_eq!(
+            w.tally(),
+            Tally {
+                len: 4,
+                failures: 1,
+                slow: 1
+            }
+        );
+        assert_eq!(
+            w.outcomes(7),
+            vec![SUCCESS, SUCCESS, SUCCESS, FAILURE | SLOW]
+        );
+    }
+
+    #[test]
+    fn record_reports_when_the_rate_may_rise() {
+        let w = CountWindow::new(2);
+        assert!(w.record(0, SUCCESS), "window grew");
+        assert!(w.record(1, SUCCESS), "window grew");
+        assert!(!w.record(2, SUCCESS), "same outcome: nothing changed");
+        assert!(w.record(3, FAILURE));
+        assert!(!w.record(4, SUCCESS), "a success can only lower the rate");
+    }
+
+    #[test]
+    fn clear_and_resize() {
+        let w = CountWindow::new(5);
+        for pos in 0..5 {
+            w.record(pos, if pos % 2 == 0 { FAILURE } else { SUCCESS });
+        }
+        w.resize(3, 5);
+        assert_eq!(w.outcomes(5), vec![FAILURE, SUCCESS, FAILURE]);
+        assert_eq!(
+            w.tally(),
+            Tally {
+                len: 3,
+                failures: 2,
+                slow: 0
+            }
+        );
+        w.resize(5, 5);
+        assert_eq!(w.tally().len, 3);
+        w.clear();
+        assert_eq!(w.tally(), Tally::default());
+        assert_eq!(w.tally().failure_rate(), 0.0);
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let w = TimeWindow::new(10_000); // 10 ms, 1 ms buckets
+        w.record(0, FAILURE);
+        w.record(500, SUCCESS);
+        assert_eq!(
+            w.tally(900),
+            Tally {
+                len: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
+        w.record(9_500, SUCCESS);
+        assert_eq!(w.tally(9_900).len, 3);
+        // At 10.5 ms the first bucket (0..1 ms) has left the window.
+        assert_eq!(
+            w.tally(10_500),
+            Tally {
+                len: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+        // Its slot is reused by a new period and starts from zero.
+        w.record(10_600, FAILURE);
+        assert_eq!(
+            w.tally(10_700),
+            Tally {
+                len: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(w.tally(100_000), Tally::default());
+    }
+}
