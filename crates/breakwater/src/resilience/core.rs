@@ -11,7 +11,7 @@ use super::backoff::{Backoff, Jitter};
 use super::state::{CircuitState, Word};
 use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW};
 use crate::config::CircuitBreakerConfig;
-use crate::sync::{AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 
 /// Bits of the deadline word that hold the opening's generation (low bits).
 const TAG_BITS: u32 = 12;
@@ -94,6 +94,9 @@ struct Hot {
     slow_us: AtomicU64,
     call_timeout_us: AtomicU64,
     probe_timeout_us: AtomicU64,
+    /// Set when the rules changed (new thresholds, judging switched back
+    /// on): the next outcome is judged even if it left the window as it was.
+    rejudge: AtomicBool,
     base_us: AtomicU64,
     max_us: AtomicU64,
     multiplier: AtomicU64,
@@ -152,6 +155,7 @@ impl Core {
                 slow_us: AtomicU64::new(0),
                 call_timeout_us: AtomicU64::new(0),
                 probe_timeout_us: AtomicU64::new(0),
+                rejudge: AtomicBool::new(false),
                 base_us: AtomicU64::new(0),
                 max_us: AtomicU64::new(0),
                 multiplier: AtomicU64::new(0),
@@ -211,6 +215,7 @@ impl Core {
             .store(c.backoff_multiplier.to_bits(), Ordering::Relaxed);
         h.jitter.store(c.jitter_ratio.to_bits(), Ordering::Relaxed);
         self.set_disabled(!c.enabled);
+        h.rejudge.store(true, Ordering::Relaxed);
     }
 
     fn sample_size(&self) -> usize {
@@ -393,7 +398,9 @@ impl Core {
             self.time.record(now.get(), outcome);
             true
         } else {
-            self.count.record(pos, outcome)
+            // An outcome that left the window as it was leaves the verdict
+            // as it was too, unless the rules changed since the last one.
+            self.count.record(pos, outcome) || self.hot.rejudge.load(Ordering::Relaxed)
         };
         if judge && w.state() == CircuitState::Closed && w.is_automatic() {
             self.judge(w, now, sink);
@@ -455,6 +462,9 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) {
+        if self.hot.rejudge.load(Ordering::Relaxed) {
+            self.hot.rejudge.store(false, Ordering::Relaxed);
+        }
         let tally = self.tally(now);
         if tally.len < self.hot.min_calls.load(Ordering::Relaxed) {
             return;

@@ -51,7 +51,9 @@ mod state;
 mod stats;
 mod window;
 
-#[cfg(test)]
+#[cfg(all(test, breakwater_loom))]
+mod loom_tests;
+#[cfg(all(test, not(breakwater_loom)))]
 mod tests;
 
 use std::convert::Infallible;

@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn generation_wraps_without_touching_other_fields() {
-        let mut w = Word(u64::MAX & !(PHASE_MASK | FORCED_OPEN | FORCED_CLOSED | DISABLED));
+        let mut w = Word(!(PHASE_MASK | FORCED_OPEN | FORCED_CLOSED | DISABLED));
         w = w.enter(CircuitState::Open, 1);
         assert_eq!(w.generation(), 0);
         assert_eq!(w.state(), CircuitState::Open);

@@ -1,1 +1,883 @@
+//! The plan's named tests, and one test per rule of the breaker's semantics.
+//! Time is tokio's paused clock: tests advance it, never sleep on it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::advance;
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Boom;
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl std::error::Error for Boom {}
+
+fn config(sample_size: usize) -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        sample_size,
+        open_timeout_ms: 1_000,
+        max_open_timeout_ms: 60_000,
+        jitter_ratio: 0.0,
+        half_open_max_requests: 2,
+        ..Default::default()
+    }
+}
+
+async fn ok(cb: &CircuitBreaker) -> Result<u32, CircuitError<Boom>> {
+    cb.call(|| async { Ok(1) }).await
+}
+
+async fn fail(cb: &CircuitBreaker) -> Result<u32, CircuitError<Boom>> {
+    cb.call(|| async { Err(Boom) }).await
+}
+
+/// Trips a breaker of `config(n)` with `n` failures.
+async fn tripped(n: usize) -> CircuitBreaker {
+    let cb = CircuitBreaker::new(config(n));
+    for _ in 0..n {
+        let _ = fail(&cb).await;
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    cb
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ---- the plan's tests ----------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn test_circuit_breaker_closed_state() {
+    let cb = CircuitBreaker::new(config(10));
+    assert_eq!(cb.state(), CircuitState::Closed);
+    for _ in 0..6 {
+        assert_eq!(ok(&cb).await, Ok(1));
+    }
+    // 4 failures of 10: 40% < 50%, stays Closed and every call ran.
+    for _ in 0..4 {
+        assert_eq!(fail(&cb).await, Err(CircuitError::Inner(Boom)));
+    }
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert!((cb.failure_rate() - 0.4).abs() < 1e-12);
+    let m = cb.metrics();
+    assert_eq!(
+        (m.allowed, m.blocked, m.successes, m.failures),
+        (10, 0, 6, 4)
+    );
+    assert_eq!(m.requests, 10);
+    assert_eq!(m.state_changes, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_circuit_breaker_open_state() {
+    let cb = CircuitBreaker::new(config(4));
+    for _ in 0..2 {
+        ok(&cb).await.unwrap();
+    }
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Closed, "25% < 50%");
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Open, "50% >= 50% opens");
+
+    let ran = AtomicUsize::new(0);
+    advance(ms(300)).await;
+    let err = cb
+        .call(|| async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Boom>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "an open circuit runs nothing"
+    );
+    assert_eq!(
+        err,
+        CircuitError::Open {
+            retry_after: Some(ms(700))
+        }
+    );
+    assert!(err.is_open());
+    assert_eq!(cb.metrics().blocked, 1);
+    assert_eq!(cb.retry_after(), Some(ms(700)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_circuit_breaker_half_open_recovery() {
+    let cb = tripped(4).await;
+    advance(ms(999)).await;
+    assert_eq!(cb.state(), CircuitState::Open);
+    advance(ms(1)).await;
+    assert_eq!(cb.state(), CircuitState::HalfOpen, "visible without a call");
+
+    // Two probe slots: a third concurrent call is refused without a wait.
+    let p1 = cb.try_acquire().unwrap();
+    let p2 = cb.try_acquire().unwrap();
+    assert!(p1.is_probe() && p2.is_probe());
+    assert_eq!(
+        cb.try_acquire().unwrap_err(),
+        CircuitError::Open { retry_after: None }
+    );
+    p1.success();
+    assert_eq!(cb.state(), CircuitState::HalfOpen, "one success of two");
+    p2.success();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert_eq!(cb.failure_rate(), 0.0, "the window starts empty");
+    assert_eq!(cb.metrics().window_len, 0);
+    assert_eq!(cb.metrics().open_streak, 0);
+    assert_eq!(cb.metrics().half_open_tests, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_circuit_breaker_timeout_calculation() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 1,
+        open_timeout_ms: 100,
+        backoff_multiplier: 3.0,
+        max_open_timeout_ms: 1_000,
+        jitter_ratio: 0.0,
+        half_open_max_requests: 1,
+        ..Default::default()
+    });
+    let mut seen = Vec::new();
+    fail(&cb).await.unwrap_err();
+    for _ in 0..4 {
+        let wait = cb.retry_after().unwrap();
+        seen.push(wait.as_millis());
+        advance(wait).await;
+        assert_eq!(cb.state(), CircuitState::HalfOpen);
+        fail(&cb).await.unwrap_err(); // the probe fails: reopen, longer
+    }
+    assert_eq!(seen, [100, 300, 900, 1_000], "x3 each time, capped at 1 s");
+
+    // Closing resets the streak: the next opening is the first again.
+    advance(cb.retry_after().unwrap()).await;
+    ok(&cb).await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.retry_after(), Some(ms(100)));
+
+    // With jitter, each opening lies within [1 - j, 1 + j] of nominal.
+    let mut lengths = Vec::new();
+    for _ in 0..50 {
+        let cb = CircuitBreaker::new(CircuitBreakerConfig {
+            sample_size: 1,
+            open_timeout_ms: 1_000,
+            jitter_ratio: 0.2,
+            ..Default::default()
+        });
+        fail(&cb).await.unwrap_err();
+        lengths.push(cb.retry_after().unwrap());
+    }
+    assert!(lengths.iter().all(|d| *d >= ms(800) && *d <= ms(1_200)));
+    assert!(lengths.iter().any(|d| *d != lengths[0]), "jitter varies");
+}
+
+#[test]
+fn test_circuit_breaker_config_defaults() {
+    let c = CircuitBreakerConfig::default();
+    assert!(c.enabled);
+    assert_eq!(c.failure_threshold, 0.5);
+    assert_eq!(c.sample_size, 100);
+    assert_eq!(c.minimum_calls, None);
+    assert_eq!(c.minimum_calls(), 100);
+    assert_eq!(c.open_timeout_ms, 30_000);
+    assert_eq!(c.half_open_max_requests, 5);
+    assert_eq!(c.backoff_multiplier, 2.0);
+    assert_eq!(c.max_open_timeout_ms, 300_000);
+    assert_eq!(c.jitter_ratio, 0.1);
+    assert_eq!(c.window_ms, None);
+    assert_eq!(c.slow_call_ms, None);
+    assert_eq!(c.slow_call_rate_threshold, 1.0);
+    assert_eq!(c.probe_timeout_ms, None);
+    assert_eq!(c.call_timeout_ms, None);
+    assert!(c.validate().is_ok());
+    // An empty document is the defaults.
+    let parsed: CircuitBreakerConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(parsed, c);
+}
+
+#[test]
+fn test_circuit_breaker_config_validation() {
+    let bad = CircuitBreakerConfig {
+        enabled: true,
+        failure_threshold: f64::NAN,
+        sample_size: 0,
+        minimum_calls: Some(5),
+        open_timeout_ms: 0,
+        half_open_max_requests: 0,
+        backoff_multiplier: 0.5,
+        max_open_timeout_ms: 10,
+        jitter_ratio: 1.0,
+        window_ms: Some(0),
+        slow_call_ms: Some(0),
+        slow_call_rate_threshold: 0.0,
+        probe_timeout_ms: Some(0),
+        call_timeout_ms: Some(u64::MAX),
+    };
+    let err = bad.validate().unwrap_err();
+    let fields: Vec<_> = err.problems().iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "failure_threshold",
+            "sample_size",
+            "minimum_calls",
+            "open_timeout_ms",
+            "half_open_max_requests",
+            "backoff_multiplier",
+            "jitter_ratio",
+            "window_ms",
+            "slow_call_ms",
+            "slow_call_rate_threshold",
+            "probe_timeout_ms",
+            "call_timeout_ms",
+        ]
+    );
+    let text = err.to_string();
+    assert!(text.starts_with(
+        "invalid circuit breaker config: failure_threshold: must be in (0, 1], got NaN"
+    ));
+    assert!(CircuitBreaker::try_new(bad.clone())
+        .unwrap_err()
+        .names("sample_size"));
+
+    let over = CircuitBreakerConfig {
+        max_open_timeout_ms: 5,
+        open_timeout_ms: 10,
+        ..Default::default()
+    };
+    assert!(over.validate().unwrap_err().names("max_open_timeout_ms"));
+    let min = CircuitBreakerConfig {
+        sample_size: 10,
+        minimum_calls: Some(11),
+        ..Default::default()
+    };
+    assert!(min.validate().unwrap_err().names("minimum_calls"));
+
+    // Unknown keys are refused by name.
+    let e =
+        serde_json::from_str::<CircuitBreakerConfig>(r#"{"failure_treshold": 0.5}"#).unwrap_err();
+    assert!(e.to_string().contains("failure_treshold"), "{e}");
+
+    // `new` panics with the same message.
+    let panic = std::panic::catch_unwind(|| CircuitBreaker::new(bad)).unwrap_err();
+    let msg = panic.downcast_ref::<String>().unwrap();
+    assert_eq!(*msg, text);
+}
+
+// ---- failure rate and windows -------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn minimum_calls_gate_the_judgement() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        minimum_calls: Some(3),
+        ..config(10)
+    });
+    fail(&cb).await.unwrap_err();
+    fail(&cb).await.unwrap_err();
+    assert_eq!(
+        cb.state(),
+        CircuitState::Closed,
+        "2 outcomes < minimum_calls"
+    );
+    assert_eq!(cb.failure_rate(), 1.0);
+    // A success that brings the window to minimum_calls is judged too.
+    ok(&cb).await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Open, "2/3 >= 50%");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_is_judged_over_the_last_sample_size_outcomes() {
+    let cb = CircuitBreaker::new(config(4));
+    fail(&cb).await.unwrap_err();
+    for _ in 0..4 {
+        ok(&cb).await.unwrap();
+    }
+    assert_eq!(cb.failure_rate(), 0.0, "the failure slid out of the window");
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.failure_rate(), 0.25);
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn classifier_ignores_count_neither_way() {
+    let cb = CircuitBreaker::new(config(2));
+    for _ in 0..5 {
+        let r = cb
+            .call_with(
+                |_: &Result<(), Boom>| Verdict::Ignore,
+                || async { Err(Boom) },
+            )
+            .await;
+        assert_eq!(
+            r,
+            Err(CircuitError::Inner(Boom)),
+            "the error still reaches the caller"
+        );
+    }
+    assert_eq!(cb.state(), CircuitState::Closed);
+    let m = cb.metrics();
+    assert_eq!(
+        (m.ignored, m.failures, m.successes, m.window_len),
+        (5, 0, 0, 0)
+    );
+    // And an Ok can count as a failure.
+    for _ in 0..2 {
+        let _ = cb
+            .call_with(
+                |_: &Result<u16, Boom>| Verdict::Failure,
+                || async { Ok(503) },
+            )
+            .await;
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_open_the_breaker() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        slow_call_ms: Some(100),
+        slow_call_rate_threshold: 0.5,
+        ..config(4)
+    });
+    let slow = || async {
+        tokio::time::sleep(ms(150)).await;
+        Ok::<_, Boom>(())
+    };
+    cb.call(|| async { Ok::<_, Boom>(()) }).await.unwrap();
+    cb.call(slow).await.unwrap();
+    cb.call(|| async { Ok::<_, Boom>(()) }).await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    cb.call(slow).await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Open, "2 slow of 4 >= 50%");
+    assert_eq!(cb.metrics().slow_calls, 2);
+    assert_eq!(cb.metrics().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_old_failures() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        window_ms: Some(10_000),
+        minimum_calls: Some(4),
+        ..config(100)
+    });
+    fail(&cb).await.unwrap_err();
+    fail(&cb).await.unwrap_err();
+    advance(ms(11_000)).await;
+    assert_eq!(cb.failure_rate(), 0.0, "older than the window");
+    ok(&cb).await.unwrap();
+    fail(&cb).await.unwrap_err();
+    ok(&cb).await.unwrap();
+    assert_eq!(
+        cb.state(),
+        CircuitState::Closed,
+        "3 recent outcomes < minimum_calls 4"
+    );
+    fail(&cb).await.unwrap_err();
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "2 of the last 4 within 10 s"
+    );
+}
+
+// ---- open, half-open, timers ----------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_at_once_with_a_longer_timeout() {
+    let cb = tripped(2).await;
+    advance(ms(1_000)).await;
+    let probe = cb.try_acquire().unwrap();
+    probe.failure();
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.retry_after(), Some(ms(2_000)));
+    assert_eq!(cb.metrics().open_streak, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_half_opens_without_any_call() {
+    let cb = tripped(2).await;
+    let mut events = cb.subscribe();
+    advance(ms(1_000)).await;
+    // No call and no state(): the opening's timer task moved it.
+    let t = tokio::time::timeout(ms(1), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.from, t.to), (CircuitState::Open, CircuitState::HalfOpen));
+    assert_eq!(
+        cb.metrics()
+            .transitions_between(CircuitState::Open, CircuitState::HalfOpen),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_under_load_advise_a_wait_within_one_tick() {
+    let cb = tripped(2).await;
+    // Enough rejections to wake the ticker, then let time pass.
+    for _ in 0..200 {
+        cb.try_acquire().unwrap_err();
+        tokio::task::yield_now().await;
+    }
+    for step in 1..=9 {
+        advance(ms(100)).await;
+        // Let the timer task, a task of its own, run at the new time.
+        tokio::task::yield_now().await;
+        let truth = ms(1_000 - 100 * step);
+        let advised = cb.try_acquire().unwrap_err().retry_after().unwrap();
+        assert!(
+            advised >= truth,
+            "never shorter than the truth: {advised:?} < {truth:?}"
+        );
+        assert!(
+            advised <= truth + ms(2),
+            "at most a tick longer: {advised:?} vs {truth:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_is_cancelled_and_counts_as_a_failure() {
+    let cb = tripped(2).await;
+    advance(ms(1_000)).await;
+    // The probe never finishes; the default probe timeout is the opening
+    // that just ended (1 s). Paused time auto-advances to it.
+    let err = cb
+        .call(std::future::pending::<Result<(), Boom>>)
+        .await
+        .unwrap_err();
+    assert_eq!(err, CircuitError::Timeout);
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.metrics().open_streak, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_timeout_can_be_configured() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        probe_timeout_ms: Some(50),
+        ..config(1)
+    });
+    fail(&cb).await.unwrap_err();
+    advance(ms(1_000)).await;
+    let p = cb.try_acquire().unwrap();
+    assert_eq!(p.time_limit(), Some(ms(50)));
+    drop(p);
+    let start = tokio::time::Instant::now();
+    let err = cb
+        .call(std::future::pending::<Result<(), Boom>>)
+        .await
+        .unwrap_err();
+    assert_eq!(err, CircuitError::Timeout);
+    assert_eq!(start.elapsed(), ms(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_timeout_cancels_and_counts_a_failure() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(200),
+        ..config(2)
+    });
+    for _ in 0..2 {
+        let err = cb
+            .call(|| async {
+                tokio::time::sleep(ms(500)).await;
+                Ok::<_, Boom>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout());
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.metrics().failures, 2);
+}
+
+// ---- generations: stale outcomes ----------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_late_success_does_not_close_a_half_open_breaker() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        half_open_max_requests: 1,
+        ..config(2)
+    });
+    let slow = cb.try_acquire().unwrap(); // admitted while Closed
+    fail(&cb).await.unwrap_err();
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Open);
+    advance(ms(1_000)).await;
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+    slow.success(); // finishes now, but describes the old Closed state
+    assert_eq!(
+        cb.state(),
+        CircuitState::HalfOpen,
+        "a stale success must not close it"
+    );
+    // The probe slot is still free for a real probe.
+    cb.try_acquire().unwrap().success();
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_failure_does_not_land_in_a_fresh_window() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        half_open_max_requests: 1,
+        ..config(2)
+    });
+    let slow = cb.try_acquire().unwrap();
+    fail(&cb).await.unwrap_err();
+    fail(&cb).await.unwrap_err();
+    advance(ms(1_000)).await;
+    ok(&cb).await.unwrap(); // the probe: closes with an empty window
+    assert_eq!(cb.state(), CircuitState::Closed);
+    slow.failure();
+    assert_eq!(cb.failure_rate(), 0.0, "the stale failure was ignored");
+    assert_eq!(cb.metrics().window_len, 0);
+    assert_eq!(
+        cb.metrics().failures,
+        3,
+        "but it is still counted as a failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_probe_outcome_is_ignored_after_the_breaker_reopened() {
+    let cb = tripped(2).await;
+    advance(ms(1_000)).await;
+    let p1 = cb.try_acquire().unwrap();
+    let p2 = cb.try_acquire().unwrap();
+    p1.failure(); // reopens
+    assert_eq!(cb.state(), CircuitState::Open);
+    p2.success();
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.retry_after(), Some(ms(2_000)));
+}
+
+// ---- cancellation and panics ----------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_its_slot_and_records_nothing() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        half_open_max_requests: 1,
+        ..config(2)
+    });
+    fail(&cb).await.unwrap_err();
+    fail(&cb).await.unwrap_err();
+    advance(ms(1_000)).await;
+    let hung = cb.call(std::future::pending::<Result<(), Boom>>);
+    // The outer task gives up on the probe after 10 ms.
+    assert!(tokio::time::timeout(ms(10), hung).await.is_err());
+    assert_eq!(cb.state(), CircuitState::HalfOpen, "nothing recorded");
+    assert_eq!(cb.metrics().cancelled, 1);
+    ok(&cb).await.expect("the slot is free again");
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_closed_call_records_nothing() {
+    let cb = CircuitBreaker::new(config(1));
+    let fut = cb.call(std::future::pending::<Result<(), Boom>>);
+    assert!(tokio::time::timeout(ms(10), fut).await.is_err());
+    assert_eq!(cb.metrics().window_len, 0);
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_counts_as_a_failure_and_poisons_nothing() {
+    use futures_util::FutureExt;
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        half_open_max_requests: 1,
+        ..config(2)
+    });
+    for _ in 0..2 {
+        let r = std::panic::AssertUnwindSafe(cb.call(|| async {
+            if true {
+                panic!("the operation panicked");
+            }
+            Ok::<(), Boom>(())
+        }))
+        .catch_unwind()
+        .await;
+        assert!(r.is_err(), "the panic reaches the caller");
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.metrics().failures, 2);
+    // A panicking probe reopens; a panicking closure (before any future) too.
+    advance(ms(1_000)).await;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _p = cb.try_acquire().unwrap();
+        panic!("while holding a probe permit");
+    }));
+    assert!(r.is_err());
+    assert_eq!(cb.state(), CircuitState::Open);
+    // Still fully usable.
+    advance(ms(2_000)).await;
+    ok(&cb).await.unwrap();
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_listener_does_not_break_the_breaker() {
+    let cb = CircuitBreaker::new(config(1));
+    let seen = Arc::new(AtomicUsize::new(0));
+    cb.add_listener(|_: &Transition| panic!("listener bug"));
+    let s = seen.clone();
+    cb.add_listener(move |_: &Transition| {
+        s.fetch_add(1, Ordering::SeqCst);
+    });
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "later listeners still run");
+    cb.reset();
+    ok(&cb).await.unwrap();
+}
+
+// ---- modes: disabled, forced, reset ---------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn disabled_counts_but_never_changes_state() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        enabled: false,
+        ..config(2)
+    });
+    for _ in 0..10 {
+        assert_eq!(fail(&cb).await, Err(CircuitError::Inner(Boom)));
+    }
+    assert_eq!(cb.state(), CircuitState::Closed);
+    assert_eq!(cb.metrics().failures, 10);
+    assert_eq!(cb.failure_rate(), 1.0);
+    // Enabling it at runtime judges the next outcome.
+    cb.update_config(config(2)).unwrap();
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_open_holds_until_reset_or_force_closed() {
+    let cb = CircuitBreaker::new(config(2));
+    cb.force_open();
+    assert_eq!(cb.state(), CircuitState::Open);
+    advance(ms(3_600_000)).await;
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "no timeout ends a forced opening"
+    );
+    assert_eq!(
+        fail(&cb).await,
+        Err(CircuitError::Open { retry_after: None })
+    );
+    cb.force_closed();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    for _ in 0..10 {
+        fail(&cb).await.unwrap_err();
+    }
+    assert_eq!(
+        cb.state(),
+        CircuitState::Closed,
+        "forced closed: counted, never trips"
+    );
+    assert_eq!(cb.failure_rate(), 1.0);
+    cb.reset();
+    assert_eq!(cb.failure_rate(), 0.0, "reset empties the window");
+    fail(&cb).await.unwrap_err();
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Open, "a normal breaker again");
+    assert_eq!(
+        cb.retry_after(),
+        Some(ms(1_000)),
+        "reset cleared the streak"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_clears_the_backoff_streak() {
+    let cb = tripped(1).await;
+    advance(ms(1_000)).await;
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.metrics().open_streak, 2);
+    cb.reset();
+    assert_eq!(cb.metrics().open_streak, 0);
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_reads_have_no_side_effects_on_counters() {
+    let cb = tripped(2).await;
+    let before = cb.metrics();
+    for _ in 0..100 {
+        cb.state();
+        cb.failure_rate();
+    }
+    let after = cb.metrics();
+    assert_eq!(
+        (before.requests, before.blocked, before.allowed),
+        (after.requests, after.blocked, after.allowed)
+    );
+}
+
+// ---- reconfiguration and restarts ----------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn update_config_keeps_state_and_outcomes() {
+    let cb = CircuitBreaker::new(config(4));
+    fail(&cb).await.unwrap_err();
+    ok(&cb).await.unwrap();
+    ok(&cb).await.unwrap();
+    cb.update_config(CircuitBreakerConfig {
+        failure_threshold: 0.9,
+        ..config(4)
+    })
+    .unwrap();
+    assert!(
+        (cb.failure_rate() - 1.0 / 3.0).abs() < 1e-12,
+        "outcomes kept"
+    );
+    cb.update_config(CircuitBreakerConfig {
+        failure_threshold: 0.3,
+        ..config(2)
+    })
+    .unwrap();
+    assert_eq!(cb.metrics().window_len, 2, "shrunk to the last two");
+    assert_eq!(cb.failure_rate(), 0.0);
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.state(), CircuitState::Open, "the new threshold applies");
+    let left = cb.retry_after();
+    cb.update_config(CircuitBreakerConfig {
+        open_timeout_ms: 5_000,
+        ..config(2)
+    })
+    .unwrap();
+    assert_eq!(cb.state(), CircuitState::Open, "state kept");
+    assert_eq!(cb.retry_after(), left, "the opening keeps its deadline");
+
+    let err = cb.update_config(config(1_000)).unwrap_err();
+    assert!(err.names("sample_size"), "{err}");
+    let err = cb
+        .update_config(CircuitBreakerConfig {
+            failure_threshold: 2.0,
+            ..config(2)
+        })
+        .unwrap_err();
+    assert!(err.names("failure_threshold"));
+    assert_eq!(
+        cb.config().failure_threshold,
+        0.5,
+        "nothing changed on error"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
+    let cb = tripped(2).await;
+    advance(ms(400)).await;
+    let json = serde_json::to_string(&cb.snapshot()).unwrap();
+    drop(cb);
+    let snapshot: CircuitSnapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(snapshot.open_remaining_ms, Some(600));
+    let restored = CircuitBreaker::restore(config(2), snapshot).unwrap();
+    assert_eq!(restored.state(), CircuitState::Open);
+    let left = restored.retry_after().unwrap();
+    // Less the wall-clock time the restore took (a few ms at most).
+    assert!(left <= ms(600) && left >= ms(500), "{left:?}");
+    advance(left - ms(1)).await;
+    assert_eq!(restored.state(), CircuitState::Open);
+    advance(ms(1)).await;
+    assert_eq!(restored.state(), CircuitState::HalfOpen);
+    assert_eq!(restored.metrics().open_streak, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshots_keep_the_window_and_forced_modes() {
+    let cb = CircuitBreaker::new(config(4));
+    fail(&cb).await.unwrap_err();
+    ok(&cb).await.unwrap();
+    cb.force_closed();
+    let snap = cb.snapshot();
+    assert_eq!(snap.outcomes, "FS");
+    assert_eq!(snap.forced, Some(CircuitState::Closed));
+    let restored = CircuitBreaker::restore(config(4), snap.clone()).unwrap();
+    assert_eq!(restored.failure_rate(), 0.5);
+    for _ in 0..4 {
+        fail(&restored).await.unwrap_err();
+    }
+    assert_eq!(
+        restored.state(),
+        CircuitState::Closed,
+        "still forced closed"
+    );
+
+    let bad = CircuitSnapshot {
+        outcomes: "SFx".into(),
+        ..snap
+    };
+    let err = CircuitBreaker::restore(config(4), bad).unwrap_err();
+    assert!(err.names("snapshot.outcomes"), "{err}");
+}
+
+// ---- events -----------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn transitions_are_published_with_from_to_and_time() {
+    let cb = CircuitBreaker::new(config(1));
+    let mut rx = cb.subscribe();
+    let start = tokio::time::Instant::now();
+    fail(&cb).await.unwrap_err();
+    let t = rx.recv().await.unwrap();
+    assert_eq!(
+        (t.from, t.to, t.at),
+        (CircuitState::Closed, CircuitState::Open, start)
+    );
+    assert_eq!(t.open_for, Some(ms(1_000)));
+    advance(ms(1_000)).await;
+    ok(&cb).await.unwrap();
+    ok(&cb).await.unwrap();
+    let seq: Vec<_> = [rx.recv().await.unwrap(), rx.recv().await.unwrap()]
+        .iter()
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert_eq!(
+        seq,
+        [
+            (CircuitState::Open, CircuitState::HalfOpen),
+            (CircuitState::HalfOpen, CircuitState::Closed)
+        ]
+    );
+    assert_eq!(cb.metrics().state_changes, 3);
+    assert!(cb.metrics().last_state_change.is_some());
+}
+
+#[test]
+fn works_without_a_runtime() {
+    // No tokio runtime: no timer task is spawned, rejections read the clock.
+    let cb = CircuitBreaker::new(config(1));
+    cb.try_acquire().unwrap().failure();
+    assert_eq!(cb.state(), CircuitState::Open);
+    let advised = cb.try_acquire().unwrap_err().retry_after().unwrap();
+    assert!(advised <= ms(1_000) && advised > ms(900), "{advised:?}");
+    cb.reset();
+    cb.try_acquire().unwrap().success();
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<CircuitBreaker>();
+    both::<Permit<'static>>();
+    both::<CircuitError<Boom>>();
+    both::<CircuitMetrics>();
+    fn send<T: Send>(_: &T) {}
+    let cb = CircuitBreaker::new(CircuitBreakerConfig::default());
+    send(&cb.call(|| async { Ok::<_, Boom>(()) }));
+}
