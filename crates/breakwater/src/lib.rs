@@ -46,3 +46,8 @@ pub use crate::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitSnapshot, CircuitState,
     ConfigError, Permit, Transition, TransitionListener, Verdict,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
