@@ -44,11 +44,14 @@
 
 mod backoff;
 mod core;
+pub mod degradation;
 mod events;
+pub mod per_endpoint;
 mod permit;
 mod snapshot;
 mod state;
 mod stats;
+pub mod strategies;
 mod window;
 
 #[cfg(all(test, breakwater_loom))]
