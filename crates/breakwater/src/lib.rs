@@ -44,7 +44,7 @@ mod sync;
 pub use crate::error::CircuitError;
 pub use crate::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitSnapshot, CircuitState,
-    ConfigError, Permit, Transition, TransitionListener, Verdict,
+    ConfigError, OwnedPermit, Permit, Transition, TransitionListener, Verdict,
 };
 
 /// The README's examples, compiled and run as doctests.

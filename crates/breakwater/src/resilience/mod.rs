@@ -68,14 +68,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use self::events::{Transition, TransitionListener};
-pub use self::permit::{Permit, Verdict};
+pub use self::permit::{OwnedPermit, Permit, Verdict};
 pub use self::snapshot::CircuitSnapshot;
 pub use self::state::CircuitState;
 pub use self::stats::CircuitMetrics;
 pub use crate::config::{CircuitBreakerConfig, ConfigError, ConfigProblem};
 pub use crate::error::CircuitError;
 
-use self::core::{Change, Core, LazyNow};
+use self::core::{Change, Core, LazyNow, Refusal};
 use self::events::Events;
 
 /// A circuit breaker: runs calls while the service behind it is healthy,
@@ -419,14 +419,30 @@ impl CircuitBreaker {
         let s = &*self.shared;
         match s.core.acquire(&mut s.lazy_now(), &mut |c| s.publish(c)) {
             Ok(ticket) => Ok(Permit::new(s, ticket)),
-            Err(refusal) => {
-                if refusal.wake_ticker {
-                    s.wake.notify_waiters();
-                }
-                Err(CircuitError::Open {
-                    retry_after: refusal.retry_after_us.map(Duration::from_micros),
-                })
-            }
+            Err(refusal) => Err(self.refused(refusal)),
+        }
+    }
+
+    /// As [`try_acquire`](Self::try_acquire), for a permit that owns a
+    /// handle to the breaker and so can move into a `'static` future.
+    ///
+    /// # Errors
+    ///
+    /// [`CircuitError::Open`] when the breaker refuses the call.
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, CircuitError<Infallible>> {
+        let s = &*self.shared;
+        match s.core.acquire(&mut s.lazy_now(), &mut |c| s.publish(c)) {
+            Ok(ticket) => Ok(OwnedPermit::new(self.shared.clone(), ticket)),
+            Err(refusal) => Err(self.refused(refusal)),
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
+        if refusal.wake_ticker {
+            self.shared.wake.notify_waiters();
+        }
+        CircuitError::Open {
+            retry_after: refusal.retry_after_us.map(Duration::from_micros),
         }
     }
 

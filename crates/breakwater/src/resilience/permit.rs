@@ -1,5 +1,6 @@
 //! Permits: the right to run one call, and the duty to report its outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -42,68 +43,52 @@ impl Verdict {
 #[derive(Debug)]
 pub struct Permit<'a> {
     shared: &'a Shared,
+    claim: Claim,
+}
+
+/// A [`Permit`] that owns a handle to its breaker, so it can live in a
+/// `'static` future (a tower service's response future, a spawned task).
+/// From [`CircuitBreaker::try_acquire_owned`](super::CircuitBreaker::try_acquire_owned).
+#[must_use = "a permit that is dropped records nothing; call success() or failure()"]
+#[derive(Debug)]
+pub struct OwnedPermit {
+    shared: Arc<Shared>,
+    claim: Claim,
+}
+
+/// What both kinds of permit hold besides the breaker.
+#[derive(Debug)]
+struct Claim {
     ticket: Ticket,
     started: Option<Instant>,
     armed: bool,
 }
 
-impl<'a> Permit<'a> {
-    pub(super) fn new(shared: &'a Shared, ticket: Ticket) -> Self {
-        let started = shared.core.times_calls().then(Instant::now);
+impl Claim {
+    fn new(shared: &Shared, ticket: Ticket) -> Self {
         Self {
-            shared,
             ticket,
-            started,
+            started: shared.core.times_calls().then(Instant::now),
             armed: true,
         }
     }
 
-    /// Whether this permit is one of a HalfOpen breaker's probes.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.probe
+    fn time_limit(&self, shared: &Shared) -> Option<Duration> {
+        shared.core.time_limit_us(self.ticket).map(Duration::from_micros)
     }
 
-    /// The longest the call may run (`call_timeout_ms`, or for a probe
-    /// `probe_timeout_ms` / the length of the opening that just ended).
-    pub fn time_limit(&self) -> Option<Duration> {
-        self.shared
-            .core
-            .time_limit_us(self.ticket)
-            .map(Duration::from_micros)
-    }
-
-    /// The call succeeded.
     #[inline]
-    pub fn success(self) {
-        self.record(Verdict::Success);
-    }
-
-    /// The call failed.
-    #[inline]
-    pub fn failure(self) {
-        self.record(Verdict::Failure);
-    }
-
-    /// The call's outcome says nothing about the service: it is not counted
-    /// either way (its probe slot, if any, is freed).
-    pub fn ignore(self) {
-        self.record(Verdict::Ignore);
-    }
-
-    /// Records `verdict`.
-    #[inline]
-    pub fn record(mut self, verdict: Verdict) {
+    fn record(&mut self, shared: &Shared, verdict: Verdict) {
         self.armed = false;
-        self.finish(verdict);
+        self.finish(shared, verdict);
     }
 
-    fn finish(&self, verdict: Verdict) {
+    fn finish(&self, shared: &Shared, verdict: Verdict) {
         let outcome = match verdict {
             Verdict::Success => SUCCESS,
             Verdict::Failure => FAILURE,
-            Verdict::Ignore => return self.shared.core.release(self.ticket, false),
+            Verdict::Ignore => return shared.core.release(self.ticket, false),
         };
-        let shared = self.shared;
         let mut now = shared.lazy_now();
         let slow = match self.started {
             Some(started) => {
@@ -117,19 +102,90 @@ impl<'a> Permit<'a> {
             .core
             .complete(self.ticket, outcome, &mut now, &mut |c| shared.publish(c));
     }
-}
 
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
+    fn on_drop(&mut self, shared: &Shared) {
         if !self.armed {
             return;
         }
         if std::thread::panicking() {
             // The call panicked: that is a failure. The panic goes on.
-            self.finish(Verdict::Failure);
+            self.finish(shared, Verdict::Failure);
         } else {
             // The call was cancelled: it says nothing about the service.
-            self.shared.core.release(self.ticket, true);
+            shared.core.release(self.ticket, true);
         }
+    }
+}
+
+macro_rules! permit_methods {
+    () => {
+        /// Whether this permit is one of a HalfOpen breaker's probes.
+        pub fn is_probe(&self) -> bool {
+            self.claim.ticket.probe
+        }
+
+        /// The longest the call may run (`call_timeout_ms`, or for a probe
+        /// `probe_timeout_ms` / the length of the opening that just ended).
+        pub fn time_limit(&self) -> Option<Duration> {
+            self.claim.time_limit(&self.shared)
+        }
+
+        /// The call succeeded.
+        #[inline]
+        pub fn success(self) {
+            self.record(Verdict::Success);
+        }
+
+        /// The call failed.
+        #[inline]
+        pub fn failure(self) {
+            self.record(Verdict::Failure);
+        }
+
+        /// The call's outcome says nothing about the service: it is not
+        /// counted either way (its probe slot, if any, is freed).
+        pub fn ignore(self) {
+            self.record(Verdict::Ignore);
+        }
+
+        /// Records `verdict`.
+        #[inline]
+        pub fn record(mut self, verdict: Verdict) {
+            self.claim.record(&self.shared, verdict);
+        }
+    };
+}
+
+impl<'a> Permit<'a> {
+    pub(super) fn new(shared: &'a Shared, ticket: Ticket) -> Self {
+        Self {
+            claim: Claim::new(shared, ticket),
+            shared,
+        }
+    }
+
+    permit_methods!();
+}
+
+impl OwnedPermit {
+    pub(super) fn new(shared: Arc<Shared>, ticket: Ticket) -> Self {
+        Self {
+            claim: Claim::new(&shared, ticket),
+            shared,
+        }
+    }
+
+    permit_methods!();
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.claim.on_drop(self.shared);
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        self.claim.on_drop(&self.shared);
     }
 }
