@@ -9,7 +9,7 @@
 
 use super::backoff::{Backoff, Jitter};
 use super::state::{CircuitState, Word};
-use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW};
+use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW, SUCCESS};
 use crate::config::CircuitBreakerConfig;
 use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 
@@ -299,7 +299,26 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) -> Result<Ticket, Refusal> {
-        let mut w = self.word();
+        let w = self.word();
+        if w.admits_freely() {
+            // Closed: one load, nothing written.
+            return Ok(Ticket {
+                generation: w.generation(),
+                probe: false,
+            });
+        }
+        self.acquire_slow(w, now, sink)
+    }
+
+    /// Admission in Open and HalfOpen, kept out of line so that the Closed
+    /// path stays a few instructions.
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        mut w: Word,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) -> Result<Ticket, Refusal> {
         loop {
             if w.admits_freely() {
                 // Closed: one load, nothing written.
@@ -369,7 +388,6 @@ impl Core {
 
     /// Records the outcome of an admitted call: `outcome` is `SUCCESS` or
     /// `FAILURE`, with `SLOW` added for a slow call.
-    #[inline]
     pub(crate) fn complete(
         &self,
         ticket: Ticket,
@@ -377,8 +395,48 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) {
+        if outcome == SUCCESS {
+            return self.complete_success(ticket, now, sink);
+        }
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.complete_slow(ticket, outcome, pos, now, sink);
+    }
+
+    /// Records a success (not slow). The common case, a Closed success in a
+    /// count window, is one atomic add and a few loads, inline.
+    #[inline]
+    pub(crate) fn complete_success(
+        &self,
+        ticket: Ticket,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) {
+        // Relaxed: a count, and the window position this outcome takes.
+        let pos = self.cursor.fetch_add(1, Ordering::Relaxed);
+        if ticket.probe || self.needs_time() {
+            return self.complete_slow(ticket, SUCCESS, pos, now, sink);
+        }
+        let w = self.word();
+        if w.generation() == ticket.generation
+            && (self.count.record(pos, SUCCESS) || self.hot.rejudge.load(Ordering::Relaxed))
+            && w.state() == CircuitState::Closed
+            && w.is_automatic()
+        {
+            self.judge(w, now, sink);
+        }
+    }
+
+    /// Every outcome but a Closed success in a count window.
+    #[inline(never)]
+    fn complete_slow(
+        &self,
+        ticket: Ticket,
+        outcome: u8,
+        pos: u64,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) {
         if outcome & FAILURE != 0 {
             self.totals.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -456,6 +514,7 @@ impl Core {
     }
 
     /// Opens a Closed breaker whose window crossed a threshold.
+    #[inline(never)]
     fn judge(
         &self,
         w: Word,

@@ -61,6 +61,9 @@ fn ratio(part: u64, whole: u64) -> f64 {
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     size: AtomicU64,
+    /// `u64::MAX / size + 1`: turns `pos % size` into two multiplications
+    /// (a division costs tens of cycles, more than the rest of a record).
+    reciprocal: AtomicU64,
     filled: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
@@ -71,6 +74,7 @@ impl CountWindow {
         Self {
             slots: (0..size.max(1)).map(|_| AtomicU8::new(EMPTY)).collect(),
             size: AtomicU64::new(size.max(1) as u64),
+            reciprocal: AtomicU64::new(reciprocal(size.max(1) as u64)),
             filled: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
@@ -95,14 +99,26 @@ impl CountWindow {
         // Relaxed everywhere: the tallies are statistics, and the decision to
         // open is made by a compare-exchange on the state word, which orders
         // the transition itself.
-        let size = self.size.load(Ordering::Relaxed);
-        let slot = &self.slots[(pos % size) as usize];
+        let slot = &self.slots[self.index(pos)];
         if slot.load(Ordering::Relaxed) == outcome {
             return false;
         }
         let old = slot.swap(outcome, Ordering::Relaxed);
         self.adjust(old, outcome);
         old == EMPTY || outcome & (FAILURE | SLOW) != 0
+    }
+
+    /// The slot of the `pos`-th outcome: `pos % size`, for the low 32 bits of
+    /// `pos` (so the ring skips once every 2^32 outcomes, which only means
+    /// one outcome leaves the window early).
+    #[inline]
+    fn index(&self, pos: u64) -> usize {
+        let size = self.size.load(Ordering::Relaxed);
+        let m = self.reciprocal.load(Ordering::Relaxed);
+        // Lemire's fastmod. Always < size, and size <= slots.len() even if
+        // a resize lands between the two loads.
+        let low = m.wrapping_mul(pos as u32 as u64);
+        ((low as u128 * size as u128) >> 64) as usize
     }
 
     fn adjust(&self, old: u8, new: u8) {
@@ -138,7 +154,7 @@ impl CountWindow {
         let len = (self.filled.load(Ordering::Relaxed) as u64).min(size);
         let start = next_pos.saturating_sub(size);
         let mut all: Vec<u8> = (start..next_pos)
-            .map(|pos| self.slots[(pos % size) as usize].load(Ordering::Relaxed))
+            .map(|pos| self.slots[self.index(pos)].load(Ordering::Relaxed))
             .filter(|&o| o != EMPTY)
             .collect();
         let extra = all.len().saturating_sub(len as usize);
@@ -153,6 +169,7 @@ impl CountWindow {
         let size = size.clamp(1, self.capacity()) as u64;
         let kept = self.outcomes(next_pos);
         self.clear();
+        self.reciprocal.store(reciprocal(size), Ordering::Relaxed);
         self.size.store(size, Ordering::Relaxed);
         let keep = kept.len().min(size as usize);
         self.replay(&kept[kept.len() - keep..], next_pos);
@@ -167,6 +184,10 @@ impl CountWindow {
             self.record(first.wrapping_add(i as u64), o);
         }
     }
+}
+
+fn reciprocal(size: u64) -> u64 {
+    (u64::MAX / size).wrapping_add(1)
 }
 
 /// Moves `counter` by the change of one slot's property: up when the slot
@@ -308,6 +329,16 @@ mod tests {
             w.outcomes(7),
             vec![SUCCESS, SUCCESS, SUCCESS, FAILURE | SLOW]
         );
+    }
+
+    #[test]
+    fn fast_modulo_matches_the_remainder() {
+        for size in [1u64, 2, 3, 7, 10, 100, 1000, 65_537, 1 << 20] {
+            let w = CountWindow::new(size as usize);
+            for pos in (0..5_000u64).chain([u32::MAX as u64 - 3, u32::MAX as u64]) {
+                assert_eq!(w.index(pos) as u64, pos % size, "{pos} % {size}");
+            }
+        }
     }
 
     #[test]
