@@ -33,15 +33,22 @@
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `resilience` | yes | the breaker and its strategies (always built; kept as a name) |
+//! | `tower` | no | `breakwater::layer`: a tower `Layer` around any `Service`, one breaker or one per key |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod config;
 pub mod error;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod resilience;
 mod sync;
+pub mod traits;
 
 pub use crate::error::CircuitError;
+pub use crate::resilience::degradation::{DegradationLevel, GracefulDegradation};
+pub use crate::resilience::per_endpoint::PerEndpointCircuitBreaker;
+pub use crate::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
 pub use crate::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitSnapshot, CircuitState,
     ConfigError, OwnedPermit, Permit, Transition, TransitionListener, Verdict,

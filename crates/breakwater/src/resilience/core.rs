@@ -11,6 +11,8 @@ use super::backoff::{Backoff, Jitter};
 use super::state::{CircuitState, Word};
 use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW, SUCCESS};
 use crate::config::CircuitBreakerConfig;
+use std::sync::OnceLock;
+
 use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 
 /// Bits of the deadline word that hold the opening's generation (low bits).
@@ -110,7 +112,6 @@ fn ms_to_us(ms: u64) -> u64 {
 /// Counters that only ever grow, for metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
-    pub(crate) blocked: CachePadded<AtomicU64>,
     pub(crate) failures: AtomicU64,
     pub(crate) slow: AtomicU64,
     pub(crate) ignored: AtomicU64,
@@ -120,16 +121,27 @@ pub(crate) struct Totals {
     pub(crate) last_change_us: AtomicU64,
 }
 
+/// The two counters written on hot paths, on a cache line of their own so
+/// that writing them does not evict the state word from other cores.
+#[derive(Debug, Default)]
+pub(crate) struct Busy {
+    /// How many outcomes were ever recorded; the next one's window position.
+    pub(crate) cursor: AtomicU64,
+    /// Calls refused (written only while Open or HalfOpen).
+    pub(crate) blocked: AtomicU64,
+}
+
 /// The atomics of one breaker.
 #[derive(Debug)]
 pub(crate) struct Core {
     /// The state word (see `state.rs`). Read by every call.
     word: CachePadded<AtomicU64>,
     /// How many outcomes were ever recorded; the next one's window position.
-    cursor: CachePadded<AtomicU64>,
+    busy: CachePadded<Busy>,
     hot: Hot,
     count: CountWindow,
-    time: TimeWindow,
+    /// Allocated the first time a time window is configured.
+    time: OnceLock<Box<TimeWindow>>,
     /// Tag of the opening's generation | its deadline in microseconds.
     deadline: AtomicU64,
     /// The latest clock reading while Open, with `FRESH` while a ticker
@@ -148,7 +160,7 @@ impl Core {
     pub(crate) fn new(config: &CircuitBreakerConfig, seed: u64) -> Self {
         let core = Self {
             word: CachePadded(AtomicU64::new(Word::closed(!config.enabled).0)),
-            cursor: CachePadded(AtomicU64::new(0)),
+            busy: CachePadded(Busy::default()),
             hot: Hot {
                 threshold: AtomicU64::new(0),
                 slow_threshold: AtomicU64::new(0),
@@ -165,7 +177,7 @@ impl Core {
                 jitter: AtomicU64::new(0),
             },
             count: CountWindow::new(config.sample_size),
-            time: TimeWindow::new(ms_to_us(config.window_ms.unwrap_or(1))),
+            time: OnceLock::new(),
             deadline: AtomicU64::new(0),
             hint: AtomicU64::new(0),
             open_for_us: AtomicU64::new(0),
@@ -202,6 +214,11 @@ impl Core {
             .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| to)
             .map_err(Word)
+    }
+
+    /// Calls refused since creation.
+    pub(crate) fn blocked(&self) -> u64 {
+        self.busy.blocked.load(Ordering::Relaxed)
     }
 
     /// Whether calls are being timed for the slow-call rule.
@@ -282,7 +299,7 @@ impl Core {
                     if w.is_forced_open() || deadline & TAG_MASK != tag(w.generation()) {
                         // Forced, or the deadline of this opening is not
                         // yet published: no wait to advise.
-                        self.totals.blocked.fetch_add(1, Ordering::Relaxed);
+                        self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                         return Err(Refusal {
                             retry_after_us: None,
                             wake_ticker: false,
@@ -301,7 +318,7 @@ impl Core {
                         t
                     };
                     if t < until {
-                        let n = self.totals.blocked.fetch_add(1, Ordering::Relaxed);
+                        let n = self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                         return Err(Refusal {
                             retry_after_us: Some(until - t),
                             wake_ticker: !fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
@@ -313,7 +330,7 @@ impl Core {
                 }
                 CircuitState::HalfOpen => {
                     if w.in_flight() >= self.hot.half_open_max.load(Ordering::Relaxed) {
-                        self.totals.blocked.fetch_add(1, Ordering::Relaxed);
+                        self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                         return Err(Refusal {
                             retry_after_us: None,
                             wake_ticker: false,
@@ -348,7 +365,7 @@ impl Core {
             return self.complete_success(ticket, now, sink);
         }
         // Relaxed: a count, and the window position this outcome takes.
-        let pos = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
         self.complete_slow(ticket, outcome, pos, now, sink);
     }
 
@@ -362,7 +379,7 @@ impl Core {
         sink: &mut impl FnMut(Change),
     ) {
         // Relaxed: a count, and the window position this outcome takes.
-        let pos = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
         if ticket.probe || self.needs_time() {
             return self.complete_slow(ticket, SUCCESS, pos, now, sink);
         }
@@ -402,7 +419,9 @@ impl Core {
             return;
         }
         let judge = if self.needs_time() {
-            self.time.record(now.get(), outcome);
+            if let Some(time) = self.time.get() {
+                time.record(now.get(), outcome);
+            }
             true
         } else {
             // An outcome that left the window as it was leaves the verdict
@@ -465,7 +484,9 @@ impl Core {
     /// The window's tallies.
     pub(crate) fn tally(&self, now: &mut LazyNow<impl FnMut() -> u64>) -> Tally {
         if self.needs_time() {
-            self.time.tally(now.get())
+            self.time
+                .get()
+                .map_or_else(Tally::default, |t| t.tally(now.get()))
         } else {
             self.count.tally()
         }

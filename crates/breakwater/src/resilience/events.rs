@@ -3,12 +3,11 @@
 //! Every change of state is published once, after the compare-exchange that
 //! made it, to the registered listeners and to the broadcast channel of
 //! [`CircuitBreaker::subscribe`](super::CircuitBreaker::subscribe). Nothing is
-//! published under a lock, a breaker with no listener pays one relaxed load
-//! per transition, and a listener that panics is logged and skipped: it can
+//! published under a lock, a breaker with no listener pays one load per
+//! transition (and one pointer of memory), and a listener that panics is logged and skipped: it can
 //! neither stop the transition nor leave the breaker unusable.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -51,10 +50,15 @@ const CHANNEL_CAPACITY: usize = 64;
 
 type Listeners = Arc<[Arc<dyn TransitionListener>]>;
 
+/// The listeners of one breaker, allocated on the first `add` or
+/// `subscribe`: a breaker nobody listens to carries one pointer.
 #[derive(Default)]
 pub(crate) struct Events {
-    /// Whether anyone listens; checked before anything else is touched.
-    any: AtomicBool,
+    inner: OnceLock<Box<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
     listeners: RwLock<Option<Listeners>>,
     channel: OnceLock<broadcast::Sender<Transition>>,
 }
@@ -62,37 +66,41 @@ pub(crate) struct Events {
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
-            .field("any", &self.any.load(Ordering::Relaxed))
+            .field("listening", &self.inner.get().is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Events {
+    fn inner(&self) -> &Inner {
+        self.inner.get_or_init(Box::default)
+    }
+
     pub(crate) fn add(&self, listener: Arc<dyn TransitionListener>) {
         // A poisoned lock only means a panic elsewhere while it was held;
         // the list itself is always whole, so keep using it.
-        let mut guard = self.listeners.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .inner()
+            .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<_> = guard.as_deref().map(<[_]>::to_vec).unwrap_or_default();
         list.push(listener);
         *guard = Some(list.into());
-        // Release: pairs with the Acquire in `publish`.
-        self.any.store(true, Ordering::Release);
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Transition> {
-        let rx = self
+        self.inner()
             .channel
             .get_or_init(|| broadcast::channel(CHANNEL_CAPACITY).0)
-            .subscribe();
-        self.any.store(true, Ordering::Release);
-        rx
+            .subscribe()
     }
 
     pub(crate) fn publish(&self, t: &Transition) {
-        if !self.any.load(Ordering::Acquire) {
+        let Some(inner) = self.inner.get() else {
             return;
-        }
-        let listeners = self
+        };
+        let listeners = inner
             .listeners
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -102,7 +110,7 @@ impl Events {
                 tracing::error!(from = %t.from, to = %t.to, "a transition listener panicked");
             }
         }
-        if let Some(tx) = self.channel.get() {
+        if let Some(tx) = inner.channel.get() {
             // No receiver is not an error: nobody is listening right now.
             let _ = tx.send(*t);
         }

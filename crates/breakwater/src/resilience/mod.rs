@@ -61,7 +61,7 @@ mod tests;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
@@ -124,10 +124,13 @@ pub struct CircuitBreaker {
 pub(crate) struct Shared {
     core: Core,
     epoch: Instant,
-    config: RwLock<CircuitBreakerConfig>,
+    /// Shared with other breakers built from the same configuration (a
+    /// registry's default), replaced by `update_config`.
+    config: RwLock<Arc<CircuitBreakerConfig>>,
     events: Events,
-    /// Wakes the timer task of the current opening (see `ticker`).
-    wake: Arc<Notify>,
+    /// Wakes the timer task of the current opening (see `ticker`); made at
+    /// the first opening.
+    wake: OnceLock<Arc<Notify>>,
     me: Weak<Shared>,
 }
 
@@ -197,12 +200,8 @@ impl Shared {
     /// HalfOpen happens on the first call or `state()` after the deadline.
     fn arm_ticker(&self, generation: u32, until_us: u64) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(ticker(
-                self.me.clone(),
-                self.wake.clone(),
-                generation,
-                until_us,
-            ));
+            let wake = self.wake.get_or_init(|| Arc::new(Notify::new())).clone();
+            rt.spawn(ticker(self.me.clone(), wake, generation, until_us));
         }
     }
 }
@@ -246,11 +245,7 @@ async fn ticker(breaker: Weak<Shared>, wake: Arc<Notify>, generation: u32, until
             return;
         }
         if active {
-            let blocked = shared
-                .core
-                .totals
-                .blocked
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let blocked = shared.core.blocked();
             active = blocked != seen;
             seen = blocked;
             shared.core.set_hint(t, active);
@@ -279,6 +274,15 @@ impl CircuitBreaker {
     ///
     /// A [`ConfigError`] naming every invalid field.
     pub fn try_new(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::with_shared_config(Arc::new(config))
+    }
+
+    /// A breaker whose configuration is shared (not copied) with other
+    /// breakers until one of them is reconfigured: what a registry of many
+    /// endpoints with one default configuration wants.
+    pub(crate) fn with_shared_config(
+        config: Arc<CircuitBreakerConfig>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -290,7 +294,7 @@ impl CircuitBreaker {
             epoch: Instant::now(),
             config: RwLock::new(config),
             events: Events::default(),
-            wake: Arc::new(Notify::new()),
+            wake: OnceLock::new(),
             me: me.clone(),
         });
         Ok(Self { shared })
@@ -298,11 +302,7 @@ impl CircuitBreaker {
 
     /// The configuration in force.
     pub fn config(&self) -> CircuitBreakerConfig {
-        self.shared
-            .config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        CircuitBreakerConfig::clone(&self.shared.config.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The current state. One atomic load when Closed; never blocks, changes
@@ -347,7 +347,7 @@ impl CircuitBreaker {
         let failures = load(&t.failures);
         let ignored = load(&t.ignored);
         let cancelled = load(&t.cancelled);
-        let blocked = load(&t.blocked);
+        let blocked = s.core.blocked();
         let allowed = recorded + ignored + cancelled;
         let mut transitions = [[0; 3]; 3];
         for (i, n) in t.transitions.iter().enumerate() {
@@ -439,7 +439,9 @@ impl CircuitBreaker {
 
     fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
         if refusal.wake_ticker {
-            self.shared.wake.notify_waiters();
+            if let Some(wake) = self.shared.wake.get() {
+                wake.notify_waiters();
+            }
         }
         CircuitError::Open {
             retry_after: refusal.retry_after_us.map(Duration::from_micros),
@@ -573,7 +575,7 @@ impl CircuitBreaker {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         self.shared.core.configure(&config);
-        *guard = config;
+        *guard = Arc::new(config);
         Ok(())
     }
 

@@ -1,1 +1,911 @@
-//! (in progress)
+//! Per-endpoint circuit breakers: one independent [`CircuitBreaker`] per
+//! endpoint (a host, a service, any string), created on first use and
+//! forgotten once idle.
+//!
+//! ```
+//! use breakwater::{CircuitBreakerConfig, CircuitState};
+//! use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
+//!     sample_size: 2,
+//!     ..Default::default()
+//! });
+//! for _ in 0..2 {
+//!     let _ = breakers.call("https://flaky.example", || async { Err::<(), _>("503") }).await;
+//! }
+//! let reply = breakers.call("https://healthy.example", || async { Ok::<_, &str>("pong") }).await;
+//! assert_eq!(reply, Ok("pong"));
+//! assert_eq!(
+//!     breakers.get_all_states(),
+//!     [
+//!         ("https://flaky.example".to_string(), CircuitState::Open),
+//!         ("https://healthy.example".to_string(), CircuitState::Closed),
+//!     ]
+//! );
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Independence.** Every endpoint has its own breaker: its own window,
+//!   state, backoff and counters. One endpoint's calls never change another
+//!   endpoint's state. Keys are compared as exact strings, so any string
+//!   (empty, Unicode, megabytes long) is a valid key of its own.
+//! * **Cheap lookups.** Finding an existing endpoint's breaker hashes the key,
+//!   takes a *shared* lock on one shard of the map and clones an `Arc`: no
+//!   write lock, no clock read, no allocation. Only a new endpoint (a miss)
+//!   allocates, write-locks its shard, reads the clock and may sweep.
+//! * **Bounded memory.** At most [`RegistryLimits::max_endpoints`] breakers
+//!   are retained, and idle Closed breakers are evicted after
+//!   [`RegistryLimits::idle_ttl`] (see below).
+//! * **Open breakers are kept.** An Open or HalfOpen breaker, and any breaker
+//!   somebody still holds (a call running through the registry, an `Arc`
+//!   kept by a caller), is never evicted: forgetting it would let traffic
+//!   through to a service that is known to be failing.
+//! * **Service is never refused** by the registry itself: every call gets a
+//!   breaker, even when the registry is full (see below).
+//!
+//! No breaker method that can run transition listeners is called while a
+//! lock of the map is held, so a listener may use the registry freely.
+//!
+//! # Idle eviction
+//!
+//! Reading the clock on every lookup would cost more than the lookup, so
+//! idleness is found by sweeps instead. A lookup through the registry
+//! ([`get_or_create`](PerEndpointCircuitBreaker::get_or_create),
+//! [`get`](PerEndpointCircuitBreaker::get),
+//! [`call`](PerEndpointCircuitBreaker::call)) only sets a "used" bit in the
+//! endpoint's slot (one load, and one store per sweep period). A sweep
+//! stamps with its own time every slot that was looked up since the
+//! previous sweep or whose breaker somebody else holds (a running call, a
+//! caller's `Arc`), clearing the bit; then it evicts every breaker that is
+//! Closed, held by nobody, and stamped at least `idle_ttl` ago. So a breaker
+//! is never evicted sooner than `idle_ttl` after it was last used or held;
+//! while sweeps run regularly, it goes within about a sweep period after
+//! that.
+//!
+//! A sweep runs on a miss, at most once every `idle_ttl / 4`, and whenever
+//! [`evict_idle`](PerEndpointCircuitBreaker::evict_idle) is called. Without
+//! misses nothing new is retained, so memory cannot grow between sweeps;
+//! call `evict_idle` periodically (e.g. on every metrics scrape) to let idle
+//! breakers go even when no new endpoint shows up. Sweeps are single-flight:
+//! one running sweep makes the others skip.
+//!
+//! An evicted endpoint that is used again gets a fresh breaker: Closed, an
+//! empty window, counters from zero (a counter reset, to Prometheus), and
+//! without the listeners that were added to the old one.
+//!
+//! # When the registry is full
+//!
+//! A new endpoint that finds `max_endpoints` breakers retained makes room
+//! first: idle breakers go, then the least recently used Closed breakers that
+//! nobody holds, until a sixteenth of the cap is free (so that the next new
+//! endpoints need no sweep). If nothing can go, because the cap is full of
+//! Open, HalfOpen or held breakers, the new endpoint still gets a working
+//! breaker with its configuration, but that breaker is **not retained**: the
+//! call runs, but a failing new endpoint is not remembered until room frees
+//! up. [`overflows`](PerEndpointCircuitBreaker::overflows) counts such
+//! breakers and a warning is logged (at most once per sweep period); making
+//! room is retried a sweep period later. (A new endpoint that finds the
+//! registry full while another thread is sweeping is treated the same way,
+//! rather than made to wait.) This keeps both promises, never
+//! evicting an open breaker and never refusing a call, while memory stays
+//! bounded even when an unbounded number of distinct endpoints fail. Size
+//! `max_endpoints` well above the number of endpoints that can fail at once,
+//! and key breakers by something of low cardinality (a `scheme://host:port`,
+//! not a full URL).
+//!
+//! # Configuration
+//!
+//! Every breaker starts with the registry's default configuration unless
+//! [`set_config`](PerEndpointCircuitBreaker::set_config) gave its endpoint
+//! an override. An override applies at once to the endpoint's breaker, if
+//! it has one (through [`CircuitBreaker::update_config`], which keeps its
+//! state), and to every breaker the endpoint gets later, including after an
+//! eviction.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use super::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Verdict,
+};
+use crate::error::CircuitError;
+
+/// The hasher of the registry's maps: fast on short strings, and seeded at
+/// random per map so that keys cannot be chosen to collide in advance.
+type Hasher = foldhash::fast::RandomState;
+
+/// Per-endpoint configurations.
+type Overrides = HashMap<Box<str>, CircuitBreakerConfig, Hasher>;
+
+/// Set in a slot's stamp by every lookup since the last sweep.
+const USED: u64 = 1 << 63;
+
+/// How many breakers a [`PerEndpointCircuitBreaker`] keeps, and for how long.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use breakwater::CircuitBreakerConfig;
+/// use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+///
+/// let breakers = PerEndpointCircuitBreaker::with_limits(
+///     CircuitBreakerConfig::default(),
+///     RegistryLimits { idle_ttl: Duration::from_secs(60), ..Default::default() },
+/// );
+/// assert_eq!(breakers.limits().max_endpoints, 10_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// A Closed breaker nobody used or held for this long is evicted.
+    /// Default: 10 minutes.
+    pub idle_ttl: Duration,
+    /// The most breakers retained at once, `>= 1`. Default: 10 000.
+    pub max_endpoints: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self {
+            idle_ttl: Duration::from_secs(600),
+            max_endpoints: 10_000,
+        }
+    }
+}
+
+/// One endpoint's counters and state, from
+/// [`PerEndpointCircuitBreaker::statistics`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointStatistics {
+    /// The endpoint, as given to the registry.
+    pub endpoint: String,
+    /// Its breaker's counters and state.
+    pub metrics: CircuitMetrics,
+}
+
+/// A map entry: the breaker and what sweeps need to know about its use.
+struct Slot {
+    breaker: Arc<CircuitBreaker>,
+    /// Microseconds since the registry's epoch at which a sweep last found
+    /// the slot used (or at which it was created), with [`USED`] set by
+    /// every lookup since that sweep.
+    stamp: AtomicU64,
+}
+
+impl Slot {
+    fn new(breaker: Arc<CircuitBreaker>, now_us: u64) -> Self {
+        Self {
+            breaker,
+            stamp: AtomicU64::new(now_us),
+        }
+    }
+
+    /// Marks the slot used and hands out its breaker.
+    #[inline]
+    fn touch(&self) -> Arc<CircuitBreaker> {
+        // Relaxed: the bit is a hint for sweeps and publishes nothing. The
+        // load keeps the common case (already marked) free of writes, so
+        // threads sharing an endpoint do not contend on this cache line.
+        if self.stamp.load(Ordering::Relaxed) & USED == 0 {
+            self.stamp.fetch_or(USED, Ordering::Relaxed);
+        }
+        self.breaker.clone()
+    }
+
+    /// Whether nothing used the slot since the last sweep and nobody but
+    /// the map holds its breaker. Meaningful under the shard's write lock,
+    /// where no lookup can hand out a new `Arc`.
+    fn unused(&self) -> bool {
+        self.stamp.load(Ordering::Relaxed) & USED == 0 && Arc::strong_count(&self.breaker) == 1
+    }
+}
+
+/// When sweeps ran and may run. The times are hints that publish nothing
+/// (Relaxed); only `running` orders one sweep after the previous one.
+#[derive(Default)]
+struct Sweeps {
+    /// Set while a sweep runs (sweeps are single-flight).
+    running: AtomicBool,
+    /// When the last sweep started (µs since the epoch).
+    last_us: AtomicU64,
+    /// No sweep to make room before this, after one that freed nothing.
+    futile_until_us: AtomicU64,
+    /// No warning about a full registry before this.
+    quiet_until_us: AtomicU64,
+}
+
+/// Clears the single-flight flag when a sweep ends, even by a panic.
+struct SweepGuard<'a>(&'a AtomicBool);
+
+impl Drop for SweepGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the next sweep sees the stamps this one wrote.
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A registry of independent circuit breakers, one per endpoint.
+///
+/// `Send + Sync`: share it with an `Arc` (or a `static`). See the
+/// [module documentation](self) for lookups, eviction and the cap.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use breakwater::{CircuitBreakerConfig, CircuitState};
+/// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+///
+/// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+/// let a = breakers.get_or_create("payments");
+/// assert!(Arc::ptr_eq(&a, &breakers.get_or_create("payments")));
+/// a.force_open();
+/// assert_eq!(breakers.get_or_create("search").state(), CircuitState::Closed);
+/// ```
+pub struct PerEndpointCircuitBreaker {
+    breakers: DashMap<Box<str>, Slot, Hasher>,
+    /// Shared by every breaker made with it (not copied into each).
+    default_config: Arc<CircuitBreakerConfig>,
+    /// Per-endpoint configurations. Lock order: a shard of `breakers`
+    /// first, then this.
+    overrides: RwLock<Overrides>,
+    limits: RegistryLimits,
+    /// Slots in `breakers`, reserved before an insertion (exact, unlike
+    /// the sum of the shards' lengths under concurrent inserts).
+    retained: AtomicUsize,
+    overflows: AtomicU64,
+    epoch: Instant,
+    sweeps: Sweeps,
+}
+
+impl fmt::Debug for PerEndpointCircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerEndpointCircuitBreaker")
+            .field("endpoints", &self.len())
+            .field("overrides", &self.read_overrides().len())
+            .field("overflows", &self.overflows())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PerEndpointCircuitBreaker {
+    /// A registry with the default configuration and limits.
+    fn default() -> Self {
+        Self::new(CircuitBreakerConfig::default())
+    }
+}
+
+impl PerEndpointCircuitBreaker {
+    /// A registry whose breakers start with `default_config`, with the
+    /// default [`RegistryLimits`] (idle TTL 10 minutes, 10 000 breakers).
+    ///
+    /// # Panics
+    ///
+    /// If `default_config` is invalid, with the message of
+    /// [`CircuitBreakerConfig::validate`]; [`try_new`](Self::try_new)
+    /// returns the error instead.
+    pub fn new(default_config: CircuitBreakerConfig) -> Self {
+        Self::with_limits(default_config, RegistryLimits::default())
+    }
+
+    /// A registry whose breakers start with `default_config`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every invalid field of `default_config`.
+    pub fn try_new(default_config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
+        Self::try_with_limits(default_config, RegistryLimits::default())
+    }
+
+    /// A registry whose breakers start with `default_config`, keeping at
+    /// most `limits.max_endpoints` of them and evicting idle ones after
+    /// `limits.idle_ttl`.
+    ///
+    /// # Panics
+    ///
+    /// When [`try_with_limits`](Self::try_with_limits) would fail, with its
+    /// error's message.
+    pub fn with_limits(default_config: CircuitBreakerConfig, limits: RegistryLimits) -> Self {
+        match Self::try_with_limits(default_config, limits) {
+            Ok(registry) => registry,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A registry whose breakers start with `default_config`, keeping at
+    /// most `limits.max_endpoints` of them and evicting idle ones after
+    /// `limits.idle_ttl`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every invalid field of `default_config`;
+    /// once that is valid, one naming `max_endpoints` when it is 0.
+    pub fn try_with_limits(
+        default_config: CircuitBreakerConfig,
+        limits: RegistryLimits,
+    ) -> Result<Self, ConfigError> {
+        default_config.validate()?;
+        if limits.max_endpoints == 0 {
+            return Err(ConfigError::single(
+                "max_endpoints",
+                "must be at least 1, got 0".to_string(),
+            ));
+        }
+        Ok(Self {
+            breakers: DashMap::with_hasher(Hasher::default()),
+            default_config: Arc::new(default_config),
+            overrides: RwLock::new(HashMap::with_hasher(Hasher::default())),
+            limits,
+            retained: AtomicUsize::new(0),
+            overflows: AtomicU64::new(0),
+            epoch: Instant::now(),
+            sweeps: Sweeps::default(),
+        })
+    }
+
+    /// The configuration of endpoints without an override.
+    pub fn default_config(&self) -> &CircuitBreakerConfig {
+        &self.default_config
+    }
+
+    /// The registry's limits.
+    pub fn limits(&self) -> RegistryLimits {
+        self.limits
+    }
+
+    /// The breaker of `endpoint`, created (with the endpoint's configuration)
+    /// if it has none. Every call with the same endpoint returns the same
+    /// breaker for as long as it is retained.
+    ///
+    /// An existing endpoint costs a read lock on one shard and an `Arc`
+    /// clone. While you hold the returned `Arc`, the breaker is not evicted.
+    /// When the registry is full of breakers it must keep, the breaker is
+    /// new and not retained (see the [module documentation](self)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::CircuitBreakerConfig;
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let breaker = breakers.get_or_create("https://api.example:443");
+    /// let permit = breaker.try_acquire().expect("a new breaker is closed");
+    /// permit.success();
+    /// assert_eq!(breakers.statistics_for("https://api.example:443").unwrap().metrics.successes, 1);
+    /// ```
+    #[inline]
+    pub fn get_or_create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
+        match self.breakers.get(endpoint) {
+            Some(slot) => slot.touch(),
+            None => self.create(endpoint),
+        }
+    }
+
+    /// The breaker of `endpoint`, if it has one; creates nothing.
+    pub fn get(&self, endpoint: &str) -> Option<Arc<CircuitBreaker>> {
+        self.breakers.get(endpoint).map(|slot| slot.touch())
+    }
+
+    /// Runs `f` through the breaker of `endpoint` (created if needed); every
+    /// `Err` counts as a failure.
+    ///
+    /// # Errors
+    ///
+    /// As [`CircuitBreaker::call`]: [`CircuitError::Open`] without running
+    /// `f` when the endpoint's breaker refuses the call,
+    /// [`CircuitError::Inner`] with `f`'s error, [`CircuitError::Timeout`]
+    /// when a configured time limit elapsed first.
+    ///
+    /// # Panics
+    ///
+    /// As [`CircuitBreaker::call`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future cancels the call: nothing is recorded
+    /// and a probe slot, if it held one, is freed. From its first poll until
+    /// it completes or is dropped, the future holds the endpoint's breaker,
+    /// which is therefore not evicted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitError};
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// // The plan's boxed style works too.
+    /// let n = breakers.call("db", || Box::pin(async { Ok::<_, std::io::Error>(7) })).await;
+    /// assert_eq!(n.unwrap(), 7);
+    ///
+    /// breakers.get_or_create("db").force_open();
+    /// let err = breakers.call("db", || async { Ok::<_, std::io::Error>(7) }).await.unwrap_err();
+    /// assert!(matches!(err, CircuitError::Open { .. }));
+    /// # }
+    /// ```
+    pub async fn call<F, Fut, T, E>(&self, endpoint: &str, f: F) -> Result<T, CircuitError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.get_or_create(endpoint).call(f).await
+    }
+
+    /// Runs `f` through the breaker of `endpoint` (created if needed), with
+    /// `classify` deciding how its result counts, as
+    /// [`CircuitBreaker::call_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_with<F, Fut, T, E, C>(
+        &self,
+        endpoint: &str,
+        classify: C,
+        f: F,
+    ) -> Result<T, CircuitError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: FnOnce(&Result<T, E>) -> Verdict,
+    {
+        self.get_or_create(endpoint).call_with(classify, f).await
+    }
+
+    /// Resets the breaker of `endpoint` to a normal Closed breaker with an
+    /// empty window and no backoff streak ([`CircuitBreaker::reset`]).
+    /// Returns whether the endpoint had a breaker; creates none.
+    pub fn reset_endpoint(&self, endpoint: &str) -> bool {
+        let Some(breaker) = self.breakers.get(endpoint).map(|s| s.breaker.clone()) else {
+            return false;
+        };
+        // Outside the shard lock: a reset runs transition listeners.
+        breaker.reset();
+        true
+    }
+
+    /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint).
+    pub fn reset_all(&self) {
+        for (_, breaker) in self.handles() {
+            breaker.reset();
+        }
+    }
+
+    /// The state of every retained breaker, sorted by endpoint (by bytes,
+    /// which for UTF-8 is by code point).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitState};
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// breakers.get_or_create("b").force_open();
+    /// breakers.get_or_create("a");
+    /// assert_eq!(
+    ///     breakers.get_all_states(),
+    ///     [("a".to_string(), CircuitState::Closed), ("b".to_string(), CircuitState::Open)]
+    /// );
+    /// ```
+    pub fn get_all_states(&self) -> Vec<(String, CircuitState)> {
+        self.handles()
+            .into_iter()
+            .map(|(endpoint, breaker)| (endpoint, breaker.state()))
+            .collect()
+    }
+
+    /// The counters and state of every retained breaker, sorted by endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::CircuitBreakerConfig;
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let _ = breakers.call("mail", || async { Err::<(), _>("down") }).await;
+    /// let _ = breakers.call("chat", || async { Ok::<_, ()>(()) }).await;
+    /// let stats = breakers.statistics();
+    /// assert_eq!(stats[0].endpoint, "chat");
+    /// assert_eq!((stats[0].metrics.successes, stats[0].metrics.failures), (1, 0));
+    /// assert_eq!((stats[1].metrics.successes, stats[1].metrics.failures), (0, 1));
+    /// # }
+    /// ```
+    pub fn statistics(&self) -> Vec<EndpointStatistics> {
+        self.handles()
+            .into_iter()
+            .map(|(endpoint, breaker)| EndpointStatistics {
+                endpoint,
+                metrics: breaker.metrics(),
+            })
+            .collect()
+    }
+
+    /// The counters and state of the breaker of `endpoint`, if it has one;
+    /// creates none.
+    pub fn statistics_for(&self, endpoint: &str) -> Option<EndpointStatistics> {
+        let breaker = self.breakers.get(endpoint).map(|s| s.breaker.clone())?;
+        Some(EndpointStatistics {
+            endpoint: endpoint.to_string(),
+            metrics: breaker.metrics(),
+        })
+    }
+
+    /// Gives `endpoint` its own configuration: applied at once to its
+    /// breaker, if it has one (keeping its state, as
+    /// [`CircuitBreaker::update_config`]), and to every breaker it gets
+    /// later, including after an eviction. Overrides are kept until
+    /// [`remove_config`](Self::remove_config), whether or not the endpoint
+    /// has a breaker.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every invalid field, or `sample_size` when
+    /// it grows past the window the endpoint's current breaker was built
+    /// with. Nothing changes on error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::CircuitBreakerConfig;
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let strict = CircuitBreakerConfig { failure_threshold: 0.1, ..Default::default() };
+    /// breakers.set_config("billing", strict.clone()).unwrap();
+    /// assert_eq!(breakers.get_or_create("billing").config(), strict);
+    ///
+    /// let bad = CircuitBreakerConfig { failure_threshold: 2.0, ..Default::default() };
+    /// assert!(breakers.set_config("billing", bad).unwrap_err().names("failure_threshold"));
+    /// assert_eq!(breakers.config_for("billing"), strict);
+    /// ```
+    pub fn set_config(
+        &self,
+        endpoint: &str,
+        config: CircuitBreakerConfig,
+    ) -> Result<(), ConfigError> {
+        config.validate()?;
+        // Under the endpoint's shard lock, so that a breaker being created
+        // for it at the same moment gets the new configuration too.
+        let entry = self.breakers.entry(endpoint.into());
+        if let Entry::Occupied(slot) = &entry {
+            slot.get().breaker.update_config(config.clone())?;
+        }
+        self.write_overrides().insert(endpoint.into(), config);
+        drop(entry);
+        Ok(())
+    }
+
+    /// Removes the configuration [`set_config`](Self::set_config) gave
+    /// `endpoint`, returning it; its breaker, if any, goes back to the
+    /// default configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `sample_size` when the default window is
+    /// longer than the one the endpoint's breaker was built with. Nothing
+    /// changes on error.
+    pub fn remove_config(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<CircuitBreakerConfig>, ConfigError> {
+        let entry = self.breakers.entry(endpoint.into());
+        let mut overrides = self.write_overrides();
+        if !overrides.contains_key(endpoint) {
+            return Ok(None);
+        }
+        if let Entry::Occupied(slot) = &entry {
+            slot.get()
+                .breaker
+                .update_config(CircuitBreakerConfig::clone(&self.default_config))?;
+        }
+        Ok(overrides.remove(endpoint))
+    }
+
+    /// The configuration `endpoint`'s breakers get: its override, or the
+    /// default.
+    pub fn config_for(&self, endpoint: &str) -> CircuitBreakerConfig {
+        self.read_overrides()
+            .get(endpoint)
+            .unwrap_or(&*self.default_config)
+            .clone()
+    }
+
+    /// Evicts every Closed breaker that nobody used or held for at least
+    /// `idle_ttl`, now; returns how many went. Returns 0 at once if another
+    /// sweep is running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breakwater::CircuitBreakerConfig;
+    /// use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breakers = PerEndpointCircuitBreaker::with_limits(
+    ///     CircuitBreakerConfig::default(),
+    ///     RegistryLimits { idle_ttl: Duration::from_secs(60), ..Default::default() },
+    /// );
+    /// breakers.get_or_create("idle");
+    /// breakers.get_or_create("open").force_open();
+    ///
+    /// tokio::time::advance(Duration::from_secs(59)).await;
+    /// assert_eq!(breakers.evict_idle(), 0);
+    /// tokio::time::advance(Duration::from_secs(1)).await;
+    /// assert_eq!(breakers.evict_idle(), 1);
+    /// assert_eq!(breakers.len(), 1); // the open breaker stays
+    /// # }
+    /// ```
+    pub fn evict_idle(&self) -> usize {
+        self.sweep(self.now_us(), false).unwrap_or(0)
+    }
+
+    /// How many breakers the registry retains.
+    pub fn len(&self) -> usize {
+        self.retained.load(Ordering::Relaxed)
+    }
+
+    /// Whether the registry retains no breaker.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many breakers were handed out without being retained, because
+    /// the registry was full of breakers it must keep.
+    pub fn overflows(&self) -> u64 {
+        self.overflows.load(Ordering::Relaxed)
+    }
+
+    /// The miss path of [`get_or_create`](Self::get_or_create).
+    #[cold]
+    #[inline(never)]
+    fn create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
+        let now = self.now_us();
+        if now.saturating_sub(self.sweeps.last_us.load(Ordering::Relaxed)) >= self.period_us() {
+            self.sweep(now, false);
+        }
+        let reserved = self.reserve() || (self.make_room(now) && self.reserve());
+        if !reserved {
+            // Another thread may have created it meanwhile.
+            if let Some(breaker) = self.get(endpoint) {
+                return breaker;
+            }
+            return self.overflow(endpoint, now);
+        }
+        match self.breakers.entry(endpoint.into()) {
+            Entry::Occupied(slot) => {
+                self.retained.fetch_sub(1, Ordering::Relaxed);
+                slot.get().touch()
+            }
+            Entry::Vacant(vacant) => {
+                // The configuration is read under the shard lock (see `set_config`).
+                // It was validated, so `new` cannot panic.
+                let breaker = Arc::new(self.new_breaker(endpoint));
+                vacant.insert(Slot::new(breaker.clone(), now));
+                breaker
+            }
+        }
+    }
+
+    /// Takes one of the `max_endpoints` places, if one is free.
+    fn reserve(&self) -> bool {
+        // Relaxed: a count; the map's own locks order the insertions.
+        self.retained
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limits.max_endpoints).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Sweeps to free places in a full registry, unless a sweep freed
+    /// nothing less than a sweep period ago. Returns whether it freed any.
+    fn make_room(&self, now: u64) -> bool {
+        if now < self.sweeps.futile_until_us.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.sweep(now, true) {
+            Some(0) => {
+                let until = now.saturating_add(self.period_us());
+                self.sweeps.futile_until_us.store(until, Ordering::Relaxed);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// A breaker for `endpoint` that is not retained.
+    fn overflow(&self, endpoint: &str, now: u64) -> Arc<CircuitBreaker> {
+        let n = self.overflows.fetch_add(1, Ordering::Relaxed) + 1;
+        let quiet = self.sweeps.quiet_until_us.load(Ordering::Relaxed);
+        let next = now.saturating_add(self.period_us());
+        if now >= quiet
+            && self
+                .sweeps
+                .quiet_until_us
+                .compare_exchange(quiet, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                max_endpoints = self.limits.max_endpoints,
+                overflows = n,
+                "per-endpoint breaker registry is full of open, half-open or busy breakers; \
+                 new endpoints get breakers that are not retained"
+            );
+        }
+        Arc::new(self.new_breaker(endpoint))
+    }
+
+    /// Evicts idle breakers and, with `make_room`, least recently used
+    /// Closed ones until a sixteenth of the cap is free. Returns how many
+    /// went, or `None` if another sweep is running.
+    fn sweep(&self, now: u64, make_room: bool) -> Option<usize> {
+        // Acquire: see the stamps the previous sweep wrote.
+        if self
+            .sweeps
+            .running
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let _running = SweepGuard(&self.sweeps.running);
+        self.sweeps.last_us.store(now, Ordering::Relaxed);
+        let ttl = self.ttl_us();
+
+        // Under each shard's read lock in turn, only the slots' own atomics
+        // are touched: stamp the used ones, list the idle ones.
+        let mut idle = Vec::new();
+        let mut ages = Vec::new();
+        for r in self.breakers.iter() {
+            let slot = r.value();
+            let mut stamp = slot.stamp.load(Ordering::Relaxed);
+            let held = Arc::strong_count(&slot.breaker) > 1;
+            if stamp & USED != 0 || held {
+                // In use (looked up, or held by a running call or a caller):
+                // idle from now at the earliest. A lookup racing this store
+                // may lose its bit; harmless, as the stamp becomes `now`.
+                slot.stamp.store(now, Ordering::Relaxed);
+                stamp = now;
+            }
+            if held {
+                continue;
+            }
+            if now.saturating_sub(stamp) >= ttl {
+                idle.push(r.key().clone());
+            } else if make_room {
+                ages.push(stamp);
+            }
+        }
+        let mut evicted = idle.iter().filter(|key| self.evict(key)).count();
+
+        if make_room {
+            let target = self.limits.max_endpoints - (self.limits.max_endpoints / 16).max(1);
+            let need = self.len().saturating_sub(target);
+            if need > 0 && !ages.is_empty() {
+                // The `need` oldest stamps, then the keys that carry them.
+                let nth = need.min(ages.len()) - 1;
+                let cutoff = *ages.select_nth_unstable(nth).1;
+                let mut oldest: Vec<(u64, Box<str>)> = self
+                    .breakers
+                    .iter()
+                    .filter(|r| r.value().stamp.load(Ordering::Relaxed) <= cutoff)
+                    .map(|r| (r.value().stamp.load(Ordering::Relaxed), r.key().clone()))
+                    .collect();
+                oldest.sort_unstable_by_key(|(stamp, _)| *stamp);
+                for (_, key) in oldest {
+                    if self.len() <= target {
+                        break;
+                    }
+                    evicted += usize::from(self.evict(&key));
+                }
+            }
+        }
+        if evicted > 0 && self.len() * 4 < self.breakers.capacity() {
+            self.breakers.shrink_to_fit();
+        }
+        Some(evicted)
+    }
+
+    /// Removes `key`'s breaker if it is Closed, unused since the last sweep
+    /// and held by nobody else.
+    fn evict(&self, key: &str) -> bool {
+        let Some(breaker) = self.breakers.get(key).map(|s| s.breaker.clone()) else {
+            return false;
+        };
+        // Outside every lock: on an expired opening, `state` moves the
+        // breaker to HalfOpen and runs listeners. A Closed breaker that
+        // nobody holds stays Closed: only calls and admin methods through a
+        // handle open it, and a handle comes from a lookup, which marks the
+        // slot used.
+        if breaker.state() != CircuitState::Closed {
+            return false;
+        }
+        let checked = Arc::as_ptr(&breaker);
+        drop(breaker);
+        let removed = self
+            .breakers
+            .remove_if(key, |_, slot| {
+                std::ptr::eq(Arc::as_ptr(&slot.breaker), checked) && slot.unused()
+            })
+            .is_some();
+        if removed {
+            self.retained.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Every retained breaker with its endpoint, sorted by endpoint. The
+    /// `Arc`s are cloned under the shard locks so that the breakers can be
+    /// asked for their state (which may run listeners) outside them.
+    fn handles(&self) -> Vec<(String, Arc<CircuitBreaker>)> {
+        let mut all: Vec<_> = self
+            .breakers
+            .iter()
+            .map(|r| (r.key().to_string(), r.value().breaker.clone()))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn now_us(&self) -> u64 {
+        let us = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros();
+        us.min(u128::from(!USED)) as u64
+    }
+
+    fn ttl_us(&self) -> u64 {
+        self.limits.idle_ttl.as_micros().min(u128::from(!USED)) as u64
+    }
+
+    /// The least time between two sweeps: a quarter of the TTL, at least 1 ms.
+    fn period_us(&self) -> u64 {
+        (self.ttl_us() / 4).max(1_000)
+    }
+
+    /// A breaker for `endpoint`: with its override, or sharing the default
+    /// configuration.
+    fn new_breaker(&self, endpoint: &str) -> CircuitBreaker {
+        match self.read_overrides().get(endpoint) {
+            Some(config) => CircuitBreaker::new(config.clone()),
+            None => CircuitBreaker::with_shared_config(self.default_config.clone())
+                .expect("the default configuration was validated by the constructor"),
+        }
+    }
+
+    fn read_overrides(&self) -> RwLockReadGuard<'_, Overrides> {
+        // A poisoned lock only means a panic elsewhere while it was held;
+        // the map itself is always whole, so keep using it.
+        self.overrides.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_overrides(&self) -> RwLockWriteGuard<'_, Overrides> {
+        self.overrides.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -5,6 +5,7 @@
 use super::{Change, Core};
 use crate::config::CircuitBreakerConfig;
 use crate::resilience::state::{CircuitState, Word};
+use crate::resilience::window::TimeWindow;
 use crate::sync::Ordering;
 
 use super::{ms_to_us, US_MASK};
@@ -28,15 +29,19 @@ impl Core {
             .store(c.half_open_max_requests as u64, Ordering::Relaxed);
         let window_us = c.window_ms.map_or(0, ms_to_us);
         if window_us != 0 {
-            self.time.set_length(window_us);
+            self.time
+                .get_or_init(|| Box::new(TimeWindow::new(window_us)))
+                .set_length(window_us);
         }
         if h.window_us.swap(window_us, Ordering::Relaxed) != window_us {
             self.count.clear();
-            self.time.clear();
+            if let Some(time) = self.time.get() {
+                time.clear();
+            }
         }
         if window_us == 0 && c.sample_size != self.sample_size() {
             self.count
-                .resize(c.sample_size, self.cursor.load(Ordering::Relaxed));
+                .resize(c.sample_size, self.busy.cursor.load(Ordering::Relaxed));
         }
         h.slow_us
             .store(c.slow_call_ms.map_or(0, ms_to_us), Ordering::Relaxed);
@@ -139,7 +144,7 @@ impl Core {
         }
         self.word.store(w.0, Ordering::Release);
         let next = outcomes.len() as u64;
-        self.cursor.store(next, Ordering::Relaxed);
+        self.busy.cursor.store(next, Ordering::Relaxed);
         if self.needs_time() {
             return;
         }
@@ -151,12 +156,13 @@ impl Core {
         if self.needs_time() {
             return Vec::new();
         }
-        self.count.outcomes(self.cursor.load(Ordering::Relaxed))
+        self.count
+            .outcomes(self.busy.cursor.load(Ordering::Relaxed))
     }
 
     /// Outcomes recorded since creation.
     pub(crate) fn recorded(&self) -> u64 {
-        self.cursor.load(Ordering::Relaxed)
+        self.busy.cursor.load(Ordering::Relaxed)
     }
 
     /// Length of the latest opening, in microseconds.

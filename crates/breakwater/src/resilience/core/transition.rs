@@ -89,7 +89,9 @@ impl Core {
 
     pub(super) fn clear_window(&self) {
         self.count.clear();
-        self.time.clear();
+        if let Some(time) = self.time.get() {
+            time.clear();
+        }
     }
 
     pub(super) fn note(

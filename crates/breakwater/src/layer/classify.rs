@@ -1,0 +1,106 @@
+//! Classifiers: which results count as failures.
+
+use crate::resilience::Verdict;
+
+/// Decides how a finished request counts for the breaker.
+///
+/// Implemented for [`AllErrors`] (the default), [`HttpStatus`], and every
+/// closure `Fn(&Result<Res, Err>) -> Verdict`. It sees the inner service's
+/// own result, before any boxing; it never sees the layer's rejections or
+/// timeouts (a timeout always counts as a failure).
+///
+/// # Examples
+///
+/// An HTTP classifier that does not count other clients' mistakes (4xx)
+/// either way:
+///
+/// ```
+/// use breakwater::Verdict;
+/// use breakwater::layer::Classify;
+///
+/// let classify = |r: &Result<http::Response<()>, std::io::Error>| match r {
+///     Ok(res) if res.status().is_server_error() => Verdict::Failure,
+///     Ok(res) if res.status().is_client_error() => Verdict::Ignore,
+///     Ok(_) => Verdict::Success,
+///     Err(_) => Verdict::Failure,
+/// };
+/// let not_found = http::Response::builder().status(404).body(()).unwrap();
+/// assert_eq!(classify.classify(&Ok(not_found)), Verdict::Ignore);
+/// ```
+pub trait Classify<Res, Err> {
+    /// How `result` counts.
+    fn classify(&self, result: &Result<Res, Err>) -> Verdict;
+}
+
+impl<F, Res, Err> Classify<Res, Err> for F
+where
+    F: Fn(&Result<Res, Err>) -> Verdict,
+{
+    #[inline]
+    fn classify(&self, result: &Result<Res, Err>) -> Verdict {
+        self(result)
+    }
+}
+
+/// The default classifier: every `Err` is a failure, every `Ok` a success.
+///
+/// # Examples
+///
+/// ```
+/// use breakwater::Verdict;
+/// use breakwater::layer::{AllErrors, Classify};
+///
+/// assert_eq!(AllErrors.classify(&Ok::<_, ()>(7)), Verdict::Success);
+/// assert_eq!(AllErrors.classify(&Err::<(), _>("down")), Verdict::Failure);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct AllErrors;
+
+impl<Res, Err> Classify<Res, Err> for AllErrors {
+    #[inline]
+    fn classify(&self, result: &Result<Res, Err>) -> Verdict {
+        Verdict::of(result)
+    }
+}
+
+/// A classifier for HTTP responses: a 5xx, a 408 (Request Timeout), a 429
+/// (Too Many Requests) and every `Err` are failures; every other status is a
+/// success.
+///
+/// For another policy (say, 4xx ignored), write a closure; see [`Classify`].
+///
+/// # Examples
+///
+/// ```
+/// use breakwater::Verdict;
+/// use breakwater::layer::{Classify, HttpStatus};
+///
+/// let status = |code: u16| -> Result<http::Response<()>, std::io::Error> {
+///     Ok(http::Response::builder().status(code).body(()).unwrap())
+/// };
+/// assert_eq!(HttpStatus.classify(&status(503)), Verdict::Failure);
+/// assert_eq!(HttpStatus.classify(&status(429)), Verdict::Failure);
+/// assert_eq!(HttpStatus.classify(&status(404)), Verdict::Success);
+/// assert_eq!(HttpStatus.classify(&status(200)), Verdict::Success);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct HttpStatus;
+
+impl HttpStatus {
+    /// Whether a response with `status` counts as a failure.
+    pub fn is_failure(status: http::StatusCode) -> bool {
+        status.is_server_error()
+            || status == http::StatusCode::REQUEST_TIMEOUT
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+    }
+}
+
+impl<B, Err> Classify<http::Response<B>, Err> for HttpStatus {
+    #[inline]
+    fn classify(&self, result: &Result<http::Response<B>, Err>) -> Verdict {
+        match result {
+            Ok(res) if !Self::is_failure(res.status()) => Verdict::Success,
+            _ => Verdict::Failure,
+        }
+    }
+}

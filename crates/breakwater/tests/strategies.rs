@@ -1,0 +1,601 @@
+//! Resilience strategies (SPEC §3): the plan's named tests, and the rules of
+//! retrying (never a rejection, never a permanent error, waits within their
+//! caps). Time is tokio's paused clock: waits are measured, never slept.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use breakwater::resilience::strategies::{
+    BreakerSource, ExecutorMetrics, ResilienceStrategy, ResilientExecutor, Retry,
+};
+use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Boom(u32);
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "boom {}", self.0)
+    }
+}
+
+impl std::error::Error for Boom {}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A breaker that judges the last `sample_size` calls (at 50% failures) and
+/// stays open exactly one second.
+fn config(sample_size: usize) -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        sample_size,
+        open_timeout_ms: 1_000,
+        jitter_ratio: 0.0,
+        half_open_max_requests: 1,
+        ..Default::default()
+    }
+}
+
+fn breaker(sample_size: usize) -> Arc<CircuitBreaker> {
+    Arc::new(CircuitBreaker::new(config(sample_size)))
+}
+
+fn retry(max_attempts: u32, backoff_ms: u64) -> ResilienceStrategy<u32> {
+    ResilienceStrategy::RetryWithBreaker {
+        max_attempts,
+        backoff_ms,
+    }
+}
+
+/// One breaker per endpoint, created on first use: what a per-endpoint
+/// registry provides through [`BreakerSource`].
+#[derive(Default)]
+struct Registry {
+    breakers: Mutex<HashMap<String, Arc<CircuitBreaker>>>,
+}
+
+impl BreakerSource for Registry {
+    fn breaker_for(&self, key: &str) -> Arc<CircuitBreaker> {
+        let mut map = self.breakers.lock().unwrap();
+        map.entry(key.to_owned())
+            .or_insert_with(|| breaker(2))
+            .clone()
+    }
+}
+
+impl Registry {
+    fn states(&self) -> Vec<(String, CircuitState)> {
+        let map = self.breakers.lock().unwrap();
+        let mut states: Vec<_> = map.iter().map(|(k, b)| (k.clone(), b.state())).collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+}
+
+// ---- the plan's tests ----------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn test_strategy_fail_fast() {
+    let cb = breaker(4);
+    let executor = ResilientExecutor::new(cb.clone(), ResilienceStrategy::FailFast);
+
+    // Closed: the value passes through.
+    assert_eq!(executor.execute(|| async { Ok::<_, Boom>(7) }).await, Ok(7));
+
+    // A failed call returns its own error, and is not retried.
+    let mut calls = 0;
+    let result = executor
+        .execute(|| {
+            calls += 1;
+            async { Err::<u32, _>(Boom(1)) }
+        })
+        .await;
+    assert_eq!(result, Err(CircuitError::Inner(Boom(1))));
+    assert_eq!(calls, 1);
+
+    // Two more failures: 3 of the last 4 calls failed, the breaker opens.
+    for _ in 0..2 {
+        let _ = executor.execute(|| async { Err::<u32, _>(Boom(2)) }).await;
+    }
+    assert_eq!(cb.state(), CircuitState::Open);
+
+    // Open: the error at once, with the time to wait, without running the call.
+    let started = Instant::now();
+    let mut calls = 0;
+    let err = executor
+        .execute(|| {
+            calls += 1;
+            async { Ok::<u32, Boom>(1) }
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_open());
+    assert_eq!(err.retry_after(), Some(ms(1_000)));
+    assert_eq!(calls, 0);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_strategy_fallback() {
+    let cb = breaker(100);
+    let executor = ResilientExecutor::new(
+        cb.clone(),
+        ResilienceStrategy::Fallback("default".to_string()),
+    );
+    let live = || async { Ok::<_, Boom>("live".to_string()) };
+
+    // Closed: the live value.
+    assert_eq!(executor.execute(live).await.unwrap(), "live");
+    // A failed call is not an open circuit: its error, by default.
+    let failed = executor
+        .execute(|| async { Err::<String, _>(Boom(1)) })
+        .await;
+    assert_eq!(failed, Err(CircuitError::Inner(Boom(1))));
+
+    // Open: the fallback, and the service is not called.
+    cb.force_open();
+    let mut calls = 0;
+    let value = executor
+        .execute(|| {
+            calls += 1;
+            live()
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "default");
+    assert_eq!(calls, 0);
+
+    // A fallback computed by a closure, each time it is needed.
+    let made = Arc::new(AtomicU32::new(0));
+    let counter = made.clone();
+    let computed = ResilientExecutor::new(
+        cb.clone(),
+        ResilienceStrategy::fallback_with(move || {
+            format!("computed {}", counter.fetch_add(1, Ordering::Relaxed) + 1)
+        }),
+    );
+    assert_eq!(computed.execute(live).await.unwrap(), "computed 1");
+    assert_eq!(computed.execute(live).await.unwrap(), "computed 2");
+    assert_eq!(made.load(Ordering::Relaxed), 2);
+
+    // Configured to, a failed call yields the fallback too; a success does not.
+    cb.reset();
+    let lenient = ResilientExecutor::new(
+        cb.clone(),
+        ResilienceStrategy::Fallback("default".to_string()),
+    )
+    .with_fallback_on_failure(true);
+    let mut calls = 0;
+    let value = lenient
+        .execute(|| {
+            calls += 1;
+            async { Err::<String, _>(Boom(2)) }
+        })
+        .await
+        .unwrap();
+    assert_eq!((value.as_str(), calls), ("default", 1));
+    assert_eq!(lenient.execute(live).await.unwrap(), "live");
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_strategy_retry_with_breaker() {
+    let cb = breaker(100);
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).with_jitter(false);
+
+    // Fails twice, then succeeds: waits 100 ms, then 200 ms (doubling).
+    let started = Instant::now();
+    let mut calls = 0;
+    let value = executor
+        .execute(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n <= 2 {
+                    Err(Boom(n))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+    assert_eq!(value, Ok(3));
+    assert_eq!(calls, 3);
+    assert_eq!(started.elapsed(), ms(300));
+    // Every attempt went through the breaker.
+    let m = cb.metrics();
+    assert_eq!((m.failures, m.successes), (2, 1));
+
+    // Always failing: `max_attempts` in all, then the last error.
+    let started = Instant::now();
+    let mut calls = 0;
+    let result = executor
+        .execute(|| {
+            calls += 1;
+            let n = calls;
+            async move { Err::<u32, _>(Boom(n)) }
+        })
+        .await;
+    assert_eq!(result, Err(CircuitError::Inner(Boom(5))));
+    assert_eq!(calls, 5);
+    assert_eq!(started.elapsed(), ms(100 + 200 + 400 + 800));
+
+    // Full jitter: each wait is drawn from [0, nominal), so the total stays
+    // below the nominal one and differs from run to run.
+    let jittered = ResilientExecutor::new(breaker(1_000), retry(3, 100));
+    let mut totals = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let mut calls = 0;
+        let _ = jittered
+            .execute(|| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(Boom(n))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(calls, 3);
+        totals.push(started.elapsed());
+    }
+    assert!(totals.iter().all(|t| *t <= ms(300)), "{totals:?}");
+    totals.sort();
+    totals.dedup();
+    assert!(
+        totals.len() > 10,
+        "jitter should spread the waits: {totals:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_strategy_combination() {
+    // Retry, then a fallback once the attempts are spent.
+    let cb = breaker(100);
+    let executor = ResilientExecutor::new(cb.clone(), retry(3, 100))
+        .with_jitter(false)
+        .with_fallback(0)
+        .with_fallback_on_failure(true);
+    let started = Instant::now();
+    let mut calls = 0;
+    let value = executor
+        .execute(|| {
+            calls += 1;
+            async { Err::<u32, _>(Boom(1)) }
+        })
+        .await;
+    assert_eq!(value, Ok(0));
+    assert_eq!((calls, started.elapsed()), (3, ms(300)));
+
+    // Retry, then the fallback as soon as the breaker opens (no more waiting).
+    let executor = ResilientExecutor::new(breaker(2), retry(5, 100))
+        .with_jitter(false)
+        .with_fallback(0);
+    let started = Instant::now();
+    let mut calls = 0;
+    let value = executor
+        .execute(|| {
+            calls += 1;
+            async { Err::<u32, _>(Boom(1)) }
+        })
+        .await;
+    assert_eq!(value, Ok(0));
+    assert_eq!((calls, started.elapsed()), (2, ms(100)));
+    assert_eq!(executor.breaker().state(), CircuitState::Open);
+
+    // The same strategy over one breaker per endpoint: a dead endpoint opens
+    // its own breaker and gets the fallback; the healthy one is untouched.
+    let registry = Arc::new(Registry::default());
+    let executor = ResilientExecutor::per_endpoint(
+        registry.clone(),
+        ResilienceStrategy::RetryWithBreaker {
+            max_attempts: 3,
+            backoff_ms: 100,
+        },
+    )
+    .with_jitter(false)
+    .with_fallback("cached");
+    let mut dead_calls = 0;
+    let down = executor
+        .execute_on("down.example", || {
+            dead_calls += 1;
+            async { Err::<&str, _>(Boom(1)) }
+        })
+        .await;
+    assert_eq!((down, dead_calls), (Ok("cached"), 2));
+    let up = executor
+        .execute_on("up.example", || async { Ok::<_, Boom>("live") })
+        .await;
+    assert_eq!(up, Ok("live"));
+    // The open endpoint is not called again; the other one still is.
+    let down = executor
+        .execute_on("down.example", || {
+            dead_calls += 1;
+            async { Ok::<_, Boom>("live") }
+        })
+        .await;
+    assert_eq!((down, dead_calls), (Ok("cached"), 2));
+    assert_eq!(
+        registry.states(),
+        [
+            ("down.example".to_string(), CircuitState::Open),
+            ("up.example".to_string(), CircuitState::Closed),
+        ]
+    );
+    assert_eq!(executor.breaker_for("up.example").metrics().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_strategy_metrics_tracking() {
+    let cb = breaker(4);
+    let executor = ResilientExecutor::new(cb.clone(), retry(3, 100))
+        .with_jitter(false)
+        .with_fallback(0);
+    assert_eq!(executor.metrics(), ExecutorMetrics::default());
+
+    // 1. Succeeds at once.
+    assert_eq!(executor.execute(|| async { Ok::<_, Boom>(1) }).await, Ok(1));
+    // 2. Fails once, then succeeds.
+    let mut calls = 0;
+    let second = executor
+        .execute(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n == 1 {
+                    Err(Boom(n))
+                } else {
+                    Ok(2)
+                }
+            }
+        })
+        .await;
+    assert_eq!(second, Ok(2));
+    // 3. Fails; that failure opens the breaker (2 of the last 4), so the
+    //    executor stops without waiting and falls back.
+    assert_eq!(
+        executor.execute(|| async { Err::<u32, _>(Boom(3)) }).await,
+        Ok(0)
+    );
+    // 4. Refused by the open breaker: the fallback.
+    assert_eq!(executor.execute(|| async { Ok::<_, Boom>(4) }).await, Ok(0));
+
+    assert_eq!(
+        executor.metrics(),
+        ExecutorMetrics {
+            successes: 2,
+            fallbacks: 2,
+            errors: 0,
+            attempts: 4,
+            retries: 1,
+            rejections: 2,
+        }
+    );
+    // The breaker saw the same calls: four ran, one was blocked.
+    let m = cb.metrics();
+    assert_eq!(m.state, CircuitState::Open);
+    assert_eq!((m.requests, m.allowed, m.blocked), (5, 4, 1));
+    assert_eq!((m.successes, m.failures), (2, 2));
+
+    // Without a fallback, a rejection is counted as an error.
+    let fail_fast = ResilientExecutor::new(cb.clone(), ResilienceStrategy::FailFast);
+    let _ = fail_fast.execute(|| async { Ok::<u32, Boom>(5) }).await;
+    let m = fail_fast.metrics();
+    assert_eq!((m.errors, m.rejections, m.attempts), (1, 1, 0));
+}
+
+// ---- the rules of retrying -----------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn retry_never_retries_an_open_circuit_rejection() {
+    // Refused on the first attempt: returned at once, never run, no wait.
+    let cb = breaker(100);
+    cb.force_open();
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100));
+    let started = Instant::now();
+    let mut calls = 0;
+    let result = executor
+        .execute(|| {
+            calls += 1;
+            async { Ok::<u32, Boom>(1) }
+        })
+        .await;
+    assert_eq!(result, Err(CircuitError::Open { retry_after: None }));
+    assert_eq!((calls, started.elapsed()), (0, Duration::ZERO));
+    assert_eq!(cb.metrics().blocked, 1);
+
+    // The second failure opens the breaker: stop at once, with its retry_after,
+    // instead of waiting for an attempt that would be refused.
+    let cb = breaker(2);
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).with_jitter(false);
+    let started = Instant::now();
+    let mut calls = 0;
+    let err = executor
+        .execute(|| {
+            calls += 1;
+            async { Err::<u32, _>(Boom(1)) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CircuitError::Open {
+            retry_after: Some(ms(1_000))
+        }
+    );
+    assert_eq!((calls, started.elapsed()), (2, ms(100)));
+    assert_eq!(cb.metrics().blocked, 0, "no attempt was made against it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_never_retries_a_permanent_error() {
+    let cb = breaker(100);
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).with_jitter(false);
+    // 5xx is transient, the rest permanent.
+    let classify = |e: &Boom| {
+        if e.0 >= 500 {
+            Retry::Transient
+        } else {
+            Retry::Permanent
+        }
+    };
+
+    let started = Instant::now();
+    let mut calls = 0;
+    let result = executor
+        .execute_with(classify, || {
+            calls += 1;
+            async { Err::<u32, _>(Boom(404)) }
+        })
+        .await;
+    assert_eq!(result, Err(CircuitError::Inner(Boom(404))));
+    assert_eq!((calls, started.elapsed()), (1, Duration::ZERO));
+    // A permanent error says nothing about the service: not a failure.
+    let m = cb.metrics();
+    assert_eq!((m.failures, m.ignored), (0, 1));
+
+    // Transient, transient, then permanent: the retries stop there.
+    let mut calls = 0;
+    let result = executor
+        .execute_with(classify, || {
+            calls += 1;
+            let code = if calls < 3 { 503 } else { 422 };
+            async move { Err::<u32, _>(Boom(code)) }
+        })
+        .await;
+    assert_eq!(result, Err(CircuitError::Inner(Boom(422))));
+    assert_eq!(calls, 3);
+    let m = cb.metrics();
+    assert_eq!((m.failures, m.ignored), (2, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_total_delay_respects_the_cap() {
+    let always_failing = |calls: &mut u32| {
+        *calls += 1;
+        std::future::ready(Err::<u32, _>(Boom(*calls)))
+    };
+
+    // Each wait is capped by max_backoff: 100, 200, 250, 250, 250.
+    let executor = ResilientExecutor::new(breaker(1_000), retry(6, 100))
+        .with_jitter(false)
+        .with_max_backoff(ms(250));
+    let started = Instant::now();
+    let mut calls = 0;
+    let _ = executor.execute(|| always_failing(&mut calls)).await;
+    assert_eq!((calls, started.elapsed()), (6, ms(1_050)));
+
+    // With jitter, never more than the capped nominal waits.
+    let executor = ResilientExecutor::new(breaker(10_000), retry(6, 100)).with_max_backoff(ms(250));
+    for _ in 0..50 {
+        let started = Instant::now();
+        let mut calls = 0;
+        let _ = executor.execute(|| always_failing(&mut calls)).await;
+        assert_eq!(calls, 6);
+        assert!(started.elapsed() <= ms(1_050), "{:?}", started.elapsed());
+    }
+
+    // A total budget: 100 + 200, then the 100 ms left, then no more.
+    let executor = ResilientExecutor::new(breaker(1_000), retry(10, 100))
+        .with_jitter(false)
+        .with_max_total_delay(ms(400));
+    let started = Instant::now();
+    let mut calls = 0;
+    let _ = executor.execute(|| always_failing(&mut calls)).await;
+    assert_eq!((calls, started.elapsed()), (4, ms(400)));
+
+    // With jitter, the budget still holds, over many attempts.
+    let executor =
+        ResilientExecutor::new(breaker(10_000), retry(20, 100)).with_max_total_delay(ms(150));
+    for _ in 0..50 {
+        let started = Instant::now();
+        let mut calls = 0;
+        let _ = executor.execute(|| always_failing(&mut calls)).await;
+        assert!(started.elapsed() <= ms(150), "{:?}", started.elapsed());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_honours_a_retry_after_hint() {
+    let executor = ResilientExecutor::new(breaker(100), retry(3, 100))
+        .with_max_backoff(ms(1_000))
+        .with_fallback(0)
+        .with_fallback_on_failure(true);
+    let hint = |e: &Boom| Retry::After(ms(u64::from(e.0)));
+
+    // The hinted wait, exactly (no jitter, no doubling).
+    let started = Instant::now();
+    let mut calls = 0;
+    let value = executor
+        .execute_with(hint, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n == 1 {
+                    Err(Boom(750))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+    assert_eq!(value, Ok(2));
+    assert_eq!(started.elapsed(), ms(750));
+
+    // A hint beyond the cap ends the retries: retrying sooner would ignore it.
+    let started = Instant::now();
+    let mut calls = 0;
+    let value = executor
+        .execute_with(hint, || {
+            calls += 1;
+            async { Err::<u32, _>(Boom(5_000)) }
+        })
+        .await;
+    assert_eq!(value, Ok(0));
+    assert_eq!((calls, started.elapsed()), (1, Duration::ZERO));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_are_retried_as_transient() {
+    let cb = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(50),
+        ..config(100)
+    }));
+    let executor = ResilientExecutor::new(cb.clone(), retry(2, 100)).with_jitter(false);
+    let mut calls = 0;
+    let started = Instant::now();
+    let value = executor
+        .execute(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n == 1 {
+                    tokio::time::sleep(ms(1_000)).await;
+                }
+                Ok::<_, Boom>(n)
+            }
+        })
+        .await;
+    assert_eq!(value, Ok(2));
+    assert_eq!(started.elapsed(), ms(50 + 100));
+    assert_eq!(cb.metrics().failures, 1);
+}
+
+#[test]
+fn executors_and_their_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let single = ResilientExecutor::new(breaker(10), ResilienceStrategy::Fallback(0_u32));
+    let keyed = ResilientExecutor::per_endpoint(Arc::new(Registry::default()), retry(3, 10));
+    send_sync(&single);
+    send_sync(&keyed);
+    send(&single.execute(|| async { Ok::<_, Boom>(1) }));
+    send(&keyed.execute_on("a", || async { Ok::<_, Boom>(1) }));
+}

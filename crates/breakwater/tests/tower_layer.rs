@@ -1,0 +1,463 @@
+//! The tower layer: `tower-test` mocks for each rule, and a real axum server
+//! on 127.0.0.1 end to end.
+#![cfg(feature = "tower")]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use breakwater::layer::{
+    AllErrors, BoxError, CallTimeout, CircuitBreakerLayer, CircuitBreakerService, CircuitOpen,
+    Classify, HttpStatus, PerKeyCircuitBreakerLayer, ResponseFuture,
+};
+use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Verdict};
+use tower::{Layer, Service, ServiceExt};
+use tower_test::mock;
+
+type Response = http::Response<()>;
+
+/// A breaker that opens after two outcomes at 50% failures, stays open 1 s
+/// (no jitter) and closes after `probes` successful probes.
+fn breaker(probes: usize) -> Arc<CircuitBreaker> {
+    Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 2,
+        failure_threshold: 0.5,
+        open_timeout_ms: 1_000,
+        jitter_ratio: 0.0,
+        half_open_max_requests: probes,
+        ..Default::default()
+    }))
+}
+
+fn status(code: u16) -> Response {
+    http::Response::builder().status(code).body(()).unwrap()
+}
+
+/// The mock answers the next request with `res`; the call's result.
+async fn exchange<S>(
+    svc: &mut S,
+    handle: &mut mock::Handle<&'static str, Response>,
+    res: Response,
+) -> Result<Response, BoxError>
+where
+    S: Service<&'static str, Response = Response, Error = BoxError>,
+{
+    let fut = svc.ready().await.unwrap().call("req");
+    let (_, send) = handle
+        .next_request()
+        .await
+        .expect("the request reached the mock");
+    send.send_response(res);
+    fut.await
+}
+
+fn open_of(err: &BoxError) -> CircuitOpen {
+    *err.downcast_ref::<CircuitOpen>()
+        .unwrap_or_else(|| panic!("expected a rejection, got {err}"))
+}
+
+#[derive(Debug, PartialEq)]
+struct Boom(u32);
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "boom {}", self.0)
+    }
+}
+
+impl std::error::Error for Boom {}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_never_reach_the_inner_service() {
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(inner);
+
+    // Forced open: no wait to advise.
+    breaker.force_open();
+    let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, None);
+    assert_eq!(err.to_string(), "circuit open");
+    assert!(handle.poll_request().is_pending(), "the mock saw a request");
+
+    // Opened by failures: the rejection says how long to wait.
+    breaker.reset();
+    for _ in 0..2 {
+        let fut = svc.ready().await.unwrap().call("req");
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_error(Boom(1));
+        fut.await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+        assert_eq!(open_of(&err).retry_after, Some(Duration::from_millis(600)));
+    }
+    assert!(handle.poll_request().is_pending(), "the mock saw a request");
+    let m = breaker.metrics();
+    assert_eq!((m.allowed, m.blocked), (2, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through_untouched() {
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(inner);
+
+    let fut = svc.ready().await.unwrap().call("req");
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(Boom(7));
+    let err = fut.await.unwrap_err();
+    assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(7)));
+    assert_eq!(err.to_string(), "boom 7");
+    assert_eq!(breaker.metrics().failures, 1, "AllErrors counts every Err");
+
+    // A readiness error passes through too, and is no outcome.
+    handle.send_error(Boom(8));
+    let err = svc.ready().await.unwrap_err();
+    assert_eq!(err.downcast_ref::<Boom>(), Some(&Boom(8)));
+    let m = breaker.metrics();
+    assert_eq!((m.requests, m.failures), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_open_the_breaker_through_the_classifier() {
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone())
+        .classify(HttpStatus)
+        .layer(inner);
+
+    // Success statuses, a 404 included, keep it closed.
+    for code in [200, 404, 204] {
+        let res = exchange(&mut svc, &mut handle, status(code)).await.unwrap();
+        assert_eq!(res.status(), code);
+    }
+    assert_eq!(breaker.metrics().successes, 3);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+
+    // A 503 is returned as the response it is, and counted as a failure.
+    let res = exchange(&mut svc, &mut handle, status(503)).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "1 of the last 2 failed"
+    );
+    let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, Some(Duration::from_secs(1)));
+
+    // 429 and 408 count as failures too.
+    breaker.reset();
+    for code in [429, 408] {
+        exchange(&mut svc, &mut handle, status(code)).await.unwrap();
+    }
+    assert_eq!(breaker.metrics().failures, 3);
+    assert_eq!(breaker.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closure_classifier_can_ignore_results() {
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let ignore_4xx = |r: &Result<Response, BoxError>| match r {
+        Ok(res) if res.status().is_client_error() => Verdict::Ignore,
+        other => HttpStatus.classify(other),
+    };
+    let mut svc = CircuitBreakerLayer::new(breaker.clone())
+        .classify(ignore_4xx)
+        .layer(inner);
+    for code in [400, 404, 500] {
+        exchange(&mut svc, &mut handle, status(code)).await.unwrap();
+    }
+    let m = breaker.metrics();
+    assert_eq!((m.ignored, m.failures, m.window_len), (2, 1, 1));
+    assert_eq!(breaker.state(), CircuitState::Closed, "one outcome of two");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_response_future_records_nothing_and_frees_its_probe_slot() {
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone())
+        .classify(HttpStatus)
+        .layer(inner);
+    exchange(&mut svc, &mut handle, status(500)).await.unwrap();
+    exchange(&mut svc, &mut handle, status(500)).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+
+    // The only probe slot is taken: the next request is refused.
+    let probe = svc.ready().await.unwrap().call("req");
+    let (_, send) = handle.next_request().await.unwrap();
+    let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, None, "all probe slots busy");
+
+    // Cancel the probe: nothing recorded, the slot is free again.
+    let before = breaker.metrics();
+    drop(probe);
+    drop(send);
+    let after = breaker.metrics();
+    assert_eq!(after.cancelled, before.cancelled + 1);
+    assert_eq!(after.failures, before.failures);
+    assert_eq!(after.successes, before.successes);
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+
+    let res = exchange(&mut svc, &mut handle, status(200)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_probes_close_the_breaker_or_reopen_it() {
+    let breaker = breaker(2);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone())
+        .classify(HttpStatus)
+        .layer(inner);
+    exchange(&mut svc, &mut handle, status(502)).await.unwrap();
+    exchange(&mut svc, &mut handle, status(502)).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::Open);
+
+    // A failed probe reopens it, for longer (backoff x2).
+    tokio::time::advance(Duration::from_secs(1)).await;
+    exchange(&mut svc, &mut handle, status(503)).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, Some(Duration::from_secs(2)));
+
+    // Two successful probes close it.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    exchange(&mut svc, &mut handle, status(200)).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    exchange(&mut svc, &mut handle, status(200)).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(breaker.metrics().half_open_tests, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_past_its_time_limit_fails_with_call_timeout() {
+    let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 1,
+        call_timeout_ms: Some(250),
+        ..Default::default()
+    }));
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(inner);
+
+    let fut = svc.ready().await.unwrap().call("req");
+    let (_, _send) = handle.next_request().await.unwrap();
+    // Paused time: the runtime jumps to the deadline while the mock hangs.
+    let err = fut.await.unwrap_err();
+    let timeout = err.downcast_ref::<CallTimeout>().expect("a timeout");
+    assert_eq!(timeout.limit, Duration::from_millis(250));
+    assert_eq!(breaker.metrics().failures, 1);
+    assert_eq!(breaker.state(), CircuitState::Open);
+}
+
+#[tokio::test]
+async fn a_panicking_inner_future_counts_as_a_failure() {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+
+    let breaker = breaker(1);
+    let svc = CircuitBreakerLayer::new(breaker.clone()).layer(tower::service_fn(
+        |fail: bool| async move {
+            assert!(!fail, "inner service panicked on purpose");
+            Ok::<_, Boom>(())
+        },
+    ));
+    // A tokio task drops the future while the panic unwinds.
+    let joined = tokio::spawn(svc.clone().oneshot(true)).await;
+    assert!(joined.unwrap_err().is_panic());
+    let m = breaker.metrics();
+    assert_eq!((m.failures, m.cancelled), (1, 0));
+
+    // `catch_unwind` drops it only after: the layer's guard has recorded it.
+    let caught = AssertUnwindSafe(svc.oneshot(true)).catch_unwind().await;
+    assert!(caught.is_err());
+    let m = breaker.metrics();
+    assert_eq!((m.failures, m.cancelled), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_key_breakers_are_independent() {
+    let breakers = Arc::new(PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 2,
+        open_timeout_ms: 1_000,
+        jitter_ratio: 0.0,
+        half_open_max_requests: 1,
+        ..Default::default()
+    }));
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    // The request is its own key here; a real one would be a host or a route.
+    let mut svc = PerKeyCircuitBreakerLayer::new(breakers.clone(), |req: &&'static str| *req)
+        .classify(HttpStatus)
+        .layer(inner);
+    // "down" fails twice and opens; "up" goes on.
+    for (req, code) in [("down", 500), ("up", 200), ("down", 503), ("up", 200)] {
+        let fut = svc.ready().await.unwrap().call(req);
+        let (seen, reply) = handle.next_request().await.unwrap();
+        assert_eq!(seen, req);
+        reply.send_response(status(code));
+        assert_eq!(fut.await.unwrap().status(), code);
+    }
+    assert_eq!(breakers.get_or_create("down").state(), CircuitState::Open);
+    assert_eq!(breakers.get_or_create("up").state(), CircuitState::Closed);
+
+    // "down" is refused without reaching the mock; "up" still reaches it.
+    let err = svc.ready().await.unwrap().call("down").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, Some(Duration::from_secs(1)));
+    assert!(handle.poll_request().is_pending(), "the mock saw a request");
+    let fut = svc.ready().await.unwrap().call("up");
+    let (seen, reply) = handle.next_request().await.unwrap();
+    assert_eq!(seen, "up");
+    reply.send_response(status(200));
+    fut.await.unwrap();
+
+    // And "down" recovers on its own.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let fut = svc.ready().await.unwrap().call("down");
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(200));
+    fut.await.unwrap();
+    assert_eq!(breakers.get_or_create("down").state(), CircuitState::Closed);
+    assert_eq!(
+        breakers.get_all_states(),
+        vec![
+            ("down".to_owned(), CircuitState::Closed),
+            ("up".to_owned(), CircuitState::Closed)
+        ]
+    );
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    type Inner = mock::Mock<&'static str, Response>;
+    send_sync::<CircuitBreakerLayer>();
+    send_sync::<CircuitBreakerLayer<HttpStatus>>();
+    send_sync::<CircuitBreakerService<tower::util::BoxCloneSyncService<(), (), BoxError>>>();
+    send::<CircuitBreakerService<Inner, AllErrors>>();
+    send::<ResponseFuture<<Inner as Service<&'static str>>::Future, HttpStatus>>();
+    send_sync::<PerKeyCircuitBreakerLayer<fn(&()) -> String, HttpStatus>>();
+    send_sync::<CircuitOpen>();
+    send_sync::<CallTimeout>();
+}
+
+/// End to end, client side: a `service_fn` that sends the request with
+/// hyper-util's client is wrapped by the layer, as a caller guarding a
+/// downstream would do. (Server side, axum's `serve` needs an infallible
+/// service, so the layer's `BoxError` would have to be mapped to a response
+/// first; the client side is where a breaker belongs anyway.)
+///
+/// Real sockets need real time; no state change is waited for by sleeping:
+/// requests drive every change, and the one pause is the `retry_after` the
+/// breaker advised.
+#[tokio::test]
+async fn a_real_server_failing_then_recovering_through_the_layer() {
+    use axum::body::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    // The server: 500 while `failing`, then 200 "ok"; counts what it serves.
+    #[derive(Clone, Default)]
+    struct Downstream {
+        failing: Arc<AtomicBool>,
+        hits: Arc<AtomicUsize>,
+    }
+    let downstream = Downstream::default();
+    downstream.failing.store(true, Ordering::SeqCst);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(
+                |axum::extract::State(d): axum::extract::State<Downstream>| async move {
+                    d.hits.fetch_add(1, Ordering::SeqCst);
+                    if d.failing.load(Ordering::SeqCst) {
+                        (http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+                    } else {
+                        (http::StatusCode::OK, "ok")
+                    }
+                },
+            ),
+        )
+        .with_state(downstream.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    // The client, guarded.
+    let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 4,
+        failure_threshold: 0.5,
+        open_timeout_ms: 300,
+        jitter_ratio: 0.0,
+        half_open_max_requests: 2,
+        ..Default::default()
+    }));
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let http = tower::service_fn(move |uri: http::Uri| {
+        let client = client.clone();
+        async move { client.get(uri).await }
+    });
+    let mut svc = CircuitBreakerLayer::new(breaker.clone())
+        .classify(HttpStatus)
+        .layer(http);
+    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+
+    // Four 500s: returned as responses, counted as failures; the breaker opens.
+    for i in 0..4 {
+        assert_eq!(breaker.state(), CircuitState::Closed, "request {i}");
+        let res = svc.ready().await.unwrap().call(uri.clone()).await.unwrap();
+        assert_eq!(res.status(), 500);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(downstream.hits.load(Ordering::SeqCst), 4);
+
+    // Open: refused at once, the server sees nothing.
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(uri.clone())
+        .await
+        .unwrap_err();
+    let retry_after = open_of(&err)
+        .retry_after
+        .expect("an opening with a deadline");
+    assert!(retry_after <= Duration::from_millis(300), "{retry_after:?}");
+    assert_eq!(downstream.hits.load(Ordering::SeqCst), 4);
+
+    // The server recovers; after the advised wait, two probes close the breaker.
+    downstream.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(retry_after).await;
+    for expected in [CircuitState::HalfOpen, CircuitState::Closed] {
+        let res = svc.ready().await.unwrap().call(uri.clone()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(breaker.state(), expected);
+    }
+    assert_eq!(downstream.hits.load(Ordering::SeqCst), 6);
+    let m = breaker.metrics();
+    assert_eq!((m.failures, m.blocked, m.half_open_tests), (4, 1, 2));
+
+    // Stop the server: drop the client's pooled connections, then shut down.
+    drop(svc);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
