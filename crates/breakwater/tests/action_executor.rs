@@ -49,7 +49,12 @@ impl ActionExecutor for Scripted {
 }
 
 fn event() -> EntityEvent {
-    EntityEvent::new(EventKind::Insert, "order", uuid::Uuid::new_v4(), serde_json::json!({"id": 1}))
+    EntityEvent::new(
+        EventKind::Insert,
+        "order",
+        uuid::Uuid::new_v4(),
+        serde_json::json!({"id": 1}),
+    )
 }
 
 fn hook(url: &str) -> ActionConfig {
@@ -82,7 +87,10 @@ async fn test_circuit_breaker_action_executor_closed() {
     let breaker = Arc::new(CircuitBreaker::new(config()));
     let exec = CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone());
     for _ in 0..10 {
-        let r = exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap();
+        let r = exec
+            .execute(&event(), &hook("http://127.0.0.1:9/a"))
+            .await
+            .unwrap();
         assert!(r.success);
         assert_eq!(r.status_code, Some(200));
     }
@@ -97,11 +105,17 @@ async fn test_circuit_breaker_action_executor_open() {
     let breaker = Arc::new(CircuitBreaker::new(config()));
     let exec = CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone());
     for _ in 0..4 {
-        let e = exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap_err();
+        let e = exec
+            .execute(&event(), &hook("http://127.0.0.1:9/a"))
+            .await
+            .unwrap_err();
         assert!(e.is_transient());
     }
     assert_eq!(breaker.state(), CircuitState::Open);
-    let e = exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap_err();
+    let e = exec
+        .execute(&event(), &hook("http://127.0.0.1:9/a"))
+        .await
+        .unwrap_err();
     assert_eq!(
         e,
         Error::CircuitOpen {
@@ -109,22 +123,34 @@ async fn test_circuit_breaker_action_executor_open() {
             retry_after: Some(Duration::from_secs(1)),
         }
     );
-    assert!(e.is_circuit_open() && !e.is_permanent(), "never dead-lettered at once");
-    assert_eq!(inner.calls(), 4, "the open circuit did not call the endpoint");
+    assert!(
+        e.is_circuit_open() && !e.is_permanent(),
+        "never dead-lettered at once"
+    );
+    assert_eq!(
+        inner.calls(),
+        4,
+        "the open circuit did not call the endpoint"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn test_circuit_breaker_action_executor_half_open() {
     let inner = Scripted::with((0..4).map(|_| down()));
     let breaker = Arc::new(CircuitBreaker::new(config()));
-    let exec = Arc::new(CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone()));
+    let exec = Arc::new(CircuitBreakerActionExecutor::new(
+        inner.clone(),
+        breaker.clone(),
+    ));
     for _ in 0..4 {
         let _ = exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await;
     }
     advance(Duration::from_secs(1)).await;
     assert_eq!(breaker.state(), CircuitState::HalfOpen);
     // A probe runs for real; one success of the two needed keeps it HalfOpen.
-    exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap();
+    exec.execute(&event(), &hook("http://127.0.0.1:9/a"))
+        .await
+        .unwrap();
     assert_eq!(inner.calls(), 5);
     assert_eq!(breaker.state(), CircuitState::HalfOpen);
     assert_eq!(breaker.metrics().half_open_tests, 1);
@@ -138,7 +164,12 @@ async fn test_circuit_breaker_rapid_failures() {
     let exec = CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone());
     let mut open = 0;
     for _ in 0..1_000 {
-        if exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap_err().is_circuit_open() {
+        if exec
+            .execute(&event(), &hook("http://127.0.0.1:9/a"))
+            .await
+            .unwrap_err()
+            .is_circuit_open()
+        {
             open += 1;
         }
     }
@@ -146,7 +177,11 @@ async fn test_circuit_breaker_rapid_failures() {
     assert_eq!(open, 996);
     let m = breaker.metrics();
     assert_eq!((m.failures, m.blocked), (4, 996));
-    assert_eq!(m.transitions_between(CircuitState::Closed, CircuitState::Open), 1, "tripped once");
+    assert_eq!(
+        m.transitions_between(CircuitState::Closed, CircuitState::Open),
+        1,
+        "tripped once"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -168,7 +203,9 @@ async fn test_circuit_breaker_recovery_process() {
     trail.push(breaker.state());
     // The endpoint is back: two probes close the circuit.
     for _ in 0..2 {
-        exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap();
+        exec.execute(&event(), &hook("http://127.0.0.1:9/a"))
+            .await
+            .unwrap();
     }
     trail.push(breaker.state());
     use CircuitState::*;
@@ -182,7 +219,10 @@ async fn permanent_errors_do_not_open_the_circuit() {
     let breaker = Arc::new(CircuitBreaker::new(config()));
     let exec = CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone());
     for _ in 0..10 {
-        let e = exec.execute(&event(), &hook("http://127.0.0.1:9/a")).await.unwrap_err();
+        let e = exec
+            .execute(&event(), &hook("http://127.0.0.1:9/a"))
+            .await
+            .unwrap_err();
         assert!(e.is_permanent());
     }
     assert_eq!(breaker.state(), CircuitState::Closed);
@@ -194,7 +234,10 @@ async fn invalid_actions_are_refused_before_the_breaker() {
     let inner = Scripted::with([]);
     let breaker = Arc::new(CircuitBreaker::new(config()));
     let exec = CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone());
-    let e = exec.execute(&event(), &hook("gopher://x")).await.unwrap_err();
+    let e = exec
+        .execute(&event(), &hook("gopher://x"))
+        .await
+        .unwrap_err();
     match &e {
         Error::InvalidAction(bad) => assert_eq!(bad.field, "webhook.url"),
         other => panic!("expected InvalidAction, got {other:?}"),
@@ -211,7 +254,9 @@ async fn per_endpoint_breakers_isolate_endpoints() {
     let exec = CircuitBreakerActionExecutor::per_endpoint(inner.clone(), breakers.clone());
     // The dead endpoint, under two different paths: one breaker.
     for path in ["a", "b", "c", "d"] {
-        let _ = exec.execute(&event(), &hook(&format!("http://127.0.0.1:9/{path}"))).await;
+        let _ = exec
+            .execute(&event(), &hook(&format!("http://127.0.0.1:9/{path}")))
+            .await;
     }
     assert!(exec
         .execute(&event(), &hook("http://127.0.0.1:9/e"))
@@ -219,7 +264,9 @@ async fn per_endpoint_breakers_isolate_endpoints() {
         .unwrap_err()
         .is_circuit_open());
     // Another endpoint is untouched.
-    exec.execute(&event(), &hook("http://127.0.0.1:10/a")).await.unwrap();
+    exec.execute(&event(), &hook("http://127.0.0.1:10/a"))
+        .await
+        .unwrap();
     assert_eq!(
         breakers.get_all_states(),
         vec![
@@ -232,7 +279,14 @@ async fn per_endpoint_breakers_isolate_endpoints() {
 #[tokio::test(start_paused = true)]
 async fn usable_as_a_trait_object() {
     let breaker = Arc::new(CircuitBreaker::new(config()));
-    let exec: Arc<dyn ActionExecutor> =
-        Arc::new(CircuitBreakerActionExecutor::new(Scripted::with([]), breaker));
-    assert!(exec.execute(&event(), &hook("http://127.0.0.1:9")).await.unwrap().success);
+    let exec: Arc<dyn ActionExecutor> = Arc::new(CircuitBreakerActionExecutor::new(
+        Scripted::with([]),
+        breaker,
+    ));
+    assert!(
+        exec.execute(&event(), &hook("http://127.0.0.1:9"))
+            .await
+            .unwrap()
+            .success
+    );
 }
