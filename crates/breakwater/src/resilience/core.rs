@@ -20,6 +20,10 @@ const TAG_BITS: u32 = 12;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 /// The rest holds the deadline in microseconds (52 bits: 142 years).
 const US_MASK: u64 = u64::MAX >> TAG_BITS;
+/// Set in the hint word while a ticker keeps it current. The hint word is
+/// FRESH | the opening's generation tag (bits 51..63) | microseconds.
+const HINT_TAG_SHIFT: u32 = 51;
+const HINT_US_MASK: u64 = (1 << HINT_TAG_SHIFT) - 1;
 /// Set in the hint word while a ticker keeps it current.
 pub(crate) const FRESH: u64 = 1 << 63;
 /// A rejection that read the clock itself asks for the ticker every this many.
@@ -27,6 +31,14 @@ const WAKE_EVERY: u64 = 64;
 
 fn tag(generation: u32) -> u64 {
     generation as u64 & TAG_MASK
+}
+
+fn hint_tag(hint: u64) -> u64 {
+    (hint >> HINT_TAG_SHIFT) & TAG_MASK
+}
+
+fn make_hint(generation: u32, t: u64) -> u64 {
+    (tag(generation) << HINT_TAG_SHIFT) | (t & HINT_US_MASK)
 }
 
 /// A clock read at most once, and only if asked.
@@ -117,6 +129,8 @@ pub(crate) struct Totals {
     pub(crate) ignored: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) probes: AtomicU64,
+    /// Outcomes recorded outside the window (probes, stale outcomes).
+    pub(crate) unwindowed: AtomicU64,
     pub(crate) transitions: [AtomicU64; 9],
     pub(crate) last_change_us: AtomicU64,
 }
@@ -306,24 +320,36 @@ impl Core {
                         });
                     }
                     let until = deadline >> TAG_BITS;
+                    // Counted first: the rejection's number decides whether
+                    // it reads the clock. Relaxed: a count.
+                    let n = self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                     // Relaxed: the hint is a time reading, not a publication.
                     let hint = self.hint.load(Ordering::Relaxed);
-                    let fresh = hint & FRESH != 0;
-                    let t = if fresh {
-                        now.assume(hint & !FRESH);
-                        hint & !FRESH
+                    // Fresh only if kept by this opening's ticker: a late
+                    // ticker of an earlier opening cannot freeze this one.
+                    let kept_fresh = hint & FRESH != 0 && hint_tag(hint) == tag(w.generation());
+                    // A fresh hint is trusted, except by every WAKE_EVERY-th
+                    // rejection: a timer task that runs late (a busy runtime,
+                    // a paused clock moved on) misleads at most that many.
+                    let t = if kept_fresh && n % WAKE_EVERY != 0 {
+                        let t = hint & HINT_US_MASK;
+                        now.assume(t);
+                        t
                     } else {
                         let t = now.get();
-                        self.hint.store(t, Ordering::Relaxed);
+                        let fresh = if kept_fresh { FRESH } else { 0 };
+                        self.hint
+                            .store(make_hint(w.generation(), t) | fresh, Ordering::Relaxed);
                         t
                     };
                     if t < until {
-                        let n = self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                         return Err(Refusal {
                             retry_after_us: Some(until - t),
-                            wake_ticker: !fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
+                            wake_ticker: !kept_fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
                         });
                     }
+                    // Not a rejection after all: the opening is over.
+                    self.busy.blocked.fetch_sub(1, Ordering::Relaxed);
                     w = match self.half_open(w, t, sink) {
                         Ok(w) | Err(w) => w,
                     };
@@ -364,9 +390,7 @@ impl Core {
         if outcome == SUCCESS {
             return self.complete_success(ticket, now, sink);
         }
-        // Relaxed: a count, and the window position this outcome takes.
-        let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
-        self.complete_slow(ticket, outcome, pos, now, sink);
+        self.complete_slow(ticket, outcome, now, sink);
     }
 
     /// Records a success (not slow). The common case, a Closed success in a
@@ -378,19 +402,37 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) {
+        // Read before the generation check: see `took_back`.
+        let clears = self.count.clears();
+        let w = self.word();
+        if ticket.probe || w.generation() != ticket.generation || self.needs_time() {
+            return self.complete_slow(ticket, SUCCESS, now, sink);
+        }
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
-        if ticket.probe || self.needs_time() {
-            return self.complete_slow(ticket, SUCCESS, pos, now, sink);
+        let done = self.count.record(pos, SUCCESS);
+        if done.wrote && self.took_back(clears, pos, SUCCESS) {
+            return;
         }
-        let w = self.word();
-        if w.generation() == ticket.generation
-            && (self.count.record(pos, SUCCESS) || self.hot.rejudge.load(Ordering::Relaxed))
+        if (done.rise || self.hot.rejudge.load(Ordering::Relaxed))
             && w.state() == CircuitState::Closed
             && w.is_automatic()
         {
             self.judge(w, now, sink);
         }
+    }
+
+    /// After writing an outcome into the count window: if the window was
+    /// cleared since `clears` was read, before the generation check (the
+    /// breaker opened and closed again between our check and our write),
+    /// the outcome may sit in the fresh window of a newer generation: take
+    /// it back out. Returns whether it did.
+    fn took_back(&self, clears: u32, pos: u64, outcome: u8) -> bool {
+        if self.count.clears() == clears {
+            return false;
+        }
+        self.count.undo(pos, outcome);
+        true
     }
 
     /// Every outcome but a Closed success in a count window.
@@ -399,7 +441,6 @@ impl Core {
         &self,
         ticket: Ticket,
         outcome: u8,
-        pos: u64,
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) {
@@ -409,24 +450,34 @@ impl Core {
         if outcome & SLOW != 0 {
             self.totals.slow.fetch_add(1, Ordering::Relaxed);
         }
-        if ticket.probe {
-            self.complete_probe(ticket, outcome, now, sink);
-            return;
-        }
+        let clears = self.count.clears();
         let w = self.word();
-        if w.generation() != ticket.generation {
-            // Admitted under a state that is gone: it says nothing about now.
+        if ticket.probe || w.generation() != ticket.generation {
+            // A probe's outcome moves the HalfOpen state, not the window; a
+            // stale one (admitted under a state that is gone) says nothing
+            // about now. Neither takes a window position, which would leave
+            // a hole in the ring.
+            self.totals.unwindowed.fetch_add(1, Ordering::Relaxed);
+            if ticket.probe {
+                self.complete_probe(ticket, outcome, now, sink);
+            }
             return;
         }
+        // Relaxed: a count, and the window position this outcome takes.
+        let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
         let judge = if self.needs_time() {
             if let Some(time) = self.time.get() {
                 time.record(now.get(), outcome);
             }
             true
         } else {
+            let done = self.count.record(pos, outcome);
+            if done.wrote && self.took_back(clears, pos, outcome) {
+                return;
+            }
             // An outcome that left the window as it was leaves the verdict
             // as it was too, unless the rules changed since the last one.
-            self.count.record(pos, outcome) || self.hot.rejudge.load(Ordering::Relaxed)
+            done.rise || self.hot.rejudge.load(Ordering::Relaxed)
         };
         if judge && w.state() == CircuitState::Closed && w.is_automatic() {
             self.judge(w, now, sink);

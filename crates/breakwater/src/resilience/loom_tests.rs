@@ -593,7 +593,7 @@ fn a_late_ticker_never_freezes_the_clock_of_the_next_opening() {
                 // One tick of the timer task of `opening`, as in `ticker`.
                 let t = OPEN_US / 2;
                 if !core.expire(opening, t, &mut |_| {}) {
-                    core.set_hint(t, true);
+                    core.set_hint(opening, t, true);
                 }
             })
         };

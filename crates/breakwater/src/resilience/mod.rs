@@ -248,7 +248,7 @@ async fn ticker(breaker: Weak<Shared>, wake: Arc<Notify>, generation: u32, until
             let blocked = shared.core.blocked();
             active = blocked != seen;
             seen = blocked;
-            shared.core.set_hint(t, active);
+            shared.core.set_hint(generation, t, active);
         }
     }
 }

@@ -56,6 +56,15 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// What [`CountWindow::record`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// The slot was written (it held another outcome).
+    pub(crate) wrote: bool,
+    /// The failure or slow rate may have risen: judge the window.
+    pub(crate) rise: bool,
+}
+
 /// The last `size` outcomes, in a ring.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
@@ -67,6 +76,10 @@ pub(crate) struct CountWindow {
     filled: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
+    /// Bumped by every `clear`, before it empties the slots: a writer that
+    /// sees it change around its write knows its outcome may have landed in
+    /// the emptied window.
+    clears: AtomicU32,
 }
 
 impl CountWindow {
@@ -78,6 +91,7 @@ impl CountWindow {
             filled: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
+            clears: AtomicU32::new(0),
         }
     }
 
@@ -91,21 +105,39 @@ impl CountWindow {
         self.slots.len()
     }
 
-    /// Records `outcome` as the `pos`-th outcome. Returns whether the rate
-    /// may have risen (so the caller should judge it): a failure or slow call
-    /// went in, or the window grew.
+    /// Records `outcome` as the `pos`-th outcome. Returns what happened:
+    /// whether the slot was written (`wrote`) and whether the rate may have
+    /// risen so the caller should judge it (`rise`: a failure or slow call
+    /// went in, or the window grew).
     #[inline]
-    pub(crate) fn record(&self, pos: u64, outcome: u8) -> bool {
-        // Relaxed everywhere: the tallies are statistics, and the decision to
-        // open is made by a compare-exchange on the state word, which orders
-        // the transition itself.
+    pub(crate) fn record(&self, pos: u64, outcome: u8) -> Recorded {
+        // SeqCst on the slots and tallies: two threads recording failures at
+        // once must not each miss the other's (each then judging a rate
+        // below the threshold). In the single total order one of them sees
+        // both. On x86 this costs nothing: the read-modify-writes are locked
+        // instructions anyway, and SeqCst loads are plain loads.
         let slot = &self.slots[self.index(pos)];
-        if slot.load(Ordering::Relaxed) == outcome {
-            return false;
+        if slot.load(Ordering::SeqCst) == outcome {
+            return Recorded::default();
         }
-        let old = slot.swap(outcome, Ordering::Relaxed);
+        let old = slot.swap(outcome, Ordering::SeqCst);
         self.adjust(old, outcome);
-        old == EMPTY || outcome & (FAILURE | SLOW) != 0
+        Recorded {
+            wrote: true,
+            rise: old == EMPTY || outcome & (FAILURE | SLOW) != 0,
+        }
+    }
+
+    /// Takes back an outcome recorded at `pos` that turned out to be stale,
+    /// if its slot still holds it.
+    pub(crate) fn undo(&self, pos: u64, outcome: u8) {
+        let slot = &self.slots[self.index(pos)];
+        if slot
+            .compare_exchange(outcome, EMPTY, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.adjust(outcome, EMPTY);
+        }
     }
 
     /// The slot of the `pos`-th outcome: `pos % size`, for the low 32 bits of
@@ -131,18 +163,28 @@ impl CountWindow {
     }
 
     pub(crate) fn tally(&self) -> Tally {
-        let len = self.filled.load(Ordering::Relaxed) as u64;
+        let len = self.filled.load(Ordering::SeqCst) as u64;
         Tally {
             len,
-            failures: (self.failures.load(Ordering::Relaxed) as u64).min(len),
-            slow: (self.slow.load(Ordering::Relaxed) as u64).min(len),
+            failures: (self.failures.load(Ordering::SeqCst) as u64).min(len),
+            slow: (self.slow.load(Ordering::SeqCst) as u64).min(len),
         }
+    }
+
+    /// How many times the window was cleared (wrapping).
+    #[inline]
+    pub(crate) fn clears(&self) -> u32 {
+        // SeqCst: see `clear`.
+        self.clears.load(Ordering::SeqCst)
     }
 
     /// Empties the window.
     pub(crate) fn clear(&self) {
+        // SeqCst, before the slots: a writer that read the old count and
+        // then wrote after this clear reads the new count afterwards.
+        self.clears.fetch_add(1, Ordering::SeqCst);
         for slot in self.slots.iter() {
-            let old = slot.swap(EMPTY, Ordering::Relaxed);
+            let old = slot.swap(EMPTY, Ordering::SeqCst);
             self.adjust(old, EMPTY);
         }
     }
@@ -195,10 +237,10 @@ fn reciprocal(size: u64) -> u64 {
 fn bump(counter: &AtomicU32, before: bool, after: bool) {
     match (before, after) {
         (false, true) => {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.fetch_add(1, Ordering::SeqCst);
         }
         (true, false) => {
-            counter.fetch_sub(1, Ordering::Relaxed);
+            counter.fetch_sub(1, Ordering::SeqCst);
         }
         _ => {}
     }
@@ -344,11 +386,28 @@ mod tests {
     #[test]
     fn record_reports_when_the_rate_may_rise() {
         let w = CountWindow::new(2);
-        assert!(w.record(0, SUCCESS), "window grew");
-        assert!(w.record(1, SUCCESS), "window grew");
-        assert!(!w.record(2, SUCCESS), "same outcome: nothing changed");
-        assert!(w.record(3, FAILURE));
-        assert!(!w.record(4, SUCCESS), "a success can only lower the rate");
+        assert!(w.record(0, SUCCESS).rise, "window grew");
+        assert!(w.record(1, SUCCESS).rise, "window grew");
+        assert_eq!(
+            w.record(2, SUCCESS),
+            Recorded::default(),
+            "same outcome: nothing changed"
+        );
+        assert!(w.record(3, FAILURE).rise);
+        let r = w.record(5, SUCCESS); // over the failure at 3
+        assert!(r.wrote && !r.rise, "a success can only lower the rate");
+        w.undo(5, SUCCESS);
+        assert_eq!(
+            w.tally(),
+            Tally {
+                len: 1,
+                failures: 0,
+                slow: 0
+            },
+            "taken back"
+        );
+        w.undo(2, FAILURE);
+        assert_eq!(w.tally().len, 1, "the slot holds another outcome: kept");
     }
 
     #[test]

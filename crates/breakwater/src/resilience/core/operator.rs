@@ -93,6 +93,18 @@ impl Core {
     ) {
         let mut w = self.word();
         loop {
+            // An opening whose time is up is HalfOpen already (as `state()`
+            // reports): make that transition first, so it is published.
+            if w.state() == CircuitState::Open && w.is_automatic() {
+                if let Some(until) = self.open_deadline(w) {
+                    if t >= until {
+                        w = match self.half_open(w, t, sink) {
+                            Ok(w) | Err(w) => w,
+                        };
+                        continue;
+                    }
+                }
+            }
             let next = f(w);
             match self.swap_word(w, next) {
                 Ok(_) => {
@@ -162,7 +174,7 @@ impl Core {
 
     /// Outcomes recorded since creation.
     pub(crate) fn recorded(&self) -> u64 {
-        self.busy.cursor.load(Ordering::Relaxed)
+        self.busy.cursor.load(Ordering::Relaxed) + self.totals.unwindowed.load(Ordering::Relaxed)
     }
 
     /// Length of the latest opening, in microseconds.

@@ -1,7 +1,7 @@
 //! The transitions: each a compare-exchange of the state word, then the
 //! bookkeeping that goes with it (deadline, window, counters, the event).
 
-use super::{Change, Core, LazyNow, FRESH, TAG_BITS, TAG_MASK, US_MASK};
+use super::{hint_tag, make_hint, Change, Core, LazyNow, FRESH, TAG_BITS, TAG_MASK, US_MASK};
 use crate::resilience::state::{CircuitState, Word};
 use crate::sync::Ordering;
 
@@ -56,7 +56,8 @@ impl Core {
     /// the new generation see a deadline with another tag and advise no wait.
     pub(super) fn publish_opening(&self, w: Word, t: u64, until: u64, length: u64) {
         self.open_for_us.store(length, Ordering::Relaxed);
-        self.hint.store(t, Ordering::Relaxed);
+        self.hint
+            .store(make_hint(w.generation(), t), Ordering::Relaxed);
         // Release: pairs with the Acquire load in `acquire` and `state`.
         self.deadline
             .store((until << TAG_BITS) | tag(w.generation()), Ordering::Release);
@@ -69,8 +70,11 @@ impl Core {
         t: u64,
         sink: &mut impl FnMut(Change),
     ) -> Result<Word, Word> {
+        // The opening ended at its deadline, whenever it is noticed: that is
+        // the time of the transition.
+        let at = self.open_deadline(w).map_or(t, |until| until.min(t));
         let next = self.swap_word(w, w.enter(CircuitState::HalfOpen, w.streak()))?;
-        self.note(w, next, t, None, sink);
+        self.note(w, next, at, None, sink);
         Ok(next)
     }
 
@@ -164,9 +168,24 @@ impl Core {
         }
     }
 
-    /// Stores a clock reading as the hint; `fresh` while a ticker keeps it so.
-    pub(crate) fn set_hint(&self, t: u64, fresh: bool) {
-        self.hint
-            .store(if fresh { t | FRESH } else { t }, Ordering::Relaxed);
+    /// Stores a clock reading as the hint of the opening of `generation`;
+    /// `fresh` while a ticker keeps it so. Does nothing once that opening is
+    /// over, so a late ticker never overwrites the next opening's hint.
+    pub(crate) fn set_hint(&self, generation: u32, t: u64, fresh: bool) {
+        let hint = make_hint(generation, t) | if fresh { FRESH } else { 0 };
+        let mut current = self.hint.load(Ordering::Relaxed);
+        // Compare-exchange against the word's generation: store only while
+        // the hint still belongs to this opening and it is still current.
+        while self.word().generation() == generation && hint_tag(current) == tag(generation) {
+            match self.hint.compare_exchange_weak(
+                current,
+                hint,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
     }
 }
