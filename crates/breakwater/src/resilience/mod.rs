@@ -16,11 +16,14 @@
 //! * **Open is cheap.** A rejection reads the state, the deadline and a
 //!   recent clock reading kept by a small timer task (one per opening, only
 //!   while rejections keep coming); when no such reading is fresh the
-//!   rejection reads the clock itself. `retry_after` is exact in the latter
-//!   case and at most one tick (1/1000 of the opening, 1 ms to 100 ms) too
-//!   long in the former. The same timer moves the breaker to HalfOpen at the
-//!   deadline, and [`CircuitBreaker::state`] reports HalfOpen from that moment
-//!   even if the timer has not run yet.
+//!   rejection reads the clock itself, and every 64th rejection reads it
+//!   anyway. `retry_after` is exact when the clock was read, and otherwise
+//!   too long by at most the age of the reading: one tick of the timer task
+//!   (1/1000 of the opening, 1 ms to 100 ms) when the runtime runs it on
+//!   time, and never more than 63 rejections' worth. It is never too short.
+//!   The same timer moves the breaker to HalfOpen at the deadline, and
+//!   [`CircuitBreaker::state`] reports HalfOpen from that moment even if the
+//!   timer has not run yet.
 //! * **Generations.** Every change of state bumps a generation number that
 //!   each permit remembers. An outcome from an older generation (a slow call
 //!   admitted while Closed that finishes after the breaker opened, a probe
@@ -429,6 +432,7 @@ impl CircuitBreaker {
     /// # Errors
     ///
     /// [`CircuitError::Open`] when the breaker refuses the call.
+    #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, CircuitError<Infallible>> {
         let s = &*self.shared;
         match s.core.acquire(&mut s.lazy_now(), &mut |c| s.publish(c)) {
