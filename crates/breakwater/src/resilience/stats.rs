@@ -12,7 +12,8 @@ use super::state::CircuitState;
 pub struct CircuitMetrics {
     /// The state when the snapshot was taken.
     pub state: CircuitState,
-    /// Calls asked for: `allowed + blocked` (plus calls still running).
+    /// Calls asked for that have been decided: `allowed + blocked` (a call
+    /// still running is counted once it finishes).
     pub requests: u64,
     /// Calls that ran and finished (succeeded, failed, were ignored or cancelled).
     pub allowed: u64,
