@@ -16,6 +16,8 @@
 //!   timeout, then a call is rejected;
 //! - async calls use an immediately-ready future polled once with
 //!   `now_or_never`, so no runtime cost is measured;
+//! - `open_rejection_runtime` measures breakwater alone, tripped inside a
+//!   tokio runtime (see that function);
 //! - tower-resilience has no synchronous API: its "sync" figures drive
 //!   `poll_ready` + `call` with `now_or_never` too.
 
@@ -309,6 +311,29 @@ fn open_rejection(g: &mut BenchmarkGroup<'_, WallTime>) {
     });
 }
 
+/// breakwater's `open_rejection` when it was tripped inside a tokio runtime:
+/// its timer task then keeps a fresh time reading once rejections are
+/// frequent, so a refusal need not read the clock. Not one of the compared
+/// scenarios (the peers have no such mode); `ratios.py` sets it against
+/// `open_rejection`'s peers.
+fn open_rejection_runtime(g: &mut BenchmarkGroup<'_, WallTime>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let bw = {
+        let _in_runtime = rt.enter();
+        bw_tripped()
+    };
+    g.bench_function("breakwater", |b| {
+        b.iter(|| match black_box(&bw).try_acquire() {
+            Ok(_) => panic!("breakwater admitted a call while open"),
+            Err(e) => e,
+        })
+    });
+}
+
 /// Counts calls in `i`; true for every tenth one.
 fn tenth(i: &mut u8) -> bool {
     *i += 1;
@@ -497,11 +522,12 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30)
         .configure_from_args();
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("state", state),
         ("closed_sync", closed_sync),
         ("closed_async", closed_async),
         ("open_rejection", open_rejection),
+        ("open_rejection_runtime", open_rejection_runtime),
         ("failures_10pct", failures_10pct),
         ("two_threads", two_threads),
         ("reference", reference),

@@ -402,8 +402,6 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) {
-        // Read before the generation check: see `took_back`.
-        let clears = self.count.clears();
         let w = self.word();
         if ticket.probe || w.generation() != ticket.generation || self.needs_time() {
             return self.complete_slow(ticket, SUCCESS, now, sink);
@@ -411,7 +409,7 @@ impl Core {
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
         let done = self.count.record(pos, SUCCESS);
-        if done.wrote && self.took_back(clears, pos, SUCCESS) {
+        if done.wrote && self.took_back(ticket, pos, SUCCESS) {
             return;
         }
         if (done.rise || self.hot.rejudge.load(Ordering::Relaxed))
@@ -422,13 +420,22 @@ impl Core {
         }
     }
 
-    /// After writing an outcome into the count window: if the window was
-    /// cleared since `clears` was read, before the generation check (the
-    /// breaker opened and closed again between our check and our write),
-    /// the outcome may sit in the fresh window of a newer generation: take
-    /// it back out. Returns whether it did.
-    fn took_back(&self, clears: u32, pos: u64, outcome: u8) -> bool {
-        if self.count.clears() == clears {
+    /// After writing an outcome into the count window: if the window may
+    /// have been emptied between our generation check and our write (the
+    /// breaker opened and closed again, or was reset), the outcome may sit
+    /// in the fresh window of a newer generation: take it back out. Returns
+    /// whether it did.
+    ///
+    /// Our write is SeqCst; a clear swaps every slot (SeqCst) after the
+    /// transition's compare-exchange of the word. If our write came after
+    /// the clear's swap of our slot, it read from that swap, so the
+    /// transition happened before this reload and the reload sees it.
+    fn took_back(&self, ticket: Ticket, pos: u64, outcome: u8) -> bool {
+        let w = self.word();
+        if w.generation() == ticket.generation
+            || (w.is_next_generation_of(ticket.generation) && w.state() == CircuitState::Open)
+        {
+            // Nothing happened, or only an opening: no window was cleared.
             return false;
         }
         self.count.undo(pos, outcome);
@@ -450,7 +457,6 @@ impl Core {
         if outcome & SLOW != 0 {
             self.totals.slow.fetch_add(1, Ordering::Relaxed);
         }
-        let clears = self.count.clears();
         let w = self.word();
         if ticket.probe || w.generation() != ticket.generation {
             // A probe's outcome moves the HalfOpen state, not the window; a
@@ -472,7 +478,7 @@ impl Core {
             true
         } else {
             let done = self.count.record(pos, outcome);
-            if done.wrote && self.took_back(clears, pos, outcome) {
+            if done.wrote && self.took_back(ticket, pos, outcome) {
                 return;
             }
             // An outcome that left the window as it was leaves the verdict

@@ -313,10 +313,16 @@ impl CircuitBreaker {
     /// becomes) HalfOpen.
     #[inline]
     pub fn state(&self) -> CircuitState {
-        let w = self.shared.core.word();
-        if w.state() == CircuitState::Closed {
+        if self.shared.core.word().state() == CircuitState::Closed {
             return CircuitState::Closed;
         }
+        self.state_slow()
+    }
+
+    /// `state()` of an Open or HalfOpen breaker: may read the clock.
+    #[cold]
+    #[inline(never)]
+    fn state_slow(&self) -> CircuitState {
         let s = &*self.shared;
         s.core.state(&mut s.lazy_now(), &mut |c| s.publish(c))
     }

@@ -136,6 +136,12 @@ impl Word {
         (self.0 >> GEN_SHIFT) as u32
     }
 
+    /// Whether this word's generation is the one right after `generation`.
+    pub(crate) const fn is_next_generation_of(self, generation: u32) -> bool {
+        let mask = (1u64 << (64 - GEN_SHIFT)) - 1;
+        self.generation() as u64 == (generation as u64 + 1) & mask
+    }
+
     pub(crate) const fn streak(self) -> u32 {
         ((self.0 >> STREAK_SHIFT) & STREAK_MAX) as u32
     }

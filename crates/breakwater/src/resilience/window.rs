@@ -76,10 +76,6 @@ pub(crate) struct CountWindow {
     filled: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
-    /// Bumped by every `clear`, before it empties the slots: a writer that
-    /// sees it change around its write knows its outcome may have landed in
-    /// the emptied window.
-    clears: AtomicU32,
 }
 
 impl CountWindow {
@@ -91,7 +87,6 @@ impl CountWindow {
             filled: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
-            clears: AtomicU32::new(0),
         }
     }
 
@@ -171,18 +166,8 @@ impl CountWindow {
         }
     }
 
-    /// How many times the window was cleared (wrapping).
-    #[inline]
-    pub(crate) fn clears(&self) -> u32 {
-        // SeqCst: see `clear`.
-        self.clears.load(Ordering::SeqCst)
-    }
-
     /// Empties the window.
     pub(crate) fn clear(&self) {
-        // SeqCst, before the slots: a writer that read the old count and
-        // then wrote after this clear reads the new count afterwards.
-        self.clears.fetch_add(1, Ordering::SeqCst);
         for slot in self.slots.iter() {
             let old = slot.swap(EMPTY, Ordering::SeqCst);
             self.adjust(old, EMPTY);
