@@ -541,18 +541,14 @@ impl CircuitBreaker {
         C: FnOnce(&Result<T, E>) -> Verdict,
     {
         let permit = self.try_acquire().map_err(CircuitError::widen)?;
-        let result = match permit.time_limit() {
-            None => f().await,
-            Some(limit) => match tokio::time::timeout(limit, f()).await {
-                Ok(result) => result,
-                Err(_elapsed) => {
-                    permit.failure();
-                    return Err(CircuitError::Timeout);
-                }
-            },
-        };
-        permit.record(classify(&result));
-        result.map_err(CircuitError::Inner)
+        match permit.time_limit() {
+            None => {
+                let result = f().await;
+                permit.record(classify(&result));
+                result.map_err(CircuitError::Inner)
+            }
+            Some(limit) => limited(permit, limit, classify, f()).await,
+        }
     }
 
     /// Applies a new configuration while calls run. The state, the backoff
@@ -705,6 +701,30 @@ impl CircuitBreaker {
     /// ```
     pub fn add_listener(&self, listener: impl TransitionListener) {
         self.shared.events.add(Arc::new(listener));
+    }
+}
+
+/// A call with a time limit, kept apart so that a call without one does not
+/// carry the timer's state and its drop glue.
+async fn limited<Fut, T, E, C>(
+    permit: Permit<'_>,
+    limit: Duration,
+    classify: C,
+    fut: Fut,
+) -> Result<T, CircuitError<E>>
+where
+    Fut: Future<Output = Result<T, E>>,
+    C: FnOnce(&Result<T, E>) -> Verdict,
+{
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => {
+            permit.record(classify(&result));
+            result.map_err(CircuitError::Inner)
+        }
+        Err(_elapsed) => {
+            permit.failure();
+            Err(CircuitError::Timeout)
+        }
     }
 }
 
