@@ -87,13 +87,35 @@ pub(crate) struct Ticket {
     pub(crate) probe: bool,
 }
 
-/// What a refused admission says.
+/// What a refused admission says, packed in one word so that it travels in
+/// a register (a wider value returned through memory stalls the caller's
+/// read of it): the wait in microseconds, or none; and whether the ticker
+/// that keeps the clock hint fresh should run (the rejection read the clock
+/// itself although rejections come often).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    pub(crate) retry_after_us: Option<u64>,
-    /// The rejection read the clock itself although rejections come often:
-    /// the ticker that keeps the hint fresh should run.
-    pub(crate) wake_ticker: bool,
+pub(crate) struct Refusal(u64);
+
+impl Refusal {
+    const NO_WAIT: u64 = 1 << 63;
+    const WAKE: u64 = 1 << 62;
+
+    fn wait(us: u64, wake_ticker: bool) -> Self {
+        Self(us.min(Self::WAKE - 1) | if wake_ticker { Self::WAKE } else { 0 })
+    }
+
+    fn no_wait() -> Self {
+        Self(Self::NO_WAIT)
+    }
+
+    /// Time left until the breaker lets probes through, when known.
+    pub(crate) fn retry_after_us(self) -> Option<u64> {
+        (self.0 & Self::NO_WAIT == 0).then_some(self.0 & (Self::WAKE - 1))
+    }
+
+    /// Whether the opening's ticker should be woken.
+    pub(crate) fn wake_ticker(self) -> bool {
+        self.0 & Self::WAKE != 0
+    }
 }
 
 /// Configuration values read on hot paths, each in its own atomic so that
@@ -287,7 +309,42 @@ impl Core {
                 probe: false,
             });
         }
+        if let Some(refusal) = self.reject_fast(w) {
+            return Err(refusal);
+        }
         self.acquire_slow(w, now, sink)
+    }
+
+    /// The common rejection, inline: Open, its timer task keeping a fresh
+    /// clock reading, the deadline ahead. Anything else (and every
+    /// WAKE_EVERY-th rejection, which reads the clock) is `acquire_slow`'s.
+    /// A small leaf of its own, so that the Closed path stays as lean as
+    /// before and a rejection skips `acquire_slow`'s frame.
+    #[inline(never)]
+    fn reject_fast(&self, w: Word) -> Option<Refusal> {
+        if w.state() != CircuitState::Open || w.is_forced_open() {
+            return None;
+        }
+        // Acquire: pairs with the Release that published the deadline.
+        let deadline = self.deadline.load(Ordering::Acquire);
+        // Relaxed: the hint is a time reading, not a publication.
+        let hint = self.hint.load(Ordering::Relaxed);
+        let t = hint & HINT_US_MASK;
+        let until = deadline >> TAG_BITS;
+        if deadline & TAG_MASK != tag(w.generation())
+            || hint & FRESH == 0
+            || hint_tag(hint) != tag(w.generation())
+            || t >= until
+        {
+            return None;
+        }
+        // Relaxed: a count.
+        if self.busy.blocked.fetch_add(1, Ordering::Relaxed) % WAKE_EVERY == 0 {
+            // This one reads the clock: counted again there.
+            self.busy.blocked.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Refusal::wait(until - t, false))
     }
 
     /// Admission in Open and HalfOpen, kept out of line so that the Closed
@@ -314,10 +371,7 @@ impl Core {
                         // Forced, or the deadline of this opening is not
                         // yet published: no wait to advise.
                         self.busy.blocked.fetch_add(1, Ordering::Relaxed);
-                        return Err(Refusal {
-                            retry_after_us: None,
-                            wake_ticker: false,
-                        });
+                        return Err(Refusal::no_wait());
                     }
                     let until = deadline >> TAG_BITS;
                     // Counted first: the rejection's number decides whether
@@ -343,10 +397,10 @@ impl Core {
                         t
                     };
                     if t < until {
-                        return Err(Refusal {
-                            retry_after_us: Some(until - t),
-                            wake_ticker: !kept_fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
-                        });
+                        return Err(Refusal::wait(
+                            until - t,
+                            !kept_fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
+                        ));
                     }
                     // Not a rejection after all: the opening is over.
                     self.busy.blocked.fetch_sub(1, Ordering::Relaxed);
@@ -357,10 +411,7 @@ impl Core {
                 CircuitState::HalfOpen => {
                     if w.in_flight() >= self.hot.half_open_max.load(Ordering::Relaxed) {
                         self.busy.blocked.fetch_add(1, Ordering::Relaxed);
-                        return Err(Refusal {
-                            retry_after_us: None,
-                            wake_ticker: false,
-                        });
+                        return Err(Refusal::no_wait());
                     }
                     match self.swap_word(w, w.probe_started()) {
                         Ok(_) => {

@@ -611,7 +611,7 @@ fn a_late_ticker_never_freezes_the_clock_of_the_next_opening() {
             .acquire(&mut LazyNow::new(|| at), &mut |c| log.0.push(c))
             .expect_err("the reopening is not over");
         assert_eq!(
-            refusal.retry_after_us,
+            refusal.retry_after_us(),
             Some(until - at),
             "a rejection at {at} in the opening {OPEN_US}..{until} advised the wrong wait"
         );

@@ -448,13 +448,13 @@ impl CircuitBreaker {
     }
 
     fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
-        if refusal.wake_ticker {
+        if refusal.wake_ticker() {
             if let Some(wake) = self.shared.wake.get() {
                 wake.notify_waiters();
             }
         }
         CircuitError::Open {
-            retry_after: refusal.retry_after_us.map(Duration::from_micros),
+            retry_after: refusal.retry_after_us().map(Duration::from_micros),
         }
     }
 

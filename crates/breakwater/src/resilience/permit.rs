@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::core::Ticket;
 use super::window::{FAILURE, SLOW, SUCCESS};
 use super::Shared;
+
+/// `Claim::started` of a call that is not timed.
+const UNTIMED: u64 = u64::MAX;
 
 /// How a finished call counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +61,9 @@ pub struct OwnedPermit {
 #[derive(Debug)]
 struct Claim {
     ticket: Ticket,
-    started: Option<Instant>,
+    /// When the call started (microseconds since the breaker's epoch), if
+    /// calls are timed; `UNTIMED` if not. A plain word keeps the permit small.
+    started: u64,
     armed: bool,
 }
 
@@ -69,7 +72,11 @@ impl Claim {
     fn new(shared: &Shared, ticket: Ticket) -> Self {
         Self {
             ticket,
-            started: shared.core.times_calls().then(Instant::now),
+            started: if shared.core.times_calls() {
+                shared.now_us()
+            } else {
+                UNTIMED
+            },
             armed: true,
         }
     }
@@ -84,7 +91,7 @@ impl Claim {
     #[inline]
     fn record(&mut self, shared: &Shared, verdict: Verdict) {
         self.armed = false;
-        if verdict == Verdict::Success && self.started.is_none() {
+        if verdict == Verdict::Success && self.started == UNTIMED {
             // The hot path: no timing, nothing but the success to record.
             shared
                 .core
@@ -105,11 +112,11 @@ impl Claim {
         };
         let mut now = shared.lazy_now();
         let slow = match self.started {
-            Some(started) => {
-                let elapsed = now.get().saturating_sub(shared.us_of(started));
+            UNTIMED => false,
+            started => {
+                let elapsed = now.get().saturating_sub(started);
                 elapsed > shared.core.slow_us()
             }
-            None => false,
         };
         let outcome = if slow { outcome | SLOW } else { outcome };
         shared
