@@ -5,10 +5,10 @@
 //! their ordinary builds while breakwater's own atomics are modelled.
 
 #[cfg(breakwater_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(not(breakwater_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Keeps a hot atomic on a cache line of its own, so that threads writing it
 /// do not slow down threads that only read its neighbours.

@@ -13,7 +13,7 @@ use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW, SUCCESS};
 use crate::config::CircuitBreakerConfig;
 use std::sync::OnceLock;
 
-use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicU64, CachePadded, Ordering};
 
 /// Bits of the deadline word that hold the opening's generation (low bits).
 const TAG_BITS: u32 = 12;
@@ -130,9 +130,6 @@ struct Hot {
     slow_us: AtomicU64,
     call_timeout_us: AtomicU64,
     probe_timeout_us: AtomicU64,
-    /// Set when the rules changed (new thresholds, judging switched back
-    /// on): the next outcome is judged even if it left the window as it was.
-    rejudge: AtomicBool,
     base_us: AtomicU64,
     max_us: AtomicU64,
     multiplier: AtomicU64,
@@ -206,7 +203,6 @@ impl Core {
                 slow_us: AtomicU64::new(0),
                 call_timeout_us: AtomicU64::new(0),
                 probe_timeout_us: AtomicU64::new(0),
-                rejudge: AtomicBool::new(false),
                 base_us: AtomicU64::new(0),
                 max_us: AtomicU64::new(0),
                 multiplier: AtomicU64::new(0),
@@ -463,10 +459,7 @@ impl Core {
         if done.wrote && self.took_back(ticket, pos, SUCCESS) {
             return;
         }
-        if (done.rise || self.hot.rejudge.load(Ordering::Relaxed))
-            && w.state() == CircuitState::Closed
-            && w.is_automatic()
-        {
+        if done.rise && w.state() == CircuitState::Closed && w.is_automatic() {
             self.judge(w, now, sink);
         }
     }
@@ -533,8 +526,8 @@ impl Core {
                 return;
             }
             // An outcome that left the window as it was leaves the verdict
-            // as it was too, unless the rules changed since the last one.
-            done.rise || self.hot.rejudge.load(Ordering::Relaxed)
+            // as it was too (a change of rules is judged when it happens).
+            done.rise
         };
         if judge && w.state() == CircuitState::Closed && w.is_automatic() {
             self.judge(w, now, sink);

@@ -582,6 +582,12 @@ impl CircuitBreaker {
             .unwrap_or_else(|p| p.into_inner());
         self.shared.core.configure(&config);
         *guard = Arc::new(config);
+        drop(guard);
+        // The window is judged under the new rules at once (not only at the
+        // next outcome, which may leave the window as it was); outside the
+        // lock, since a listener may read the configuration.
+        let s = &*self.shared;
+        s.core.rejudge(&mut s.lazy_now(), &mut |c| s.publish(c));
         Ok(())
     }
 

@@ -57,7 +57,6 @@ impl Core {
             .store(c.backoff_multiplier.to_bits(), Ordering::Relaxed);
         h.jitter.store(c.jitter_ratio.to_bits(), Ordering::Relaxed);
         self.set_disabled(!c.enabled);
-        h.rejudge.store(true, Ordering::Relaxed);
     }
 
     fn sample_size(&self) -> usize {

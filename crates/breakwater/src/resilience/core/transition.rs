@@ -8,6 +8,19 @@ use crate::sync::Ordering;
 use super::tag;
 
 impl Core {
+    /// Judges the window of a Closed, automatic breaker now (after its
+    /// rules changed).
+    pub(crate) fn rejudge(
+        &self,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) {
+        let w = self.word();
+        if w.state() == CircuitState::Closed && w.is_automatic() {
+            self.judge(w, now, sink);
+        }
+    }
+
     /// Opens a Closed breaker whose window crossed a threshold.
     #[inline(never)]
     pub(super) fn judge(
@@ -16,9 +29,6 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) {
-        if self.hot.rejudge.load(Ordering::Relaxed) {
-            self.hot.rejudge.store(false, Ordering::Relaxed);
-        }
         let tally = self.tally(now);
         if tally.len < self.hot.min_calls.load(Ordering::Relaxed) {
             return;
