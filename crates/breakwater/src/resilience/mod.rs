@@ -554,7 +554,8 @@ impl CircuitBreaker {
     /// Applies a new configuration while calls run. The state, the backoff
     /// streak and the window's outcomes are kept (the most recent ones that
     /// fit a shorter window; a time window starts empty when its length
-    /// changes); an opening in progress keeps its deadline.
+    /// changes); an opening in progress keeps its deadline. A Closed
+    /// breaker whose window already crosses the new thresholds opens at once.
     ///
     /// # Errors
     ///
