@@ -62,11 +62,6 @@ impl<F: FnMut() -> u64> LazyNow<F> {
             }
         }
     }
-
-    /// Uses `t` as the current time without reading the clock.
-    fn assume(&mut self, t: u64) {
-        self.at.get_or_insert(t);
-    }
 }
 
 /// A transition that happened.
@@ -370,36 +365,25 @@ impl Core {
                         return Err(Refusal::no_wait());
                     }
                     let until = deadline >> TAG_BITS;
-                    // Counted first: the rejection's number decides whether
-                    // it reads the clock. Relaxed: a count.
-                    let n = self.busy.blocked.fetch_add(1, Ordering::Relaxed);
-                    // Relaxed: the hint is a time reading, not a publication.
+                    // `reject_fast` already used a fresh hint if it could:
+                    // here the clock is read (and kept as the hint, with
+                    // its freshness). Relaxed: a time reading.
                     let hint = self.hint.load(Ordering::Relaxed);
                     // Fresh only if kept by this opening's ticker: a late
                     // ticker of an earlier opening cannot freeze this one.
                     let kept_fresh = hint & FRESH != 0 && hint_tag(hint) == tag(w.generation());
-                    // A fresh hint is trusted, except by every WAKE_EVERY-th
-                    // rejection: a timer task that runs late (a busy runtime,
-                    // a paused clock moved on) misleads at most that many.
-                    let t = if kept_fresh && n % WAKE_EVERY != 0 {
-                        let t = hint & HINT_US_MASK;
-                        now.assume(t);
-                        t
-                    } else {
-                        let t = now.get();
-                        let fresh = if kept_fresh { FRESH } else { 0 };
-                        self.hint
-                            .store(make_hint(w.generation(), t) | fresh, Ordering::Relaxed);
-                        t
-                    };
+                    let t = now.get();
+                    let fresh = if kept_fresh { FRESH } else { 0 };
+                    self.hint
+                        .store(make_hint(w.generation(), t) | fresh, Ordering::Relaxed);
                     if t < until {
+                        // Relaxed: a count.
+                        let n = self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                         return Err(Refusal::wait(
                             until - t,
                             !kept_fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
                         ));
                     }
-                    // Not a rejection after all: the opening is over.
-                    self.busy.blocked.fetch_sub(1, Ordering::Relaxed);
                     w = match self.half_open(w, t, sink) {
                         Ok(w) | Err(w) => w,
                     };
