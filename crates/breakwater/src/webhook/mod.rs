@@ -1,0 +1,1 @@
+//! Real action executors.
