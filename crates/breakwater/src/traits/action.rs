@@ -5,7 +5,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{parse_url, url_endpoint};
@@ -177,40 +177,8 @@ impl ActionConfig {
         match self {
             Self::Webhook(w) => {
                 parse_url(&w.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
-                let m = w.method.to_ascii_uppercase();
-                if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
-                    return Err(ActionConfigError::new(
-                        "webhook.method",
-                        format!(
-                            "must be GET, POST, PUT, PATCH or DELETE, got {:?}",
-                            w.method
-                        ),
-                    ));
-                }
-                for (name, value) in &w.headers {
-                    if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(ActionConfigError::new(
-                            "webhook.headers",
-                            format!("{name:?} is not a valid header name"),
-                        ));
-                    }
-                    if let Some(at) = HeaderValue::from_str(value).err().map(|_| {
-                        value
-                            .bytes()
-                            .position(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
-                    }) {
-                        return Err(ActionConfigError::new(
-                            "webhook.headers",
-                            match at {
-                                Some(i) => format!(
-                                    "the value of {name:?} holds the control byte {:#04x} at {i}",
-                                    value.as_bytes()[i]
-                                ),
-                                None => format!("the value of {name:?} is not a valid header value (visible ASCII, space and tab only)"),
-                            },
-                        ));
-                    }
-                }
+                webhook_method(&w.method)?;
+                webhook_headers(&w.headers)?;
                 if let Some(t) = &w.body_template {
                     template::check("webhook.body_template", t)?;
                 }
@@ -265,6 +233,60 @@ impl ActionConfig {
             }
         }
     }
+}
+
+/// The methods a webhook may use.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// A webhook's method, any case.
+pub(crate) fn webhook_method(method: &str) -> Result<Method, ActionConfigError> {
+    Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .ok()
+        .filter(|m| METHODS.contains(m))
+        .ok_or_else(|| {
+            ActionConfigError::new(
+                "webhook.method",
+                format!("must be GET, POST, PUT, PATCH or DELETE, got {method:?}"),
+            )
+        })
+}
+
+/// A webhook's extra headers, checked by `http`'s own types.
+pub(crate) fn webhook_headers(
+    headers: &BTreeMap<String, String>,
+) -> Result<HeaderMap, ActionConfigError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Err(ActionConfigError::new(
+                "webhook.headers",
+                format!("{name:?} is not a valid header name"),
+            ));
+        };
+        let Ok(v) = HeaderValue::from_str(value) else {
+            let message = match value
+                .bytes()
+                .position(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                Some(i) => format!(
+                    "the value of {name:?} holds the control byte {:#04x} at {i}",
+                    value.as_bytes()[i]
+                ),
+                None => format!(
+                    "the value of {name:?} is not a valid header value (visible ASCII, space and tab only)"
+                ),
+            };
+            return Err(ActionConfigError::new("webhook.headers", message));
+        };
+        map.append(header, v);
+    }
+    Ok(map)
 }
 
 /// The HMAC key of a Standard Webhooks secret: the base64 after an optional
