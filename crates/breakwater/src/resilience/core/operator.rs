@@ -138,7 +138,7 @@ impl Core {
         state: CircuitState,
         streak: u32,
         forced: Option<CircuitState>,
-        open: Option<(u64, u64, u64)>,
+        open: Option<(u64, u64)>,
         outcomes: &[u8],
     ) {
         let base = self.word();
@@ -147,10 +147,10 @@ impl Core {
             Some(_) => base.enter(CircuitState::Closed, streak).forced_closed(),
             None => base.enter(state, streak),
         };
-        if let Some((t, until, length)) = open {
+        if let Some((until, length)) = open {
             self.open_for_us.store(length, Ordering::Relaxed);
             if w.state() == CircuitState::Open {
-                self.publish_opening(w, t, until.min(US_MASK), length);
+                self.publish_opening(w, until.min(US_MASK), length);
             }
         }
         self.word.store(w.0, Ordering::Release);
