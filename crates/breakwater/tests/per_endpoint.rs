@@ -715,3 +715,91 @@ fn a_breaker_from_the_registry_is_a_plain_breaker() {
     from_registry.try_acquire().unwrap().failure();
     assert_eq!(reg.statistics_for("svc").unwrap().metrics.failures, 1);
 }
+
+// ---------------------------------------------------------------------------
+// Listeners that call back into the registry.
+// ---------------------------------------------------------------------------
+
+/// Runs `f` on a thread of its own and fails (instead of hanging the test
+/// binary) when it does not finish within 10 s: a deadlock.
+fn finishes(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} deadlocked"));
+}
+
+/// Records one success or failure per entry on `b`.
+fn outcomes(b: &CircuitBreaker, oks: &[bool]) {
+    for &ok in oks {
+        let permit = b.try_acquire().unwrap();
+        if ok {
+            permit.success();
+        } else {
+            permit.failure();
+        }
+    }
+}
+
+/// Regression: `set_config` and `remove_config` ran `update_config` (which
+/// can open the breaker and run its listeners) under the map's shard write
+/// lock, so a listener that read the registry hung forever.
+#[test]
+fn a_listener_may_call_back_into_the_registry_during_set_config() {
+    finishes("set_config", || {
+        let reg = Arc::new(PerEndpointCircuitBreaker::new(quick()));
+        let b = reg.get_or_create("api");
+        outcomes(&b, &[true, true, false, true]);
+        assert_eq!(b.state(), CircuitState::Closed, "25% < 50%");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let (reg, seen) = (Arc::downgrade(&reg), seen.clone());
+            b.add_listener(move |_: &breakwater::Transition| {
+                let reg = reg.upgrade().unwrap();
+                let states = reg.get_all_states();
+                assert!(reg.get("api").is_some());
+                seen.lock().unwrap().push(states);
+            });
+        }
+        drop(b);
+        // A lower threshold opens the breaker at once, in `set_config`.
+        let strict = CircuitBreakerConfig {
+            failure_threshold: 0.25,
+            ..quick()
+        };
+        reg.set_config("api", strict).unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [vec![("api".to_string(), CircuitState::Open)]]
+        );
+        // And `remove_config`, going back to a stricter default.
+        let mut relaxed = CircuitBreakerConfig::clone(reg.default_config());
+        relaxed.failure_threshold = 0.25;
+        let reg2 = Arc::new(PerEndpointCircuitBreaker::new(relaxed));
+        let b2 = reg2.get_or_create("x");
+        reg2.set_config("x", quick()).unwrap();
+        outcomes(&b2, &[true, true, false, true]);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let (reg2w, calls) = (Arc::downgrade(&reg2), calls.clone());
+            b2.add_listener(move |_: &breakwater::Transition| {
+                let reg2 = reg2w.upgrade().unwrap();
+                let _ = reg2.get_all_states();
+                let _ = reg2.get("x");
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        drop(b2);
+        // Removing the override goes back to the 25% default: opens at once.
+        assert_eq!(reg2.remove_config("x").unwrap(), Some(quick()));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            reg2.get_all_states(),
+            [("x".to_string(), CircuitState::Open)]
+        );
+    });
+}

@@ -427,10 +427,13 @@ impl Core {
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
         let judge = if self.needs_time() {
-            if let Some(time) = self.time.get() {
-                time.record(now.get(), outcome);
+            let t = now.get();
+            let current = || self.word().generation() == ticket.generation;
+            match self.time.get() {
+                // Stale: the window it was admitted to was emptied since.
+                Some(time) => time.record(t, outcome, current),
+                None => false,
             }
-            true
         } else {
             let done = self.count.record(pos, outcome);
             if done.wrote && self.took_back(ticket, pos, outcome) {

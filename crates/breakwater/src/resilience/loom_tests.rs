@@ -568,6 +568,65 @@ fn a_stale_closed_failure_never_lands_in_the_fresh_window() {
     });
 }
 
+/// As [`a_stale_closed_failure_never_lands_in_the_fresh_window`], for a
+/// time window (`window_ms`, 10 ms here, so every outcome of the model is
+/// inside it): a failure admitted while Closed passes its generation check,
+/// then, before its bucket write, the breaker opens, half-opens and closes
+/// (emptying the window). The new Closed window must not hold it: with
+/// `minimum_calls` 1, a fresh success would then see 1 failure in 2
+/// outcomes and open the breaker.
+#[test]
+fn a_stale_time_window_failure_never_lands_in_the_fresh_window() {
+    model(2, || {
+        let config = CircuitBreakerConfig {
+            failure_threshold: 0.5,
+            sample_size: 2,
+            minimum_calls: Some(1),
+            half_open_max_requests: 1,
+            open_timeout_ms: 1,
+            max_open_timeout_ms: 1,
+            backoff_multiplier: 1.0,
+            jitter_ratio: 0.0,
+            window_ms: Some(10),
+            ..Default::default()
+        };
+        let core = Arc::new(Core::new(&config, 7));
+        let old = acquire(&core, 0, &mut Log::default()).unwrap();
+        let late = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let mut log = Log::default();
+                complete(&core, old, FAILURE, 0, &mut log);
+                log
+            })
+        };
+        let mut mine = Log::default();
+        trip(&core, 0, 4, &mut mine);
+        let real = probe(&core, OPEN_US, &mut mine);
+        complete(&core, real, SUCCESS, OPEN_US, &mut mine);
+        assert_eq!(core.word().state(), CircuitState::Closed);
+        let closed = core.word().generation();
+        let theirs = late.join().unwrap();
+
+        assert_eq!(theirs.count(CircuitState::Closed), 0, "{theirs:?}");
+        let w = core.word();
+        assert_eq!((w.state(), w.generation()), (CircuitState::Closed, closed));
+        let t = core.tally(&mut LazyNow::new(|| 2 * OPEN_US));
+        assert_eq!(
+            t,
+            Tally::default(),
+            "the new Closed generation recorded nothing, yet its window holds {t:?}"
+        );
+        let fresh = acquire(&core, 2 * OPEN_US, &mut mine).unwrap();
+        complete(&core, fresh, SUCCESS, 2 * OPEN_US, &mut mine);
+        assert_eq!(
+            core.word().state(),
+            CircuitState::Closed,
+            "a success opened the breaker"
+        );
+    });
+}
+
 /// The timer task of an opening runs late, racing a call at the deadline
 /// whose probe fails and reopens the breaker: the old timer task must
 /// leave the new opening alone, and that opening's rejections advise the

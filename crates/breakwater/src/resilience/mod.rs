@@ -529,17 +529,7 @@ impl CircuitBreaker {
     /// on error.
     pub fn update_config(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let capacity = self.shared.core.window_capacity();
-        if config.window_ms.is_none() && config.sample_size > capacity {
-            return Err(ConfigError::single(
-                "sample_size",
-                format!(
-                    "cannot grow past {capacity} on a running breaker, got {}; \
-                     build a new one with CircuitBreaker::restore(config, breaker.snapshot())",
-                    config.sample_size
-                ),
-            ));
-        }
+        self.check_update(&config)?;
         let mut guard = self
             .shared
             .config
@@ -553,6 +543,23 @@ impl CircuitBreaker {
         // lock, since a listener may read the configuration.
         let s = &*self.shared;
         s.core.rejudge(&mut s.lazy_now(), &mut |c| s.publish(c));
+        Ok(())
+    }
+
+    /// Whether this breaker can take `config` (a valid one) at run time:
+    /// its count window cannot grow past the length it was built with.
+    pub(crate) fn check_update(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+        let capacity = self.shared.core.window_capacity();
+        if config.window_ms.is_none() && config.sample_size > capacity {
+            return Err(ConfigError::single(
+                "sample_size",
+                format!(
+                    "cannot grow past {capacity} on a running breaker, got {}; \
+                     build a new one with CircuitBreaker::restore(config, breaker.snapshot())",
+                    config.sample_size
+                ),
+            ));
+        }
         Ok(())
     }
 

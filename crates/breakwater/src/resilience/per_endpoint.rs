@@ -258,7 +258,7 @@ pub struct PerEndpointCircuitBreaker {
     /// Shared by every breaker made with it (not copied into each).
     default_config: Arc<CircuitBreakerConfig>,
     /// Per-endpoint configurations. Lock order: a shard of `breakers`
-    /// first, then this.
+    /// first, then this; nothing user-supplied runs under either.
     overrides: RwLock<Overrides>,
     limits: RegistryLimits,
     /// Slots in `breakers`, reserved before an insertion (exact, unlike
@@ -589,14 +589,24 @@ impl PerEndpointCircuitBreaker {
         config: CircuitBreakerConfig,
     ) -> Result<(), ConfigError> {
         config.validate()?;
-        // Under the endpoint's shard lock, so that a breaker being created
-        // for it at the same moment gets the new configuration too.
-        let entry = self.breakers.entry(endpoint.into());
-        if let Entry::Occupied(slot) = &entry {
-            slot.get().breaker.update_config(config.clone())?;
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            breaker.check_update(&config)?;
         }
-        self.write_overrides().insert(endpoint.into(), config);
-        drop(entry);
+        // The override first, then the breaker: a breaker created meanwhile
+        // reads the overrides under its shard's lock and is in the map
+        // before that lock is released, so either it got the new
+        // configuration or the lookup below finds it. No map lock is held
+        // while `update_config` runs (it can open the breaker and run
+        // listeners, which may call back into the registry).
+        let previous = self
+            .write_overrides()
+            .insert(endpoint.into(), config.clone());
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            if let Err(e) = breaker.update_config(config) {
+                self.restore_override(endpoint, previous);
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
@@ -613,17 +623,36 @@ impl PerEndpointCircuitBreaker {
         &self,
         endpoint: &str,
     ) -> Result<Option<CircuitBreakerConfig>, ConfigError> {
-        let entry = self.breakers.entry(endpoint.into());
-        let mut overrides = self.write_overrides();
-        if !overrides.contains_key(endpoint) {
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            breaker.check_update(&self.default_config)?;
+        }
+        let Some(removed) = self.write_overrides().remove(endpoint) else {
             return Ok(None);
+        };
+        // Outside every map lock, as in `set_config`.
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            let default = CircuitBreakerConfig::clone(&self.default_config);
+            if let Err(e) = breaker.update_config(default) {
+                self.restore_override(endpoint, Some(removed));
+                return Err(e);
+            }
         }
-        if let Entry::Occupied(slot) = &entry {
-            slot.get()
-                .breaker
-                .update_config(CircuitBreakerConfig::clone(&self.default_config))?;
-        }
-        Ok(overrides.remove(endpoint))
+        Ok(Some(removed))
+    }
+
+    /// Puts back the override `endpoint` had before a failed change.
+    fn restore_override(&self, endpoint: &str, previous: Option<CircuitBreakerConfig>) {
+        let mut overrides = self.write_overrides();
+        match previous {
+            Some(config) => overrides.insert(endpoint.into(), config),
+            None => overrides.remove(endpoint),
+        };
+    }
+
+    /// The breaker of `endpoint`, cloned out of the map without marking it
+    /// used (an operator's look is not a use).
+    fn get_untouched(&self, endpoint: &str) -> Option<Arc<CircuitBreaker>> {
+        self.breakers.get(endpoint).map(|s| s.breaker.clone())
     }
 
     /// The configuration `endpoint`'s breakers get: its override, or the
