@@ -546,6 +546,13 @@ impl CircuitBreaker {
         Ok(())
     }
 
+    /// Whether the breaker is HalfOpen (by its own timing, not forced) with
+    /// no probe in flight.
+    pub(crate) fn is_idle_half_open(&self) -> bool {
+        let w = self.shared.core.word();
+        w.state() == CircuitState::HalfOpen && w.is_automatic() && w.in_flight() == 0
+    }
+
     /// Whether this breaker can take `config` (a valid one) at run time:
     /// its count window cannot grow past the length it was built with.
     pub(crate) fn check_update(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
