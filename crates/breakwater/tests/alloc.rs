@@ -337,15 +337,21 @@ fn overflow_calls() {
         reg.get_or_create(e).force_open();
     }
     assert_no_alloc("overflow: call(ready Ok) past a full cap", || {
-        let r = reg.call("new", || async { Ok::<u32, ()>(7) }).now_or_never();
+        let r = reg
+            .call("new", || async { Ok::<u32, ()>(7) })
+            .now_or_never();
         assert_eq!(r, Some(Ok(7)));
     });
     for _ in 0..4 {
-        let r = reg.call("new", || async { Err::<u32, u32>(7) }).now_or_never();
+        let r = reg
+            .call("new", || async { Err::<u32, u32>(7) })
+            .now_or_never();
         assert!(matches!(r, Some(Err(e)) if e.inner() == Some(&7)));
     }
     assert_no_alloc("overflow: call rejected past a full cap", || {
-        let r = reg.call("new", || async { Ok::<u32, ()>(7) }).now_or_never();
+        let r = reg
+            .call("new", || async { Ok::<u32, ()>(7) })
+            .now_or_never();
         assert!(matches!(r, Some(Err(e)) if e.is_open()));
     });
     assert_eq!(reg.len(), 2);

@@ -336,6 +336,36 @@ impl Core {
         }
     }
 
+    /// Whether a call now would be refused, and with what, without taking
+    /// anything or counting anything: `None` when it would be admitted.
+    pub(crate) fn peek(&self, now: &mut LazyNow<impl FnMut() -> u64>) -> Option<Refusal> {
+        let w = self.word();
+        match w.state() {
+            CircuitState::Closed => None,
+            CircuitState::Open => {
+                if w.is_forced_open() {
+                    return Some(Refusal::no_wait());
+                }
+                let deadline = self.deadline.load(Ordering::Acquire);
+                if deadline & TAG_MASK != tag(w.generation()) {
+                    return Some(Refusal::no_wait());
+                }
+                let until = deadline >> TAG_BITS;
+                let t = now.get();
+                (t < until).then(|| Refusal::wait(until - t))
+            }
+            CircuitState::HalfOpen => (w.in_flight()
+                >= self.hot.half_open_max.load(Ordering::Relaxed))
+            .then(Refusal::no_wait),
+        }
+    }
+
+    /// Counts a refusal decided by [`peek`](Self::peek).
+    pub(crate) fn count_refusal(&self) {
+        // Relaxed: a count.
+        self.busy.blocked.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records the outcome of an admitted call: `outcome` is `SUCCESS` or
     /// `FAILURE`, with `SLOW` added for a slow call.
     pub(crate) fn complete(

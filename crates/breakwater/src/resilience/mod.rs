@@ -416,6 +416,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether a call now would be refused, and the `retry_after` it would
+    /// get: takes no probe slot and counts nothing (see
+    /// [`count_refusal`](Self::count_refusal)).
+    #[cfg(feature = "tower")]
+    pub(crate) fn peek_refusal(&self) -> Option<Option<Duration>> {
+        if self.shared.core.word().state() == CircuitState::Closed {
+            return None;
+        }
+        let s = &*self.shared;
+        s.core
+            .peek(&mut s.lazy_now())
+            .map(|r| r.retry_after_us().map(Duration::from_micros))
+    }
+
+    /// Counts a refusal that [`peek_refusal`](Self::peek_refusal) decided.
+    #[cfg(feature = "tower")]
+    pub(crate) fn count_refusal(&self) {
+        self.shared.core.count_refusal();
+    }
+
     fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
         CircuitError::Open {
             retry_after: refusal.retry_after_us().map(Duration::from_micros),
