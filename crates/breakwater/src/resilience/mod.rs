@@ -566,6 +566,22 @@ impl CircuitBreaker {
         Ok(())
     }
 
+    /// The failure rate as the breaker judges it: 0.0 until the window holds
+    /// `minimum_calls` outcomes.
+    pub(crate) fn judged_failure_rate(&self) -> f64 {
+        let tally = self.shared.core.tally(&mut self.shared.lazy_now());
+        if tally.len < self.shared.core.minimum_calls() {
+            0.0
+        } else {
+            tally.failure_rate()
+        }
+    }
+
+    /// The `failure_threshold` in force.
+    pub(crate) fn failure_threshold(&self) -> f64 {
+        self.shared.core.failure_threshold()
+    }
+
     /// Whether the breaker is HalfOpen (by its own timing, not forced) with
     /// no probe in flight.
     pub(crate) fn is_idle_half_open(&self) -> bool {

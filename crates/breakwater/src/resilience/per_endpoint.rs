@@ -757,14 +757,20 @@ impl PerEndpointCircuitBreaker {
         self.overflows.load(Ordering::Relaxed)
     }
 
-    /// The miss path of [`get_or_create`](Self::get_or_create).
-    #[cold]
-    #[inline(never)]
-    fn create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
+    /// Sweeps if the last sweep is a sweep period old (as a miss does).
+    pub(super) fn sweep_if_due(&self) {
         let now = self.now_us();
         if now.saturating_sub(self.sweeps.last_us.load(Ordering::Relaxed)) >= self.period_us() {
             self.sweep(now, false);
         }
+    }
+
+    /// The miss path of [`get_or_create`](Self::get_or_create).
+    #[cold]
+    #[inline(never)]
+    fn create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
+        self.sweep_if_due();
+        let now = self.now_us();
         let reserved = self.reserve() || (self.make_room(now) && self.reserve());
         if !reserved {
             // Another thread may have created it meanwhile.
@@ -959,7 +965,7 @@ impl PerEndpointCircuitBreaker {
     /// Every retained breaker with its endpoint, sorted by endpoint. The
     /// `Arc`s are cloned under the shard locks so that the breakers can be
     /// asked for their state (which may run listeners) outside them.
-    fn handles(&self) -> Vec<(String, Arc<CircuitBreaker>)> {
+    pub(super) fn handles(&self) -> Vec<(String, Arc<CircuitBreaker>)> {
         let mut all: Vec<_> = self
             .breakers
             .iter()

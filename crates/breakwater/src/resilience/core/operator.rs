@@ -59,6 +59,16 @@ impl Core {
         self.set_disabled(!c.enabled);
     }
 
+    /// Outcomes the window must hold before its rate is judged.
+    pub(crate) fn minimum_calls(&self) -> u64 {
+        self.hot.min_calls.load(Ordering::Relaxed)
+    }
+
+    /// The `failure_threshold` in force.
+    pub(crate) fn failure_threshold(&self) -> f64 {
+        f64::from_bits(self.hot.threshold.load(Ordering::Relaxed))
+    }
+
     fn sample_size(&self) -> usize {
         self.count.size()
     }
