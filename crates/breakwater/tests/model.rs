@@ -961,7 +961,7 @@ impl<'a> Run<'a> {
             };
             match r {
                 None if !due => i += 1,
-                Some(Err(CircuitError::Timeout)) if due => {
+                Some(Err(CircuitError::Timeout { .. })) if due => {
                     let ticket = self.held.remove(i).ticket;
                     self.model.complete(ticket, true);
                 }

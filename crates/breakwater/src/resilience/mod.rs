@@ -744,7 +744,7 @@ where
         }
         Err(_elapsed) => {
             permit.failure();
-            Err(CircuitError::Timeout)
+            Err(CircuitError::Timeout { limit })
         }
     }
 }

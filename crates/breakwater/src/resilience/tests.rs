@@ -510,7 +510,8 @@ async fn a_hung_probe_is_cancelled_and_counts_as_a_failure() {
         .call(std::future::pending::<Result<(), Boom>>)
         .await
         .unwrap_err();
-    assert_eq!(err, CircuitError::Timeout);
+    assert_eq!(err, CircuitError::Timeout { limit: ms(1_000) });
+    assert_eq!(err.to_string(), "call timed out after 1s");
     assert_eq!(cb.state(), CircuitState::Open);
     assert_eq!(cb.metrics().open_streak, 2);
 }
@@ -531,8 +532,33 @@ async fn probe_timeout_can_be_configured() {
         .call(std::future::pending::<Result<(), Boom>>)
         .await
         .unwrap_err();
-    assert_eq!(err, CircuitError::Timeout);
+    assert_eq!(err, CircuitError::Timeout { limit: ms(50) });
     assert_eq!(start.elapsed(), ms(50));
+}
+
+/// Regression: a timeout did not say which limit fired (the action
+/// executor reported a probe cut off at 500 ms as "60 s", or as 0 ns when
+/// only the probe limit was set). With both limits set, a probe gets the
+/// shorter one, and the error carries it.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_carries_the_limit_that_fired() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(60_000),
+        probe_timeout_ms: Some(500),
+        ..config(1)
+    });
+    let hung = || cb.call(std::future::pending::<Result<(), Boom>>);
+    assert_eq!(
+        hung().await,
+        Err(CircuitError::Timeout { limit: ms(60_000) })
+    );
+    assert_eq!(cb.state(), CircuitState::Open);
+    advance(ms(1_000)).await;
+    let err = hung().await.unwrap_err();
+    assert_eq!(err, CircuitError::Timeout { limit: ms(500) });
+    assert_eq!(err.to_string(), "call timed out after 500ms");
+    assert!(err.is_timeout() && !err.is_open());
+    assert_eq!(err.into_inner(), None);
 }
 
 #[tokio::test(start_paused = true)]
