@@ -1200,3 +1200,92 @@ fn a_starved_timer_never_advises_a_wrong_wait() {
         }
     });
 }
+
+fn extreme_ms() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(u64::MAX),
+        Just(breakwater::config::MAX_DURATION_MS),
+        any::<u64>(),
+        1..=breakwater::config::MAX_DURATION_MS,
+    ]
+}
+
+fn extreme_multiplier() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(1.0),
+        Just(1e300),
+        Just(f64::MAX),
+        Just(f64::INFINITY),
+        Just(f64::NAN),
+        Just(0.5),
+        1.0..1e6,
+    ]
+}
+
+fn extreme_jitter() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.0), Just(0.999), Just(1.0), Just(-0.1), 0.0..1.0]
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: cases().min(512),
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    /// Extreme configurations (`u64::MAX` ms, multiplier 1e300, jitter
+    /// 0.999, and invalid ones): validation never panics and names a field
+    /// for each invalid one; a valid one builds a breaker whose openings,
+    /// however many probes fail in a row, never panic and never last longer
+    /// than `max_open_timeout_ms` scaled by the jitter.
+    #[test]
+    fn extreme_configs_never_panic_and_openings_stay_within_their_cap(
+        open_timeout_ms in extreme_ms(),
+        max_open_timeout_ms in extreme_ms(),
+        backoff_multiplier in extreme_multiplier(),
+        jitter_ratio in extreme_jitter(),
+        window_ms in proptest::option::of(extreme_ms()),
+        probe_timeout_ms in proptest::option::of(extreme_ms()),
+        call_timeout_ms in proptest::option::of(extreme_ms()),
+        failed_probes in 0_usize..40,
+    ) {
+        let config = CircuitBreakerConfig {
+            sample_size: 1,
+            open_timeout_ms,
+            max_open_timeout_ms,
+            backoff_multiplier,
+            jitter_ratio,
+            window_ms,
+            probe_timeout_ms,
+            call_timeout_ms,
+            half_open_max_requests: 1,
+            ..Default::default()
+        };
+        if let Err(e) = config.validate() {
+            prop_assert!(!e.problems().is_empty());
+            prop_assert!(CircuitBreaker::try_new(config).is_err());
+            return Ok(());
+        }
+        runtime().block_on(async {
+            let cap = Duration::from_millis(max_open_timeout_ms)
+                .mul_f64(1.0 + jitter_ratio)
+                .saturating_add(Duration::from_micros(1));
+            let b = CircuitBreaker::new(config);
+            b.try_acquire().unwrap().failure();
+            for _ in 0..failed_probes {
+                prop_assert_eq!(b.state(), CircuitState::Open);
+                let left = b.retry_after().expect("an unforced opening has a deadline");
+                prop_assert!(left <= cap, "{:?} > {:?}", left, cap);
+                prop_assert!(!left.is_zero());
+                tokio::time::advance(left).await;
+                let probe = b.try_acquire().expect("the deadline passed: a probe");
+                prop_assert!(probe.is_probe());
+                prop_assert!(probe.time_limit().is_some());
+                probe.failure();
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -164,7 +164,15 @@ impl Shared {
     }
 
     fn instant_of(&self, us: u64) -> Instant {
-        self.epoch + Duration::from_micros(us)
+        // At most 2^52 µs (142 years) in practice; saturate rather than
+        // panic on a platform whose `Instant` cannot reach that far.
+        let mut d = Duration::from_micros(us);
+        loop {
+            if let Some(t) = self.epoch.checked_add(d) {
+                return t;
+            }
+            d /= 2;
+        }
     }
 
     /// Announces a transition: events, logs and, for an opening with a
@@ -326,7 +334,7 @@ impl CircuitBreaker {
         let ignored = load(&t.ignored);
         let cancelled = load(&t.cancelled);
         let blocked = s.core.blocked();
-        let allowed = recorded + ignored + cancelled;
+        let allowed = recorded.saturating_add(ignored).saturating_add(cancelled);
         let mut transitions = [[0; 3]; 3];
         for (i, n) in t.transitions.iter().enumerate() {
             transitions[i / 3][i % 3] = load(n);
@@ -335,7 +343,7 @@ impl CircuitBreaker {
         let last = load(&t.last_change_us);
         CircuitMetrics {
             state,
-            requests: allowed + blocked,
+            requests: allowed.saturating_add(blocked),
             allowed,
             blocked,
             successes: recorded.saturating_sub(failures),

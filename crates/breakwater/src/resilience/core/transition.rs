@@ -50,13 +50,13 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) -> Result<Word, Word> {
-        let next = w.enter(CircuitState::Open, w.streak() + 1);
+        let next = w.enter(CircuitState::Open, w.streak().saturating_add(1));
         let next = self.swap_word(w, next)?;
         let t = now.get();
         let length = self
             .backoff()
             .duration_us(next.streak(), self.jitter.unit());
-        let until = (t + length).min(US_MASK);
+        let until = t.saturating_add(length).min(US_MASK);
         self.publish_opening(next, until, length);
         self.note(w, next, t, Some(until), sink);
         Ok(next)
