@@ -30,9 +30,13 @@ pub enum CircuitError<E> {
     },
     /// The operation ran and failed with this error.
     Inner(E),
-    /// The operation ran longer than `call_timeout_ms` (or a probe longer than
-    /// `probe_timeout_ms`) and was cancelled.
-    Timeout,
+    /// The operation ran longer than its time limit and was cancelled:
+    /// `call_timeout_ms`, or for a probe `probe_timeout_ms` (by default the
+    /// opening that just ended), whichever is shorter.
+    Timeout {
+        /// The limit that fired.
+        limit: Duration,
+    },
 }
 
 impl<E> CircuitError<E> {
@@ -43,7 +47,7 @@ impl<E> CircuitError<E> {
 
     /// Whether the call was cancelled by a timeout.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout)
+        matches!(self, Self::Timeout { .. })
     }
 
     /// The operation's own error, if it ran and failed.
@@ -75,7 +79,7 @@ impl<E> CircuitError<E> {
         match self {
             Self::Open { retry_after } => CircuitError::Open { retry_after },
             Self::Inner(e) => CircuitError::Inner(f(e)),
-            Self::Timeout => CircuitError::Timeout,
+            Self::Timeout { limit } => CircuitError::Timeout { limit },
         }
     }
 }
@@ -95,7 +99,7 @@ impl<E: fmt::Display> fmt::Display for CircuitError<E> {
             } => write!(f, "circuit open, retry after {d:?}"),
             Self::Open { retry_after: None } => f.write_str("circuit open"),
             Self::Inner(e) => e.fmt(f),
-            Self::Timeout => f.write_str("call timed out"),
+            Self::Timeout { limit } => write!(f, "call timed out after {limit:?}"),
         }
     }
 }

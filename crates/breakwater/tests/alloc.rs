@@ -2,7 +2,8 @@
 //!
 //! * Every per-call path allocates nothing: a Closed call (success and
 //!   failure, by permit and through `call`), an Open rejection of a breaker
-//!   tripped by failures, a HalfOpen probe and a HalfOpen rejection. Each is
+//!   tripped by failures, a HalfOpen probe and a HalfOpen rejection, and a
+//!   registry call past a full cap (accepted and rejected). Each is
 //!   measured as `total_blocks` unchanged over 10 000 calls, after the
 //!   breaker was built and warmed up (building a breaker, and opening one
 //!   inside a tokio runtime, which spawns the opening's timer task, may
@@ -125,8 +126,7 @@ fn open_rejections() {
     });
 
     // Inside a runtime: the opening spawned its timer task (allowed); the
-    // rejections that wake it and then use its clock reading may not
-    // allocate.
+    // rejections may not allocate.
     let rt = runtime();
     rt.block_on(async {
         let b = tripped(config());
@@ -135,8 +135,8 @@ fn open_rejections() {
             assert!(b.try_acquire().is_err());
         });
         tokio::time::advance(Duration::from_millis(5)).await;
-        tokio::task::yield_now().await; // the timer task refreshes its reading
-        assert_no_alloc("Open (runtime, timer active): try_acquire rejected", || {
+        tokio::task::yield_now().await;
+        assert_no_alloc("Open (runtime, later): try_acquire rejected", || {
             assert!(b.try_acquire().is_err());
         });
         assert_eq!(b.state(), CircuitState::Open);
@@ -318,11 +318,51 @@ fn real_cycles() {
     });
 }
 
+/// A registry full of breakers it must keep (Open ones): calls to a new
+/// endpoint go through a shared overflow breaker, which allocates nothing
+/// per call, and which trips like any breaker.
+fn overflow_calls() {
+    use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    let reg = PerEndpointCircuitBreaker::with_limits(
+        CircuitBreakerConfig {
+            sample_size: 4,
+            ..config()
+        },
+        RegistryLimits {
+            max_endpoints: 2,
+            ..Default::default()
+        },
+    );
+    for e in ["a", "b"] {
+        reg.get_or_create(e).force_open();
+    }
+    assert_no_alloc("overflow: call(ready Ok) past a full cap", || {
+        let r = reg
+            .call("new", || async { Ok::<u32, ()>(7) })
+            .now_or_never();
+        assert_eq!(r, Some(Ok(7)));
+    });
+    for _ in 0..4 {
+        let r = reg
+            .call("new", || async { Err::<u32, u32>(7) })
+            .now_or_never();
+        assert!(matches!(r, Some(Err(e)) if e.inner() == Some(&7)));
+    }
+    assert_no_alloc("overflow: call rejected past a full cap", || {
+        let r = reg
+            .call("new", || async { Ok::<u32, ()>(7) })
+            .now_or_never();
+        assert!(matches!(r, Some(Err(e)) if e.is_open()));
+    });
+    assert_eq!(reg.len(), 2);
+}
+
 #[test]
 fn no_allocation_per_call_and_flat_heap_over_cycles() {
     let _profiler = dhat::Profiler::builder().testing().build();
     closed_calls();
     open_rejections();
+    overflow_calls();
     half_open_calls();
     forced_cycles();
     real_cycles();

@@ -392,3 +392,105 @@ async fn per_endpoint_degradation_over_real_breakers() {
     }
     assert_eq!(degradation.get_degradation_level(), Normal);
 }
+
+// ---------------------------------------------------------------------------
+// Regressions: judging too early, stale watermarks, abandoned endpoints.
+// ---------------------------------------------------------------------------
+
+/// Regression: one failed call on a fresh breaker (1 of 1, with
+/// `minimum_calls` 100) reported Degraded. A rate is judged only once the
+/// window holds `minimum_calls` outcomes, as the breaker judges it.
+#[tokio::test(start_paused = true)]
+async fn one_failure_on_a_fresh_breaker_degrades_nothing() {
+    let cb = Arc::new(CircuitBreaker::new(CircuitBreakerConfig::default()));
+    let degradation = GracefulDegradation::new(cb.clone());
+    record(&cb, 1, 0);
+    assert_eq!(cb.failure_rate(), 1.0);
+    assert_eq!(degradation.get_degradation_level(), Normal);
+    // 99 more outcomes fill `minimum_calls`: 30% now counts.
+    record(&cb, 29, 70);
+    assert_eq!(degradation.get_degradation_level(), Degraded);
+}
+
+/// Regression: one failure on one new endpoint degraded a registry of 101.
+#[tokio::test(start_paused = true)]
+async fn one_failure_on_a_new_endpoint_does_not_degrade_a_registry() {
+    use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    let reg = Arc::new(PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 10,
+        ..Default::default()
+    }));
+    let degradation = GracefulDegradation::per_endpoint(reg.clone());
+    for i in 0..100 {
+        record(&reg.get_or_create(&format!("ok-{i}")), 0, 10);
+    }
+    record(&reg.get_or_create("new"), 1, 0);
+    assert_eq!(degradation.get_degradation_level(), Normal);
+    // Once its window is judged, its rate counts.
+    record(&reg.get_or_create("new"), 2, 7);
+    assert_eq!(degradation.get_degradation_level(), Degraded);
+}
+
+/// Regression: the watermarks of one breaker were captured at construction
+/// and did not follow `update_config`.
+#[tokio::test(start_paused = true)]
+async fn watermarks_follow_update_config() {
+    let cb = breaker(8); // threshold 0.5: watermarks 0.125 and 0.25
+    let degradation = GracefulDegradation::new(cb.clone());
+    assert_eq!(degradation.watermarks(), (0.125, 0.25));
+    record(&cb, 1, 7); // 12.5%
+    assert_eq!(degradation.get_degradation_level(), Normal);
+    cb.update_config(CircuitBreakerConfig {
+        failure_threshold: 0.2,
+        ..cb.config()
+    })
+    .unwrap();
+    assert_eq!(degradation.watermarks(), (0.05, 0.1));
+    assert_eq!(
+        degradation.get_degradation_level(),
+        Degraded,
+        "12.5% >= 10%"
+    );
+    // Watermarks set by hand stay as set.
+    let fixed = GracefulDegradation::new(cb.clone()).with_watermarks(0.3, 0.4);
+    assert_eq!(fixed.get_degradation_level(), Normal);
+}
+
+/// Regression: one abandoned HalfOpen endpoint (nobody probes it) kept a
+/// registry Degraded for good. It is evicted after `abandoned_ttl`, and the
+/// registry's health sweeps when a sweep is due.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_half_open_endpoint_does_not_keep_a_registry_degraded() {
+    use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    let reg = Arc::new(PerEndpointCircuitBreaker::with_limits(
+        CircuitBreakerConfig {
+            sample_size: 2,
+            open_timeout_ms: 1_000,
+            jitter_ratio: 0.0,
+            ..Default::default()
+        },
+        RegistryLimits {
+            idle_ttl: Duration::from_secs(60),
+            abandoned_ttl: Duration::from_secs(600),
+            ..Default::default()
+        },
+    ));
+    let degradation = GracefulDegradation::per_endpoint(reg.clone());
+    for i in 0..3 {
+        let _ = reg.get_or_create(&format!("ok-{i}"));
+    }
+    record(&reg.get_or_create("gone"), 2, 0);
+    assert_eq!(degradation.get_degradation_level(), Degraded);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let state = reg.statistics_for("gone").map(|s| s.metrics.state);
+    assert_eq!(state, Some(CircuitState::HalfOpen));
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert_eq!(
+        degradation.get_degradation_level(),
+        Degraded,
+        "not yet abandoned"
+    );
+    tokio::time::advance(Duration::from_secs(301)).await;
+    assert_eq!(degradation.get_degradation_level(), Normal);
+    assert!(reg.get("gone").is_none());
+}

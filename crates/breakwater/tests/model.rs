@@ -961,7 +961,7 @@ impl<'a> Run<'a> {
             };
             match r {
                 None if !due => i += 1,
-                Some(Err(CircuitError::Timeout)) if due => {
+                Some(Err(CircuitError::Timeout { .. })) if due => {
                     let ticket = self.held.remove(i).ticket;
                     self.model.complete(ticket, true);
                 }
@@ -1147,11 +1147,9 @@ fn regression_force_after_elapsed_timeout_skips_half_open() {
     });
 }
 
-/// Trips a `sample_size: 1`, 10 ms breaker and refuses 66 calls, so that the
-/// opening's timer task keeps a clock reading marked fresh (the 64th
-/// rejection wakes it) and the next rejection is not one of the every-64th
-/// that read the clock anyway.
-async fn open_with_fresh_hint() -> CircuitBreaker {
+/// Trips a `sample_size: 1`, 10 ms breaker and refuses 66 calls, which
+/// once woke the opening's timer task to keep a cached clock reading.
+async fn open_and_refused() -> CircuitBreaker {
     let b = CircuitBreaker::new(CircuitBreakerConfig {
         sample_size: 1,
         open_timeout_ms: 10,
@@ -1163,39 +1161,131 @@ async fn open_with_fresh_hint() -> CircuitBreaker {
     for _ in 0..66 {
         assert!(b.try_acquire().is_err());
     }
-    tokio::task::yield_now().await; // and now keeps its reading fresh
+    tokio::task::yield_now().await;
     b
 }
 
-/// A starved timer task (the runtime did not run it since the clock moved,
-/// as after `advance` without a yield): rejections trust its stale reading,
-/// but every 64th rejection reads the clock, so at most 63 calls after the
-/// deadline are refused before a probe runs (module docs, "Open is cheap").
+/// Moves the paused clock without letting any task run (a blocked runtime,
+/// a late timer): the first poll of `advance` moves the clock, then yields.
+fn advance_starving_timers(d: Duration) {
+    assert!(tokio::time::advance(d).now_or_never().is_none());
+}
+
+/// A starved timer task (the runtime did not run it since the clock moved):
+/// no call after the deadline is refused, before or after `state()`, and
+/// the two agree.
 #[test]
-fn a_starved_timer_misleads_at_most_63_rejections() {
+fn a_starved_timer_never_refuses_a_call_after_the_deadline() {
     runtime().block_on(async {
-        let b = open_with_fresh_hint().await;
-        tokio::time::advance(Duration::from_millis(12)).await; // past the deadline
-        assert_eq!(b.state(), CircuitState::HalfOpen, "state() reads the clock");
+        let b = open_and_refused().await;
+        advance_starving_timers(Duration::from_millis(12)); // past the deadline
         let refused = (0..64)
-            .take_while(|_| b.try_acquire().map(drop).is_err())
+            .filter(|_| b.try_acquire().map(drop).is_err())
             .count();
-        assert!(refused <= 63, "{refused} calls refused after the deadline");
+        assert_eq!(refused, 0, "{refused} calls refused after the deadline");
+        assert_eq!(b.state(), CircuitState::HalfOpen);
     });
 }
 
 /// The same starved timer task, before the deadline: the advised wait is
-/// too long (by at most the time the clock moved), never too short.
+/// exact.
 #[test]
-fn a_starved_timer_never_advises_too_short_a_wait() {
+fn a_starved_timer_never_advises_a_wrong_wait() {
     runtime().block_on(async {
-        let b = open_with_fresh_hint().await;
-        tokio::time::advance(Duration::from_millis(5)).await;
-        let left = b.try_acquire().map(drop).unwrap_err().retry_after();
-        let left = left.expect("an unforced opening advises a wait");
-        assert!(
-            left >= Duration::from_millis(5) && left <= Duration::from_millis(10),
-            "5 ms left of a 10 ms opening: got {left:?}"
-        );
+        let b = open_and_refused().await;
+        advance_starving_timers(Duration::from_millis(5));
+        for _ in 0..100 {
+            let left = b.try_acquire().map(drop).unwrap_err().retry_after();
+            assert_eq!(left, Some(Duration::from_millis(5)), "5 ms left of 10");
+        }
     });
+}
+
+fn extreme_ms() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(u64::MAX),
+        Just(breakwater::config::MAX_DURATION_MS),
+        any::<u64>(),
+        1..=breakwater::config::MAX_DURATION_MS,
+    ]
+}
+
+fn extreme_multiplier() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(1.0),
+        Just(1e300),
+        Just(f64::MAX),
+        Just(f64::INFINITY),
+        Just(f64::NAN),
+        Just(0.5),
+        1.0..1e6,
+    ]
+}
+
+fn extreme_jitter() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.0), Just(0.999), Just(1.0), Just(-0.1), 0.0..1.0]
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: cases().min(512),
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    /// Extreme configurations (`u64::MAX` ms, multiplier 1e300, jitter
+    /// 0.999, and invalid ones): validation never panics and names a field
+    /// for each invalid one; a valid one builds a breaker whose openings,
+    /// however many probes fail in a row, never panic and never last longer
+    /// than `max_open_timeout_ms` scaled by the jitter.
+    #[test]
+    fn extreme_configs_never_panic_and_openings_stay_within_their_cap(
+        open_timeout_ms in extreme_ms(),
+        max_open_timeout_ms in extreme_ms(),
+        backoff_multiplier in extreme_multiplier(),
+        jitter_ratio in extreme_jitter(),
+        window_ms in proptest::option::of(extreme_ms()),
+        probe_timeout_ms in proptest::option::of(extreme_ms()),
+        call_timeout_ms in proptest::option::of(extreme_ms()),
+        failed_probes in 0_usize..40,
+    ) {
+        let config = CircuitBreakerConfig {
+            sample_size: 1,
+            open_timeout_ms,
+            max_open_timeout_ms,
+            backoff_multiplier,
+            jitter_ratio,
+            window_ms,
+            probe_timeout_ms,
+            call_timeout_ms,
+            half_open_max_requests: 1,
+            ..Default::default()
+        };
+        if let Err(e) = config.validate() {
+            prop_assert!(!e.problems().is_empty());
+            prop_assert!(CircuitBreaker::try_new(config).is_err());
+            return Ok(());
+        }
+        runtime().block_on(async {
+            let cap = Duration::from_millis(max_open_timeout_ms)
+                .mul_f64(1.0 + jitter_ratio)
+                .saturating_add(Duration::from_micros(1));
+            let b = CircuitBreaker::new(config);
+            b.try_acquire().unwrap().failure();
+            for _ in 0..failed_probes {
+                prop_assert_eq!(b.state(), CircuitState::Open);
+                let left = b.retry_after().expect("an unforced opening has a deadline");
+                prop_assert!(left <= cap, "{:?} > {:?}", left, cap);
+                prop_assert!(!left.is_zero());
+                tokio::time::advance(left).await;
+                let probe = b.try_acquire().expect("the deadline passed: a probe");
+                prop_assert!(probe.is_probe());
+                prop_assert!(probe.time_limit().is_some());
+                probe.failure();
+            }
+            Ok(())
+        })?;
+    }
 }

@@ -28,6 +28,7 @@ fn limits(idle_ttl_secs: u64, max_endpoints: usize) -> RegistryLimits {
     RegistryLimits {
         idle_ttl: Duration::from_secs(idle_ttl_secs),
         max_endpoints,
+        ..Default::default()
     }
 }
 
@@ -404,7 +405,8 @@ fn invalid_registry_settings_are_rejected() {
         RegistryLimits::default(),
         RegistryLimits {
             idle_ttl: Duration::from_secs(600),
-            max_endpoints: 10_000
+            max_endpoints: 10_000,
+            abandoned_ttl: Duration::from_secs(3_600),
         }
     );
 }
@@ -515,7 +517,10 @@ async fn open_and_half_open_breakers_are_never_evicted() {
             max_open_timeout_ms: 3_600_000,
             ..quick()
         },
-        limits(60, 100),
+        RegistryLimits {
+            abandoned_ttl: Duration::from_secs(86_400),
+            ..limits(60, 100)
+        },
     );
     reg.set_config("half", quick()).unwrap(); // opens for 1 s only
     trip(&reg, "open").await;
@@ -537,7 +542,7 @@ async fn open_and_half_open_breakers_are_never_evicted() {
     );
 
     // Once its opening ends by itself, an unused breaker stays HalfOpen,
-    // and stays retained.
+    // and stays retained (until `abandoned_ttl`, a day here).
     advance(Duration::from_secs(3_600)).await;
     assert_eq!(reg.evict_idle(), 0);
     assert_eq!(state_of(&reg, "open"), Some(CircuitState::HalfOpen));
@@ -619,7 +624,7 @@ async fn a_registry_full_of_open_breakers_still_serves_new_endpoints() {
     for e in ["o1", "o2", "o3", "o4"] {
         trip(&reg, e).await;
     }
-    // The new endpoint's calls run; its breaker is not retained.
+    // The new endpoint's calls run, through a shared overflow breaker.
     assert_eq!(ok(&reg, "new").await, Ok(1));
     assert_eq!(fail(&reg, "new").await, Err(CircuitError::Inner("boom")));
     assert_eq!(reg.len(), 4);
@@ -630,7 +635,12 @@ async fn a_registry_full_of_open_breakers_still_serves_new_endpoints() {
     assert_eq!(
         unretained.config(),
         quick(),
-        "with the endpoint's configuration"
+        "with the default configuration"
+    );
+    assert_eq!(
+        unretained.metrics().failures,
+        1,
+        "the same breaker each time"
     );
     assert_eq!(reg.overflows(), 3);
     for e in ["o1", "o2", "o3", "o4"] {
@@ -714,4 +724,197 @@ fn a_breaker_from_the_registry_is_a_plain_breaker() {
     let from_registry: Arc<CircuitBreaker> = reg.get_or_create("svc");
     from_registry.try_acquire().unwrap().failure();
     assert_eq!(reg.statistics_for("svc").unwrap().metrics.failures, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Listeners that call back into the registry.
+// ---------------------------------------------------------------------------
+
+/// Runs `f` on a thread of its own and fails (instead of hanging the test
+/// binary) when it does not finish within 10 s: a deadlock.
+fn finishes(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} deadlocked"));
+}
+
+/// Records one success or failure per entry on `b`.
+fn outcomes(b: &CircuitBreaker, oks: &[bool]) {
+    for &ok in oks {
+        let permit = b.try_acquire().unwrap();
+        if ok {
+            permit.success();
+        } else {
+            permit.failure();
+        }
+    }
+}
+
+/// Regression: `set_config` and `remove_config` ran `update_config` (which
+/// can open the breaker and run its listeners) under the map's shard write
+/// lock, so a listener that read the registry hung forever.
+#[test]
+fn a_listener_may_call_back_into_the_registry_during_set_config() {
+    finishes("set_config", || {
+        let reg = Arc::new(PerEndpointCircuitBreaker::new(quick()));
+        let b = reg.get_or_create("api");
+        outcomes(&b, &[true, true, false, true]);
+        assert_eq!(b.state(), CircuitState::Closed, "25% < 50%");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let (reg, seen) = (Arc::downgrade(&reg), seen.clone());
+            b.add_listener(move |_: &breakwater::Transition| {
+                let reg = reg.upgrade().unwrap();
+                let states = reg.get_all_states();
+                assert!(reg.get("api").is_some());
+                seen.lock().unwrap().push(states);
+            });
+        }
+        drop(b);
+        // A lower threshold opens the breaker at once, in `set_config`.
+        let strict = CircuitBreakerConfig {
+            failure_threshold: 0.25,
+            ..quick()
+        };
+        reg.set_config("api", strict).unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [vec![("api".to_string(), CircuitState::Open)]]
+        );
+        // And `remove_config`, going back to a stricter default.
+        let mut relaxed = CircuitBreakerConfig::clone(reg.default_config());
+        relaxed.failure_threshold = 0.25;
+        let reg2 = Arc::new(PerEndpointCircuitBreaker::new(relaxed));
+        let b2 = reg2.get_or_create("x");
+        reg2.set_config("x", quick()).unwrap();
+        outcomes(&b2, &[true, true, false, true]);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let (reg2w, calls) = (Arc::downgrade(&reg2), calls.clone());
+            b2.add_listener(move |_: &breakwater::Transition| {
+                let reg2 = reg2w.upgrade().unwrap();
+                let _ = reg2.get_all_states();
+                let _ = reg2.get("x");
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        drop(b2);
+        // Removing the override goes back to the 25% default: opens at once.
+        assert_eq!(reg2.remove_config("x").unwrap(), Some(quick()));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            reg2.get_all_states(),
+            [("x".to_string(), CircuitState::Open)]
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Abandoned endpoints, overflow and removal.
+// ---------------------------------------------------------------------------
+
+/// Regression: endpoints abandoned while failing sat HalfOpen for ever, so
+/// a cap full of them left every new endpoint with a fresh, unkept breaker
+/// per call: 100 calls to a dead new endpoint all reached it.
+#[tokio::test(start_paused = true)]
+async fn abandoned_half_open_endpoints_neither_block_protection_nor_hold_the_cap() {
+    let reg = PerEndpointCircuitBreaker::with_limits(
+        quick(),
+        RegistryLimits {
+            abandoned_ttl: Duration::from_secs(600),
+            ..limits(60, 4)
+        },
+    );
+    for e in ["o1", "o2", "o3", "o4"] {
+        trip(&reg, e).await;
+    }
+    advance(Duration::from_secs(1)).await;
+    for e in ["o1", "o2", "o3", "o4"] {
+        assert_eq!(state_of(&reg, e), Some(CircuitState::HalfOpen), "{e}");
+    }
+
+    // The cap is full of breakers it must keep: a dead new endpoint still
+    // gets a breaker that trips.
+    let mut reached = 0;
+    let mut refused = 0;
+    for _ in 0..100 {
+        match reg
+            .call("dead", || {
+                reached += 1;
+                async { Err::<(), _>("down") }
+            })
+            .await
+        {
+            Err(CircuitError::Open { .. }) => refused += 1,
+            Err(CircuitError::Inner(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(reached, 4, "the overflow breaker opened after 4 failures");
+    assert_eq!(refused, 96);
+    assert!(reg.get("dead").is_none(), "not retained");
+
+    // Idle HalfOpen breakers stay until `abandoned_ttl`...
+    advance(Duration::from_secs(500)).await;
+    assert_eq!(reg.evict_idle(), 0);
+    // ... then go: nobody probed them for 10 minutes.
+    advance(Duration::from_secs(100)).await;
+    assert_eq!(reg.evict_idle(), 4);
+    assert!(reg.is_empty());
+    ok(&reg, "fresh").await.unwrap();
+    assert!(reg.get("fresh").is_some(), "retained again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_with_a_probe_in_flight_is_never_evicted() {
+    let reg = PerEndpointCircuitBreaker::with_limits(
+        quick(),
+        RegistryLimits {
+            abandoned_ttl: Duration::from_secs(600),
+            ..limits(60, 4)
+        },
+    );
+    trip(&reg, "slow").await;
+    advance(Duration::from_secs(1)).await;
+    let probe = reg.get_or_create("slow").try_acquire_owned().unwrap();
+    assert!(probe.is_probe());
+    advance(Duration::from_secs(3_600)).await;
+    assert_eq!(reg.evict_idle(), 0, "its probe is still running");
+    probe.success();
+    assert_eq!(state_of(&reg, "slow"), Some(CircuitState::Closed));
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(reg.evict_idle(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remove_drops_one_breaker_whatever_its_state() {
+    let reg = PerEndpointCircuitBreaker::new(quick());
+    trip(&reg, "a").await;
+    reg.get_or_create("b").force_open();
+    reg.get_or_create("c");
+    reg.set_config(
+        "a",
+        CircuitBreakerConfig {
+            sample_size: 2,
+            minimum_calls: Some(2),
+            ..quick()
+        },
+    )
+    .unwrap();
+    assert!(reg.remove("a"));
+    assert!(!reg.remove("a"));
+    assert!(reg.remove("b"));
+    assert_eq!(reg.len(), 1);
+    assert_eq!(
+        reg.get_all_states(),
+        [("c".to_string(), CircuitState::Closed)]
+    );
+    let a = reg.get_or_create("a");
+    assert_eq!(a.state(), CircuitState::Closed, "a fresh breaker");
+    assert_eq!(a.config().sample_size, 2, "the override is kept");
 }

@@ -599,3 +599,133 @@ fn executors_and_their_futures_are_send_and_sync() {
     send(&single.execute(|| async { Ok::<_, Boom>(1) }));
     send(&keyed.execute_on("a", || async { Ok::<_, Boom>(1) }));
 }
+
+// ---------------------------------------------------------------------------
+// Extreme durations: saturating arithmetic, waits within their caps.
+// ---------------------------------------------------------------------------
+
+/// Regression: `Retry::After(Duration::MAX)` with a maximum backoff of
+/// `Duration::MAX` panicked adding up the waits.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_duration_max_does_not_overflow() {
+    let executor =
+        ResilientExecutor::new(breaker(100), retry(3, u64::MAX)).with_max_backoff(Duration::MAX);
+    let mut calls = 0;
+    let result = executor
+        .execute_with(
+            |_: &Boom| Retry::After(Duration::MAX),
+            || {
+                calls += 1;
+                async { Err::<u32, _>(Boom(1)) }
+            },
+        )
+        .await;
+    assert_eq!(result, Err(CircuitError::Inner(Boom(1))));
+    assert_eq!(calls, 3);
+}
+
+/// Regression: full jitter rounded down to whole milliseconds, so a 1 ms
+/// backoff always waited 0.
+#[tokio::test(start_paused = true)]
+async fn full_jitter_of_a_one_millisecond_backoff_sometimes_waits() {
+    let executor = ResilientExecutor::new(breaker(1_000), retry(64, 1)).with_max_backoff(ms(1));
+    let mut at = Vec::new();
+    let _ = executor
+        .execute(|| {
+            at.push(Instant::now());
+            async { Err::<u32, _>(Boom(1)) }
+        })
+        .await;
+    assert_eq!(at.len(), 64);
+    let waits: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(waits.iter().all(|w| *w <= ms(1)), "{waits:?}");
+    // 63 draws of 0 or 1 ms: all 0 has probability 2^-63.
+    assert!(waits.contains(&ms(1)), "{waits:?}");
+    assert!(waits.contains(&Duration::ZERO), "{waits:?}");
+}
+
+mod extreme {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            Just(Duration::from_millis(u64::MAX)),
+            (0_u64..5_000).prop_map(Duration::from_millis),
+            any::<u64>().prop_map(Duration::from_millis),
+            (any::<u64>(), 0_u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        ]
+    }
+
+    fn backoff_ms() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0), Just(1), Just(u64::MAX), any::<u64>(), 0_u64..1_000]
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a paused current-thread runtime")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the backoff, caps, budget and hints: no panic, no
+        /// overflow, every wait within `max_backoff`, all waits within the
+        /// budget (tokio's timer waits at most about 30 years for a longer
+        /// sleep, which is within any cap that long).
+        #[test]
+        fn retry_waits_stay_within_their_caps(
+            attempts in 1_u32..6,
+            backoff in backoff_ms(),
+            max_backoff in duration(),
+            budget in proptest::option::of(duration()),
+            jitter in any::<bool>(),
+            hints in proptest::collection::vec(proptest::option::of(duration()), 6),
+        ) {
+            runtime().block_on(async {
+                let mut executor = ResilientExecutor::new(breaker(1_000), retry(attempts, backoff))
+                    .with_max_backoff(max_backoff)
+                    .with_jitter(jitter);
+                if let Some(budget) = budget {
+                    executor = executor.with_max_total_delay(budget);
+                }
+                let hints = hints.clone();
+                let mut at = Vec::new();
+                let result = executor
+                    .execute_with(
+                        |e: &Boom| match hints[e.0 as usize] {
+                            Some(hint) => Retry::After(hint),
+                            None => Retry::Transient,
+                        },
+                        || {
+                            let n = at.len() as u32;
+                            at.push(Instant::now());
+                            async move { Err::<u32, _>(Boom(n)) }
+                        },
+                    )
+                    .await;
+                prop_assert!(matches!(result, Err(CircuitError::Inner(_))), "{result:?}");
+                prop_assert!(!at.is_empty() && at.len() <= attempts as usize);
+                let mut total = Duration::ZERO;
+                for w in at.windows(2) {
+                    let wait = w[1] - w[0];
+                    prop_assert!(wait <= max_backoff, "{wait:?} > {max_backoff:?}");
+                    total = total.saturating_add(wait);
+                }
+                if let Some(budget) = budget {
+                    prop_assert!(total <= budget, "{total:?} > {budget:?}");
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

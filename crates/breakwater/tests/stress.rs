@@ -218,7 +218,7 @@ async fn call_loop(breaker: Arc<CircuitBreaker>, service: Arc<Service>) -> Seen 
                 seen.failed += 1;
             }
             // A probe that outlived its time limit (the opening's length).
-            Err(CircuitError::Timeout) => {
+            Err(CircuitError::Timeout { .. }) => {
                 assert!(ran, "a timeout without running the operation");
                 seen.timed_out += 1;
             }

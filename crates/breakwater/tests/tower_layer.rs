@@ -335,6 +335,79 @@ async fn per_key_breakers_are_independent() {
     );
 }
 
+/// Regression: the per-key service dropped the registry's handle to the
+/// breaker once the request was sent, so the registry could evict the
+/// breaker while the request was in flight and its outcome went to an
+/// orphan.
+#[tokio::test(start_paused = true)]
+async fn a_per_key_request_in_flight_keeps_its_breaker_in_the_registry() {
+    use breakwater::resilience::per_endpoint::RegistryLimits;
+    let breakers = Arc::new(PerEndpointCircuitBreaker::with_limits(
+        CircuitBreakerConfig::default(),
+        RegistryLimits {
+            idle_ttl: Duration::from_secs(60),
+            ..Default::default()
+        },
+    ));
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = PerKeyCircuitBreakerLayer::new(breakers.clone(), |req: &&'static str| *req)
+        .classify(HttpStatus)
+        .layer(inner);
+    let fut = svc.ready().await.unwrap().call("slow");
+    let (_, reply) = handle.next_request().await.unwrap();
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    assert_eq!(breakers.evict_idle(), 0, "the request is still running");
+    reply.send_response(status(503));
+    assert_eq!(fut.await.unwrap().status(), 503);
+    let stats = breakers.statistics_for("slow").expect("still retained");
+    assert_eq!(
+        stats.metrics.failures, 1,
+        "the outcome reached the registry's breaker"
+    );
+    // Done: now it may go once idle.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(breakers.evict_idle(), 1);
+}
+
+/// Regression: `poll_ready` always waited for the inner service, so in
+/// front of an inner service that is never ready an Open breaker never
+/// answered at all.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_fails_fast_even_when_the_inner_service_is_not_ready() {
+    use futures_util::FutureExt;
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    handle.allow(0); // never ready
+    let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(inner);
+    assert!(
+        svc.ready().now_or_never().is_none(),
+        "Closed: waits for the inner service"
+    );
+
+    breaker.try_acquire().unwrap().failure();
+    breaker.try_acquire().unwrap().failure();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let ready = svc.ready().now_or_never().expect("ready at once").unwrap();
+    let err = ready.call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, Some(Duration::from_secs(1)));
+    assert!(handle.poll_request().is_pending(), "the mock saw a request");
+    assert_eq!(breaker.metrics().blocked, 1);
+
+    // Forced open too; and after the opening the inner service is waited
+    // for again (a probe needs it).
+    breaker.force_open();
+    let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, None);
+    breaker.reset();
+    assert!(svc.ready().now_or_never().is_none());
+    handle.allow(1);
+    let fut = svc.ready().await.unwrap().call("req");
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(200));
+    fut.await.unwrap();
+    assert_eq!(breaker.metrics().blocked, 2);
+}
+
 #[test]
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::time::Sleep;
 use super::classify::Classify;
 use super::error::{CallTimeout, CircuitOpen};
 use super::BoxError;
-use crate::resilience::OwnedPermit;
+use crate::resilience::{CircuitBreaker, OwnedPermit};
 
 pin_project! {
     /// The response future of [`CircuitBreakerService`](super::CircuitBreakerService)
@@ -40,6 +41,10 @@ pin_project! {
             // `None` once the outcome is recorded.
             permit: Option<OwnedPermit>,
             classify: C,
+            // The registry's handle to the breaker, held by a per-key
+            // request until it completes, so that the registry does not
+            // evict the breaker its outcome is for.
+            keep: Option<Arc<CircuitBreaker>>,
         },
         Rejected {
             error: CircuitOpen,
@@ -63,8 +68,24 @@ impl<F, C> ResponseFuture<F, C> {
                 limit: limit.unwrap_or_default(),
                 permit: Some(permit),
                 classify,
+                keep: None,
             },
         }
+    }
+
+    /// As [`called`](Self::called), holding `breaker` (the registry's
+    /// handle) until the response is done.
+    pub(crate) fn called_keeping(
+        fut: F,
+        permit: OwnedPermit,
+        classify: C,
+        breaker: Arc<CircuitBreaker>,
+    ) -> Self {
+        let mut this = Self::called(fut, permit, classify);
+        if let State::Called { keep, .. } = &mut this.state {
+            *keep = Some(breaker);
+        }
+        this
     }
 
     /// The future of a request the breaker refused.
@@ -91,6 +112,7 @@ where
                 limit,
                 permit,
                 classify,
+                keep,
             } => {
                 let polled = {
                     // A panic in the inner future counts as a failure and
@@ -102,6 +124,8 @@ where
                     if let Some(permit) = permit.take() {
                         permit.record(classify.classify(&result));
                     }
+                    // Recorded: the registry may let the breaker go.
+                    *keep = None;
                     return Poll::Ready(result.map_err(Into::into));
                 }
                 if let Some(deadline) = deadline.as_pin_mut() {
@@ -109,6 +133,7 @@ where
                         if let Some(permit) = permit.take() {
                             permit.failure();
                         }
+                        *keep = None;
                         return Poll::Ready(Err(CallTimeout::new(*limit).into()));
                     }
                 }

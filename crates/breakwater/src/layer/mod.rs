@@ -10,13 +10,20 @@
 //!
 //! # Semantics
 //!
-//! * **Where rejections happen.** `poll_ready` only waits for the inner
-//!   service, so backpressure is unchanged. The breaker decides in `call`:
-//!   a refused request gets a future that is ready at once with a
-//!   [`CircuitOpen`] error carrying `retry_after`, and the inner service is
-//!   not called (the readiness it granted is kept for the next request). A
-//!   decision in `call`, not `poll_ready`, means a probe slot is only taken
-//!   by a request that exists, and a rejection never waits for readiness.
+//! * **Where rejections happen.** A refused request gets a future that is
+//!   ready at once with a [`CircuitOpen`] error carrying `retry_after`, and
+//!   the inner service is not called. [`CircuitBreakerService::poll_ready`]
+//!   first asks the breaker (taking nothing): while it refuses calls (Open,
+//!   or HalfOpen with every probe slot busy) the service is ready at once
+//!   without waiting for the inner service, and the next `call` is that
+//!   rejection, so an Open breaker fails fast even in front of an inner
+//!   service that is never ready. Otherwise `poll_ready` waits for the inner
+//!   service (backpressure is unchanged) and the breaker decides in `call`;
+//!   a probe slot is thus only taken by a request that exists. A rejection
+//!   decided in `call` keeps the readiness the inner service granted for the
+//!   next request. The per-key service learns its key from the request, so
+//!   its `poll_ready` always waits for the inner service and its breaker
+//!   decides in `call`.
 //! * **What counts as a failure.** A [`Classify`] sees the inner service's
 //!   result and gives a [`Verdict`](crate::Verdict): [`AllErrors`] (the
 //!   default) counts every `Err`; [`HttpStatus`] also counts 5xx, 408 and
@@ -38,6 +45,8 @@
 //! * **Cost.** A Closed request costs the breaker's admission (one atomic
 //!   load), a reference count for its permit, the recording of its outcome
 //!   and, when a time limit applies, a timer entry: no lock, no allocation.
+//!   A per-key request also holds the registry's handle to its breaker
+//!   until it completes, so that the breaker is not evicted under it.
 //!   A rejection allocates only its boxed error.
 //!
 //! # Panics
@@ -113,11 +122,25 @@ pub type HttpCircuitBreakerService<S> = CircuitBreakerService<S, HttpStatus>;
 
 /// A [`Service`] that calls its inner service only while a
 /// [`CircuitBreaker`] admits the request; see the [module docs](self).
-#[derive(Clone)]
 pub struct CircuitBreakerService<S, C = AllErrors> {
     inner: S,
     breaker: Arc<CircuitBreaker>,
     classify: C,
+    /// Set by a `poll_ready` that found the breaker refusing (and so did not
+    /// wait for the inner service): the next `call` is rejected with it.
+    refused: Option<CircuitOpen>,
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
+    /// A clone of the service; it must be made ready on its own.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classify: self.classify.clone(),
+            refused: None,
+        }
+    }
 }
 
 impl<S> CircuitBreakerService<S> {
@@ -127,6 +150,7 @@ impl<S> CircuitBreakerService<S> {
             inner,
             breaker,
             classify: AllErrors,
+            refused: None,
         }
     }
 }
@@ -138,6 +162,7 @@ impl<S, C> CircuitBreakerService<S, C> {
             inner: self.inner,
             breaker: self.breaker,
             classify,
+            refused: self.refused,
         }
     }
 
@@ -174,11 +199,26 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.refused.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        // A refusing breaker is ready at once: the next call is rejected
+        // without the inner service, so there is nothing to wait for.
+        if let Some(retry_after) = self.breaker.peek_refusal() {
+            self.refused = Some(CircuitOpen::new(retry_after));
+            return Poll::Ready(Ok(()));
+        }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(refused) = self.refused.take() {
+            // Decided by `poll_ready`; the inner service was not made ready
+            // and must not be called.
+            self.breaker.count_refusal();
+            return ResponseFuture::rejected(refused);
+        }
         guarded_call(&self.breaker, &mut self.inner, &self.classify, req)
     }
 }

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classify::{AllErrors, Classify};
-use super::{guarded_call, BoxError, ResponseFuture};
+use super::{BoxError, CircuitOpen, ResponseFuture};
 use crate::resilience::per_endpoint::PerEndpointCircuitBreaker;
 
 /// A [`Service`] that guards each request with the breaker of its key, from
@@ -91,7 +91,16 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.breakers.get_or_create((self.key)(&req).as_ref());
-        guarded_call(&breaker, &mut self.inner, &self.classify, req)
+        match breaker.try_acquire_owned() {
+            // The future holds the registry's handle while the request runs.
+            Ok(permit) => ResponseFuture::called_keeping(
+                self.inner.call(req),
+                permit,
+                self.classify.clone(),
+                breaker,
+            ),
+            Err(refusal) => ResponseFuture::rejected(CircuitOpen::new(refusal.retry_after())),
+        }
     }
 }
 

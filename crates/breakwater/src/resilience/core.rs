@@ -20,25 +20,8 @@ const TAG_BITS: u32 = 12;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 /// The rest holds the deadline in microseconds (52 bits: 142 years).
 const US_MASK: u64 = u64::MAX >> TAG_BITS;
-/// Set in the hint word while a ticker keeps it current. The hint word is
-/// FRESH | the opening's generation tag (bits 51..63) | microseconds.
-const HINT_TAG_SHIFT: u32 = 51;
-const HINT_US_MASK: u64 = (1 << HINT_TAG_SHIFT) - 1;
-/// Set in the hint word while a ticker keeps it current.
-pub(crate) const FRESH: u64 = 1 << 63;
-/// A rejection that read the clock itself asks for the ticker every this many.
-const WAKE_EVERY: u64 = 64;
-
 fn tag(generation: u32) -> u64 {
     generation as u64 & TAG_MASK
-}
-
-fn hint_tag(hint: u64) -> u64 {
-    (hint >> HINT_TAG_SHIFT) & TAG_MASK
-}
-
-fn make_hint(generation: u32, t: u64) -> u64 {
-    (tag(generation) << HINT_TAG_SHIFT) | (t & HINT_US_MASK)
 }
 
 /// A clock read at most once, and only if asked.
@@ -84,18 +67,15 @@ pub(crate) struct Ticket {
 
 /// What a refused admission says, packed in one word so that it travels in
 /// a register (a wider value returned through memory stalls the caller's
-/// read of it): the wait in microseconds, or none; and whether the ticker
-/// that keeps the clock hint fresh should run (the rejection read the clock
-/// itself although rejections come often).
+/// read of it): the wait in microseconds, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal(u64);
 
 impl Refusal {
-    const NO_WAIT: u64 = 1 << 63;
-    const WAKE: u64 = 1 << 62;
+    const NO_WAIT: u64 = u64::MAX;
 
-    fn wait(us: u64, wake_ticker: bool) -> Self {
-        Self(us.min(Self::WAKE - 1) | if wake_ticker { Self::WAKE } else { 0 })
+    fn wait(us: u64) -> Self {
+        Self(us.min(Self::NO_WAIT - 1))
     }
 
     fn no_wait() -> Self {
@@ -104,12 +84,7 @@ impl Refusal {
 
     /// Time left until the breaker lets probes through, when known.
     pub(crate) fn retry_after_us(self) -> Option<u64> {
-        (self.0 & Self::NO_WAIT == 0).then_some(self.0 & (Self::WAKE - 1))
-    }
-
-    /// Whether the opening's ticker should be woken.
-    pub(crate) fn wake_ticker(self) -> bool {
-        self.0 & Self::WAKE != 0
+        (self.0 != Self::NO_WAIT).then_some(self.0)
     }
 }
 
@@ -172,9 +147,6 @@ pub(crate) struct Core {
     time: OnceLock<Box<TimeWindow>>,
     /// Tag of the opening's generation | its deadline in microseconds.
     deadline: AtomicU64,
-    /// The latest clock reading while Open, with `FRESH` while a ticker
-    /// refreshes it; rejections use it instead of reading the clock.
-    hint: AtomicU64,
     /// Length of the latest opening, in microseconds.
     open_for_us: AtomicU64,
     pub(crate) totals: Totals,
@@ -206,7 +178,6 @@ impl Core {
             count: CountWindow::new(config.sample_size),
             time: OnceLock::new(),
             deadline: AtomicU64::new(0),
-            hint: AtomicU64::new(0),
             open_for_us: AtomicU64::new(0),
             totals: Totals::default(),
             jitter: Jitter::new(seed),
@@ -300,42 +271,7 @@ impl Core {
                 probe: false,
             });
         }
-        if let Some(refusal) = self.reject_fast(w) {
-            return Err(refusal);
-        }
         self.acquire_slow(w, now, sink)
-    }
-
-    /// The common rejection, inline: Open, its timer task keeping a fresh
-    /// clock reading, the deadline ahead. Anything else (and every
-    /// WAKE_EVERY-th rejection, which reads the clock) is `acquire_slow`'s.
-    /// A small leaf of its own, so that the Closed path stays as lean as
-    /// before and a rejection skips `acquire_slow`'s frame.
-    #[inline(never)]
-    fn reject_fast(&self, w: Word) -> Option<Refusal> {
-        if w.state() != CircuitState::Open || w.is_forced_open() {
-            return None;
-        }
-        // Acquire: pairs with the Release that published the deadline.
-        let deadline = self.deadline.load(Ordering::Acquire);
-        // Relaxed: the hint is a time reading, not a publication.
-        let hint = self.hint.load(Ordering::Relaxed);
-        let t = hint & HINT_US_MASK;
-        let until = deadline >> TAG_BITS;
-        if deadline & TAG_MASK != tag(w.generation())
-            || hint & FRESH == 0
-            || hint_tag(hint) != tag(w.generation())
-            || t >= until
-        {
-            return None;
-        }
-        // Relaxed: a count.
-        if self.busy.blocked.fetch_add(1, Ordering::Relaxed) % WAKE_EVERY == 0 {
-            // This one reads the clock: counted again there.
-            self.busy.blocked.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Refusal::wait(until - t, false))
     }
 
     /// Admission in Open and HalfOpen, kept out of line so that the Closed
@@ -365,24 +301,15 @@ impl Core {
                         return Err(Refusal::no_wait());
                     }
                     let until = deadline >> TAG_BITS;
-                    // `reject_fast` already used a fresh hint if it could:
-                    // here the clock is read (and kept as the hint, with
-                    // its freshness). Relaxed: a time reading.
-                    let hint = self.hint.load(Ordering::Relaxed);
-                    // Fresh only if kept by this opening's ticker: a late
-                    // ticker of an earlier opening cannot freeze this one.
-                    let kept_fresh = hint & FRESH != 0 && hint_tag(hint) == tag(w.generation());
+                    // The clock is read on every rejection: a cached
+                    // reading could be older than the deadline (a late
+                    // timer task, a blocked runtime) and refuse a call that
+                    // should be a probe.
                     let t = now.get();
-                    let fresh = if kept_fresh { FRESH } else { 0 };
-                    self.hint
-                        .store(make_hint(w.generation(), t) | fresh, Ordering::Relaxed);
                     if t < until {
                         // Relaxed: a count.
-                        let n = self.busy.blocked.fetch_add(1, Ordering::Relaxed);
-                        return Err(Refusal::wait(
-                            until - t,
-                            !kept_fresh && n % WAKE_EVERY == WAKE_EVERY - 1,
-                        ));
+                        self.busy.blocked.fetch_add(1, Ordering::Relaxed);
+                        return Err(Refusal::wait(until - t));
                     }
                     w = match self.half_open(w, t, sink) {
                         Ok(w) | Err(w) => w,
@@ -407,6 +334,36 @@ impl Core {
                 CircuitState::Closed => unreachable!("a Closed word admits freely"),
             }
         }
+    }
+
+    /// Whether a call now would be refused, and with what, without taking
+    /// anything or counting anything: `None` when it would be admitted.
+    pub(crate) fn peek(&self, now: &mut LazyNow<impl FnMut() -> u64>) -> Option<Refusal> {
+        let w = self.word();
+        match w.state() {
+            CircuitState::Closed => None,
+            CircuitState::Open => {
+                if w.is_forced_open() {
+                    return Some(Refusal::no_wait());
+                }
+                let deadline = self.deadline.load(Ordering::Acquire);
+                if deadline & TAG_MASK != tag(w.generation()) {
+                    return Some(Refusal::no_wait());
+                }
+                let until = deadline >> TAG_BITS;
+                let t = now.get();
+                (t < until).then(|| Refusal::wait(until - t))
+            }
+            CircuitState::HalfOpen => (w.in_flight()
+                >= self.hot.half_open_max.load(Ordering::Relaxed))
+            .then(Refusal::no_wait),
+        }
+    }
+
+    /// Counts a refusal decided by [`peek`](Self::peek).
+    pub(crate) fn count_refusal(&self) {
+        // Relaxed: a count.
+        self.busy.blocked.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the outcome of an admitted call: `outcome` is `SUCCESS` or
@@ -500,10 +457,13 @@ impl Core {
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
         let judge = if self.needs_time() {
-            if let Some(time) = self.time.get() {
-                time.record(now.get(), outcome);
+            let t = now.get();
+            let current = || self.word().generation() == ticket.generation;
+            match self.time.get() {
+                // Stale: the window it was admitted to was emptied since.
+                Some(time) => time.record(t, outcome, current),
+                None => false,
             }
-            true
         } else {
             let done = self.count.record(pos, outcome);
             if done.wrote && self.took_back(ticket, pos, outcome) {

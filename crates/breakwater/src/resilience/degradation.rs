@@ -20,7 +20,10 @@
 //! rate hovering around either watermark does not make the level flap (and
 //! callers switch between full and cheap behaviour only on real changes).
 //! The defaults over one breaker are half and a quarter of its
-//! `failure_threshold`: a service is Degraded well before its breaker opens.
+//! `failure_threshold` (the one in force: they follow `update_config`): a
+//! service is Degraded well before its breaker opens. A rate is judged only
+//! once the breaker's window holds `minimum_calls` outcomes, as the breaker
+//! itself judges it: one failed call on a fresh breaker degrades nothing.
 //! The level is judged when asked, from the breaker's state and rate at that
 //! moment; reading it costs a state load and a window tally, and takes no
 //! lock.
@@ -129,7 +132,8 @@ pub struct EndpointHealth {
     pub endpoint: String,
     /// Its breaker's state.
     pub state: CircuitState,
-    /// Its breaker's failure rate, `0.0..=1.0`.
+    /// Its breaker's failure rate, `0.0..=1.0`, as judged: 0.0 until the
+    /// breaker's window holds `minimum_calls` outcomes.
     pub failure_rate: f64,
 }
 
@@ -175,8 +179,10 @@ pub struct GracefulDegradation {
     /// The hysteresis latch: a Closed rate reached the high watermark and
     /// has not yet fallen below the low one.
     degraded_mode: Arc<AtomicBool>,
-    low: f64,
-    high: f64,
+    /// `None`: over one breaker, a quarter and half of its current
+    /// `failure_threshold` (read at each judgement, so they follow
+    /// `update_config`).
+    watermarks: Option<(f64, f64)>,
     critical_fraction: f64,
 }
 
@@ -185,8 +191,7 @@ impl fmt::Debug for GracefulDegradation {
         f.debug_struct("GracefulDegradation")
             .field("enabled", &self.is_enabled())
             .field("degraded_mode", &self.degraded_mode.load(Ordering::Relaxed))
-            .field("low", &self.low)
-            .field("high", &self.high)
+            .field("watermarks", &self.watermarks())
             .field("critical_fraction", &self.critical_fraction)
             .finish_non_exhaustive()
     }
@@ -194,14 +199,10 @@ impl fmt::Debug for GracefulDegradation {
 
 impl GracefulDegradation {
     /// The degradation of one breaker, with watermarks at half (high) and a
-    /// quarter (low) of its `failure_threshold`.
+    /// quarter (low) of its `failure_threshold`, the one in force at each
+    /// judgement (they follow [`CircuitBreaker::update_config`]).
     pub fn new(circuit_breaker: Arc<CircuitBreaker>) -> Self {
-        let threshold = circuit_breaker.config().failure_threshold;
-        Self::build(
-            Source::Breaker(circuit_breaker),
-            threshold / 4.0,
-            threshold / 2.0,
-        )
+        Self::build(Source::Breaker(circuit_breaker), None)
     }
 
     /// The degradation of a set of endpoints, judged by the rule in the
@@ -234,24 +235,23 @@ impl GracefulDegradation {
     pub fn per_endpoint(source: impl EndpointHealthSource + 'static) -> Self {
         Self::build(
             Source::Endpoints(Arc::new(source)),
-            DEFAULT_LOW_WATERMARK,
-            DEFAULT_HIGH_WATERMARK,
+            Some((DEFAULT_LOW_WATERMARK, DEFAULT_HIGH_WATERMARK)),
         )
     }
 
-    fn build(source: Source, low: f64, high: f64) -> Self {
+    fn build(source: Source, watermarks: Option<(f64, f64)>) -> Self {
         Self {
             source,
             enabled: Arc::new(AtomicBool::new(true)),
             degraded_mode: Arc::new(AtomicBool::new(false)),
-            low,
-            high,
+            watermarks,
             critical_fraction: DEFAULT_CRITICAL_FRACTION,
         }
     }
 
     /// Sets the watermarks: a Closed failure rate `>= high` enters Degraded,
     /// and only a rate `< low` leaves it. `low == high` turns hysteresis off.
+    /// Set so, they no longer follow the breaker's configuration.
     ///
     /// # Panics
     ///
@@ -261,8 +261,7 @@ impl GracefulDegradation {
             0.0 < low && low <= high && high <= 1.0,
             "watermarks must satisfy 0 < low <= high <= 1, got low {low}, high {high}"
         );
-        self.low = low;
-        self.high = high;
+        self.watermarks = Some((low, high));
         self
     }
 
@@ -282,9 +281,16 @@ impl GracefulDegradation {
         self
     }
 
-    /// The watermarks, `(low, high)`.
+    /// The watermarks in force, `(low, high)`.
     pub fn watermarks(&self) -> (f64, f64) {
-        (self.low, self.high)
+        match (&self.watermarks, &self.source) {
+            (Some(w), _) => *w,
+            (None, Source::Breaker(b)) => {
+                let threshold = b.failure_threshold();
+                (threshold / 4.0, threshold / 2.0)
+            }
+            (None, Source::Endpoints(_)) => (DEFAULT_LOW_WATERMARK, DEFAULT_HIGH_WATERMARK),
+        }
     }
 
     /// Turns degradation reporting on or off; off, the level is always
@@ -311,7 +317,7 @@ impl GracefulDegradation {
             return DegradationLevel::Normal;
         }
         match &self.source {
-            Source::Breaker(b) => self.judge([(b.state(), b.failure_rate())]),
+            Source::Breaker(b) => self.judge([(b.state(), b.judged_failure_rate())]),
             Source::Endpoints(s) => self.judge(
                 s.endpoint_health()
                     .into_iter()
@@ -354,13 +360,14 @@ impl GracefulDegradation {
                 CircuitState::Closed => worst_rate = worst_rate.max(rate),
             }
         }
+        let (low, high) = self.watermarks();
         // Relaxed: the latch is a hint shared by readers; two readers racing
         // judge the same rate and store the same answer.
         let was = self.degraded_mode.load(Ordering::Relaxed);
         let latched = if was {
-            worst_rate >= self.low
+            worst_rate >= low
         } else {
-            worst_rate >= self.high
+            worst_rate >= high
         };
         if latched != was {
             self.degraded_mode.store(latched, Ordering::Relaxed);
@@ -376,13 +383,18 @@ impl GracefulDegradation {
 }
 
 impl EndpointHealthSource for crate::resilience::per_endpoint::PerEndpointCircuitBreaker {
+    /// Every retained breaker's state and judged failure rate. Sweeps
+    /// first when a sweep is due, so that endpoints abandoned while failing
+    /// (see [`RegistryLimits::abandoned_ttl`](crate::resilience::per_endpoint::RegistryLimits::abandoned_ttl))
+    /// stop counting once they are evicted.
     fn endpoint_health(&self) -> Vec<EndpointHealth> {
-        self.statistics()
+        self.sweep_if_due();
+        self.handles()
             .into_iter()
-            .map(|s| EndpointHealth {
-                endpoint: s.endpoint,
-                state: s.metrics.state,
-                failure_rate: s.metrics.failure_rate,
+            .map(|(endpoint, breaker)| EndpointHealth {
+                endpoint,
+                state: breaker.state(),
+                failure_rate: breaker.judged_failure_rate(),
             })
             .collect()
     }

@@ -16,8 +16,8 @@
 //!   window tallies can leave a window full of failures unjudged;
 //! * `a_stale_closed_failure_never_lands_in_the_fresh_window`: a late
 //!   failure can land in the window of the next Closed generation;
-//! * `a_late_ticker_never_freezes_the_clock_of_the_next_opening`: an old
-//!   timer task can store a stale "fresh" clock hint into a new opening.
+//! * `a_stale_time_window_failure_never_lands_in_the_fresh_window`: the
+//!   same, for a time window (`window_ms`).
 
 use loom::sync::atomic::{AtomicU64, AtomicUsize};
 use loom::sync::Arc;
@@ -568,21 +568,71 @@ fn a_stale_closed_failure_never_lands_in_the_fresh_window() {
     });
 }
 
-/// BUG (mod.rs, `ticker`: `core.expire(generation, t)` then, separately,
-/// `core.set_hint(t, true)`): the timer task of an opening reads the
-/// clock (t = 500 here), finds its opening not over, and is preempted
-/// before it stores that reading as the fresh hint. Meanwhile a call at
-/// the deadline half-opens the breaker and its probe fails: a new opening
-/// (1000..2000) publishes its own hint. Then the old ticker stores its
-/// stale reading, marked fresh, over it. Every rejection of the new
-/// opening now trusts t = 500: at 1500 it advises a 1500 µs wait in an
-/// opening 1000 µs long, and at the deadline (2000) calls are still
-/// refused instead of half-opening the breaker, until the new opening's
-/// own ticker runs. The hint should only be stored for the generation
-/// that `expire` checked (e.g. a compare-exchange of the hint against
-/// the value it had, or tagging the hint with the generation).
+/// As [`a_stale_closed_failure_never_lands_in_the_fresh_window`], for a
+/// time window (`window_ms`, 10 ms here, so every outcome of the model is
+/// inside it): a failure admitted while Closed passes its generation check,
+/// then, before its bucket write, the breaker opens, half-opens and closes
+/// (emptying the window). The new Closed window must not hold it: with
+/// `minimum_calls` 1, a fresh success would then see 1 failure in 2
+/// outcomes and open the breaker.
 #[test]
-fn a_late_ticker_never_freezes_the_clock_of_the_next_opening() {
+fn a_stale_time_window_failure_never_lands_in_the_fresh_window() {
+    model(2, || {
+        let config = CircuitBreakerConfig {
+            failure_threshold: 0.5,
+            sample_size: 2,
+            minimum_calls: Some(1),
+            half_open_max_requests: 1,
+            open_timeout_ms: 1,
+            max_open_timeout_ms: 1,
+            backoff_multiplier: 1.0,
+            jitter_ratio: 0.0,
+            window_ms: Some(10),
+            ..Default::default()
+        };
+        let core = Arc::new(Core::new(&config, 7));
+        let old = acquire(&core, 0, &mut Log::default()).unwrap();
+        let late = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let mut log = Log::default();
+                complete(&core, old, FAILURE, 0, &mut log);
+                log
+            })
+        };
+        let mut mine = Log::default();
+        trip(&core, 0, 4, &mut mine);
+        let real = probe(&core, OPEN_US, &mut mine);
+        complete(&core, real, SUCCESS, OPEN_US, &mut mine);
+        assert_eq!(core.word().state(), CircuitState::Closed);
+        let closed = core.word().generation();
+        let theirs = late.join().unwrap();
+
+        assert_eq!(theirs.count(CircuitState::Closed), 0, "{theirs:?}");
+        let w = core.word();
+        assert_eq!((w.state(), w.generation()), (CircuitState::Closed, closed));
+        let t = core.tally(&mut LazyNow::new(|| 2 * OPEN_US));
+        assert_eq!(
+            t,
+            Tally::default(),
+            "the new Closed generation recorded nothing, yet its window holds {t:?}"
+        );
+        let fresh = acquire(&core, 2 * OPEN_US, &mut mine).unwrap();
+        complete(&core, fresh, SUCCESS, 2 * OPEN_US, &mut mine);
+        assert_eq!(
+            core.word().state(),
+            CircuitState::Closed,
+            "a success opened the breaker"
+        );
+    });
+}
+
+/// The timer task of an opening runs late, racing a call at the deadline
+/// whose probe fails and reopens the breaker: the old timer task must
+/// leave the new opening alone, and that opening's rejections advise the
+/// exact wait and end at its own deadline.
+#[test]
+fn a_late_ticker_never_ends_the_next_opening() {
     model(2, || {
         let core = Arc::new(core(2, 1, 0.5));
         trip(&core, 0, 3, &mut Log::default());
@@ -590,11 +640,10 @@ fn a_late_ticker_never_freezes_the_clock_of_the_next_opening() {
         let ticker = {
             let core = core.clone();
             thread::spawn(move || {
-                // One tick of the timer task of `opening`, as in `ticker`.
-                let t = OPEN_US / 2;
-                if !core.expire(opening, t, &mut |_| {}) {
-                    core.set_hint(opening, t, true);
-                }
+                // The timer task of `opening`, running late: at 1500, in
+                // the middle of the reopening if that came first.
+                let t = OPEN_US + OPEN_US / 2;
+                assert!(core.expire(opening, t, &mut |_| {}), "its opening is over");
             })
         };
         let mut log = Log::default();

@@ -13,17 +13,14 @@
 //! * **Closed is free.** A Closed call reads one atomic word to be admitted
 //!   and, with the default count window, records its outcome with one atomic
 //!   add and one load of its window slot: no lock, no allocation, no clock.
-//! * **Open is cheap.** A rejection reads the state, the deadline and a
-//!   recent clock reading kept by a small timer task (one per opening, only
-//!   while rejections keep coming); when no such reading is fresh the
-//!   rejection reads the clock itself, and every 64th rejection reads it
-//!   anyway. `retry_after` is exact when the clock was read, and otherwise
-//!   too long by at most the age of the reading: one tick of the timer task
-//!   (1/1000 of the opening, 1 ms to 100 ms) when the runtime runs it on
-//!   time, and never more than 63 rejections' worth. It is never too short.
-//!   The same timer moves the breaker to HalfOpen at the deadline, and
-//!   [`CircuitBreaker::state`] reports HalfOpen from that moment even if the
-//!   timer has not run yet.
+//! * **Open is exact.** A rejection reads the state, the deadline and the
+//!   clock, and allocates nothing. No call after the deadline is ever
+//!   refused, however late a timer task runs or however busy the runtime
+//!   is, and `retry_after` is the exact time left. A small timer task (one
+//!   per opening) moves the breaker to HalfOpen at the deadline so that the
+//!   transition is published even when no call comes, and
+//!   [`CircuitBreaker::state`] reports HalfOpen from that moment even if
+//!   the timer has not run yet.
 //! * **Generations.** Every change of state bumps a generation number that
 //!   each permit remembers. An outcome from an older generation (a slow call
 //!   admitted while Closed that finishes after the breaker opened, a probe
@@ -64,10 +61,9 @@ mod tests;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use self::events::{Transition, TransitionListener};
@@ -131,9 +127,6 @@ pub(crate) struct Shared {
     /// registry's default), replaced by `update_config`.
     config: RwLock<Arc<CircuitBreakerConfig>>,
     events: Events,
-    /// Wakes the timer task of the current opening (see `ticker`); made at
-    /// the first opening.
-    wake: OnceLock<Arc<Notify>>,
     me: Weak<Shared>,
 }
 
@@ -171,7 +164,15 @@ impl Shared {
     }
 
     fn instant_of(&self, us: u64) -> Instant {
-        self.epoch + Duration::from_micros(us)
+        // At most 2^52 µs (142 years) in practice; saturate rather than
+        // panic on a platform whose `Instant` cannot reach that far.
+        let mut d = Duration::from_micros(us);
+        loop {
+            if let Some(t) = self.epoch.checked_add(d) {
+                return t;
+            }
+            d /= 2;
+        }
     }
 
     /// Announces a transition: events, logs and, for an opening with a
@@ -203,40 +204,23 @@ impl Shared {
     /// HalfOpen happens on the first call or `state()` after the deadline.
     fn arm_ticker(&self, generation: u32, until_us: u64) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let wake = self.wake.get_or_init(|| Arc::new(Notify::new())).clone();
-            rt.spawn(ticker(self.me.clone(), wake, generation, until_us));
+            rt.spawn(ticker(self.me.clone(), generation, until_us));
         }
     }
 }
 
-/// The timer task of one opening.
-///
-/// Dormant, it sleeps until the deadline. When rejections come often (one in
-/// 64 of them had to read the clock), it wakes and refreshes the breaker's
-/// clock reading every tick, so rejections need not read the clock; a tick
-/// that saw no rejection puts it back to sleep. At the deadline it moves the
-/// breaker to HalfOpen. It holds the breaker weakly and ends as soon as the
-/// opening it serves is over.
-async fn ticker(breaker: Weak<Shared>, wake: Arc<Notify>, generation: u32, until_us: u64) {
-    let (deadline, tick) = match breaker.upgrade() {
-        Some(s) => (
-            s.instant_of(until_us),
-            Duration::from_micros((s.core.open_for_us() / 1000).clamp(1_000, 100_000)),
-        ),
+/// The timer task of one opening: sleeps until the deadline, then moves the
+/// breaker to HalfOpen (and publishes that), so that the transition is seen
+/// even when no call comes. Admission does not depend on it: a call after
+/// the deadline is a probe whether or not this task ran. It holds the
+/// breaker weakly and ends as soon as the opening it serves is over.
+async fn ticker(breaker: Weak<Shared>, generation: u32, until_us: u64) {
+    let deadline = match breaker.upgrade() {
+        Some(s) => s.instant_of(until_us),
         None => return,
     };
-    let mut active = false;
-    let mut seen = 0;
     loop {
-        let until = if active {
-            (Instant::now() + tick).min(deadline)
-        } else {
-            deadline
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(until) => {}
-            () = wake.notified(), if !active => active = true,
-        }
+        tokio::time::sleep_until(deadline).await;
         let Some(shared) = breaker.upgrade() else {
             return;
         };
@@ -246,12 +230,6 @@ async fn ticker(breaker: Weak<Shared>, wake: Arc<Notify>, generation: u32, until
             .expire(generation, t, &mut |c| shared.publish(c))
         {
             return;
-        }
-        if active {
-            let blocked = shared.core.blocked();
-            active = blocked != seen;
-            seen = blocked;
-            shared.core.set_hint(generation, t, active);
         }
     }
 }
@@ -297,7 +275,6 @@ impl CircuitBreaker {
             epoch: Instant::now(),
             config: RwLock::new(config),
             events: Events::default(),
-            wake: OnceLock::new(),
             me: me.clone(),
         });
         Ok(Self { shared })
@@ -357,7 +334,7 @@ impl CircuitBreaker {
         let ignored = load(&t.ignored);
         let cancelled = load(&t.cancelled);
         let blocked = s.core.blocked();
-        let allowed = recorded + ignored + cancelled;
+        let allowed = recorded.saturating_add(ignored).saturating_add(cancelled);
         let mut transitions = [[0; 3]; 3];
         for (i, n) in t.transitions.iter().enumerate() {
             transitions[i / 3][i % 3] = load(n);
@@ -366,7 +343,7 @@ impl CircuitBreaker {
         let last = load(&t.last_change_us);
         CircuitMetrics {
             state,
-            requests: allowed + blocked,
+            requests: allowed.saturating_add(blocked),
             allowed,
             blocked,
             successes: recorded.saturating_sub(failures),
@@ -447,12 +424,27 @@ impl CircuitBreaker {
         }
     }
 
-    fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
-        if refusal.wake_ticker() {
-            if let Some(wake) = self.shared.wake.get() {
-                wake.notify_waiters();
-            }
+    /// Whether a call now would be refused, and the `retry_after` it would
+    /// get: takes no probe slot and counts nothing (see
+    /// [`count_refusal`](Self::count_refusal)).
+    #[cfg(feature = "tower")]
+    pub(crate) fn peek_refusal(&self) -> Option<Option<Duration>> {
+        if self.shared.core.word().state() == CircuitState::Closed {
+            return None;
         }
+        let s = &*self.shared;
+        s.core
+            .peek(&mut s.lazy_now())
+            .map(|r| r.retry_after_us().map(Duration::from_micros))
+    }
+
+    /// Counts a refusal that [`peek_refusal`](Self::peek_refusal) decided.
+    #[cfg(feature = "tower")]
+    pub(crate) fn count_refusal(&self) {
+        self.shared.core.count_refusal();
+    }
+
+    fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
         CircuitError::Open {
             retry_after: refusal.retry_after_us().map(Duration::from_micros),
         }
@@ -565,17 +557,7 @@ impl CircuitBreaker {
     /// on error.
     pub fn update_config(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let capacity = self.shared.core.window_capacity();
-        if config.window_ms.is_none() && config.sample_size > capacity {
-            return Err(ConfigError::single(
-                "sample_size",
-                format!(
-                    "cannot grow past {capacity} on a running breaker, got {}; \
-                     build a new one with CircuitBreaker::restore(config, breaker.snapshot())",
-                    config.sample_size
-                ),
-            ));
-        }
+        self.check_update(&config)?;
         let mut guard = self
             .shared
             .config
@@ -589,6 +571,46 @@ impl CircuitBreaker {
         // lock, since a listener may read the configuration.
         let s = &*self.shared;
         s.core.rejudge(&mut s.lazy_now(), &mut |c| s.publish(c));
+        Ok(())
+    }
+
+    /// The failure rate as the breaker judges it: 0.0 until the window holds
+    /// `minimum_calls` outcomes.
+    pub(crate) fn judged_failure_rate(&self) -> f64 {
+        let tally = self.shared.core.tally(&mut self.shared.lazy_now());
+        if tally.len < self.shared.core.minimum_calls() {
+            0.0
+        } else {
+            tally.failure_rate()
+        }
+    }
+
+    /// The `failure_threshold` in force.
+    pub(crate) fn failure_threshold(&self) -> f64 {
+        self.shared.core.failure_threshold()
+    }
+
+    /// Whether the breaker is HalfOpen (by its own timing, not forced) with
+    /// no probe in flight.
+    pub(crate) fn is_idle_half_open(&self) -> bool {
+        let w = self.shared.core.word();
+        w.state() == CircuitState::HalfOpen && w.is_automatic() && w.in_flight() == 0
+    }
+
+    /// Whether this breaker can take `config` (a valid one) at run time:
+    /// its count window cannot grow past the length it was built with.
+    pub(crate) fn check_update(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+        let capacity = self.shared.core.window_capacity();
+        if config.window_ms.is_none() && config.sample_size > capacity {
+            return Err(ConfigError::single(
+                "sample_size",
+                format!(
+                    "cannot grow past {capacity} on a running breaker, got {}; \
+                     build a new one with CircuitBreaker::restore(config, breaker.snapshot())",
+                    config.sample_size
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -663,9 +685,9 @@ impl CircuitBreaker {
         let open = match (snapshot.state, snapshot.open_remaining_ms) {
             (CircuitState::Open, Some(remaining)) => {
                 let left = remaining.saturating_sub(elapsed_ms).saturating_mul(1000);
-                Some((t, t.saturating_add(left), length))
+                Some((t.saturating_add(left), length))
             }
-            _ => (length != 0).then_some((t, t, length)),
+            _ => (length != 0).then_some((t, length)),
         };
         s.core.install(
             snapshot.state,
@@ -730,7 +752,7 @@ where
         }
         Err(_elapsed) => {
             permit.failure();
-            Err(CircuitError::Timeout)
+            Err(CircuitError::Timeout { limit })
         }
     }
 }

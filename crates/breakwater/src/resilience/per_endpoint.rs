@@ -39,12 +39,15 @@
 //! * **Bounded memory.** At most [`RegistryLimits::max_endpoints`] breakers
 //!   are retained, and idle Closed breakers are evicted after
 //!   [`RegistryLimits::idle_ttl`] (see below).
-//! * **Open breakers are kept.** An Open or HalfOpen breaker, and any breaker
-//!   somebody still holds (a call running through the registry, an `Arc`
-//!   kept by a caller), is never evicted: forgetting it would let traffic
-//!   through to a service that is known to be failing.
+//! * **Open breakers are kept.** An Open breaker, a HalfOpen one with a
+//!   probe in flight, and any breaker somebody still holds (a call running
+//!   through the registry, an `Arc` kept by a caller), is never evicted:
+//!   forgetting it would let traffic through to a service that is known to
+//!   be failing. A HalfOpen breaker that nobody probes (its endpoint was
+//!   abandoned while failing) goes after [`RegistryLimits::abandoned_ttl`],
+//!   so it cannot hold its place forever.
 //! * **Service is never refused** by the registry itself: every call gets a
-//!   breaker, even when the registry is full (see below).
+//!   breaker that can trip, even when the registry is full (see below).
 //!
 //! No breaker method that can run transition listeners is called while a
 //! lock of the map is held, so a listener may use the registry freely.
@@ -79,22 +82,24 @@
 //! # When the registry is full
 //!
 //! A new endpoint that finds `max_endpoints` breakers retained makes room
-//! first: idle breakers go, then the least recently used Closed breakers that
-//! nobody holds, until a sixteenth of the cap is free (so that the next new
-//! endpoints need no sweep). If nothing can go, because the cap is full of
-//! Open, HalfOpen or held breakers, the new endpoint still gets a working
-//! breaker with its configuration, but that breaker is **not retained**: the
-//! call runs, but a failing new endpoint is not remembered until room frees
-//! up. [`overflows`](PerEndpointCircuitBreaker::overflows) counts such
-//! breakers and a warning is logged (at most once per sweep period); making
-//! room is retried a sweep period later. (A new endpoint that finds the
-//! registry full while another thread is sweeping is treated the same way,
-//! rather than made to wait.) This keeps both promises, never
-//! evicting an open breaker and never refusing a call, while memory stays
-//! bounded even when an unbounded number of distinct endpoints fail. Size
-//! `max_endpoints` well above the number of endpoints that can fail at once,
-//! and key breakers by something of low cardinality (a `scheme://host:port`,
-//! not a full URL).
+//! first: idle breakers go (and abandoned HalfOpen ones), then the least
+//! recently used Closed breakers that nobody holds, until a sixteenth of the
+//! cap is free (so that the next new endpoints need no sweep). If nothing can
+//! go, because the cap is full of Open, HalfOpen or held breakers, the new
+//! endpoint's calls go through one of 16 shared **overflow breakers**, picked
+//! by the key's hash, with the default configuration. Such a breaker trips
+//! like any other (a failing new endpoint is still cut off, possibly with
+//! the other overflowing endpoints of its lane) and a call through it
+//! allocates nothing. [`overflows`](PerEndpointCircuitBreaker::overflows)
+//! counts the lookups served so and a warning is logged (at most once per
+//! sweep period); making room is retried a sweep period later. (A new
+//! endpoint that finds the registry full while another thread is sweeping
+//! is treated the same way, rather than made to wait.) This keeps both
+//! promises, never evicting an open breaker and never refusing a call,
+//! while memory stays bounded even when an unbounded number of distinct
+//! endpoints fail. Size `max_endpoints` well above the number of endpoints
+//! that can fail at once, and key breakers by something of low cardinality
+//! (a `scheme://host:port`, not a full URL).
 //!
 //! # Configuration
 //!
@@ -108,8 +113,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
@@ -153,6 +159,11 @@ pub struct RegistryLimits {
     pub idle_ttl: Duration,
     /// The most breakers retained at once, `>= 1`. Default: 10 000.
     pub max_endpoints: usize,
+    /// A HalfOpen breaker with no probe in flight that nobody used or held
+    /// for this long is evicted: its endpoint was abandoned while failing
+    /// (nobody probes it), and it must not hold a place forever. Taken as
+    /// at least `idle_ttl`. Default: 1 hour.
+    pub abandoned_ttl: Duration,
 }
 
 impl Default for RegistryLimits {
@@ -160,9 +171,14 @@ impl Default for RegistryLimits {
         Self {
             idle_ttl: Duration::from_secs(600),
             max_endpoints: 10_000,
+            abandoned_ttl: Duration::from_secs(3_600),
         }
     }
 }
+
+/// How many shared breakers serve the endpoints that find the registry
+/// full (see the module documentation).
+const OVERFLOW_LANES: usize = 16;
 
 /// One endpoint's counters and state, from
 /// [`PerEndpointCircuitBreaker::statistics`].
@@ -258,13 +274,16 @@ pub struct PerEndpointCircuitBreaker {
     /// Shared by every breaker made with it (not copied into each).
     default_config: Arc<CircuitBreakerConfig>,
     /// Per-endpoint configurations. Lock order: a shard of `breakers`
-    /// first, then this.
+    /// first, then this; nothing user-supplied runs under either.
     overrides: RwLock<Overrides>,
     limits: RegistryLimits,
     /// Slots in `breakers`, reserved before an insertion (exact, unlike
     /// the sum of the shards' lengths under concurrent inserts).
     retained: AtomicUsize,
     overflows: AtomicU64,
+    /// Breakers shared by the endpoints that find the registry full, by
+    /// hash of the key; each made on first use.
+    lanes: [OnceLock<Arc<CircuitBreaker>>; OVERFLOW_LANES],
     epoch: Instant,
     sweeps: Sweeps,
 }
@@ -350,6 +369,7 @@ impl PerEndpointCircuitBreaker {
             limits,
             retained: AtomicUsize::new(0),
             overflows: AtomicU64::new(0),
+            lanes: Default::default(),
             epoch: Instant::now(),
             sweeps: Sweeps::default(),
         })
@@ -371,8 +391,8 @@ impl PerEndpointCircuitBreaker {
     ///
     /// An existing endpoint costs a read lock on one shard and an `Arc`
     /// clone. While you hold the returned `Arc`, the breaker is not evicted.
-    /// When the registry is full of breakers it must keep, the breaker is
-    /// new and not retained (see the [module documentation](self)).
+    /// When the registry is full of breakers it must keep, the breaker is a
+    /// shared overflow breaker (see the [module documentation](self)).
     ///
     /// # Examples
     ///
@@ -486,6 +506,32 @@ impl PerEndpointCircuitBreaker {
         true
     }
 
+    /// Drops the breaker of `endpoint`, whatever its state; returns whether
+    /// it had one. The endpoint's next call gets a fresh Closed breaker (with
+    /// its override, if any: overrides are kept). Calls running through the
+    /// old breaker finish on it, and a handle to it stays usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitState};
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// breakers.get_or_create("gone.example").force_open();
+    /// assert!(breakers.remove("gone.example"));
+    /// assert!(!breakers.remove("gone.example"));
+    /// assert_eq!(breakers.get_or_create("gone.example").state(), CircuitState::Closed);
+    /// ```
+    pub fn remove(&self, endpoint: &str) -> bool {
+        // The breaker is dropped after the shard lock is released.
+        let removed = self.breakers.remove(endpoint).is_some();
+        if removed {
+            self.retained.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
     /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint).
     pub fn reset_all(&self) {
         for (_, breaker) in self.handles() {
@@ -589,14 +635,24 @@ impl PerEndpointCircuitBreaker {
         config: CircuitBreakerConfig,
     ) -> Result<(), ConfigError> {
         config.validate()?;
-        // Under the endpoint's shard lock, so that a breaker being created
-        // for it at the same moment gets the new configuration too.
-        let entry = self.breakers.entry(endpoint.into());
-        if let Entry::Occupied(slot) = &entry {
-            slot.get().breaker.update_config(config.clone())?;
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            breaker.check_update(&config)?;
         }
-        self.write_overrides().insert(endpoint.into(), config);
-        drop(entry);
+        // The override first, then the breaker: a breaker created meanwhile
+        // reads the overrides under its shard's lock and is in the map
+        // before that lock is released, so either it got the new
+        // configuration or the lookup below finds it. No map lock is held
+        // while `update_config` runs (it can open the breaker and run
+        // listeners, which may call back into the registry).
+        let previous = self
+            .write_overrides()
+            .insert(endpoint.into(), config.clone());
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            if let Err(e) = breaker.update_config(config) {
+                self.restore_override(endpoint, previous);
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
@@ -613,17 +669,36 @@ impl PerEndpointCircuitBreaker {
         &self,
         endpoint: &str,
     ) -> Result<Option<CircuitBreakerConfig>, ConfigError> {
-        let entry = self.breakers.entry(endpoint.into());
-        let mut overrides = self.write_overrides();
-        if !overrides.contains_key(endpoint) {
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            breaker.check_update(&self.default_config)?;
+        }
+        let Some(removed) = self.write_overrides().remove(endpoint) else {
             return Ok(None);
+        };
+        // Outside every map lock, as in `set_config`.
+        if let Some(breaker) = self.get_untouched(endpoint) {
+            let default = CircuitBreakerConfig::clone(&self.default_config);
+            if let Err(e) = breaker.update_config(default) {
+                self.restore_override(endpoint, Some(removed));
+                return Err(e);
+            }
         }
-        if let Entry::Occupied(slot) = &entry {
-            slot.get()
-                .breaker
-                .update_config(CircuitBreakerConfig::clone(&self.default_config))?;
-        }
-        Ok(overrides.remove(endpoint))
+        Ok(Some(removed))
+    }
+
+    /// Puts back the override `endpoint` had before a failed change.
+    fn restore_override(&self, endpoint: &str, previous: Option<CircuitBreakerConfig>) {
+        let mut overrides = self.write_overrides();
+        match previous {
+            Some(config) => overrides.insert(endpoint.into(), config),
+            None => overrides.remove(endpoint),
+        };
+    }
+
+    /// The breaker of `endpoint`, cloned out of the map without marking it
+    /// used (an operator's look is not a use).
+    fn get_untouched(&self, endpoint: &str) -> Option<Arc<CircuitBreaker>> {
+        self.breakers.get(endpoint).map(|s| s.breaker.clone())
     }
 
     /// The configuration `endpoint`'s breakers get: its override, or the
@@ -675,20 +750,27 @@ impl PerEndpointCircuitBreaker {
         self.len() == 0
     }
 
-    /// How many breakers were handed out without being retained, because
-    /// the registry was full of breakers it must keep.
+    /// How many lookups were served by an overflow breaker (not retained
+    /// for the endpoint), because the registry was full of breakers it must
+    /// keep.
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)
+    }
+
+    /// Sweeps if the last sweep is a sweep period old (as a miss does).
+    pub(super) fn sweep_if_due(&self) {
+        let now = self.now_us();
+        if now.saturating_sub(self.sweeps.last_us.load(Ordering::Relaxed)) >= self.period_us() {
+            self.sweep(now, false);
+        }
     }
 
     /// The miss path of [`get_or_create`](Self::get_or_create).
     #[cold]
     #[inline(never)]
     fn create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
+        self.sweep_if_due();
         let now = self.now_us();
-        if now.saturating_sub(self.sweeps.last_us.load(Ordering::Relaxed)) >= self.period_us() {
-            self.sweep(now, false);
-        }
         let reserved = self.reserve() || (self.make_room(now) && self.reserve());
         if !reserved {
             // Another thread may have created it meanwhile.
@@ -739,7 +821,8 @@ impl PerEndpointCircuitBreaker {
         }
     }
 
-    /// A breaker for `endpoint` that is not retained.
+    /// The overflow breaker `endpoint` shares with the other endpoints of
+    /// its lane, while the registry is full.
     fn overflow(&self, endpoint: &str, now: u64) -> Arc<CircuitBreaker> {
         let n = self.overflows.fetch_add(1, Ordering::Relaxed) + 1;
         let quiet = self.sweeps.quiet_until_us.load(Ordering::Relaxed);
@@ -755,10 +838,18 @@ impl PerEndpointCircuitBreaker {
                 max_endpoints = self.limits.max_endpoints,
                 overflows = n,
                 "per-endpoint breaker registry is full of open, half-open or busy breakers; \
-                 new endpoints get breakers that are not retained"
+                 new endpoints share overflow breakers until room frees up"
             );
         }
-        Arc::new(self.new_breaker(endpoint))
+        let lane = self.breakers.hasher().hash_one(endpoint) as usize % OVERFLOW_LANES;
+        self.lanes[lane]
+            .get_or_init(|| {
+                Arc::new(
+                    CircuitBreaker::with_shared_config(self.default_config.clone())
+                        .expect("the default configuration was validated by the constructor"),
+                )
+            })
+            .clone()
     }
 
     /// Evicts idle breakers and, with `make_room`, least recently used
@@ -777,6 +868,7 @@ impl PerEndpointCircuitBreaker {
         let _running = SweepGuard(&self.sweeps.running);
         self.sweeps.last_us.store(now, Ordering::Relaxed);
         let ttl = self.ttl_us();
+        let abandoned_ttl = self.abandoned_ttl_us();
 
         // Under each shard's read lock in turn, only the slots' own atomics
         // are touched: stamp the used ones, list the idle ones.
@@ -796,13 +888,17 @@ impl PerEndpointCircuitBreaker {
             if held {
                 continue;
             }
-            if now.saturating_sub(stamp) >= ttl {
-                idle.push(r.key().clone());
+            let age = now.saturating_sub(stamp);
+            if age >= ttl {
+                idle.push((r.key().clone(), age >= abandoned_ttl));
             } else if make_room {
                 ages.push(stamp);
             }
         }
-        let mut evicted = idle.iter().filter(|key| self.evict(key)).count();
+        let mut evicted = idle
+            .iter()
+            .filter(|(key, abandoned)| self.evict(key, *abandoned))
+            .count();
 
         if make_room {
             let target = self.limits.max_endpoints - (self.limits.max_endpoints / 16).max(1);
@@ -822,7 +918,7 @@ impl PerEndpointCircuitBreaker {
                     if self.len() <= target {
                         break;
                     }
-                    evicted += usize::from(self.evict(&key));
+                    evicted += usize::from(self.evict(&key, false));
                 }
             }
         }
@@ -832,18 +928,24 @@ impl PerEndpointCircuitBreaker {
         Some(evicted)
     }
 
-    /// Removes `key`'s breaker if it is Closed, unused since the last sweep
-    /// and held by nobody else.
-    fn evict(&self, key: &str) -> bool {
+    /// Removes `key`'s breaker if it is Closed (or, with `abandoned`,
+    /// HalfOpen with no probe in flight), unused since the last sweep and
+    /// held by nobody else.
+    fn evict(&self, key: &str, abandoned: bool) -> bool {
         let Some(breaker) = self.breakers.get(key).map(|s| s.breaker.clone()) else {
             return false;
         };
         // Outside every lock: on an expired opening, `state` moves the
         // breaker to HalfOpen and runs listeners. A Closed breaker that
-        // nobody holds stays Closed: only calls and admin methods through a
-        // handle open it, and a handle comes from a lookup, which marks the
-        // slot used.
-        if breaker.state() != CircuitState::Closed {
+        // nobody holds stays Closed, and an abandoned HalfOpen one admits
+        // no probe: only calls and admin methods through a handle change
+        // them, and a handle comes from a lookup, which marks the slot used.
+        let evictable = match breaker.state() {
+            CircuitState::Closed => true,
+            CircuitState::HalfOpen => abandoned && breaker.is_idle_half_open(),
+            CircuitState::Open => false,
+        };
+        if !evictable {
             return false;
         }
         let checked = Arc::as_ptr(&breaker);
@@ -863,7 +965,7 @@ impl PerEndpointCircuitBreaker {
     /// Every retained breaker with its endpoint, sorted by endpoint. The
     /// `Arc`s are cloned under the shard locks so that the breakers can be
     /// asked for their state (which may run listeners) outside them.
-    fn handles(&self) -> Vec<(String, Arc<CircuitBreaker>)> {
+    pub(super) fn handles(&self) -> Vec<(String, Arc<CircuitBreaker>)> {
         let mut all: Vec<_> = self
             .breakers
             .iter()
@@ -882,6 +984,14 @@ impl PerEndpointCircuitBreaker {
 
     fn ttl_us(&self) -> u64 {
         self.limits.idle_ttl.as_micros().min(u128::from(!USED)) as u64
+    }
+
+    fn abandoned_ttl_us(&self) -> u64 {
+        self.limits
+            .abandoned_ttl
+            .max(self.limits.idle_ttl)
+            .as_micros()
+            .min(u128::from(!USED)) as u64
     }
 
     /// The least time between two sweeps: a quarter of the TTL, at least 1 ms.

@@ -36,15 +36,16 @@
 //!   ignores it (counts it neither way). [`execute`](ResilientExecutor::execute)
 //!   treats every error, and every timeout, as transient.
 //! * **Backoff.** The wait after the n-th failed attempt is drawn uniformly
-//!   from `[0, min(backoff * 2^(n-1), max_backoff))` ("full jitter": callers
+//!   from the whole milliseconds of `[0, min(backoff * 2^(n-1), max_backoff)]`
+//!   ("full jitter": callers
 //!   that failed together do not come back together). A [`Retry::After`] hint
 //!   is waited exactly; a hint longer than `max_backoff`, or than what is left
 //!   of `max_total_delay`, ends the retries at once, since retrying sooner
 //!   would ignore it. The sum of all waits never exceeds `max_total_delay`.
 //! * **Time.** Waits use `tokio::time::sleep`, so paused-clock tests see the
-//!   exact delays. Backoff waits are whole milliseconds (rounded down), the
-//!   resolution of tokio's timers, so that rounding never makes a wait
-//!   longer than its cap.
+//!   exact delays. Backoff waits are whole milliseconds, the resolution of
+//!   tokio's timers, never longer than their cap. All arithmetic on
+//!   durations saturates: `Duration::MAX` hints and caps are fine.
 //!
 //! # Cancel safety
 //!
@@ -261,6 +262,17 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// `d` rounded down to whole milliseconds.
+/// Full jitter in whole milliseconds: uniform over `0..=nominal` ms
+/// (`unit` uniform in `[0, 1)`), so that a 1 ms backoff waits 0 or 1 ms
+/// rather than always 0. Never longer than `nominal`.
+fn full_jitter_ms(nominal: Duration, unit: f64) -> Duration {
+    let top = u64::try_from(nominal.as_millis()).unwrap_or(u64::MAX);
+    // `top + 1` choices; the float product is below `top + 1` and saturates
+    // on the cast, and `min` keeps rounding at the top within the cap.
+    let ms = (unit * (top as f64 + 1.0)) as u64;
+    Duration::from_millis(ms.min(top))
+}
+
 fn whole_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -599,8 +611,9 @@ impl<T, S> ResilientExecutor<T, S> {
         self
     }
 
-    /// Whether waits are drawn at random below their nominal length (full
-    /// jitter, the default) or are exactly `backoff * 2^(n-1)` (capped).
+    /// Whether waits are drawn at random up to their nominal length (full
+    /// jitter, the default: uniform over the whole milliseconds from 0 to
+    /// the nominal wait) or are exactly `backoff * 2^(n-1)` (capped).
     pub fn with_jitter(mut self, on: bool) -> Self {
         self.jitter = match (on, self.jitter.take()) {
             (true, Some(j)) => Some(j),
@@ -643,14 +656,13 @@ impl<T, S> ResilientExecutor<T, S> {
             Retry::After(hint) if hint > self.max_backoff || hint > left => None,
             Retry::After(hint) => Some(hint),
             Retry::Transient | Retry::Permanent => {
-                let nominal = self.nominal_backoff(failures);
-                let wait = match &self.jitter {
-                    Some(j) => nominal.mul_f64(j.unit()),
-                    None => nominal,
-                };
+                let nominal = self.nominal_backoff(failures).min(left);
                 // Whole milliseconds, tokio's timer resolution: a wait of
                 // 0.3 ms would sleep 1 ms and overrun the caps.
-                Some(whole_ms(wait.min(left)))
+                Some(match &self.jitter {
+                    Some(j) => full_jitter_ms(nominal, j.unit()),
+                    None => whole_ms(nominal),
+                })
             }
         }
     }
@@ -750,7 +762,7 @@ impl<T, S> ResilientExecutor<T, S> {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            waited += wait;
+            waited = waited.saturating_add(wait);
             attempt += 1;
             bump(&self.counters.retries);
         }

@@ -449,6 +449,57 @@ async fn rejections_under_load_advise_a_wait_within_one_tick() {
     }
 }
 
+/// Moves the paused clock by `d` without letting any task run: what a
+/// runtime whose thread is blocked (or whose timers fire late) looks like
+/// to the code that runs next on it.
+fn advance_while_blocked(d: Duration) {
+    use futures_util::FutureExt;
+    // The first poll moves the clock, then yields: dropping the future
+    // there leaves every timer task unpolled.
+    assert!(advance(d).now_or_never().is_none());
+}
+
+/// Regression (a late timer task): the breaker is open for 1 s and its
+/// timer task keeps a fresh clock reading for rejections; then the runtime
+/// is blocked past the deadline. The next call must be a probe (not a
+/// rejection trusting the old reading), and `state()` agrees.
+#[tokio::test(start_paused = true)]
+async fn regression_no_call_is_refused_after_the_deadline_however_late_the_timer() {
+    let cb = tripped(2).await;
+    for _ in 0..200 {
+        cb.try_acquire().unwrap_err();
+        tokio::task::yield_now().await;
+    }
+    advance(ms(100)).await;
+    tokio::task::yield_now().await;
+    cb.try_acquire().unwrap_err();
+    advance_while_blocked(ms(1_150));
+    for i in 0..100 {
+        match cb.try_acquire() {
+            Ok(permit) => {
+                assert!(permit.is_probe(), "call {i} after the deadline");
+                drop(permit);
+            }
+            Err(e) => panic!("call {i} after the deadline was refused: {e:?}"),
+        }
+    }
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+
+    // And the rejections before the deadline advise the exact wait.
+    let cb = tripped(2).await;
+    for _ in 0..200 {
+        cb.try_acquire().unwrap_err();
+        tokio::task::yield_now().await;
+    }
+    advance(ms(10)).await;
+    advance_while_blocked(ms(500));
+    for _ in 0..100 {
+        assert_eq!(cb.try_acquire().unwrap_err().retry_after(), Some(ms(490)));
+    }
+    advance_while_blocked(ms(490));
+    assert!(cb.try_acquire().unwrap().is_probe());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hung_probe_is_cancelled_and_counts_as_a_failure() {
     let cb = tripped(2).await;
@@ -459,7 +510,8 @@ async fn a_hung_probe_is_cancelled_and_counts_as_a_failure() {
         .call(std::future::pending::<Result<(), Boom>>)
         .await
         .unwrap_err();
-    assert_eq!(err, CircuitError::Timeout);
+    assert_eq!(err, CircuitError::Timeout { limit: ms(1_000) });
+    assert_eq!(err.to_string(), "call timed out after 1s");
     assert_eq!(cb.state(), CircuitState::Open);
     assert_eq!(cb.metrics().open_streak, 2);
 }
@@ -480,8 +532,33 @@ async fn probe_timeout_can_be_configured() {
         .call(std::future::pending::<Result<(), Boom>>)
         .await
         .unwrap_err();
-    assert_eq!(err, CircuitError::Timeout);
+    assert_eq!(err, CircuitError::Timeout { limit: ms(50) });
     assert_eq!(start.elapsed(), ms(50));
+}
+
+/// Regression: a timeout did not say which limit fired (the action
+/// executor reported a probe cut off at 500 ms as "60 s", or as 0 ns when
+/// only the probe limit was set). With both limits set, a probe gets the
+/// shorter one, and the error carries it.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_carries_the_limit_that_fired() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(60_000),
+        probe_timeout_ms: Some(500),
+        ..config(1)
+    });
+    let hung = || cb.call(std::future::pending::<Result<(), Boom>>);
+    assert_eq!(
+        hung().await,
+        Err(CircuitError::Timeout { limit: ms(60_000) })
+    );
+    assert_eq!(cb.state(), CircuitState::Open);
+    advance(ms(1_000)).await;
+    let err = hung().await.unwrap_err();
+    assert_eq!(err, CircuitError::Timeout { limit: ms(500) });
+    assert_eq!(err.to_string(), "call timed out after 500ms");
+    assert!(err.is_timeout() && !err.is_open());
+    assert_eq!(err.into_inner(), None);
 }
 
 #[tokio::test(start_paused = true)]

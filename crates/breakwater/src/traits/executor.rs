@@ -181,12 +181,7 @@ impl<E: ActionExecutor> ActionExecutor for CircuitBreakerActionExecutor<E> {
                     retry_after,
                 },
                 CircuitError::Inner(e) => e,
-                CircuitError::Timeout => Error::Timeout(
-                    breaker
-                        .config()
-                        .call_timeout_ms
-                        .map_or(Duration::ZERO, Duration::from_millis),
-                ),
+                CircuitError::Timeout { limit } => Error::Timeout(limit),
             })
     }
 }

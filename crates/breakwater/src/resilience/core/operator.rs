@@ -59,6 +59,16 @@ impl Core {
         self.set_disabled(!c.enabled);
     }
 
+    /// Outcomes the window must hold before its rate is judged.
+    pub(crate) fn minimum_calls(&self) -> u64 {
+        self.hot.min_calls.load(Ordering::Relaxed)
+    }
+
+    /// The `failure_threshold` in force.
+    pub(crate) fn failure_threshold(&self) -> f64 {
+        f64::from_bits(self.hot.threshold.load(Ordering::Relaxed))
+    }
+
     fn sample_size(&self) -> usize {
         self.count.size()
     }
@@ -138,7 +148,7 @@ impl Core {
         state: CircuitState,
         streak: u32,
         forced: Option<CircuitState>,
-        open: Option<(u64, u64, u64)>,
+        open: Option<(u64, u64)>,
         outcomes: &[u8],
     ) {
         let base = self.word();
@@ -147,10 +157,10 @@ impl Core {
             Some(_) => base.enter(CircuitState::Closed, streak).forced_closed(),
             None => base.enter(state, streak),
         };
-        if let Some((t, until, length)) = open {
+        if let Some((until, length)) = open {
             self.open_for_us.store(length, Ordering::Relaxed);
             if w.state() == CircuitState::Open {
-                self.publish_opening(w, t, until.min(US_MASK), length);
+                self.publish_opening(w, until.min(US_MASK), length);
             }
         }
         self.word.store(w.0, Ordering::Release);

@@ -1,7 +1,7 @@
 //! The transitions: each a compare-exchange of the state word, then the
 //! bookkeeping that goes with it (deadline, window, counters, the event).
 
-use super::{hint_tag, make_hint, Change, Core, LazyNow, FRESH, TAG_BITS, TAG_MASK, US_MASK};
+use super::{Change, Core, LazyNow, TAG_BITS, TAG_MASK, US_MASK};
 use crate::resilience::state::{CircuitState, Word};
 use crate::sync::Ordering;
 
@@ -50,24 +50,22 @@ impl Core {
         now: &mut LazyNow<impl FnMut() -> u64>,
         sink: &mut impl FnMut(Change),
     ) -> Result<Word, Word> {
-        let next = w.enter(CircuitState::Open, w.streak() + 1);
+        let next = w.enter(CircuitState::Open, w.streak().saturating_add(1));
         let next = self.swap_word(w, next)?;
         let t = now.get();
         let length = self
             .backoff()
             .duration_us(next.streak(), self.jitter.unit());
-        let until = (t + length).min(US_MASK);
-        self.publish_opening(next, t, until, length);
+        let until = t.saturating_add(length).min(US_MASK);
+        self.publish_opening(next, until, length);
         self.note(w, next, t, Some(until), sink);
         Ok(next)
     }
 
     /// Makes an opening's deadline visible. Until this runs, rejections of
     /// the new generation see a deadline with another tag and advise no wait.
-    pub(super) fn publish_opening(&self, w: Word, t: u64, until: u64, length: u64) {
+    pub(super) fn publish_opening(&self, w: Word, until: u64, length: u64) {
         self.open_for_us.store(length, Ordering::Relaxed);
-        self.hint
-            .store(make_hint(w.generation(), t), Ordering::Relaxed);
         // Release: pairs with the Acquire load in `acquire` and `state`.
         self.deadline
             .store((until << TAG_BITS) | tag(w.generation()), Ordering::Release);
@@ -175,27 +173,6 @@ impl Core {
             }
             Some(_) => false,
             None => true,
-        }
-    }
-
-    /// Stores a clock reading as the hint of the opening of `generation`;
-    /// `fresh` while a ticker keeps it so. Does nothing once that opening is
-    /// over, so a late ticker never overwrites the next opening's hint.
-    pub(crate) fn set_hint(&self, generation: u32, t: u64, fresh: bool) {
-        let hint = make_hint(generation, t) | if fresh { FRESH } else { 0 };
-        let mut current = self.hint.load(Ordering::Relaxed);
-        // Compare-exchange against the word's generation: store only while
-        // the hint still belongs to this opening and it is still current.
-        while self.word().generation() == generation && hint_tag(current) == tag(generation) {
-            match self.hint.compare_exchange_weak(
-                current,
-                hint,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(seen) => current = seen,
-            }
         }
     }
 }
