@@ -34,6 +34,7 @@
 //! | --- | --- | --- |
 //! | `resilience` | yes | the breaker and its strategies (always built; kept as a name) |
 //! | `tower` | no | `breakwater::layer`: a tower `Layer` around any `Service`, one breaker or one per key |
+//! | `prometheus` | no | `breakwater::prometheus`: a scrape-time `prometheus-client` collector |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -41,6 +42,8 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod resilience;
 mod sync;
 pub mod traits;
