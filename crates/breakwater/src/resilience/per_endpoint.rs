@@ -123,7 +123,8 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Verdict,
+    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Listeners,
+    Transition, TransitionListener, Verdict,
 };
 use crate::error::CircuitError;
 
@@ -286,6 +287,8 @@ pub struct PerEndpointCircuitBreaker {
     lanes: [OnceLock<Arc<CircuitBreaker>>; OVERFLOW_LANES],
     epoch: Instant,
     sweeps: Sweeps,
+    /// Every breaker's transitions, named by endpoint; outlives evictions.
+    hub: Arc<Listeners>,
 }
 
 impl fmt::Debug for PerEndpointCircuitBreaker {
@@ -372,6 +375,7 @@ impl PerEndpointCircuitBreaker {
             lanes: Default::default(),
             epoch: Instant::now(),
             sweeps: Sweeps::default(),
+            hub: Arc::default(),
         })
     }
 
@@ -765,6 +769,44 @@ impl PerEndpointCircuitBreaker {
         }
     }
 
+    /// A receiver of every future transition of every breaker of the
+    /// registry, each named by its endpoint ([`Transition::name`]); a
+    /// broadcast channel of 64 (a receiver that falls behind skips the
+    /// oldest). It lives as long as the registry, across evictions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitState};
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let mut events = breakers.subscribe();
+    /// breakers.get_or_create("https://a.example").force_open();
+    /// let t = events.try_recv().unwrap();
+    /// assert_eq!((t.name(), t.to), (Some("https://a.example"), CircuitState::Open));
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
+        self.hub.subscribe()
+    }
+
+    /// Calls `listener` on every future transition of every breaker of the
+    /// registry (each named by its endpoint), across evictions. It runs
+    /// outside the registry's locks, so it may call back into the registry.
+    pub fn add_listener(&self, listener: impl TransitionListener) {
+        self.hub.add(Arc::new(listener));
+    }
+
+    /// Every retained breaker, in no particular order; each is named by
+    /// its endpoint ([`CircuitBreaker::name`]). Cheaper than
+    /// [`statistics`](Self::statistics) when only some figures are needed.
+    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
+        self.breakers
+            .iter()
+            .map(|r| r.value().breaker.clone())
+            .collect()
+    }
+
     /// The miss path of [`get_or_create`](Self::get_or_create).
     #[cold]
     #[inline(never)]
@@ -846,7 +888,8 @@ impl PerEndpointCircuitBreaker {
             .get_or_init(|| {
                 Arc::new(
                     CircuitBreaker::with_shared_config(self.default_config.clone())
-                        .expect("the default configuration was validated by the constructor"),
+                        .expect("the default configuration was validated by the constructor")
+                        .join(format!("_overflow{lane}").into(), &self.hub),
                 )
             })
             .clone()
@@ -1002,11 +1045,12 @@ impl PerEndpointCircuitBreaker {
     /// A breaker for `endpoint`: with its override, or sharing the default
     /// configuration.
     fn new_breaker(&self, endpoint: &str) -> CircuitBreaker {
-        match self.read_overrides().get(endpoint) {
+        let breaker = match self.read_overrides().get(endpoint) {
             Some(config) => CircuitBreaker::new(config.clone()),
             None => CircuitBreaker::with_shared_config(self.default_config.clone())
                 .expect("the default configuration was validated by the constructor"),
-        }
+        };
+        breaker.join(endpoint.into(), &self.hub)
     }
 
     fn read_overrides(&self) -> RwLockReadGuard<'_, Overrides> {

@@ -1,7 +1,6 @@
 //! Executors: the trait that performs actions, and the breaker around it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
