@@ -11,9 +11,13 @@ scrapes it with deploy/prometheus/alerts.yml loaded. Then:
   breaker held open through the exporter's control route, and false once it
   is reset; while held, the alert must be pending.
 
-The dispatch group's series come from the breakwater-dispatch service, which
-this run does not scrape unless --dispatch ADDR names one: without it those
-expressions are only checked to evaluate without error, and the run says so.
+The dispatch group's rules need the breakwater-dispatch service's series.
+With --dispatch-bin (the `breakwater` binary), its `demo` runs on loopback
+and is scraped too: every series those rules use must then have data, and
+each rule must evaluate (their thresholds, a backlog growing for 15 minutes
+or a dead letter, are not reached in a short run; alerts_test.yml proves
+them firing). Without it the rules are only checked to evaluate, and the run
+says so.
 
 Everything started is stopped at the end, whatever happens. Exit status 0 on
 success, 1 with a list of failures otherwise.
@@ -22,6 +26,7 @@ success, 1 with a list of failures otherwise.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -124,7 +129,7 @@ def stop(proc, name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--exporter", required=True, help="path of the built prometheus_exporter example")
-    ap.add_argument("--dispatch", help="host:port of a running breakwater-dispatch /metrics to scrape too")
+    ap.add_argument("--dispatch-bin", help="the breakwater-dispatch binary, whose demo is scraped too")
     ap.add_argument("--timeout", type=float, default=90, help="seconds to wait for each expression")
     args = ap.parse_args()
 
@@ -134,7 +139,7 @@ def main():
         return 1
 
     tmp = tempfile.mkdtemp(prefix="breakwater-prom-e2e-")
-    exporter = prom_proc = None
+    exporter = prom_proc = dispatch_proc = None
     failures = []
     try:
         exporter = subprocess.Popen(
@@ -150,8 +155,20 @@ def main():
         target = first.removeprefix("listening on ")
         log(f"exporter on {target}")
 
+        targets = [target]
+        if args.dispatch_bin:
+            dispatch_addr = f"127.0.0.1:{free_port()}"
+            dispatch_proc = subprocess.Popen(
+                [args.dispatch_bin, "demo", "--listen", dispatch_addr, "--duration", "900"],
+                cwd=tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "dispatch.log"), "w"),
+            )
+            targets.append(dispatch_addr)
+            log(f"breakwater demo on {dispatch_addr}")
+
         port = free_port()
-        targets = [target] + ([args.dispatch] if args.dispatch else [])
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w") as f:
             f.write(
@@ -199,19 +216,20 @@ def main():
         panel_exprs, variables = dashboard_exprs()
         checks += panel_exprs
         dispatch = [(f"alert {r['name']}", r["query"]) for r in groups.get(DISPATCH_GROUP, [])]
-        if args.dispatch:
-            checks += dispatch
+        if args.dispatch_bin:
+            names = sorted({n for _, expr in dispatch for n in re.findall(r"breakwater_dispatch_\w+", expr)})
+            checks += [(f"series of {DISPATCH_GROUP}", name) for name in names]
         else:
             log(
                 f"the {len(dispatch)} rules of {DISPATCH_GROUP} need breakwater-dispatch's series, "
-                "which this run does not scrape (no --dispatch): checking only that they evaluate"
+                "which this run does not scrape (no --dispatch-bin): checking only that they evaluate"
             )
-            for what, expr in dispatch:
-                try:
-                    prom.query(expr)
-                    log(f"evaluates  {what}: {expr}")
-                except RuntimeError as e:
-                    failures.append(f"{what}: {e}")
+        for what, expr in dispatch:
+            try:
+                prom.query(expr)
+                log(f"evaluates  {what}: {expr}")
+            except RuntimeError as e:
+                failures.append(f"{what}: {e}")
 
         # The dashboard's variables.
         for v in variables:
@@ -257,6 +275,7 @@ def main():
     finally:
         stop(prom_proc, "prometheus")
         stop(exporter, "exporter")
+        stop(dispatch_proc, "breakwater demo")
         shutil.rmtree(tmp, ignore_errors=True)
 
     if failures:
