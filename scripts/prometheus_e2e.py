@@ -104,6 +104,13 @@ def wait_for(what, predicate, timeout):
 def dashboard_exprs():
     with open(DASHBOARD) as f:
         dash = json.load(f)
+    names = [v["name"] for v in dash["templating"]["list"]]
+    if names[:2] != ["datasource", "endpoint"]:
+        raise ValueError(f"dashboard variables are {names}, expected datasource and endpoint first")
+    for panel in dash["panels"]:
+        for item in [panel] + panel.get("targets", []):
+            if item.get("datasource", {}).get("uid") != "${datasource}":
+                raise ValueError(f"panel {panel['title']!r} does not use the datasource variable")
     exprs = []
     for panel in dash["panels"]:
         for target in panel.get("targets", []):
