@@ -532,10 +532,14 @@ impl PerEndpointCircuitBreaker {
         removed
     }
 
-    /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint).
+    /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint),
+    /// and the overflow breakers.
     pub fn reset_all(&self) {
         for (_, breaker) in self.handles() {
             breaker.reset();
+        }
+        for lane in self.lanes.iter().filter_map(OnceLock::get) {
+            lane.reset();
         }
     }
 
