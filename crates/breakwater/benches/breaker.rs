@@ -311,9 +311,9 @@ fn open_rejection(g: &mut BenchmarkGroup<'_, WallTime>) {
     });
 }
 
-/// breakwater's `open_rejection` when it was tripped inside a tokio runtime:
-/// its timer task then keeps a fresh time reading once rejections are
-/// frequent, so a refusal need not read the clock. Not one of the compared
+/// breakwater's `open_rejection` when it was tripped inside a tokio runtime
+/// (its opening has a timer task; every refusal still reads the clock, so
+/// that no call after the deadline is refused). Not one of the compared
 /// scenarios (the peers have no such mode); `ratios.py` sets it against
 /// `open_rejection`'s peers.
 fn open_rejection_runtime(g: &mut BenchmarkGroup<'_, WallTime>) {

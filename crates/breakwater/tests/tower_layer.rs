@@ -393,6 +393,19 @@ async fn an_open_breaker_fails_fast_even_when_the_inner_service_is_not_ready() {
     assert!(handle.poll_request().is_pending(), "the mock saw a request");
     assert_eq!(breaker.metrics().blocked, 1);
 
+    // Made ready while Open, called after the deadline: the inner service
+    // was not made ready, so the call is still a rejection, advising no
+    // further wait.
+    svc.ready().now_or_never().expect("ready at once").unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let err = svc.call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, Some(Duration::ZERO));
+    assert!(handle.poll_request().is_pending(), "the mock saw a request");
+    assert_eq!(breaker.metrics().blocked, 2);
+    // Polled again now, it waits for the inner service (a probe needs it).
+    assert!(svc.ready().now_or_never().is_none());
+    breaker.try_acquire().unwrap().failure(); // the probe fails: Open again
+
     // Forced open too; and after the opening the inner service is waited
     // for again (a probe needs it).
     breaker.force_open();
@@ -405,7 +418,7 @@ async fn an_open_breaker_fails_fast_even_when_the_inner_service_is_not_ready() {
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_response(status(200));
     fut.await.unwrap();
-    assert_eq!(breaker.metrics().blocked, 2);
+    assert_eq!(breaker.metrics().blocked, 3);
 }
 
 #[test]

@@ -127,8 +127,8 @@ pub struct CircuitBreakerService<S, C = AllErrors> {
     breaker: Arc<CircuitBreaker>,
     classify: C,
     /// Set by a `poll_ready` that found the breaker refusing (and so did not
-    /// wait for the inner service): the next `call` is rejected with it.
-    refused: Option<CircuitOpen>,
+    /// wait for the inner service): the next `call` is a rejection.
+    refusing: bool,
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
@@ -138,7 +138,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
-            refused: None,
+            refusing: false,
         }
     }
 }
@@ -150,7 +150,7 @@ impl<S> CircuitBreakerService<S> {
             inner,
             breaker,
             classify: AllErrors,
-            refused: None,
+            refusing: false,
         }
     }
 }
@@ -162,7 +162,7 @@ impl<S, C> CircuitBreakerService<S, C> {
             inner: self.inner,
             breaker: self.breaker,
             classify,
-            refused: self.refused,
+            refusing: self.refusing,
         }
     }
 
@@ -199,25 +199,34 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.refused.is_some() {
-            return Poll::Ready(Ok(()));
-        }
         // A refusing breaker is ready at once: the next call is rejected
-        // without the inner service, so there is nothing to wait for.
-        if let Some(retry_after) = self.breaker.peek_refusal() {
-            self.refused = Some(CircuitOpen::new(retry_after));
-            return Poll::Ready(Ok(()));
+        // without the inner service, so there is nothing to wait for. Asked
+        // again on every poll, so that a service polled ready long before
+        // its call does not keep a rejection the breaker no longer makes.
+        match self.breaker.peek_refusal() {
+            Some(_) => {
+                self.refusing = true;
+                Poll::Ready(Ok(()))
+            }
+            None => {
+                self.refusing = false;
+                self.inner.poll_ready(cx).map_err(Into::into)
+            }
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(refused) = self.refused.take() {
-            // Decided by `poll_ready`; the inner service was not made ready
-            // and must not be called.
+        if std::mem::take(&mut self.refusing) {
+            // Decided by `poll_ready`: the inner service was not made ready
+            // and must not be called. The wait is the breaker's current
+            // advice (zero if it has let probes through since).
             self.breaker.count_refusal();
-            return ResponseFuture::rejected(refused);
+            let retry_after = self
+                .breaker
+                .peek_refusal()
+                .unwrap_or(Some(std::time::Duration::ZERO));
+            return ResponseFuture::rejected(CircuitOpen::new(retry_after));
         }
         guarded_call(&self.breaker, &mut self.inner, &self.classify, req)
     }

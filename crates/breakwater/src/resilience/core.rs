@@ -338,6 +338,7 @@ impl Core {
 
     /// Whether a call now would be refused, and with what, without taking
     /// anything or counting anything: `None` when it would be admitted.
+    #[cfg(feature = "tower")]
     pub(crate) fn peek(&self, now: &mut LazyNow<impl FnMut() -> u64>) -> Option<Refusal> {
         let w = self.word();
         match w.state() {
@@ -361,6 +362,7 @@ impl Core {
     }
 
     /// Counts a refusal decided by [`peek`](Self::peek).
+    #[cfg(feature = "tower")]
     pub(crate) fn count_refusal(&self) {
         // Relaxed: a count.
         self.busy.blocked.fetch_add(1, Ordering::Relaxed);

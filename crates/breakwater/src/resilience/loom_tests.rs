@@ -627,6 +627,37 @@ fn a_stale_time_window_failure_never_lands_in_the_fresh_window() {
     });
 }
 
+/// As [`a_stale_time_window_failure_never_lands_in_the_fresh_window`], with
+/// `reset()` emptying the time window instead of a close.
+#[test]
+fn a_failure_racing_reset_never_lands_in_the_reset_time_window() {
+    model(3, || {
+        let config = CircuitBreakerConfig {
+            failure_threshold: 0.5,
+            sample_size: 2,
+            minimum_calls: Some(1),
+            window_ms: Some(10),
+            jitter_ratio: 0.0,
+            ..Default::default()
+        };
+        let core = Arc::new(Core::new(&config, 7));
+        let old = acquire(&core, 0, &mut Log::default()).unwrap();
+        let late = {
+            let core = core.clone();
+            thread::spawn(move || complete(&core, old, FAILURE, 0, &mut Log::default()))
+        };
+        core.reset(0, &mut |_| {});
+        late.join().unwrap();
+        let w = core.word();
+        let t = core.tally(&mut LazyNow::new(|| 0));
+        if w.state() == CircuitState::Closed && w.generation() != old.generation {
+            // The failure either opened the breaker before the reset (and
+            // the reset emptied the window) or came too late to count.
+            assert_eq!(t, Tally::default(), "{w:?}");
+        }
+    });
+}
+
 /// The timer task of an opening runs late, racing a call at the deadline
 /// whose probe fails and reopens the breaker: the old timer task must
 /// leave the new opening alone, and that opening's rejections advise the

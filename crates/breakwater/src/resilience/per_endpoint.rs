@@ -536,10 +536,14 @@ impl PerEndpointCircuitBreaker {
         removed
     }
 
-    /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint).
+    /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint),
+    /// and the overflow breakers.
     pub fn reset_all(&self) {
         for (_, breaker) in self.handles() {
             breaker.reset();
+        }
+        for lane in self.lanes.iter().filter_map(OnceLock::get) {
+            lane.reset();
         }
     }
 
@@ -800,19 +804,20 @@ impl PerEndpointCircuitBreaker {
     }
 
     /// Sweeps if the last sweep is a sweep period old (as a miss does).
-    pub(super) fn sweep_if_due(&self) {
+    /// Returns the time it read.
+    pub(super) fn sweep_if_due(&self) -> u64 {
         let now = self.now_us();
         if now.saturating_sub(self.sweeps.last_us.load(Ordering::Relaxed)) >= self.period_us() {
             self.sweep(now, false);
         }
+        now
     }
 
     /// The miss path of [`get_or_create`](Self::get_or_create).
     #[cold]
     #[inline(never)]
     fn create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
-        self.sweep_if_due();
-        let now = self.now_us();
+        let now = self.sweep_if_due();
         let reserved = self.reserve() || (self.make_room(now) && self.reserve());
         if !reserved {
             // Another thread may have created it meanwhile.

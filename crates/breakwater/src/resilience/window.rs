@@ -239,6 +239,8 @@ pub(crate) const BUCKETS: u64 = 10;
 /// refused as stale) by one compare-exchange: the window's clear count (its
 /// low [`CLEAR_BITS`] bits) in the top bits, then the total, the failures
 /// and the slow calls, [`COUNT_BITS`] bits each.
+/// (10 bits: a bucket left untouched through exactly a multiple of 1024
+/// clears, all within one window length, would read its old tallies again.)
 const CLEAR_BITS: u32 = 64 - 3 * COUNT_BITS;
 const COUNT_BITS: u32 = 18;
 /// The most outcomes one bucket counts; later ones in the same bucket
