@@ -33,7 +33,12 @@
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `resilience` | yes | the breaker and its strategies (always built; kept as a name) |
+//! | `actions` | yes | `breakwater::traits`: events, actions, the `ActionExecutor` trait and the breaker around it (uuid, chrono, serde_json, async-trait, url, http, minijinja) |
+//! | `webhook` | no | `breakwater::webhook`: real executors (webhooks signed the Standard Webhooks way, Slack, email over SMTP, log), reqwest and lettre with rustls; implies `actions` |
 //! | `tower` | no | `breakwater::layer`: a tower `Layer` around any `Service`, one breaker or one per key |
+//!
+//! With `default-features = false` the crate is the breaker alone: none of
+//! the `actions` dependencies are built.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -43,7 +48,10 @@ pub mod error;
 pub mod layer;
 pub mod resilience;
 mod sync;
+#[cfg(feature = "actions")]
 pub mod traits;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use crate::error::CircuitError;
 pub use crate::resilience::degradation::{DegradationLevel, GracefulDegradation};

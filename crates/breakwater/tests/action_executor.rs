@@ -1,4 +1,5 @@
 //! `CircuitBreakerActionExecutor`: the plan's step 2 tests, on paused time.
+#![cfg(feature = "actions")]
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

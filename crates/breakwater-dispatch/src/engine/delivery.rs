@@ -41,7 +41,7 @@ pub(crate) fn classify(result: Result<ActionResult, Error>) -> Outcome {
         Err(e) if e.is_circuit_open() => Outcome::CircuitOpen {
             retry_after: e.retry_after(),
         },
-        Err(e) if e.status() == Some(410) => Outcome::Gone {
+        Err(e) if e.is_gone() => Outcome::Gone {
             message: e.to_string(),
         },
         Err(e) if e.is_permanent() => Outcome::Permanent {

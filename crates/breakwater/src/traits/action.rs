@@ -1,0 +1,519 @@
+//! Actions: what an observer does for an event, and their validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::{Deserialize, Serialize};
+
+use super::endpoint::{parse_url, url_endpoint};
+use super::error::ActionConfigError;
+use super::template;
+
+/// An HTTP call to a URL.
+///
+/// `Debug` leaves the signing secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAction {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// HTTP method, `POST` by default.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Body template (see the module docs for its variables); the event as
+    /// JSON when absent.
+    #[serde(default)]
+    pub body_template: Option<String>,
+    /// When set, each request is signed the Standard Webhooks way
+    /// (`webhook-id`, `webhook-timestamp`, `webhook-signature` headers) with
+    /// this secret: `whsec_` followed by the base64 of at least 16 bytes.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
+}
+
+impl fmt::Debug for WebhookAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookAction")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .field("body_template", &self.body_template)
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+fn default_method() -> String {
+    "POST".to_string()
+}
+
+/// A message to a Slack incoming webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAction {
+    /// The incoming-webhook URL.
+    pub webhook_url: String,
+    /// Channel override.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Message template; `EVENT_TYPE entity_type entity_id` when absent.
+    #[serde(default)]
+    pub message_template: Option<String>,
+}
+
+/// An email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAction {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject line (a template too).
+    pub subject: String,
+    /// Body template.
+    pub body_template: String,
+}
+
+/// A log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogAction {
+    /// `trace`, `debug`, `info`, `warn` or `error`; `info` by default.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Message template; `EVENT_TYPE entity_type entity_id` when absent.
+    #[serde(default)]
+    pub message_template: Option<String>,
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+/// One action an observer takes for an event, tagged by `type` in configuration.
+///
+/// # Examples
+///
+/// ```
+/// use breakwater::traits::ActionConfig;
+///
+/// let action: ActionConfig = serde_json::from_str(
+///     r#"{ "type": "webhook", "url": "https://hooks.example.com/orders?x=1" }"#,
+/// ).unwrap();
+/// assert_eq!(action.action_type(), "webhook");
+/// assert_eq!(action.endpoint(), "https://hooks.example.com:443");
+/// assert!(action.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ActionConfig {
+    /// An HTTP call.
+    Webhook(WebhookAction),
+    /// A Slack message.
+    Slack(SlackAction),
+    /// An email.
+    Email(EmailAction),
+    /// A log line.
+    Log(LogAction),
+}
+
+impl ActionConfig {
+    /// `webhook`, `slack`, `email` or `log`.
+    pub fn action_type(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+            Self::Slack(_) => "slack",
+            Self::Email(_) => "email",
+            Self::Log(_) => "log",
+        }
+    }
+
+    /// The key the action's breaker is chosen by: `scheme://host:port` for
+    /// URLs (path and query left out, so metrics labels stay few), the
+    /// action type otherwise. A URL that does not parse is its own key.
+    pub fn endpoint(&self) -> String {
+        match self {
+            Self::Webhook(w) => url_endpoint(&w.url),
+            Self::Slack(s) => url_endpoint(&s.webhook_url),
+            Self::Email(_) => "email".to_string(),
+            Self::Log(_) => "log".to_string(),
+        }
+    }
+
+    /// Checks the action.
+    ///
+    /// # Errors
+    ///
+    /// An [`ActionConfigError`] naming the field at fault.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::traits::{ActionConfig, WebhookAction};
+    ///
+    /// let mut hook = WebhookAction {
+    ///     url: "ftp://files.example.com".into(),
+    ///     method: "POST".into(),
+    ///     headers: Default::default(),
+    ///     body_template: None,
+    ///     signing_secret: None,
+    /// };
+    /// let err = ActionConfig::Webhook(hook.clone()).validate().unwrap_err();
+    /// assert_eq!(err.field, "webhook.url");
+    /// hook.url = "https://hooks.example.com/x".into();
+    /// hook.headers.insert("Bad Header".into(), "v".into());
+    /// let err = ActionConfig::Webhook(hook).validate().unwrap_err();
+    /// assert_eq!(err.field, "webhook.headers");
+    /// ```
+    pub fn validate(&self) -> Result<(), ActionConfigError> {
+        match self {
+            Self::Webhook(w) => {
+                parse_url(&w.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
+                webhook_method(&w.method)?;
+                webhook_headers(&w.headers)?;
+                if let Some(t) = &w.body_template {
+                    template::check("webhook.body_template", t)?;
+                }
+                if let Some(secret) = &w.signing_secret {
+                    signing_key(secret)
+                        .map_err(|m| ActionConfigError::new("webhook.signing_secret", m))?;
+                }
+                Ok(())
+            }
+            Self::Slack(s) => {
+                parse_url(&s.webhook_url)
+                    .map_err(|m| ActionConfigError::new("slack.webhook_url", m))?;
+                if let Some(t) = &s.message_template {
+                    template::check("slack.message_template", t)?;
+                }
+                Ok(())
+            }
+            Self::Email(e) => {
+                if e.to.is_empty() {
+                    return Err(ActionConfigError::new(
+                        "email.to",
+                        "needs at least one recipient",
+                    ));
+                }
+                if let Some(bad) = e.to.iter().find(|a| !is_plausible_email(a)) {
+                    return Err(ActionConfigError::new(
+                        "email.to",
+                        format!("{bad:?} is not an email address"),
+                    ));
+                }
+                if e.subject.trim().is_empty() {
+                    return Err(ActionConfigError::new("email.subject", "must not be empty"));
+                }
+                template::check("email.subject", &e.subject)?;
+                template::check("email.body_template", &e.body_template)?;
+                Ok(())
+            }
+            Self::Log(l) => {
+                if !["trace", "debug", "info", "warn", "error"].contains(&l.level.as_str()) {
+                    return Err(ActionConfigError::new(
+                        "log.level",
+                        format!(
+                            "must be trace, debug, info, warn or error, got {:?}",
+                            l.level
+                        ),
+                    ));
+                }
+                if let Some(t) = &l.message_template {
+                    template::check("log.message_template", t)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The methods a webhook may use.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// A webhook's method, any case.
+pub(crate) fn webhook_method(method: &str) -> Result<Method, ActionConfigError> {
+    Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .ok()
+        .filter(|m| METHODS.contains(m))
+        .ok_or_else(|| {
+            ActionConfigError::new(
+                "webhook.method",
+                format!("must be GET, POST, PUT, PATCH or DELETE, got {method:?}"),
+            )
+        })
+}
+
+/// A webhook's extra headers, checked by `http`'s own types.
+pub(crate) fn webhook_headers(
+    headers: &BTreeMap<String, String>,
+) -> Result<HeaderMap, ActionConfigError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Err(ActionConfigError::new(
+                "webhook.headers",
+                format!("{name:?} is not a valid header name"),
+            ));
+        };
+        let Ok(v) = HeaderValue::from_str(value) else {
+            let message = match value
+                .bytes()
+                .position(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                Some(i) => format!(
+                    "the value of {name:?} holds the control byte {:#04x} at {i}",
+                    value.as_bytes()[i]
+                ),
+                None => format!(
+                    "the value of {name:?} is not a valid header value (visible ASCII, space and tab only)"
+                ),
+            };
+            return Err(ActionConfigError::new("webhook.headers", message));
+        };
+        map.append(header, v);
+    }
+    Ok(map)
+}
+
+/// The HMAC key of a Standard Webhooks secret: the base64 after an optional
+/// `whsec_` prefix, at least 16 bytes. The error never repeats the secret.
+pub(crate) fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    if encoded.is_empty() {
+        return Err("must not be empty when set (expected whsec_ followed by base64)".into());
+    }
+    let key = BASE64
+        .decode(encoded)
+        .map_err(|e| format!("is not valid base64 after the whsec_ prefix ({e})"))?;
+    if key.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "decodes to {} bytes; a signing key needs at least {MIN_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// The shortest signing key accepted.
+const MIN_KEY_BYTES: usize = 16;
+
+fn is_plausible_email(a: &str) -> bool {
+    match a.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !a.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_config_is_tagged_by_type_and_refuses_unknown_fields() {
+        let a: ActionConfig = serde_json::from_str(
+            r##"{"type":"slack","webhook_url":"https://hooks.slack.com/services/T/B/X","channel":"#ops"}"##,
+        )
+        .unwrap();
+        assert_eq!(a.action_type(), "slack");
+        assert_eq!(a.endpoint(), "https://hooks.slack.com:443");
+        let e = serde_json::from_str::<ActionConfig>(
+            r#"{"type":"webhook","url":"http://a","bogus":1}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = serde_json::from_str::<ActionConfig>(r#"{"type":"sms"}"#).unwrap_err();
+        assert!(e.to_string().contains("sms"), "{e}");
+        let l: ActionConfig = serde_json::from_str(r#"{"type":"log"}"#).unwrap();
+        assert_eq!(
+            l,
+            ActionConfig::Log(LogAction {
+                level: "info".into(),
+                message_template: None
+            })
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let hook = |url: &str, method: &str| {
+            ActionConfig::Webhook(WebhookAction {
+                url: url.into(),
+                method: method.into(),
+                headers: BTreeMap::new(),
+                body_template: None,
+                signing_secret: None,
+            })
+        };
+        assert_eq!(
+            hook("", "POST").validate().unwrap_err().field,
+            "webhook.url"
+        );
+        assert_eq!(
+            hook("http://a", "BREW").validate().unwrap_err().field,
+            "webhook.method"
+        );
+        assert!(hook("http://a", "post").validate().is_ok());
+        let mut w = WebhookAction {
+            url: "http://a".into(),
+            method: "POST".into(),
+            headers: BTreeMap::from([("X-Ok".into(), "a\r\nInjected: 1".into())]),
+            body_template: None,
+            signing_secret: None,
+        };
+        assert_eq!(
+            ActionConfig::Webhook(w.clone())
+                .validate()
+                .unwrap_err()
+                .field,
+            "webhook.headers"
+        );
+        w.headers.clear();
+        w.signing_secret = Some(String::new());
+        assert_eq!(
+            ActionConfig::Webhook(w).validate().unwrap_err().field,
+            "webhook.signing_secret"
+        );
+        let email = |to: Vec<&str>, subject: &str| {
+            ActionConfig::Email(EmailAction {
+                to: to.into_iter().map(String::from).collect(),
+                subject: subject.into(),
+                body_template: String::new(),
+            })
+        };
+        assert_eq!(email(vec![], "s").validate().unwrap_err().field, "email.to");
+        assert_eq!(
+            email(vec!["nobody"], "s").validate().unwrap_err().field,
+            "email.to"
+        );
+        assert_eq!(
+            email(vec!["a@b.c"], " ").validate().unwrap_err().field,
+            "email.subject"
+        );
+        assert!(email(vec!["a@b.c"], "hi").validate().is_ok());
+        let log = ActionConfig::Log(LogAction {
+            level: "loud".into(),
+            message_template: None,
+        });
+        assert_eq!(log.validate().unwrap_err().field, "log.level");
+    }
+
+    /// Regression: header values with control bytes other than CR, LF and
+    /// NUL passed `validate()` although `http::HeaderValue` refuses them.
+    #[test]
+    fn header_values_with_control_bytes_are_refused() {
+        for bad in [
+            "a\x01b",
+            "tab\tok\x7f",
+            "esc\x1b[0m",
+            "a\rb",
+            "a\nb",
+            "a\0b",
+        ] {
+            let action = ActionConfig::Webhook(WebhookAction {
+                url: "http://a".into(),
+                method: "POST".into(),
+                headers: BTreeMap::from([("X-Ok".into(), bad.into())]),
+                body_template: None,
+                signing_secret: None,
+            });
+            let err = action.validate().unwrap_err();
+            assert_eq!(err.field, "webhook.headers", "{bad:?}");
+            assert!(err.message.contains("control byte"), "{bad:?}: {err}");
+        }
+        let ok = ActionConfig::Webhook(WebhookAction {
+            url: "http://a".into(),
+            method: "POST".into(),
+            headers: BTreeMap::from([("X-Ok".into(), "tab\tand space".into())]),
+            body_template: None,
+            signing_secret: None,
+        });
+        assert!(ok.validate().is_ok());
+        let bad_name = ActionConfig::Webhook(WebhookAction {
+            url: "http://a".into(),
+            method: "POST".into(),
+            headers: BTreeMap::from([("X(Bad)".into(), "v".into())]),
+            body_template: None,
+            signing_secret: None,
+        });
+        assert_eq!(bad_name.validate().unwrap_err().field, "webhook.headers");
+    }
+
+    fn signed(secret: &str) -> ActionConfig {
+        ActionConfig::Webhook(WebhookAction {
+            url: "https://hooks.example.com/x".into(),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body_template: None,
+            signing_secret: Some(secret.into()),
+        })
+    }
+
+    #[test]
+    fn signing_secrets_must_be_base64_of_16_bytes_or_more() {
+        assert!(signed("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+            .validate()
+            .is_ok());
+        for (secret, want) in [
+            ("whsec_not base64!", "not valid base64"),
+            ("whsec_c2hvcnQ=", "decodes to 5 bytes"),
+            ("whsec_", "must not be empty"),
+            ("", "must not be empty"),
+        ] {
+            let err = signed(secret).validate().unwrap_err();
+            assert_eq!(err.field, "webhook.signing_secret", "{secret}");
+            assert!(err.message.contains(want), "{secret}: {err}");
+            if secret.len() > 6 {
+                assert!(
+                    !err.to_string().contains(&secret[6..]),
+                    "the secret leaked: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_signing_secret() {
+        let text = format!("{:?}", signed("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"));
+        assert!(!text.contains("C2FVsBQ"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+
+    #[test]
+    fn template_syntax_errors_name_the_field() {
+        let a = ActionConfig::Log(LogAction {
+            level: "info".into(),
+            message_template: Some("{{ entity_type".into()),
+        });
+        assert_eq!(a.validate().unwrap_err().field, "log.message_template");
+        let a = ActionConfig::Webhook(WebhookAction {
+            url: "http://a".into(),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body_template: Some("{% if %}".into()),
+            signing_secret: None,
+        });
+        assert_eq!(a.validate().unwrap_err().field, "webhook.body_template");
+        let a = ActionConfig::Email(EmailAction {
+            to: vec!["a@b.c".into()],
+            subject: "{{ oops".into(),
+            body_template: String::new(),
+        });
+        assert_eq!(a.validate().unwrap_err().field, "email.subject");
+    }
+}

@@ -1,0 +1,125 @@
+//! Endpoint keys: which breaker an HTTP action is judged by.
+//!
+//! URLs are parsed the WHATWG way (the `url` crate, which is also what
+//! reqwest uses), so the key is always the host a request really goes to:
+//! `http://a.example\@b.example/` is a request to `a.example` (a backslash
+//! ends the authority in an `http` URL), and its key says so. The key keeps
+//! only `scheme://host:port`, so that a breaker (and a metrics label) stands
+//! for one server, whatever the path, query or credentials.
+
+use url::Url;
+
+/// The parts of an http(s) URL that choose its breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UrlParts {
+    pub(crate) scheme: &'static str,
+    /// Lowercase; IPv6 addresses in brackets.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl UrlParts {
+    /// `scheme://host:port`.
+    pub(crate) fn key(&self) -> String {
+        format!("{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// Parses an `http` or `https` URL; the error says what is wrong.
+pub(crate) fn parse_url(url: &str) -> Result<UrlParts, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    let scheme = match parsed.scheme() {
+        "http" => "http",
+        "https" => "https",
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} (expected http or https)"
+            ))
+        }
+    };
+    let host = match parsed.host_str() {
+        Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
+        _ => return Err(format!("{url:?} has no host")),
+    };
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| format!("{url:?} has no port"))?;
+    if port == 0 {
+        return Err(format!("{url:?}: port 0 is not a port (1..=65535)"));
+    }
+    Ok(UrlParts { scheme, host, port })
+}
+
+/// The breaker key of a URL: `scheme://host:port`, or the URL itself when it
+/// does not parse (validation refuses such actions before they run).
+pub(crate) fn url_endpoint(url: &str) -> String {
+    match parse_url(url) {
+        Ok(p) => p.key(),
+        Err(_) => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_scheme_host_and_port_only() {
+        let cases = [
+            (
+                "https://Hooks.Example.com/a/b?c=d",
+                "https://hooks.example.com:443",
+            ),
+            ("http://example.com", "http://example.com:80"),
+            (
+                "http://user:pw@example.com:8080/x",
+                "http://example.com:8080",
+            ),
+            ("https://[::1]:9000/hook", "https://[::1]:9000"),
+            ("http://127.0.0.1:3000#frag", "http://127.0.0.1:3000"),
+            ("HTTP://EXAMPLE.com:80/", "http://example.com:80"),
+            ("not a url", "not a url"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(url_endpoint(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_name_the_problem() {
+        for (url, want) in [
+            ("", "not a valid URL"),
+            ("ftp://x", "unsupported scheme"),
+            ("http://", "not a valid URL"),
+            ("http://:80", "not a valid URL"),
+            ("http://h:99999", "not a valid URL"),
+            ("http://h:0", "port 0"),
+            ("http://[::1", "not a valid URL"),
+        ] {
+            let err = parse_url(url).unwrap_err();
+            assert!(err.contains(want), "{url}: {err}");
+        }
+    }
+
+    /// Regression: the hand-written parser took the last `@` as the end of
+    /// the userinfo and keyed this URL as `b.example`, while a WHATWG parser
+    /// (reqwest's) sends the request to `a.example`.
+    #[test]
+    fn backslash_before_at_keys_the_host_the_request_goes_to() {
+        let url = r"http://a.example\@b.example/";
+        assert_eq!(url_endpoint(url), "http://a.example:80");
+        // The same URL with the backslash as a path: one host, one key.
+        assert_eq!(
+            url_endpoint("http://a.example/@b.example/"),
+            "http://a.example:80"
+        );
+    }
+
+    /// Regression: `http://a.example:80:90` used to validate (the port was
+    /// read after the last colon).
+    #[test]
+    fn two_ports_are_not_a_url() {
+        let err = parse_url("http://a.example:80:90").unwrap_err();
+        assert!(err.contains("not a valid URL"), "{err}");
+    }
+}

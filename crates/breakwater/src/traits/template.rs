@@ -1,0 +1,125 @@
+//! Templates of actions (`body_template`, `message_template`, `subject`),
+//! rendered with `minijinja` over the event.
+//!
+//! The event's fields are the template's variables: `{{ id }}`,
+//! `{{ event_type }}`, `{{ entity_type }}`, `{{ entity_id }}`,
+//! `{{ data.field }}`, `{{ changes.field.old }}`, `{{ user_id }}`,
+//! `{{ timestamp }}`. A field the event does not have renders empty (also
+//! deeper down: `{{ data.a.b.c }}`), so one event without an optional field
+//! does not fail its action. `{{ data | tojson }}` writes JSON. A syntax error
+//! is found by `ActionConfig::validate()`, naming the field. Rendering runs on
+//! a fuel budget, so no template can spin for long.
+
+use minijinja::value::{Serde, Value};
+use minijinja::{Environment, UndefinedBehavior};
+
+use super::error::{ActionConfigError, Error};
+use super::event::EntityEvent;
+
+/// Instructions one rendering may run: far above any sensible template,
+/// far below a runaway loop.
+const FUEL: u64 = 100_000;
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // A missing field renders empty, however deep (the documented choice).
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_fuel(Some(FUEL));
+    env
+}
+
+/// Checks that `source` compiles.
+pub(crate) fn check(field: &'static str, source: &str) -> Result<(), ActionConfigError> {
+    environment()
+        .template_from_str(source)
+        .map(drop)
+        .map_err(|e| ActionConfigError::new(field, format!("is not a valid template: {e}")))
+}
+
+/// Renders `source` over `event`.
+///
+/// # Errors
+///
+/// [`Error::InvalidAction`] naming `field` when the template does not compile
+/// or fails while rendering (a filter given a wrong value, fuel spent).
+// Used by the executors of the `webhook` feature (and the tests below).
+#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
+pub(crate) fn render(
+    field: &'static str,
+    source: &str,
+    event: &EntityEvent,
+) -> Result<String, Error> {
+    let env = environment();
+    let template = env
+        .template_from_str(source)
+        .map_err(|e| ActionConfigError::new(field, format!("is not a valid template: {e}")))?;
+    template
+        .render(Value::from(Serde(event)))
+        .map_err(|e| ActionConfigError::new(field, format!("failed to render: {e}")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traits::EventKind;
+
+    fn event() -> EntityEvent {
+        let mut e = EntityEvent::new(
+            EventKind::Insert,
+            "order",
+            uuid::Uuid::nil(),
+            serde_json::json!({"total": 42, "customer": {"name": "Ada"}}),
+        );
+        e.id = uuid::Uuid::nil();
+        e
+    }
+
+    #[test]
+    fn fields_of_the_event_render() {
+        let out = render(
+            "t",
+            "{{ event_type }} {{ entity_type }} {{ data.total }} {{ data.customer.name }} {{ entity_id }}",
+            &event(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "INSERT order 42 Ada 00000000-0000-0000-0000-000000000000"
+        );
+        let json = render("t", "{{ data | tojson }}", &event()).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, event().data);
+    }
+
+    #[test]
+    fn missing_fields_render_empty() {
+        let out = render(
+            "t",
+            "[{{ data.nope }}][{{ data.a.b.c }}][{{ user_id }}][{{ nothing.at.all }}]",
+            &event(),
+        )
+        .unwrap();
+        assert_eq!(out, "[][][][]");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field() {
+        let e = check("webhook.body_template", "{{ data.total ").unwrap_err();
+        assert_eq!(e.field, "webhook.body_template");
+        assert!(e.message.contains("not a valid template"), "{e}");
+        let e = render("log.message_template", "{% for %}", &event()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidAction(c) if c.field == "log.message_template"));
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let e = render(
+            "t",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &event(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("failed to render"), "{e}");
+        assert!(e.is_permanent());
+    }
+}

@@ -1,0 +1,511 @@
+//! Real action executors: webhooks, Slack, email, log lines.
+//!
+//! | executor | performs | how |
+//! | --- | --- | --- |
+//! | [`WebhookExecutor`] | `webhook` and `slack` actions | reqwest over rustls, one pooled client |
+//! | [`SlackExecutor`] | `slack` actions | a webhook with Slack's payload (`text`, `channel`) |
+//! | [`EmailExecutor`] | `email` actions | SMTP with lettre (implicit TLS, STARTTLS, or plain for local relays) |
+//! | [`LogExecutor`] | `log` actions | one `tracing` event at the configured level |
+//! | [`Executors`] | every action | routes each action to one of the above |
+//!
+//! Wrap any of them in a
+//! [`CircuitBreakerActionExecutor`](crate::traits::CircuitBreakerActionExecutor)
+//! to give each endpoint its breaker.
+//!
+//! # Webhooks
+//!
+//! A webhook is one HTTP request: the action's method and headers, and as
+//! body the rendered `body_template` or, without one, the event as JSON
+//! (`Content-Type: application/json` unless the action sets its own).
+//! Redirects are not followed (a 3xx is a permanent error: a receiver that
+//! moved must be reconfigured, and a redirect must not carry a signed body
+//! elsewhere). A connect timeout and a total timeout (up to the end of the
+//! response body) bound every request; at most
+//! [`max_response_bytes`](WebhookExecutorBuilder::max_response_bytes) of a
+//! response body are read, so a hostile receiver cannot make the executor
+//! read gigabytes.
+//!
+//! What an answer means for the next attempt is in [`Error`]: 2xx is
+//! delivered; 5xx, 408, 429, timeouts, refused or reset connections, DNS and
+//! TLS failures, and answers cut off are transient; 3xx and other 4xx are
+//! permanent; `410 Gone` is [`Error::Gone`]. `Retry-After` (seconds or an
+//! HTTP date) on 429 and 503 becomes [`Error::retry_after`], at most
+//! [`max_retry_after`](WebhookExecutorBuilder::max_retry_after).
+//!
+//! # Signing
+//!
+//! With a `signing_secret`, each request is signed the
+//! [Standard Webhooks](https://www.standardwebhooks.com) way (see
+//! [`signing`]): `webhook-id`, `webhook-timestamp` (this attempt's Unix
+//! seconds: every attempt is signed anew) and `webhook-signature`. The
+//! message id must be the same on every attempt of one action, so that the
+//! receiver can drop duplicates, also after a restart of the sender. The
+//! [`ActionExecutor::execute`] path derives it from the event and the action
+//! ([`WebhookExecutor::message_id`]); a caller that keeps its own id (a
+//! stored delivery's id) passes it to [`WebhookExecutor::execute_with_id`].
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use breakwater::traits::{ActionConfig, ActionExecutor, EntityEvent, EventKind};
+//! use breakwater::webhook::WebhookExecutor;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let action: ActionConfig = serde_json::from_str(r#"{
+//!     "type": "webhook",
+//!     "url": "https://hooks.example.com/orders",
+//!     "signing_secret": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+//! }"#)?;
+//! action.validate()?;
+//! let event = EntityEvent::new(EventKind::Insert, "order", uuid::Uuid::new_v4(), serde_json::json!({"total": 42}));
+//! let executor = WebhookExecutor::new()?;
+//! let result = executor.execute(&event, &action).await?;
+//! assert!(result.success);
+//! # Ok(()) }
+//! ```
+
+mod classify;
+mod dispatch;
+mod email;
+mod log;
+pub mod signing;
+mod slack;
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+pub use self::dispatch::Executors;
+pub use self::email::{EmailExecutor, EmailExecutorBuilder, SmtpTls};
+pub use self::log::LogExecutor;
+pub use self::signing::SigningKey;
+pub use self::slack::SlackExecutor;
+use crate::traits::{
+    parse_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
+    ActionExecutor, ActionResult, EntityEvent, Error, Result, WebhookAction,
+};
+
+/// Performs `webhook` (and `slack`) actions over HTTP(S).
+///
+/// One pooled `reqwest` client (rustls) per executor; `Clone` is cheap and
+/// shares the pool. See the [module docs](self) for what a request looks
+/// like and how answers are classified.
+#[derive(Debug, Clone)]
+pub struct WebhookExecutor {
+    client: reqwest::Client,
+    limits: Limits,
+}
+
+/// The limits of every request.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_response_bytes: usize,
+    max_retry_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            max_response_bytes: 16 * 1024,
+            max_retry_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Builds a [`WebhookExecutor`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use breakwater::webhook::WebhookExecutor;
+///
+/// let executor = WebhookExecutor::builder()
+///     .connect_timeout(Duration::from_secs(2))
+///     .timeout(Duration::from_secs(10))
+///     .max_response_bytes(4096)
+///     .max_retry_after(Duration::from_secs(300))
+///     .build()
+///     .unwrap();
+/// # drop(executor);
+/// assert!(WebhookExecutor::builder().timeout(Duration::ZERO).build().is_err());
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct WebhookExecutorBuilder {
+    limits: Limits,
+}
+
+impl WebhookExecutorBuilder {
+    /// Time to open a connection (TCP and TLS); 5 s by default.
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.limits.connect_timeout = limit;
+        self
+    }
+
+    /// Time for a whole request, up to the end of the response body; 30 s
+    /// by default.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.limits.timeout = limit;
+        self
+    }
+
+    /// How much of a response body is read (the rest is dropped with the
+    /// connection); 16 KiB by default.
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.limits.max_response_bytes = limit;
+        self
+    }
+
+    /// The longest `Retry-After` honoured; 10 minutes by default.
+    pub fn max_retry_after(mut self, limit: Duration) -> Self {
+        self.limits.max_retry_after = limit;
+        self
+    }
+
+    /// The executor.
+    ///
+    /// # Errors
+    ///
+    /// A permanent [`Error`] when a timeout is zero or the TLS backend
+    /// cannot start.
+    pub fn build(self) -> Result<WebhookExecutor> {
+        let l = self.limits;
+        if l.connect_timeout.is_zero() || l.timeout.is_zero() {
+            return Err(Error::permanent(
+                "webhook executor: connect_timeout and timeout must be above zero",
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(l.connect_timeout)
+            .timeout(l.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::permanent(format!("cannot build the HTTP client: {e}")))?;
+        Ok(WebhookExecutor { client, limits: l })
+    }
+}
+
+/// A request ready to go.
+struct Request<'a> {
+    method: Method,
+    url: &'a str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    sign: Option<(SigningKey, &'a str)>,
+}
+
+/// What came back from a 2xx answer.
+struct Delivered {
+    status: http::StatusCode,
+    body: Vec<u8>,
+}
+
+impl WebhookExecutor {
+    /// An executor with the default limits (connect 5 s, total 30 s, 16 KiB
+    /// of response body, `Retry-After` up to 10 minutes).
+    ///
+    /// # Errors
+    ///
+    /// A permanent [`Error`] when the TLS backend cannot start.
+    pub fn new() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    /// A builder to choose the limits.
+    pub fn builder() -> WebhookExecutorBuilder {
+        WebhookExecutorBuilder::default()
+    }
+
+    /// The `webhook-id` of `action` for `event`:
+    /// `msg_<event id, 32 hex digits>_<16 hex digits>`, the latter the start
+    /// of a SHA-256 over the action's method (upper case), URL and body
+    /// template. The same event and action give the same id on every attempt
+    /// and after a restart; two different webhooks of one event get
+    /// different ids. Changing the headers or rotating the secret keeps it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::traits::{EntityEvent, EventKind, WebhookAction};
+    /// use breakwater::webhook::WebhookExecutor;
+    ///
+    /// let event = EntityEvent::new(EventKind::Insert, "order", uuid::Uuid::new_v4(), serde_json::json!({}));
+    /// let hook = |url: &str| WebhookAction {
+    ///     url: url.into(),
+    ///     method: "POST".into(),
+    ///     headers: Default::default(),
+    ///     body_template: None,
+    ///     signing_secret: None,
+    /// };
+    /// let id = WebhookExecutor::message_id(&event, &hook("https://a.example/x"));
+    /// assert_eq!(id, WebhookExecutor::message_id(&event, &hook("https://a.example/x")));
+    /// assert_ne!(id, WebhookExecutor::message_id(&event, &hook("https://a.example/y")));
+    /// assert!(id.starts_with(&format!("msg_{}_", event.id.simple())));
+    /// ```
+    pub fn message_id(event: &EntityEvent, action: &WebhookAction) -> String {
+        let mut hash = Sha256::new();
+        hash.update(action.method.to_ascii_uppercase().as_bytes());
+        hash.update([0]);
+        hash.update(action.url.as_bytes());
+        hash.update([0]);
+        hash.update(
+            action
+                .body_template
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        let digest = hash.finalize();
+        let mut id = format!("msg_{}_", event.id.simple());
+        for byte in &digest[..8] {
+            // Writing to a String cannot fail.
+            let _ = write!(id, "{byte:02x}");
+        }
+        id
+    }
+
+    /// Performs `action` for `event`, signing it (when it has a secret) with
+    /// `message_id` as `webhook-id`: for callers that keep their own id per
+    /// delivery. `message_id` must be a valid header value.
+    ///
+    /// # Errors
+    ///
+    /// An [`Error`] classified as the [module docs](self) say;
+    /// [`Error::InvalidAction`] for an action that cannot be sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the request (the receiver may or may not
+    /// have got it).
+    pub async fn execute_with_id(
+        &self,
+        event: &EntityEvent,
+        action: &WebhookAction,
+        message_id: &str,
+    ) -> Result<ActionResult> {
+        let started = Instant::now();
+        let request = self.prepare(event, action, message_id)?;
+        let delivered = self.send(request).await?;
+        Ok(ActionResult {
+            action_type: "webhook".into(),
+            success: true,
+            message: classify::describe(delivered.status, &delivered.body),
+            duration_ms: elapsed_ms(started),
+            status_code: Some(delivered.status.as_u16()),
+        })
+    }
+
+    /// Checks `action` and builds its request.
+    fn prepare<'a>(
+        &self,
+        event: &EntityEvent,
+        action: &'a WebhookAction,
+        message_id: &'a str,
+    ) -> Result<Request<'a>> {
+        parse_url(&action.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
+        let method = webhook_method(&action.method)?;
+        let headers = webhook_headers(&action.headers)?;
+        let body = match &action.body_template {
+            Some(t) => template::render("webhook.body_template", t, event)?.into_bytes(),
+            None => event_json(event)?,
+        };
+        let sign = match &action.signing_secret {
+            Some(secret) => Some((SigningKey::from_secret(secret)?, message_id)),
+            None => None,
+        };
+        Ok(Request {
+            method,
+            url: &action.url,
+            headers,
+            body,
+            sign,
+        })
+    }
+
+    /// Sends one request and reads (the start of) its answer.
+    async fn send(&self, request: Request<'_>) -> Result<Delivered> {
+        let Request {
+            method,
+            url,
+            mut headers,
+            body,
+            sign,
+        } = request;
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some((key, id)) = sign {
+            let id_value = HeaderValue::from_str(id).map_err(|_| {
+                Error::permanent(format!("the message id {id:?} is not a valid header value"))
+            })?;
+            let timestamp = unix_seconds(SystemTime::now());
+            let signature = key.sign(id, timestamp, &body);
+            headers.insert(signing::ID_HEADER, id_value);
+            headers.insert(signing::TIMESTAMP_HEADER, HeaderValue::from(timestamp));
+            headers.insert(
+                signing::SIGNATURE_HEADER,
+                HeaderValue::from_str(&signature)
+                    .map_err(|_| Error::permanent("the signature is not a valid header value"))?,
+            );
+        }
+        let l = self.limits;
+        let transport = |e: reqwest::Error| {
+            classify::transport_error(&e.without_url(), l.connect_timeout, l.timeout)
+        };
+        let mut response = self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let mut taken = Vec::new();
+        let read = read_capped(&mut response, l.max_response_bytes, &mut taken).await;
+        if status.is_success() {
+            read.map_err(transport)?;
+            return Ok(Delivered {
+                status,
+                body: taken,
+            });
+        }
+        // The status decides; a body cut off after it changes nothing.
+        Err(classify::status_error(
+            status,
+            response.headers(),
+            &taken,
+            l.max_retry_after,
+            SystemTime::now(),
+        ))
+    }
+}
+
+/// Reads `response`'s body into `into`, up to `cap` bytes.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: usize,
+    into: &mut Vec<u8>,
+) -> std::result::Result<(), reqwest::Error> {
+    while into.len() < cap {
+        match response.chunk().await? {
+            Some(chunk) => {
+                let take = chunk.len().min(cap - into.len());
+                into.extend_from_slice(&chunk[..take]);
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// The event as the default body.
+fn event_json(event: &EntityEvent) -> Result<Vec<u8>> {
+    serde_json::to_vec(event)
+        .map_err(|e| Error::permanent(format!("cannot encode the event as JSON: {e}")))
+}
+
+fn unix_seconds(now: SystemTime) -> i64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The error for an action an executor does not perform.
+fn not_mine(executor: &str, action: &ActionConfig) -> Error {
+    Error::InvalidAction(ActionConfigError::new(
+        "type",
+        format!(
+            "{executor} does not perform {} actions",
+            action.action_type()
+        ),
+    ))
+}
+
+#[async_trait]
+impl ActionExecutor for WebhookExecutor {
+    /// Performs a `webhook` action (signed with
+    /// [`message_id`](WebhookExecutor::message_id) as id) or a `slack` one.
+    async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
+        match action {
+            ActionConfig::Webhook(w) => {
+                let id = Self::message_id(event, w);
+                self.execute_with_id(event, w, &id).await
+            }
+            ActionConfig::Slack(s) => slack::deliver(self, event, s).await,
+            other => Err(not_mine("the webhook executor", other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_and_tell_actions_apart() {
+        let mut event = EntityEvent::new(
+            crate::traits::EventKind::Insert,
+            "order",
+            uuid::Uuid::nil(),
+            serde_json::json!({}),
+        );
+        event.id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let hook = WebhookAction {
+            url: "https://a.example/x".into(),
+            method: "post".into(),
+            headers: Default::default(),
+            body_template: None,
+            signing_secret: None,
+        };
+        let id = WebhookExecutor::message_id(&event, &hook);
+        // A fixed value: the id must not change between versions either.
+        assert_eq!(
+            id,
+            WebhookExecutor::message_id(
+                &event,
+                &WebhookAction {
+                    method: "POST".into(),
+                    signing_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
+                    ..hook.clone()
+                }
+            )
+        );
+        // SHA-256 of "POST\0https://a.example/x\0", first 8 bytes.
+        assert_eq!(id, "msg_0123456789abcdef0123456789abcdef_04b0c7baea14f1ca");
+        let templated = WebhookAction {
+            body_template: Some("{{ id }}".into()),
+            ..hook.clone()
+        };
+        assert_ne!(id, WebhookExecutor::message_id(&event, &templated));
+        let put = WebhookAction {
+            method: "PUT".into(),
+            ..hook
+        };
+        assert_ne!(id, WebhookExecutor::message_id(&event, &put));
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        assert!(WebhookExecutor::builder()
+            .connect_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .is_permanent());
+        assert!(WebhookExecutor::new().is_ok());
+    }
+}

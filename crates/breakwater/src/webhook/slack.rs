@@ -1,0 +1,102 @@
+//! Slack incoming webhooks: a webhook with Slack's payload.
+
+use async_trait::async_trait;
+use http::{HeaderMap, Method};
+use tokio::time::Instant;
+
+use super::{classify, elapsed_ms, not_mine, Request, WebhookExecutor};
+use crate::traits::{
+    parse_url, template, ActionConfig, ActionConfigError, ActionExecutor, ActionResult,
+    EntityEvent, Error, Result, SlackAction,
+};
+
+/// Performs `slack` actions: a `POST` of `{"text": ..., "channel": ...}` to
+/// the incoming-webhook URL (unsigned: Slack authenticates by the URL).
+///
+/// `text` is the rendered `message_template`, or `EVENT_TYPE entity_type
+/// entity_id` without one; `channel` is sent only when set. Answers are
+/// classified like any webhook's.
+///
+/// # Examples
+///
+/// ```
+/// use breakwater::webhook::{SlackExecutor, WebhookExecutor};
+///
+/// // Shares the webhook executor's connection pool.
+/// let slack = SlackExecutor::from_webhook(WebhookExecutor::new().unwrap());
+/// # drop(slack);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SlackExecutor {
+    http: WebhookExecutor,
+}
+
+impl SlackExecutor {
+    /// A Slack executor with its own default [`WebhookExecutor`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WebhookExecutor::new`].
+    pub fn new() -> Result<Self> {
+        WebhookExecutor::new().map(Self::from_webhook)
+    }
+
+    /// A Slack executor sending through `http` (and its pool and limits).
+    pub fn from_webhook(http: WebhookExecutor) -> Self {
+        Self { http }
+    }
+}
+
+/// The `text` of a Slack message (also the default log line).
+pub(crate) fn default_text(event: &EntityEvent) -> String {
+    format!(
+        "{} {} {}",
+        event.event_type, event.entity_type, event.entity_id
+    )
+}
+
+/// Sends a Slack action through `http`.
+pub(crate) async fn deliver(
+    http: &WebhookExecutor,
+    event: &EntityEvent,
+    action: &SlackAction,
+) -> Result<ActionResult> {
+    let started = Instant::now();
+    parse_url(&action.webhook_url).map_err(|m| ActionConfigError::new("slack.webhook_url", m))?;
+    let text = match &action.message_template {
+        Some(t) => template::render("slack.message_template", t, event)?,
+        None => default_text(event),
+    };
+    let mut payload = serde_json::json!({ "text": text });
+    if let Some(channel) = &action.channel {
+        payload["channel"] = channel.as_str().into();
+    }
+    let body = serde_json::to_vec(&payload)
+        .map_err(|e| Error::permanent(format!("cannot encode the Slack message: {e}")))?;
+    let delivered = http
+        .send(Request {
+            method: Method::POST,
+            url: &action.webhook_url,
+            headers: HeaderMap::new(),
+            body,
+            sign: None,
+        })
+        .await?;
+    Ok(ActionResult {
+        action_type: "slack".into(),
+        success: true,
+        message: classify::describe(delivered.status, &delivered.body),
+        duration_ms: elapsed_ms(started),
+        status_code: Some(delivered.status.as_u16()),
+    })
+}
+
+#[async_trait]
+impl ActionExecutor for SlackExecutor {
+    async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
+        match action {
+            ActionConfig::Slack(s) => deliver(&self.http, event, s).await,
+            other => Err(not_mine("the Slack executor", other)),
+        }
+    }
+}
