@@ -94,12 +94,18 @@ impl AppState {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The tokens in force.
     pub fn tokens(&self) -> Tokens {
-        self.tokens.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The registry `/metrics` encodes.

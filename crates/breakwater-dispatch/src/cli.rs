@@ -129,7 +129,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 duration: std::time::Duration::from_secs(duration.max(4)),
                 listen,
             }))?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Dlq { command } => runtime()?.block_on(dlq(command)),
     }

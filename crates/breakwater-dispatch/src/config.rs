@@ -440,10 +440,16 @@ impl Config {
             let path = [Step::Key("retry")];
             if let Some(r) = c.parse::<RetryConfig>(&path, v.clone()) {
                 if r.max_attempts == 0 {
-                    c.problem(&[Step::Key("retry"), Step::Key("max_attempts")], "must be >= 1");
+                    c.problem(
+                        &[Step::Key("retry"), Step::Key("max_attempts")],
+                        "must be >= 1",
+                    );
                 }
                 if r.backoff_ms == 0 {
-                    c.problem(&[Step::Key("retry"), Step::Key("backoff_ms")], "must be > 0");
+                    c.problem(
+                        &[Step::Key("retry"), Step::Key("backoff_ms")],
+                        "must be > 0",
+                    );
                 }
                 if r.max_backoff_ms < r.backoff_ms {
                     c.problem(
@@ -520,10 +526,15 @@ fn breaker_section(c: &mut Checker<'_>, v: &toml::Value) -> BreakerConfig {
     let mut defaults_table = table.clone();
     let endpoints = defaults_table.remove("endpoints");
     let mut out = BreakerConfig::default();
-    if let Some(d) = c.parse::<CircuitBreakerConfig>(&base, toml::Value::Table(defaults_table.clone())) {
+    if let Some(d) =
+        c.parse::<CircuitBreakerConfig>(&base, toml::Value::Table(defaults_table.clone()))
+    {
         if let Err(e) = d.validate() {
             for p in e.problems() {
-                c.problem(&[Step::Key("circuit_breaker"), Step::Key(p.field)], p.message.clone());
+                c.problem(
+                    &[Step::Key("circuit_breaker"), Step::Key(p.field)],
+                    p.message.clone(),
+                );
             }
         }
         out.defaults = d;
@@ -695,7 +706,10 @@ type = "sms"
                 ("listen", Some(1)),
                 ("bogus", Some(2)),
                 ("circuit_breaker.failure_threshold", Some(4)),
-                ("circuit_breaker.endpoints.\"http://a:1\".sample_sise", Some(6)),
+                (
+                    "circuit_breaker.endpoints.\"http://a:1\".sample_sise",
+                    Some(6)
+                ),
                 ("observers[0]", Some(7)),
                 ("observers[0].actions[0].url", Some(13)),
                 ("observers[0].actions[1]", Some(14)),

@@ -200,7 +200,8 @@ fn render(
 ) -> Vec<String> {
     let elapsed = started.elapsed();
     let width = 30usize;
-    let done = ((elapsed.as_secs_f64() / total.as_secs_f64()) * width as f64).min(width as f64) as usize;
+    let done =
+        ((elapsed.as_secs_f64() / total.as_secs_f64()) * width as f64).min(width as f64) as usize;
     let phase = if generating { "generating" } else { "draining" };
     let mut lines = vec![format!(
         "[{}{}] {:>5.1}s/{}s {phase}: {accepted} events accepted, {queue} actions pending",
@@ -248,22 +249,40 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let config = demo_config(dir.path().join("demo.db"), &receivers);
     let store = Arc::new(SqliteStore::open(&config.store)?);
     let executor = crate::executor::default_executor().map_err(|e| anyhow::anyhow!(e))?;
-    let running = match server::start(config.clone(), store.clone(), executor.clone(), options.listen).await {
+    let running = match server::start(
+        config.clone(),
+        store.clone(),
+        executor.clone(),
+        options.listen,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e:#}; using a free port instead");
             let store = Arc::new(SqliteStore::open(&dir.path().join("demo2.db"))?);
-            server::start(config, store, executor, SocketAddr::from(([127, 0, 0, 1], 0))).await?
+            server::start(
+                config,
+                store,
+                executor,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+            .await?
         }
     };
     let addr = running.addr;
     let tty = std::io::stdout().is_terminal();
-    println!("breakwater demo: metrics at http://{addr}/metrics, breakers at http://{addr}/breakers");
+    println!(
+        "breakwater demo: metrics at http://{addr}/metrics, breakers at http://{addr}/breakers"
+    );
     for r in &receivers {
         let what = match r.name {
             "healthy" => "always 200".to_string(),
             "flaky" => "500 for ~40% of requests".to_string(),
-            _ => format!("503 for the first {}s, then 200", (options.duration / 2).as_secs()),
+            _ => format!(
+                "503 for the first {}s, then 200",
+                (options.duration / 2).as_secs()
+            ),
         };
         println!("  {:<8} {}  {what}", r.name, r.url);
     }
@@ -364,7 +383,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     println!(
         "dead endpoint: breaker opened {opened} time(s); {deferred} deferral(s) while open; {delivered}/{accepted} delivered after it recovered"
     );
-    let ok = accepted > 0 && opened > 0 && deferred > 0 && delivered == accepted && healthy == accepted;
+    let ok =
+        accepted > 0 && opened > 0 && deferred > 0 && delivered == accepted && healthy == accepted;
     println!(
         "RESULT: {}",
         if ok {

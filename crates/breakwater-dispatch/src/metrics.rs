@@ -149,7 +149,9 @@ mod tests {
         let m = Metrics::default();
         let mut reg = Registry::default();
         m.register(&mut reg);
-        m.dead_lettered.get_or_create(&Metrics::endpoint("http://a:1")).inc();
+        m.dead_lettered
+            .get_or_create(&Metrics::endpoint("http://a:1"))
+            .inc();
         m.queue_depth.set(3);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();

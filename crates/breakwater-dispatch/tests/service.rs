@@ -48,12 +48,16 @@ async fn three_endpoint_behaviours_and_a_dead_endpoint_recovers_without_slowing_
     })
     .await;
     assert!(dead.delivered().is_empty());
-    wait_until("the dead endpoint's breaker to open and defer", LIMIT, || {
-        let m = dead_breaker.metrics();
-        let v = engine.breaker_views();
-        let d = v.iter().find(|v| v.endpoint == dead.endpoint).unwrap();
-        m.transitions_between(CircuitState::Closed, CircuitState::Open) >= 1 && d.deferred > 0
-    })
+    wait_until(
+        "the dead endpoint's breaker to open and defer",
+        LIMIT,
+        || {
+            let m = dead_breaker.metrics();
+            let v = engine.breaker_views();
+            let d = v.iter().find(|v| v.endpoint == dead.endpoint).unwrap();
+            m.transitions_between(CircuitState::Closed, CircuitState::Open) >= 1 && d.deferred > 0
+        },
+    )
     .await;
     let healthy_breaker = engine.breakers().get(&healthy.endpoint).unwrap();
     assert_eq!(healthy_breaker.state(), CircuitState::Closed);
@@ -73,7 +77,10 @@ async fn three_endpoint_behaviours_and_a_dead_endpoint_recovers_without_slowing_
     );
     wait_until("the queue to empty", LIMIT, || engine.held() == 0).await;
     let rec = engine.store().event(ids[0]).await.unwrap().unwrap();
-    assert!(rec.actions.iter().all(|a| a.status == ActionStatus::Delivered));
+    assert!(rec
+        .actions
+        .iter()
+        .all(|a| a.status == ActionStatus::Delivered));
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -92,13 +99,19 @@ async fn malformed_input_gets_4xx_and_stores_nothing() {
     let good = event(None).to_string();
     let huge = format!(
         "[{}]",
-        std::iter::repeat_n(good.as_str(), 40).collect::<Vec<_>>().join(",")
+        std::iter::repeat_n(good.as_str(), 40)
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"event_type\":".into(), 400, "malformed JSON"),
         (huge, 413, "limit"),
         (good.replace("\"Order\"", "12"), 400, "invalid type"),
-        (good.replace("\"data\"", "\"bogus\":1,\"data\""), 400, "bogus"),
+        (
+            good.replace("\"data\"", "\"bogus\":1,\"data\""),
+            400,
+            "bogus",
+        ),
         (good.replace("INSERT", "UPSERT"), 400, "UPSERT"),
         (format!("[{good}, 7]"), 400, "events[1]"),
     ];
@@ -133,10 +146,7 @@ async fn admin_routes_need_the_bearer_token() {
     let base = format!("http://{}", svc.addr);
     let client = reqwest::Client::new();
     let path = |op: &str| {
-        let enc: String = receiver
-            .endpoint
-            .replace(':', "%3A")
-            .replace('/', "%2F");
+        let enc: String = receiver.endpoint.replace(':', "%3A").replace('/', "%2F");
         format!("{base}/breakers/{enc}/{op}")
     };
     let r = client.post(path("open")).send().await.unwrap();
@@ -231,9 +241,11 @@ async fn gone_disables_the_endpoint_and_keeps_its_actions_for_replay() {
         assert_eq!(post_events(&base, &event(Some(*id))).await.status(), 202);
     }
     let engine = svc.state.engine.clone();
-    wait_until("the endpoint to be disabled and its actions held", LIMIT, || {
-        engine.breaker_views()[0].disabled && engine.held() == 0
-    })
+    wait_until(
+        "the endpoint to be disabled and its actions held",
+        LIMIT,
+        || engine.breaker_views()[0].disabled && engine.held() == 0,
+    )
     .await;
     let rec = engine.store().event(ids[4]).await.unwrap().unwrap();
     assert_eq!(rec.actions[0].status, ActionStatus::Held);
@@ -281,7 +293,11 @@ async fn permanent_failures_and_exhausted_retries_are_dead_lettered() {
     assert_eq!(letters.len(), 2);
     let by_endpoint = |e: &str| letters.iter().find(|l| l.endpoint == e).unwrap().clone();
     assert_eq!(by_endpoint(&bad.endpoint).attempts, 1, "permanent: at once");
-    assert_eq!(by_endpoint(&down.endpoint).attempts, 2, "transient: max_attempts");
+    assert_eq!(
+        by_endpoint(&down.endpoint).attempts,
+        2,
+        "transient: max_attempts"
+    );
     let r = reqwest::get(format!("{base}/events/{id}")).await.unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -349,5 +365,38 @@ async fn signatures_verify_the_standard_webhooks_way() {
     );
     let now = chrono::Utc::now().timestamp();
     assert!((now - ts.parse::<i64>().unwrap()).abs() < 300);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_state_survives_a_restart() {
+    let token = admin_token();
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&dir.path().join("t.db"), &[&receiver.url], "");
+    let svc = start(&dir, &toml).await;
+    let enc = receiver.endpoint.replace(':', "%3A").replace('/', "%2F");
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/breakers/{enc}/open", svc.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The snapshot is written by a task on the transition; wait for it.
+    let store = svc.state.engine.store().clone();
+    let mut saved = false;
+    for _ in 0..500 {
+        if !store.snapshots().await.unwrap().is_empty() {
+            saved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saved, "a snapshot was saved on the transition");
+    svc.shutdown(Duration::from_secs(5)).await;
+    let svc = start(&dir, &toml).await;
+    let b = svc.state.engine.breakers().get(&receiver.endpoint).unwrap();
+    assert_eq!(b.state(), CircuitState::Open, "restored from the snapshot");
     svc.shutdown(Duration::from_secs(5)).await;
 }

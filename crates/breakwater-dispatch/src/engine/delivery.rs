@@ -14,16 +14,25 @@ use crate::store::{PendingAction, Update};
 /// What an attempt came to.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
-    Delivered { status: Option<u16> },
-    CircuitOpen { retry_after: Option<Duration> },
+    Delivered {
+        status: Option<u16>,
+    },
+    CircuitOpen {
+        retry_after: Option<Duration>,
+    },
     Transient {
         message: String,
         status: Option<u16>,
         retry_after: Option<Duration>,
         timeout: bool,
     },
-    Permanent { message: String, status: Option<u16> },
-    Gone { message: String },
+    Permanent {
+        message: String,
+        status: Option<u16>,
+    },
+    Gone {
+        message: String,
+    },
 }
 
 /// Sorts an executor's answer into an [`Outcome`].
@@ -156,10 +165,17 @@ impl Engine {
                 timeout,
             } => {
                 action.attempts += 1;
-                self.attempt(&lane.endpoint, if timeout { "timeout" } else { "transient" });
+                self.attempt(
+                    &lane.endpoint,
+                    if timeout { "timeout" } else { "transient" },
+                );
                 let retry = self.settings().retry;
-                match schedule::after_failure(&retry, action.attempts, rand::random::<f64>(), retry_after)
-                {
+                match schedule::after_failure(
+                    &retry,
+                    action.attempts,
+                    rand::random::<f64>(),
+                    retry_after,
+                ) {
                     AfterFailure::GiveUp => {
                         self.dead_letter(lane, action, message, status).await;
                     }
@@ -227,16 +243,25 @@ mod tests {
             Outcome::Delivered { status: Some(200) }
         );
         assert!(matches!(
-            classify(Ok(ActionResult { success: false, ..ok })),
+            classify(Ok(ActionResult {
+                success: false,
+                ..ok
+            })),
             Outcome::Transient { .. }
         ));
         assert!(matches!(
             classify(Err(Error::from_status(503, "x", None))),
-            Outcome::Transient { status: Some(503), .. }
+            Outcome::Transient {
+                status: Some(503),
+                ..
+            }
         ));
         assert!(matches!(
             classify(Err(Error::from_status(400, "x", None))),
-            Outcome::Permanent { status: Some(400), .. }
+            Outcome::Permanent {
+                status: Some(400),
+                ..
+            }
         ));
         assert!(matches!(
             classify(Err(Error::from_status(410, "x", None))),

@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use breakwater::resilience::per_endpoint::RegistryLimits;
 use breakwater::resilience::degradation::EndpointHealth;
+use breakwater::resilience::per_endpoint::RegistryLimits;
 use breakwater::traits::{ActionExecutor, CircuitBreakerActionExecutor, EntityEvent};
 use breakwater::{
     CircuitBreaker, CircuitSnapshot, CircuitState, DegradationLevel, GracefulDegradation,
@@ -132,7 +132,10 @@ struct Lane {
 
 impl Lane {
     fn disabled(&self) -> Option<String> {
-        self.disabled.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn resize(&self, want: usize) {
@@ -227,7 +230,9 @@ fn restore(breaker: &CircuitBreaker, snapshot: &CircuitSnapshot) {
         .unwrap_or(0)
         .saturating_sub(snapshot.taken_at_unix_ms);
     let still_open = snapshot.state == CircuitState::Open
-        && snapshot.open_remaining_ms.is_some_and(|left| left > elapsed);
+        && snapshot
+            .open_remaining_ms
+            .is_some_and(|left| left > elapsed);
     if !still_open {
         return;
     }
@@ -307,7 +312,9 @@ impl Engine {
         for (endpoint, json) in store.snapshots().await? {
             match serde_json::from_str::<CircuitSnapshot>(&json) {
                 Ok(snap) => restore(&breakers.get_or_create(&endpoint), &snap),
-                Err(e) => tracing::warn!(%endpoint, error = %e, "unreadable breaker snapshot ignored"),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "unreadable breaker snapshot ignored")
+                }
             }
         }
         for (endpoint, reason) in store.disabled_endpoints().await? {
@@ -386,12 +393,11 @@ impl Engine {
         drop(lanes);
         let snapshots = self.inner.snapshots.clone();
         let key = endpoint.to_string();
-        self.inner
-            .breakers
-            .get_or_create(endpoint)
-            .add_listener(move |_: &breakwater::Transition| {
+        self.inner.breakers.get_or_create(endpoint).add_listener(
+            move |_: &breakwater::Transition| {
                 let _ = snapshots.send(key.clone());
-            });
+            },
+        );
         tokio::spawn(lane_task(self.clone(), lane.clone(), rx));
         lane
     }
@@ -550,7 +556,14 @@ impl Engine {
             delivery: config.delivery.clone(),
         };
         let mut endpoints = config.endpoints();
-        endpoints.extend(self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned());
+        endpoints.extend(
+            self.inner
+                .lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
         endpoints.extend(config.circuit_breaker.endpoints.keys().cloned());
         endpoints.sort();
         endpoints.dedup();
@@ -738,10 +751,7 @@ async fn lane_task(
     }
 }
 
-async fn timer_task(
-    engine: Engine,
-    mut rx: mpsc::UnboundedReceiver<(PendingAction, Duration)>,
-) {
+async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingAction, Duration)>) {
     let mut queue = tokio_util::time::DelayQueue::new();
     let stop = engine.inner.stop.clone();
     loop {

@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn attempts_run_out_into_the_dead_letter_table() {
         let r = retry();
-        assert!(matches!(after_failure(&r, 3, 0.5, None), AfterFailure::RetryIn(_)));
+        assert!(matches!(
+            after_failure(&r, 3, 0.5, None),
+            AfterFailure::RetryIn(_)
+        ));
         assert_eq!(after_failure(&r, 4, 0.5, None), AfterFailure::GiveUp);
     }
 
@@ -140,6 +143,9 @@ mod tests {
     fn parking_follows_the_breaker() {
         assert_eq!(park_for(None), DEFAULT_PARK);
         assert_eq!(park_for(Some(Duration::ZERO)), MIN_PARK);
-        assert_eq!(park_for(Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            park_for(Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -143,7 +143,10 @@ mod tests {
             ("[]", "no event"),
             ("3", "expected an event object"),
             (&EVENT.replace("INSERT", "UPSERT"), "UPSERT"),
-            (&EVENT.replace("\"data\":{}", "\"data\":{},\"bogus\":1"), "bogus"),
+            (
+                &EVENT.replace("\"data\":{}", "\"data\":{},\"bogus\":1"),
+                "bogus",
+            ),
             (&EVENT.replace("\"Order\"", "7"), "invalid type"),
         ];
         for (body, want) in cases {

@@ -524,11 +524,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        let sender = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let sender = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(sender);
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
@@ -630,11 +626,20 @@ mod tests {
             error: "boom".into(),
             status: Some(500),
         };
-        store.apply(vec![dead(a[0].id), dead(a[1].id)]).await.unwrap();
+        store
+            .apply(vec![dead(a[0].id), dead(a[1].id)])
+            .await
+            .unwrap();
         let list = store.dead_letters(10).await.unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].last_error.as_deref(), Some("boom"));
-        assert_eq!(store.replay_dead_letters(Some(vec![a[0].id])).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .replay_dead_letters(Some(vec![a[0].id]))
+                .await
+                .unwrap(),
+            1
+        );
         let claimed = store.claim(10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].attempts, 0);

@@ -64,7 +64,11 @@ impl Receiver {
                     }
                     let mut code = s.load(Ordering::SeqCst);
                     if code == 0 {
-                        code = if rand::random::<f64>() < 0.4 { 500 } else { 200 };
+                        code = if rand::random::<f64>() < 0.4 {
+                            500
+                        } else {
+                            200
+                        };
                     }
                     let event_id = serde_json::from_slice::<serde_json::Value>(&body)
                         .ok()
@@ -144,7 +148,9 @@ event_type = "INSERT"
         store.display()
     );
     for u in urls {
-        s.push_str(&format!("[[observers.actions]]\ntype = \"webhook\"\nurl = \"{u}\"\n"));
+        s.push_str(&format!(
+            "[[observers.actions]]\ntype = \"webhook\"\nurl = \"{u}\"\n"
+        ));
     }
     s
 }
@@ -152,7 +158,8 @@ event_type = "INSERT"
 /// The service started in-process over a fresh store in `dir`.
 pub async fn start(dir: &tempfile::TempDir, toml: &str) -> Running {
     let config = Config::parse(toml).unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap_or_else(|e| panic!("{e}")));
+    let store =
+        Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap_or_else(|e| panic!("{e}")));
     let _ = &config.store;
     let executor = breakwater_dispatch::executor::default_executor().unwrap();
     server::start(config, store, executor, "127.0.0.1:0".parse().unwrap())
@@ -180,7 +187,10 @@ pub fn event(id: Option<Uuid>) -> serde_json::Value {
 pub async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
