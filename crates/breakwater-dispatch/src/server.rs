@@ -39,6 +39,9 @@ pub struct Running {
 fn registry(engine: &Engine) -> Registry {
     let mut registry = Registry::default();
     engine.metrics().register(&mut registry);
+    registry.register_collector(Box::new(
+        breakwater::prometheus::BreakerCollector::for_registry(engine.breakers().clone()),
+    ));
     registry
 }
 

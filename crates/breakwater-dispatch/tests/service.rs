@@ -313,6 +313,8 @@ async fn permanent_failures_and_exhausted_retries_are_dead_lettered() {
         "breakwater_dispatch_queue_depth",
         "breakwater_dispatch_oldest_pending_age_seconds",
         "breakwater_dispatch_delivery_latency_seconds",
+        "breakwater_circuit_state{",
+        "breakwater_circuit_requests_total{",
     ] {
         assert!(metrics.contains(name), "{name}");
     }

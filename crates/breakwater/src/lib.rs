@@ -36,6 +36,7 @@
 //! | `actions` | yes | `breakwater::traits`: events, actions, the `ActionExecutor` trait and the breaker around it (uuid, chrono, serde_json, async-trait, url, http, minijinja) |
 //! | `webhook` | no | `breakwater::webhook`: real executors (webhooks signed the Standard Webhooks way, Slack, email over SMTP, log), reqwest and lettre with rustls; implies `actions` |
 //! | `tower` | no | `breakwater::layer`: a tower `Layer` around any `Service`, one breaker or one per key |
+//! | `prometheus` | no | `breakwater::prometheus`: a scrape-time `prometheus-client` collector |
 //!
 //! With `default-features = false` the crate is the breaker alone: none of
 //! the `actions` dependencies are built.
@@ -46,6 +47,8 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod resilience;
 mod sync;
 #[cfg(feature = "actions")]

@@ -1018,7 +1018,7 @@ async fn run(config: CircuitBreakerConfig, ops: Vec<Op>) -> Result<(), TestCaseE
     let breaker = CircuitBreaker::new(config.clone());
     let events = Arc::new(Mutex::new(Vec::new()));
     let log = events.clone();
-    breaker.add_listener(move |t: &Transition| log.lock().unwrap().push(*t));
+    breaker.add_listener(move |t: &Transition| log.lock().unwrap().push(t.clone()));
     let mut run = Run {
         breaker: &breaker,
         events,

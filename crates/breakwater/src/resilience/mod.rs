@@ -70,7 +70,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use self::events::{Transition, TransitionListener};
+pub use self::events::{OpenDurations, Transition, TransitionListener};
 pub use self::permit::{OwnedPermit, Permit, Verdict};
 pub use self::snapshot::CircuitSnapshot;
 pub use self::state::CircuitState;
@@ -80,6 +80,9 @@ pub use crate::error::CircuitError;
 
 use self::core::{Change, Core, LazyNow, Refusal};
 use self::events::Events;
+pub(crate) use self::events::Listeners;
+#[cfg(feature = "prometheus")]
+pub(crate) use self::events::OPEN_DURATION_BOUNDS;
 
 /// A circuit breaker: runs calls while the service behind it is healthy,
 /// refuses them at once while it is not, and probes for its recovery.
@@ -180,22 +183,20 @@ impl Shared {
         let open_for = c
             .open_until_us
             .map(|until| Duration::from_micros(until.saturating_sub(c.at_us)));
-        match c.to {
-            CircuitState::Open => {
-                tracing::warn!(from = %c.from, open_for = ?open_for, "circuit breaker opened")
-            }
-            CircuitState::HalfOpen => tracing::info!(from = %c.from, "circuit breaker half-open"),
-            CircuitState::Closed => tracing::info!(from = %c.from, "circuit breaker closed"),
-        }
         if let Some(until) = c.open_until_us {
             self.arm_ticker(c.generation, until);
         }
-        self.events.publish(&Transition {
+        // For the log line: the rate that tripped an opening (the window is
+        // cleared only on closing).
+        let failure_rate = self.core.tally(&mut self.lazy_now()).failure_rate();
+        let t = Transition {
             from: c.from,
             to: c.to,
             at: self.instant_of(c.at_us),
             open_for,
-        });
+            name: self.events.name().cloned(),
+        };
+        self.events.publish(t, c.at_us, failure_rate);
     }
 
     /// Starts the timer task of an opening, if a tokio runtime is at hand.

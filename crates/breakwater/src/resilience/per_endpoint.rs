@@ -117,7 +117,8 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Verdict,
+    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Listeners,
+    Transition, TransitionListener, Verdict,
 };
 use crate::error::CircuitError;
 
@@ -267,6 +268,8 @@ pub struct PerEndpointCircuitBreaker {
     overflows: AtomicU64,
     epoch: Instant,
     sweeps: Sweeps,
+    /// Every breaker's transitions, named by endpoint; outlives evictions.
+    hub: Arc<Listeners>,
 }
 
 impl fmt::Debug for PerEndpointCircuitBreaker {
@@ -352,6 +355,7 @@ impl PerEndpointCircuitBreaker {
             overflows: AtomicU64::new(0),
             epoch: Instant::now(),
             sweeps: Sweeps::default(),
+            hub: Arc::default(),
         })
     }
 
@@ -681,6 +685,44 @@ impl PerEndpointCircuitBreaker {
         self.overflows.load(Ordering::Relaxed)
     }
 
+    /// A receiver of every future transition of every breaker of the
+    /// registry, each named by its endpoint ([`Transition::name`]); a
+    /// broadcast channel of 64 (a receiver that falls behind skips the
+    /// oldest). It lives as long as the registry, across evictions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitState};
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let mut events = breakers.subscribe();
+    /// breakers.get_or_create("https://a.example").force_open();
+    /// let t = events.try_recv().unwrap();
+    /// assert_eq!((t.name(), t.to), (Some("https://a.example"), CircuitState::Open));
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
+        self.hub.subscribe()
+    }
+
+    /// Calls `listener` on every future transition of every breaker of the
+    /// registry (each named by its endpoint), across evictions. It runs
+    /// outside the registry's locks, so it may call back into the registry.
+    pub fn add_listener(&self, listener: impl TransitionListener) {
+        self.hub.add(Arc::new(listener));
+    }
+
+    /// Every retained breaker, in no particular order; each is named by
+    /// its endpoint ([`CircuitBreaker::name`]). Cheaper than
+    /// [`statistics`](Self::statistics) when only some figures are needed.
+    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
+        self.breakers
+            .iter()
+            .map(|r| r.value().breaker.clone())
+            .collect()
+    }
+
     /// The miss path of [`get_or_create`](Self::get_or_create).
     #[cold]
     #[inline(never)]
@@ -892,11 +934,12 @@ impl PerEndpointCircuitBreaker {
     /// A breaker for `endpoint`: with its override, or sharing the default
     /// configuration.
     fn new_breaker(&self, endpoint: &str) -> CircuitBreaker {
-        match self.read_overrides().get(endpoint) {
+        let breaker = match self.read_overrides().get(endpoint) {
             Some(config) => CircuitBreaker::new(config.clone()),
             None => CircuitBreaker::with_shared_config(self.default_config.clone())
                 .expect("the default configuration was validated by the constructor"),
-        }
+        };
+        breaker.join(endpoint.into(), &self.hub)
     }
 
     fn read_overrides(&self) -> RwLockReadGuard<'_, Overrides> {
