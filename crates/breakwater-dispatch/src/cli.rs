@@ -87,6 +87,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -163,7 +164,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let open = |path: &PathBuf| -> anyhow::Result<Arc<SqliteStore>> {
         let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Arc::new(SqliteStore::open(&config.store)?))
+        Ok(Arc::new(SqliteStore::open_shared(&config.store)?))
     };
     match command {
         DlqCommand::List { config, limit } => {

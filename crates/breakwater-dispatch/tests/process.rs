@@ -27,7 +27,7 @@ impl Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_breakwater"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("BREAKWATER_LOG", "warn")
+            .env("BREAKWATER_LOG", "error")
             .env("BW_TEST_ADMIN_TOKEN", "t")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -216,4 +216,102 @@ async fn sigterm_drains_in_flight_deliveries_and_keeps_the_rest() {
         ids.iter().all(|id| got.contains_key(id))
     })
     .await;
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_breakwater"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["serve", "--help"],
+        &["check-config", "--help"],
+        &["dlq", "--help"],
+        &["dlq", "list", "--help"],
+        &["dlq", "replay", "--help"],
+        &["dlq", "purge", "--help"],
+    ] {
+        let (ok, out) = run(args);
+        assert!(ok && out.contains("Usage:"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"nowhere\"\nbogus = 1\n[retry]\nmax_attempts = 0\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n[[observers.actions]]\ntype = \"webhook\"\nurl = \"http://x\"\nsigning_secret = \"whsec_topsecretvalue\"\nbogus_key = 1\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&["check-config", bad.to_str().unwrap()]);
+    assert!(!ok);
+    for want in [
+        "line 1: listen:",
+        "line 2: bogus:",
+        "line 4: retry.max_attempts:",
+        "line 13: observers[0].actions[0].bogus_key:",
+        "4 problem(s)",
+    ] {
+        assert!(out.contains(want), "{want} missing from\n{out}");
+    }
+    assert!(!out.contains("topsecretvalue"), "{out}");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        config_toml(&dir.path().join("g.db"), &["http://127.0.0.1:9/h"], ""),
+    )
+    .unwrap();
+    let (ok, out) = run(&["check-config", good.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_lists_replays_and_purges() {
+    let receiver = Receiver::start(400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        config_toml(&dir.path().join("q.db"), &[&receiver.url], ""),
+    )
+    .unwrap();
+    let svc = Service::start(&path);
+    let client = reqwest::Client::new();
+    post_batch(&client, &svc.base, 2).await;
+    wait_until("two refusals", LIMIT, || receiver.hits().len() == 2).await;
+    let p = path.to_str().unwrap();
+    let mut listed = String::new();
+    for _ in 0..500 {
+        listed = run(&["dlq", "list", "--config", p]).1;
+        if listed.contains("2 dead letter(s)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(listed.contains("2 dead letter(s)"), "{listed}");
+    let first_id = listed.split('\t').next().unwrap().to_string();
+    // Replayed while the service runs: the running service picks it up.
+    receiver.set(200);
+    let (ok, out) = run(&["dlq", "replay", "--config", p, &first_id]);
+    assert!(ok && out.contains("1 dead letter(s) queued"), "{out}");
+    wait_until("the replayed delivery", LIMIT, || {
+        receiver.hits().iter().any(|h| h.answered == 200)
+    })
+    .await;
+    let (ok, out) = run(&["dlq", "purge", "--config", p]);
+    assert!(ok && out.contains("1 dead letter(s) deleted"), "{out}");
+    let (_, out) = run(&["dlq", "list", "--config", p]);
+    assert!(out.contains("0 dead letter(s)"), "{out}");
 }

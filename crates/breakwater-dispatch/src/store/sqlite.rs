@@ -96,9 +96,25 @@ impl SqliteStore {
     ///
     /// A [`StoreError`] when the file cannot be opened or migrated.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the database for a tool (`dlq`) that may run beside a service:
+    /// claims are left alone.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the file cannot be opened or migrated.
+    pub fn open_shared(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, release_claims: bool) -> StoreResult<Self> {
         let mut conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute("UPDATE actions SET claimed = 0 WHERE claimed = 1", [])?;
+        if release_claims {
+            conn.execute("UPDATE actions SET claimed = 0 WHERE claimed = 1", [])?;
+        }
         let reader = open(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
