@@ -402,3 +402,79 @@ async fn breaker_state_survives_a_restart() {
     assert_eq!(b.state(), CircuitState::Open, "restored from the snapshot");
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after_and_drops_nothing_accepted() {
+    let receiver = Receiver::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        &dir.path().join("t.db"),
+        &[&receiver.url],
+        "[delivery]\nmax_pending = 10\n",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for _ in 0..20 {
+        let id = Uuid::new_v4();
+        let r = post_events(&base, &event(Some(id))).await;
+        match r.status().as_u16() {
+            202 => accepted.push(id),
+            503 => {
+                refused = Some((id, r.headers()["retry-after"].to_str().unwrap().to_string()));
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted.len(), 10, "exactly max_pending actions fit");
+    let (refused_id, retry_after) = refused.expect("the eleventh was refused");
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
+    let store = svc.state.engine.store().clone();
+    assert!(store.event(refused_id).await.unwrap().is_none(), "not stored");
+    receiver.set(200);
+    wait_until("every accepted event", LIMIT, || {
+        let got = receiver.delivered();
+        accepted.iter().all(|id| got.contains_key(id))
+    })
+    .await;
+    // Room again.
+    wait_until("the queue to drain", LIMIT, || svc.state.engine.held() == 0).await;
+    assert_eq!(post_events(&base, &event(None)).await.status(), 202);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_can_require_its_own_token() {
+    std::env::set_var("BW_TEST_INTAKE_TOKEN", "intake-secret");
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "intake_token_env = \"BW_TEST_INTAKE_TOKEN\"\n{}",
+        config_toml(&dir.path().join("t.db"), &[&receiver.url], "")
+    );
+    let svc = start(&dir, &toml).await;
+    let url = format!("http://{}/events", svc.addr);
+    let client = reqwest::Client::new();
+    let r = client.post(&url).json(&event(None)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(&url)
+        .bearer_auth("nope")
+        .json(&event(None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(&url)
+        .bearer_auth("intake-secret")
+        .json(&event(None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(svc.state.engine.store().counts().await.unwrap().len(), 1);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
