@@ -432,7 +432,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_drops_nothing_accepted() 
     let (refused_id, retry_after) = refused.expect("the eleventh was refused");
     assert!(retry_after.parse::<u64>().unwrap() >= 1);
     let store = svc.state.engine.store().clone();
-    assert!(store.event(refused_id).await.unwrap().is_none(), "not stored");
+    assert!(
+        store.event(refused_id).await.unwrap().is_none(),
+        "not stored"
+    );
     receiver.set(200);
     wait_until("every accepted event", LIMIT, || {
         let got = receiver.delivered();
