@@ -14,9 +14,7 @@
 //! `retry_after`) sit in one [`DelayQueue`](tokio_util::time::DelayQueue):
 //! a timer wheel entry each, no task and no polling while they wait.
 //!
-//! Every action runs through a
-//! [`CircuitBreakerActionExecutor`](breakwater::traits::CircuitBreakerActionExecutor)
-//! over the engine's [`PerEndpointCircuitBreaker`]. Outcomes:
+//! Every action runs through a [`CircuitBreakerActionExecutor`] over the engine's [`PerEndpointCircuitBreaker`]. Outcomes:
 //! delivered; refused by an open circuit (parked, no attempt used);
 //! transient failure (exponential backoff with full jitter up to
 //! `max_attempts`, then the dead-letter table); permanent failure
