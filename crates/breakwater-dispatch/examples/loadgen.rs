@@ -77,12 +77,7 @@ fn event_json() -> serde_json::Value {
 }
 
 /// `concurrency` tasks POSTing `body()` to `url` for `secs`; returns 2xx answers.
-async fn drive(
-    url: String,
-    concurrency: usize,
-    secs: f64,
-    body: fn() -> serde_json::Value,
-) -> u64 {
+async fn drive(url: String, concurrency: usize, secs: f64, body: fn() -> serde_json::Value) -> u64 {
     let client = reqwest::Client::new();
     let ok = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -113,14 +108,21 @@ fn config(dir: &std::path::Path, urls: &[&str]) -> Config {
         dir.join("load.db").display()
     );
     for u in urls {
-        toml.push_str(&format!("[[observers.actions]]\ntype = \"webhook\"\nurl = \"{u}\"\n"));
+        toml.push_str(&format!(
+            "[[observers.actions]]\ntype = \"webhook\"\nurl = \"{u}\"\n"
+        ));
     }
     Config::parse(&toml).unwrap()
 }
 
 /// Runs the service on `urls`, drives it, waits for `healthy` to catch up;
 /// returns (events/s accepted, healthy actions/s delivered).
-async fn serve_phase(urls: &[&str], healthy: &Receiver, concurrency: usize, secs: f64) -> (f64, f64) {
+async fn serve_phase(
+    urls: &[&str],
+    healthy: &Receiver,
+    concurrency: usize,
+    secs: f64,
+) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), urls);
     let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
@@ -130,9 +132,17 @@ async fn serve_phase(urls: &[&str], healthy: &Receiver, concurrency: usize, secs
         .unwrap();
     let before = healthy.count.load(Ordering::Relaxed);
     let started = Instant::now();
-    let accepted = drive(format!("http://{}/events", svc.addr), concurrency, secs, event_json).await;
+    let accepted = drive(
+        format!("http://{}/events", svc.addr),
+        concurrency,
+        secs,
+        event_json,
+    )
+    .await;
     let want = before + accepted;
-    while healthy.count.load(Ordering::Relaxed) < want && started.elapsed() < Duration::from_secs_f64(secs * 10.0) {
+    while healthy.count.load(Ordering::Relaxed) < want
+        && started.elapsed() < Duration::from_secs_f64(secs * 10.0)
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = started.elapsed().as_secs_f64();

@@ -96,6 +96,18 @@ async fn malformed_input_gets_4xx_and_stores_nothing() {
     let svc = start(&dir, &toml).await;
     let base = format!("http://{}", svc.addr);
     let client = reqwest::Client::new();
+    // Every endpoint's series exist at zero before any event.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let zero = format!(
+        "breakwater_dispatch_actions_dead_lettered_total{{endpoint=\"{}\"}} 0",
+        receiver.endpoint
+    );
+    assert!(metrics.contains(&zero), "{zero} missing from\n{metrics}");
     let good = event(None).to_string();
     let huge = format!(
         "[{}]",

@@ -389,6 +389,15 @@ impl Engine {
         });
         lanes.insert(endpoint.to_string(), lane.clone());
         drop(lanes);
+        // Every endpoint's series exist from the start, at zero, so that
+        // rates and alerts see them before the first event.
+        let m = &self.inner.metrics;
+        let label = Metrics::endpoint(endpoint);
+        m.delivered.get_or_create(&label);
+        m.deferred.get_or_create(&label);
+        m.retried.get_or_create(&label);
+        m.dead_lettered.get_or_create(&label);
+        m.endpoint_disabled.get_or_create(&label);
         let snapshots = self.inner.snapshots.clone();
         let key = endpoint.to_string();
         self.inner.breakers.get_or_create(endpoint).add_listener(
