@@ -393,11 +393,11 @@ impl Engine {
         // rates and alerts see them before the first event.
         let m = &self.inner.metrics;
         let label = Metrics::endpoint(endpoint);
-        m.delivered.get_or_create(&label);
-        m.deferred.get_or_create(&label);
-        m.retried.get_or_create(&label);
-        m.dead_lettered.get_or_create(&label);
-        m.endpoint_disabled.get_or_create(&label);
+        drop(m.delivered.get_or_create(&label));
+        drop(m.deferred.get_or_create(&label));
+        drop(m.retried.get_or_create(&label));
+        drop(m.dead_lettered.get_or_create(&label));
+        drop(m.endpoint_disabled.get_or_create(&label));
         let snapshots = self.inner.snapshots.clone();
         let key = endpoint.to_string();
         self.inner.breakers.get_or_create(endpoint).add_listener(
@@ -419,9 +419,17 @@ impl Engine {
     ///
     /// # Cancel safety
     ///
-    /// Once called, the store write completes even if the future is dropped;
-    /// the stored actions are then picked up by the next sweep.
+    /// The work runs in its own task: once called, the events are stored and
+    /// their actions queued even if this future is dropped (a client that
+    /// hangs up does not leave stored actions behind).
     pub async fn accept(&self, events: Vec<NewEvent>) -> Result<Vec<Inserted>, AcceptError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.accept_now(events).await })
+            .await
+            .map_err(|e| AcceptError::Store(StoreError::Backend(e.to_string())))?
+    }
+
+    async fn accept_now(&self, events: Vec<NewEvent>) -> Result<Vec<Inserted>, AcceptError> {
         if self.is_stopping() {
             return Err(AcceptError::ShuttingDown);
         }
