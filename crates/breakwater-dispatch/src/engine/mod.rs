@@ -534,17 +534,21 @@ impl Engine {
             if free == 0 || self.is_stopping() {
                 return;
             }
-            self.inner.held.fetch_add(free, Ordering::AcqRel);
+            // Counted once claimed, not reserved ahead: intake racing with
+            // a sweep may overshoot `max_pending` by at most one batch, but
+            // an empty sweep never makes intake refuse.
             let claimed = match self.inner.store.claim(free).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming pending work failed");
-                    self.release(free);
                     return;
                 }
             };
             let n = claimed.len();
-            self.release(free - n);
+            if n > 0 {
+                self.inner.held.fetch_add(n, Ordering::AcqRel);
+                self.publish_depth();
+            }
             for a in claimed {
                 self.route(a);
             }
