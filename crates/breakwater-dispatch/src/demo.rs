@@ -249,27 +249,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let config = demo_config(dir.path().join("demo.db"), &receivers);
     let store = Arc::new(SqliteStore::open(&config.store)?);
     let executor = crate::executor::default_executor().map_err(|e| anyhow::anyhow!(e))?;
-    let running = match server::start(
-        config.clone(),
-        store.clone(),
-        executor.clone(),
-        options.listen,
-    )
-    .await
-    {
-        Ok(r) => r,
+    // A taken --listen port falls back to a free one rather than failing the demo.
+    let listen = match std::net::TcpListener::bind(options.listen) {
+        Ok(probe) => {
+            drop(probe);
+            options.listen
+        }
         Err(e) => {
-            eprintln!("{e:#}; using a free port instead");
-            let store = Arc::new(SqliteStore::open(&dir.path().join("demo2.db"))?);
-            server::start(
-                config,
-                store,
-                executor,
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-            )
-            .await?
+            eprintln!(
+                "cannot listen on {} ({e}); using a free port instead",
+                options.listen
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
         }
     };
+    let running = server::start(config, store, executor, listen).await?;
     let addr = running.addr;
     let tty = std::io::stdout().is_terminal();
     println!(
