@@ -1,0 +1,226 @@
+//! Load generator: throughput and latency of the service on loopback.
+//!
+//! ```sh
+//! cargo run --release -p breakwater-dispatch --example loadgen -- [SECS_PER_PHASE] [CONCURRENCY]
+//! ```
+//!
+//! 1. `bare`: a plain reqwest client POSTs to one healthy receiver at the
+//!    given concurrency (the ceiling for one hop).
+//! 2. `serve`: the same concurrency POSTs events to the service (SQLite
+//!    store in a temporary directory), each asking for one webhook to the
+//!    healthy receiver; events/s accepted and actions/s delivered.
+//! 3. `serve+dead`: every event also asks for a webhook to a dead receiver
+//!    (503), so it gets half the actions; the healthy actions/s is compared.
+//! 4. `latency`: events at half the rate of phase 2; p50/p99 from
+//!    acceptance to the receiver.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use breakwater_dispatch::config::Config;
+use breakwater_dispatch::server;
+use breakwater_dispatch::store::SqliteStore;
+
+struct Receiver {
+    url: String,
+    count: Arc<AtomicU64>,
+    latencies_us: Arc<Mutex<Vec<u64>>>,
+}
+
+fn now_us() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0)
+}
+
+async fn receiver(status: u16) -> Receiver {
+    let count = Arc::new(AtomicU64::new(0));
+    let latencies_us = Arc::new(Mutex::new(Vec::new()));
+    let (c, l) = (count.clone(), latencies_us.clone());
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let (c, l) = (c.clone(), l.clone());
+            async move {
+                c.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["data"]["sent_us"].as_u64())
+                {
+                    l.lock().unwrap().push(now_us().saturating_sub(sent));
+                }
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        count,
+        latencies_us,
+    }
+}
+
+fn event_json() -> serde_json::Value {
+    serde_json::json!({
+        "event_type": "INSERT",
+        "entity_type": "Order",
+        "entity_id": uuid::Uuid::new_v4(),
+        "data": { "sent_us": now_us() },
+        "timestamp": chrono::Utc::now(),
+    })
+}
+
+/// `concurrency` tasks POSTing `body()` to `url` for `secs`; returns 2xx answers.
+async fn drive(url: String, concurrency: usize, secs: f64, body: fn() -> serde_json::Value) -> u64 {
+    let client = reqwest::Client::new();
+    let ok = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, ok, stop) = (client.clone(), url.clone(), ok.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(r) = client.post(&url).json(&body()).send().await {
+                    if r.status().is_success() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    ok.load(Ordering::Relaxed)
+}
+
+fn config(dir: &std::path::Path, urls: &[&str]) -> Config {
+    let mut toml = format!(
+        "store = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = 64\nmax_pending = 1000000\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
+        dir.join("load.db").display()
+    );
+    for u in urls {
+        toml.push_str(&format!(
+            "[[observers.actions]]\ntype = \"webhook\"\nurl = \"{u}\"\n"
+        ));
+    }
+    Config::parse(&toml).unwrap()
+}
+
+/// Runs the service on `urls`, drives it, waits for `healthy` to catch up;
+/// returns (events/s accepted, healthy actions/s delivered).
+async fn serve_phase(
+    urls: &[&str],
+    healthy: &Receiver,
+    concurrency: usize,
+    secs: f64,
+) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), urls);
+    let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
+    let exec = breakwater_dispatch::executor::default_executor().unwrap();
+    let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let before = healthy.count.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let accepted = drive(
+        format!("http://{}/events", svc.addr),
+        concurrency,
+        secs,
+        event_json,
+    )
+    .await;
+    let want = before + accepted;
+    while healthy.count.load(Ordering::Relaxed) < want
+        && started.elapsed() < Duration::from_secs_f64(secs * 10.0)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let delivered = healthy.count.load(Ordering::Relaxed) - before;
+    svc.shutdown(Duration::from_secs(2)).await;
+    (accepted as f64 / secs, delivered as f64 / took)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let healthy = receiver(200).await;
+    let dead = receiver(503).await;
+
+    let bare = drive(healthy.url.clone(), concurrency, secs, event_json).await as f64 / secs;
+    println!("bare      reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency})");
+
+    let (accepted, delivered) = serve_phase(&[&healthy.url], &healthy, concurrency, secs).await;
+    println!(
+        "serve     events accepted {accepted:>9.0}/s, actions delivered {delivered:>9.0}/s ({:.2}x bare)",
+        delivered / bare
+    );
+
+    let (accepted2, delivered2) =
+        serve_phase(&[&healthy.url, &dead.url], &healthy, concurrency, secs).await;
+    println!(
+        "serve+dead events accepted {accepted2:>8.0}/s, healthy delivered {delivered2:>9.0}/s ({:+.1}% vs serve)",
+        (delivered2 / delivered - 1.0) * 100.0
+    );
+
+    // Latency at half the maximum accepted rate.
+    let rate = (accepted / 2.0).max(1.0);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[&healthy.url]);
+    let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
+    let exec = breakwater_dispatch::executor::default_executor().unwrap();
+    let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    healthy.latencies_us.lock().unwrap().clear();
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/events", svc.addr);
+    let n = (rate * secs) as u64;
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval(gap);
+    let before = healthy.count.load(Ordering::Relaxed);
+    let mut posts = Vec::new();
+    for _ in 0..n {
+        tick.tick().await;
+        let (client, url) = (client.clone(), url.clone());
+        posts.push(tokio::spawn(async move {
+            let _ = client.post(&url).json(&event_json()).send().await;
+        }));
+    }
+    for p in posts {
+        let _ = p.await;
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    while healthy.count.load(Ordering::Relaxed) < before + n && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut lat = healthy.latencies_us.lock().unwrap().clone();
+    lat.sort_unstable();
+    println!(
+        "latency   at {rate:.0} events/s ({} samples): p50 {:.1} ms, p99 {:.1} ms (event posted to receiver)",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    svc.shutdown(Duration::from_secs(2)).await;
+}

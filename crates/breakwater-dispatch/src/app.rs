@@ -1,0 +1,158 @@
+//! The HTTP API: the router and the state its handlers share.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /events` | 202 `{"ids": [...]}` once stored; 400, 401, 413, 503 |
+//! | `GET /events/{id}` | each action's status; 404 |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /health` | degradation level; 503 when critical |
+//! | `GET /breakers` | every endpoint's breaker, JSON |
+//! | `POST /breakers/{endpoint}/reset\|open\|close` | admin, bearer token; 401 |
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use prometheus_client::registry::Registry;
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::routes;
+
+/// Bearer tokens read from the environment.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    /// Required by the admin routes; they always answer 401 when `None`.
+    pub admin: Option<String>,
+    /// Required by `POST /events` when set.
+    pub intake: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.debug_struct("Tokens")
+            .field("admin", &self.admin.as_ref().map(|_| "<set>"))
+            .field("intake", &self.intake.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// The tokens named by `config` (an unset or empty variable is no token).
+    pub fn from_env(config: &Config) -> Self {
+        let read = |name: &Option<String>| {
+            name.as_deref()
+                .and_then(|n| std::env::var(n).ok())
+                .filter(|v| !v.is_empty())
+        };
+        Self {
+            admin: read(&config.admin_token_env),
+            intake: read(&config.intake_token_env),
+        }
+    }
+}
+
+/// Whether `header` (an `Authorization` value) carries `expected` as a
+/// bearer token, compared in constant time.
+pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The delivery engine.
+    pub engine: Engine,
+    config: RwLock<Arc<Config>>,
+    tokens: RwLock<Tokens>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `engine` with `config`, `tokens`, and `registry` for `/metrics`.
+    pub fn new(engine: Engine, config: Config, tokens: Tokens, registry: Registry) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            config: RwLock::new(Arc::new(config)),
+            tokens: RwLock::new(tokens),
+            registry,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The tokens in force.
+    pub fn tokens(&self) -> Tokens {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The registry `/metrics` encodes.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Puts a new configuration in force: observers, tokens, retry,
+    /// delivery and breaker settings (every breaker keeps its state).
+    ///
+    /// # Errors
+    ///
+    /// The breaker settings that were refused, as (endpoint, reason).
+    pub fn reload(&self, config: Config) -> Result<(), Vec<(String, String)>> {
+        let result = self.engine.reload(&config);
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Tokens::from_env(&config);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        result
+    }
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config().delivery.max_body_bytes;
+    Router::new()
+        .route(
+            "/events",
+            post(routes::events::post).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/events/{id}", get(routes::events::get))
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/health", get(routes::ops::health))
+        .route("/breakers", get(routes::ops::breakers))
+        .route("/breakers/{endpoint}/{op}", post(routes::admin::breaker))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_must_match_exactly() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cretX"), "s3cret"));
+        assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
+    }
+}

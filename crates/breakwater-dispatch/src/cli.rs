@@ -1,0 +1,205 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::store::{SqliteStore, Store};
+
+/// Entity events to webhooks through per-endpoint circuit breakers, durably.
+#[derive(Debug, Parser)]
+#[command(name = "breakwater", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the service at work on loopback: a healthy, a flaky and a
+    /// dead-then-recovering receiver, a live table, a summary.
+    Demo {
+        /// How long to generate events, in seconds.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Where `/metrics` (and the whole API) is served meanwhile.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+    },
+    /// Run the service.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file; prints every problem with its key path and line.
+    CheckConfig {
+        /// The configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Manage the dead-letter table.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// `dlq` commands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// The configuration file (for the store's path).
+        #[arg(long)]
+        config: PathBuf,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue dead letters for delivery again (all, or the given action ids).
+    Replay {
+        /// The configuration file (for the store's path).
+        #[arg(long)]
+        config: PathBuf,
+        /// Action ids; all when none are given.
+        ids: Vec<i64>,
+    },
+    /// Delete dead letters (all, or the given action ids).
+    Purge {
+        /// The configuration file (for the store's path).
+        #[arg(long)]
+        config: PathBuf,
+        /// Action ids; all when none are given.
+        ids: Vec<i64>,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BREAKWATER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs one command.
+///
+/// # Errors
+///
+/// Whatever made the command fail.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Serve { config } => {
+            init_tracing();
+            runtime()?.block_on(crate::server::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { duration, listen } => {
+            if std::env::var_os("BREAKWATER_LOG").is_some() {
+                init_tracing();
+            }
+            let ok = runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+                duration: std::time::Duration::from_secs(duration.max(4)),
+                listen,
+            }))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Dlq { command } => runtime()?.block_on(dlq(command)),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} observer(s), {} endpoint(s))",
+                file.display(),
+                c.observers.len(),
+                c.endpoints().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for p in &e.problems {
+                println!("{}: {p}", file.display());
+            }
+            println!("{} problem(s)", e.problems.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let open = |path: &PathBuf| -> anyhow::Result<Arc<SqliteStore>> {
+        let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Arc::new(SqliteStore::open_shared(&config.store)?))
+    };
+    match command {
+        DlqCommand::List { config, limit } => {
+            let store = open(&config)?;
+            let letters = store.dead_letters(limit).await?;
+            for d in &letters {
+                println!(
+                    "{}\t{}\t{}\t{}\tattempts={}\t{}",
+                    d.id,
+                    d.event_id,
+                    d.observer,
+                    d.endpoint,
+                    d.attempts,
+                    d.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+            store.close().await;
+        }
+        DlqCommand::Replay { config, ids } => {
+            let store = open(&config)?;
+            let n = store
+                .replay_dead_letters((!ids.is_empty()).then_some(ids))
+                .await?;
+            println!("{n} dead letter(s) queued for delivery again");
+            store.close().await;
+        }
+        DlqCommand::Purge { config, ids } => {
+            let store = open(&config)?;
+            let n = store
+                .purge_dead_letters((!ids.is_empty()).then_some(ids))
+                .await?;
+            println!("{n} dead letter(s) deleted");
+            store.close().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,284 @@
+//! One delivery attempt and what follows from its outcome.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use breakwater::traits::{ActionExecutor, ActionResult, Error};
+
+use super::schedule::{self, AfterFailure};
+use super::{unix_ms, Engine, Lane};
+use crate::metrics::{AttemptLabel, Metrics};
+use crate::store::{PendingAction, Update};
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    Delivered {
+        status: Option<u16>,
+    },
+    CircuitOpen {
+        retry_after: Option<Duration>,
+    },
+    Transient {
+        message: String,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        timeout: bool,
+    },
+    Permanent {
+        message: String,
+        status: Option<u16>,
+    },
+    Gone {
+        message: String,
+    },
+}
+
+/// Sorts an executor's answer into an [`Outcome`].
+pub(crate) fn classify(result: Result<ActionResult, Error>) -> Outcome {
+    match result {
+        Ok(r) if r.success => Outcome::Delivered {
+            status: r.status_code,
+        },
+        Ok(r) => Outcome::Transient {
+            message: r.message,
+            status: r.status_code,
+            retry_after: None,
+            timeout: false,
+        },
+        Err(e) if e.is_circuit_open() => Outcome::CircuitOpen {
+            retry_after: e.retry_after(),
+        },
+        Err(e) if e.is_gone() => Outcome::Gone {
+            message: e.to_string(),
+        },
+        Err(e) if e.is_permanent() => Outcome::Permanent {
+            status: e.status(),
+            message: e.to_string(),
+        },
+        Err(e) => Outcome::Transient {
+            status: e.status(),
+            retry_after: e.retry_after(),
+            timeout: matches!(e, Error::Timeout(_)),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl Engine {
+    fn attempt(&self, endpoint: &str, outcome: &'static str) {
+        self.inner
+            .metrics
+            .attempts
+            .get_or_create(&AttemptLabel {
+                endpoint: endpoint.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    async fn record(&self, update: Update) {
+        if let Err(e) = self.inner.store.apply(vec![update]).await {
+            tracing::error!(error = %e, "recording a delivery outcome failed");
+        }
+    }
+
+    /// Keeps `action` in the store until its endpoint is enabled again.
+    pub(super) async fn hold(&self, action: PendingAction) {
+        self.record(Update::Held { id: action.id }).await;
+        self.release(1);
+    }
+
+    /// Runs one attempt of `action` and acts on the outcome.
+    pub(super) async fn deliver(&self, lane: &Arc<Lane>, mut action: PendingAction) {
+        let result = self
+            .inner
+            .executor
+            .execute(&action.event, &action.action)
+            .await;
+        let label = Metrics::endpoint(&lane.endpoint);
+        let m = &self.inner.metrics;
+        match classify(result) {
+            Outcome::Delivered { status } => {
+                action.attempts += 1;
+                self.attempt(&lane.endpoint, "success");
+                self.record(Update::Delivered {
+                    id: action.id,
+                    attempts: action.attempts,
+                    status,
+                })
+                .await;
+                m.delivered.get_or_create(&label).inc();
+                lane.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                let latency_ms = (unix_ms() - action.accepted_at_ms).max(0);
+                m.delivery_latency.observe(latency_ms as f64 / 1000.0);
+                self.release(1);
+            }
+            Outcome::CircuitOpen { retry_after } => {
+                let wait = schedule::park_for(retry_after);
+                let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                m.deferred.get_or_create(&label).inc();
+                lane.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                self.record(Update::Parked {
+                    id: action.id,
+                    until_ms,
+                })
+                .await;
+                self.later(action, wait);
+            }
+            Outcome::Gone { message } => {
+                self.attempt(&lane.endpoint, "gone");
+                let newly = {
+                    let mut d = lane.disabled.lock().unwrap_or_else(|e| e.into_inner());
+                    let newly = d.is_none();
+                    if newly {
+                        *d = Some(message.clone());
+                    }
+                    newly
+                };
+                if newly {
+                    tracing::warn!(
+                        endpoint = %lane.endpoint,
+                        reason = %message,
+                        "endpoint answered 410 Gone: disabled, its actions are held until an admin enables it"
+                    );
+                    m.endpoint_disabled.get_or_create(&label).set(1);
+                    self.record(Update::EndpointDisabled {
+                        endpoint: lane.endpoint.clone(),
+                        disabled: true,
+                        reason: Some(message),
+                    })
+                    .await;
+                }
+                self.hold(action).await;
+            }
+            Outcome::Permanent { message, status } => {
+                action.attempts += 1;
+                self.attempt(&lane.endpoint, "permanent");
+                self.dead_letter(lane, action, message, status).await;
+            }
+            Outcome::Transient {
+                message,
+                status,
+                retry_after,
+                timeout,
+            } => {
+                action.attempts += 1;
+                self.attempt(
+                    &lane.endpoint,
+                    if timeout { "timeout" } else { "transient" },
+                );
+                let retry = self.settings().retry;
+                match schedule::after_failure(
+                    &retry,
+                    action.attempts,
+                    rand::random::<f64>(),
+                    retry_after,
+                ) {
+                    AfterFailure::GiveUp => {
+                        self.dead_letter(lane, action, message, status).await;
+                    }
+                    AfterFailure::RetryIn(wait) => {
+                        let not_before_ms =
+                            unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                        self.record(Update::Retry {
+                            id: action.id,
+                            attempts: action.attempts,
+                            not_before_ms,
+                            error: message,
+                            status,
+                        })
+                        .await;
+                        m.retried.get_or_create(&label).inc();
+                        lane.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        action.not_before_ms = None;
+                        self.later(action, wait);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        lane: &Arc<Lane>,
+        action: PendingAction,
+        error: String,
+        status: Option<u16>,
+    ) {
+        tracing::info!(endpoint = %lane.endpoint, action = action.id, %error, "dead-lettered");
+        self.record(Update::DeadLetter {
+            id: action.id,
+            attempts: action.attempts,
+            error,
+            status,
+        })
+        .await;
+        self.inner
+            .metrics
+            .dead_lettered
+            .get_or_create(&Metrics::endpoint(&lane.endpoint))
+            .inc();
+        lane.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.release(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_the_error_kinds() {
+        let ok = ActionResult {
+            action_type: "webhook".into(),
+            success: true,
+            message: "ok".into(),
+            duration_ms: 1,
+            status_code: Some(200),
+        };
+        assert_eq!(
+            classify(Ok(ok.clone())),
+            Outcome::Delivered { status: Some(200) }
+        );
+        assert!(matches!(
+            classify(Ok(ActionResult {
+                success: false,
+                ..ok
+            })),
+            Outcome::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(Err(Error::from_status(503, "x", None))),
+            Outcome::Transient {
+                status: Some(503),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(Err(Error::from_status(400, "x", None))),
+            Outcome::Permanent {
+                status: Some(400),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(Err(Error::from_status(410, "x", None))),
+            Outcome::Gone { .. }
+        ));
+        assert!(matches!(
+            classify(Err(Error::Timeout(Duration::from_secs(1)))),
+            Outcome::Transient { timeout: true, .. }
+        ));
+        assert_eq!(
+            classify(Err(Error::CircuitOpen {
+                endpoint: "e".into(),
+                retry_after: Some(Duration::from_secs(2))
+            })),
+            Outcome::CircuitOpen {
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+    }
+}

@@ -1,0 +1,832 @@
+//! The delivery engine.
+//!
+//! Every endpoint (breaker key) has its own *lane*: an unbounded channel of
+//! ready actions, a worker, and a semaphore of
+//! `max_in_flight_per_endpoint` permits. Lanes share nothing but the
+//! runtime, so a dead endpoint never slows a healthy one: its worker waits
+//! on its own permits while the others keep going.
+//!
+//! Memory is bounded by `max_pending`: an action counts from the moment
+//! intake reserves room for it until it is delivered, dead-lettered or held.
+//! When the reservation fails, intake answers 503 and nothing is stored.
+//!
+//! Waiting actions (retry backoff, or parked by an open circuit until its
+//! `retry_after`) sit in one [`DelayQueue`](tokio_util::time::DelayQueue):
+//! a timer wheel entry each, no task and no polling while they wait.
+//!
+//! Every action runs through a [`CircuitBreakerActionExecutor`] over the engine's [`PerEndpointCircuitBreaker`]. Outcomes:
+//! delivered; refused by an open circuit (parked, no attempt used);
+//! transient failure (exponential backoff with full jitter up to
+//! `max_attempts`, then the dead-letter table); permanent failure
+//! (dead-letter table at once); `410 Gone` (the endpoint is disabled, its
+//! actions are held in the store until an operator enables it again).
+
+mod delivery;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use breakwater::resilience::degradation::EndpointHealth;
+use breakwater::resilience::per_endpoint::RegistryLimits;
+use breakwater::traits::{ActionExecutor, CircuitBreakerActionExecutor, EntityEvent};
+use breakwater::{
+    CircuitBreaker, CircuitSnapshot, CircuitState, DegradationLevel, GracefulDegradation,
+    PerEndpointCircuitBreaker,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, DeliveryConfig, RetryConfig};
+use crate::metrics::Metrics;
+use crate::store::{Inserted, NewAction, NewEvent, PendingAction, Store, StoreError, Update};
+
+/// Actions claimed from the store in one go.
+const CLAIM_BATCH: usize = 1000;
+/// How often the store is swept for unclaimed work (after a restart, a
+/// replay, or an endpoint enabled again).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Why intake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    /// Too many actions are held in memory; try again later.
+    #[error("the delivery queue is full ({pending} actions pending)")]
+    Full {
+        /// Actions currently held.
+        pending: usize,
+    },
+    /// The engine is shutting down.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// Storage failed; nothing was stored.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An admin operation on one endpoint's breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Back to a fresh Closed breaker; enables a disabled endpoint.
+    Reset,
+    /// Forced Open until reset or closed.
+    Open,
+    /// Forced Closed; enables a disabled endpoint.
+    Close,
+}
+
+/// One endpoint as shown by `GET /breakers`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerView {
+    /// The breaker key.
+    pub endpoint: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// Failure rate of the current window, `0.0..=1.0`.
+    pub failure_rate: f64,
+    /// Milliseconds until an Open breaker lets a probe through.
+    pub retry_after_ms: Option<u64>,
+    /// Disabled by `410 Gone` (its actions are held).
+    pub disabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// Calls the breaker refused.
+    pub blocked: u64,
+    /// Actions delivered.
+    pub delivered: u64,
+    /// Times actions were parked by the open circuit.
+    pub deferred: u64,
+    /// Attempts that failed and were retried.
+    pub retried: u64,
+    /// Actions dead-lettered.
+    pub dead_lettered: u64,
+    /// Deliveries running now.
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Default)]
+struct LaneStats {
+    delivered: AtomicU64,
+    deferred: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// One endpoint's queue, worker and concurrency limit.
+#[derive(Debug)]
+struct Lane {
+    endpoint: String,
+    tx: mpsc::UnboundedSender<PendingAction>,
+    limit: Arc<Semaphore>,
+    /// Permits the semaphore was sized with (changed on reload).
+    size: AtomicUsize,
+    disabled: Mutex<Option<String>>,
+    stats: LaneStats,
+}
+
+impl Lane {
+    fn disabled(&self) -> Option<String> {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn resize(&self, want: usize) {
+        let have = self.size.swap(want, Ordering::AcqRel);
+        if want > have {
+            self.limit.add_permits(want - have);
+        } else if have > want {
+            // Permits in use come back and are forgotten as they return.
+            let limit = self.limit.clone();
+            let mut excess = have - want;
+            tokio::spawn(async move {
+                while excess > 0 {
+                    match limit.acquire().await {
+                        Ok(p) => {
+                            p.forget();
+                            excess -= 1;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    retry: RetryConfig,
+    delivery: DeliveryConfig,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    executor: CircuitBreakerActionExecutor<Arc<dyn ActionExecutor>>,
+    breakers: Arc<PerEndpointCircuitBreaker>,
+    degradation: GracefulDegradation,
+    settings: RwLock<Settings>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    timer: mpsc::UnboundedSender<(PendingAction, Duration)>,
+    snapshots: mpsc::UnboundedSender<String>,
+    /// Actions held in memory (reserved, queued, parked or running).
+    held: AtomicUsize,
+    sweep: Notify,
+    metrics: Metrics,
+    stop: CancellationToken,
+    deliveries: TaskTracker,
+}
+
+/// The delivery engine (see the [module docs](self)). Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("held", &self.inner.held.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The actions `config`'s observers ask for on `event`.
+pub fn actions_for(config: &Config, event: &EntityEvent) -> Vec<NewAction> {
+    config
+        .observers
+        .iter()
+        .filter(|o| o.entity_type == event.entity_type && o.event_type == event.event_type)
+        .flat_map(|o| {
+            o.actions.iter().map(|a| NewAction {
+                observer: o.name.clone(),
+                action: a.clone(),
+            })
+        })
+        .collect()
+}
+
+fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A restored breaker in the state its snapshot recorded, as far as the
+/// registry allows: forced states exactly; an Open breaker with time left
+/// is tripped again (it then stays Open for its configured open timeout).
+fn restore(breaker: &CircuitBreaker, snapshot: &CircuitSnapshot) {
+    match snapshot.forced {
+        Some(CircuitState::Open) => return breaker.force_open(),
+        Some(CircuitState::Closed) => return breaker.force_closed(),
+        _ => {}
+    }
+    let elapsed = u64::try_from(unix_ms())
+        .unwrap_or(0)
+        .saturating_sub(snapshot.taken_at_unix_ms);
+    let still_open = snapshot.state == CircuitState::Open
+        && snapshot
+            .open_remaining_ms
+            .is_some_and(|left| left > elapsed);
+    if !still_open {
+        return;
+    }
+    let budget = breaker.config().sample_size.saturating_mul(2).max(2);
+    for _ in 0..budget {
+        if breaker.state() == CircuitState::Open {
+            break;
+        }
+        match breaker.try_acquire() {
+            Ok(p) => p.failure(),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Engine {
+    /// Starts the engine: restores breaker snapshots and disabled
+    /// endpoints, claims the store's pending work and starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store cannot be read.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        executor: Arc<dyn ActionExecutor>,
+        config: &Config,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let limits = RegistryLimits {
+            // Endpoints come from the configuration, so they are few; keeping
+            // their breakers keeps their transition listeners.
+            idle_ttl: Duration::from_secs(100 * 365 * 24 * 3600),
+            ..RegistryLimits::default()
+        };
+        let breakers = Arc::new(PerEndpointCircuitBreaker::with_limits(
+            config.circuit_breaker.defaults.clone(),
+            limits,
+        ));
+        for (endpoint, cfg) in &config.circuit_breaker.endpoints {
+            if let Err(e) = breakers.set_config(endpoint, cfg.clone()) {
+                tracing::warn!(%endpoint, error = %e, "breaker override refused");
+            }
+        }
+        let source = breakers.clone();
+        let degradation = GracefulDegradation::per_endpoint(move || {
+            source
+                .statistics()
+                .into_iter()
+                .map(|s| EndpointHealth {
+                    endpoint: s.endpoint,
+                    state: s.metrics.state,
+                    failure_rate: s.metrics.failure_rate,
+                })
+                .collect::<Vec<_>>()
+        });
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let (snap_tx, snap_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            store: store.clone(),
+            executor: CircuitBreakerActionExecutor::per_endpoint(executor, breakers.clone()),
+            breakers: breakers.clone(),
+            degradation,
+            settings: RwLock::new(Settings {
+                retry: config.retry.clone(),
+                delivery: config.delivery.clone(),
+            }),
+            lanes: Mutex::new(HashMap::new()),
+            timer: timer_tx,
+            snapshots: snap_tx,
+            held: AtomicUsize::new(0),
+            sweep: Notify::new(),
+            metrics,
+            stop: CancellationToken::new(),
+            deliveries: TaskTracker::new(),
+        });
+        let engine = Self { inner };
+        for (endpoint, json) in store.snapshots().await? {
+            match serde_json::from_str::<CircuitSnapshot>(&json) {
+                Ok(snap) => restore(&breakers.get_or_create(&endpoint), &snap),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "unreadable breaker snapshot ignored")
+                }
+            }
+        }
+        for (endpoint, reason) in store.disabled_endpoints().await? {
+            let lane = engine.lane(&endpoint);
+            *lane.disabled.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            engine
+                .inner
+                .metrics
+                .endpoint_disabled
+                .get_or_create(&Metrics::endpoint(&endpoint))
+                .set(1);
+        }
+        for endpoint in config.endpoints() {
+            engine.lane(&endpoint);
+        }
+        tokio::spawn(timer_task(engine.clone(), timer_rx));
+        tokio::spawn(snapshot_task(engine.clone(), snap_rx));
+        tokio::spawn(sweep_task(engine.clone()));
+        Ok(engine)
+    }
+
+    /// The breakers, one per endpoint.
+    pub fn breakers(&self) -> &Arc<PerEndpointCircuitBreaker> {
+        &self.inner.breakers
+    }
+
+    /// The service's own metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Actions held in memory now.
+    pub fn held(&self) -> usize {
+        self.inner.held.load(Ordering::Acquire)
+    }
+
+    /// The degradation level over every endpoint's breaker.
+    pub fn degradation_level(&self) -> DegradationLevel {
+        self.inner.degradation.get_degradation_level()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
+    }
+
+    /// The lane of `endpoint`, created (with its worker and its breaker's
+    /// snapshot listener) on first use.
+    fn lane(&self, endpoint: &str) -> Arc<Lane> {
+        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lanes.get(endpoint) {
+            return l.clone();
+        }
+        let size = self
+            .inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .delivery
+            .max_in_flight_per_endpoint;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(Lane {
+            endpoint: endpoint.to_string(),
+            tx,
+            limit: Arc::new(Semaphore::new(size)),
+            size: AtomicUsize::new(size),
+            disabled: Mutex::new(None),
+            stats: LaneStats::default(),
+        });
+        lanes.insert(endpoint.to_string(), lane.clone());
+        drop(lanes);
+        // Every endpoint's series exist from the start, at zero, so that
+        // rates and alerts see them before the first event.
+        let m = &self.inner.metrics;
+        let label = Metrics::endpoint(endpoint);
+        drop(m.delivered.get_or_create(&label));
+        drop(m.deferred.get_or_create(&label));
+        drop(m.retried.get_or_create(&label));
+        drop(m.dead_lettered.get_or_create(&label));
+        drop(m.endpoint_disabled.get_or_create(&label));
+        let snapshots = self.inner.snapshots.clone();
+        let key = endpoint.to_string();
+        self.inner.breakers.get_or_create(endpoint).add_listener(
+            move |_: &breakwater::Transition| {
+                let _ = snapshots.send(key.clone());
+            },
+        );
+        tokio::spawn(lane_task(self.clone(), lane.clone(), rx));
+        lane
+    }
+
+    /// Stores `events` with their actions and queues the new actions.
+    /// Duplicate ids are accepted again without a second delivery.
+    ///
+    /// # Errors
+    ///
+    /// [`AcceptError::Full`] when the actions would not fit in
+    /// `max_pending` (nothing is stored), a store failure, or shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// The work runs in its own task: once called, the events are stored and
+    /// their actions queued even if this future is dropped (a client that
+    /// hangs up does not leave stored actions behind).
+    pub async fn accept(&self, events: Vec<NewEvent>) -> Result<Vec<Inserted>, AcceptError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.accept_now(events).await })
+            .await
+            .map_err(|e| AcceptError::Store(StoreError::Backend(e.to_string())))?
+    }
+
+    async fn accept_now(&self, events: Vec<NewEvent>) -> Result<Vec<Inserted>, AcceptError> {
+        if self.is_stopping() {
+            return Err(AcceptError::ShuttingDown);
+        }
+        let wanted: usize = events.iter().map(|e| e.actions.len()).sum();
+        let cap = self.settings().delivery.max_pending;
+        let mut held = self.inner.held.load(Ordering::Acquire);
+        loop {
+            if held + wanted > cap && wanted > 0 {
+                return Err(AcceptError::Full { pending: held });
+            }
+            match self.inner.held.compare_exchange_weak(
+                held,
+                held + wanted,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => held = now,
+            }
+        }
+        self.publish_depth();
+        let result = self.inner.store.insert(events).await;
+        let inserted = match result {
+            Ok(i) => i,
+            Err(e) => {
+                self.release(wanted);
+                return Err(e.into());
+            }
+        };
+        let mut used = 0;
+        for outcome in &inserted {
+            match outcome {
+                Inserted::New(actions) => {
+                    self.inner.metrics.events_accepted.inc();
+                    used += actions.len();
+                    for a in actions {
+                        self.route(a.clone());
+                    }
+                }
+                Inserted::Duplicate => {
+                    self.inner.metrics.events_duplicate.inc();
+                }
+            }
+        }
+        self.release(wanted - used);
+        Ok(inserted)
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.inner.held.fetch_sub(n, Ordering::AcqRel);
+            self.publish_depth();
+        }
+    }
+
+    fn publish_depth(&self) {
+        let held = self.inner.held.load(Ordering::Acquire);
+        self.inner
+            .metrics
+            .queue_depth
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    fn settings(&self) -> Settings {
+        self.inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sends a held action to its lane now, or to the timer when it must wait.
+    fn route(&self, action: PendingAction) {
+        let wait = action
+            .not_before_ms
+            .map(|t| t.saturating_sub(unix_ms()))
+            .filter(|ms| *ms > 0);
+        match wait {
+            Some(ms) => self.later(action, Duration::from_millis(ms.unsigned_abs())),
+            None => {
+                let lane = self.lane(&action.endpoint);
+                if let Err(e) = lane.tx.send(action) {
+                    // The lane's worker stopped (shutdown): the action stays stored.
+                    drop(e);
+                    self.release(1);
+                }
+            }
+        }
+    }
+
+    fn later(&self, action: PendingAction, wait: Duration) {
+        if self.inner.timer.send((action, wait)).is_err() {
+            self.release(1);
+        }
+    }
+
+    /// Claims unclaimed work from the store while there is room.
+    async fn sweep(&self) {
+        loop {
+            let cap = self.settings().delivery.max_pending;
+            let free = cap.saturating_sub(self.held()).min(CLAIM_BATCH);
+            if free == 0 || self.is_stopping() {
+                return;
+            }
+            // Counted once claimed, not reserved ahead: intake racing with
+            // a sweep may overshoot `max_pending` by at most one batch, but
+            // an empty sweep never makes intake refuse.
+            let claimed = match self.inner.store.claim(free).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming pending work failed");
+                    return;
+                }
+            };
+            let n = claimed.len();
+            if n > 0 {
+                self.inner.held.fetch_add(n, Ordering::AcqRel);
+                self.publish_depth();
+            }
+            for a in claimed {
+                self.route(a);
+            }
+            if n < free {
+                return;
+            }
+        }
+    }
+
+    /// Applies a new configuration's retry, delivery and breaker settings;
+    /// every breaker keeps its state.
+    ///
+    /// # Errors
+    ///
+    /// The breaker configurations that were refused, as (endpoint, reason);
+    /// everything else has been applied.
+    pub fn reload(&self, config: &Config) -> Result<(), Vec<(String, String)>> {
+        *self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Settings {
+            retry: config.retry.clone(),
+            delivery: config.delivery.clone(),
+        };
+        let mut endpoints = config.endpoints();
+        endpoints.extend(
+            self.inner
+                .lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        endpoints.extend(config.circuit_breaker.endpoints.keys().cloned());
+        endpoints.sort();
+        endpoints.dedup();
+        let mut refused = Vec::new();
+        for endpoint in endpoints {
+            let cfg = config.circuit_breaker.for_endpoint(&endpoint).clone();
+            if let Err(e) = self.inner.breakers.set_config(&endpoint, cfg) {
+                refused.push((endpoint.clone(), e.to_string()));
+            }
+            self.lane(&endpoint)
+                .resize(config.delivery.max_in_flight_per_endpoint);
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(refused)
+        }
+    }
+
+    /// Runs an admin operation on `endpoint`'s breaker; `false` when the
+    /// endpoint is unknown.
+    pub async fn admin(&self, endpoint: &str, op: AdminOp) -> Result<bool, StoreError> {
+        let known = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(endpoint);
+        if !known {
+            return Ok(false);
+        }
+        let breaker = self.inner.breakers.get_or_create(endpoint);
+        match op {
+            AdminOp::Reset => breaker.reset(),
+            AdminOp::Open => breaker.force_open(),
+            AdminOp::Close => breaker.force_closed(),
+        }
+        if matches!(op, AdminOp::Reset | AdminOp::Close) {
+            self.enable(endpoint).await?;
+        }
+        Ok(true)
+    }
+
+    /// Enables a disabled endpoint again; its held actions are queued.
+    async fn enable(&self, endpoint: &str) -> Result<(), StoreError> {
+        let lane = self.lane(endpoint);
+        let was = lane
+            .disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if was.is_some() {
+            tracing::info!(%endpoint, "endpoint enabled again");
+            self.inner
+                .store
+                .apply(vec![Update::EndpointDisabled {
+                    endpoint: endpoint.to_string(),
+                    disabled: false,
+                    reason: None,
+                }])
+                .await?;
+            self.inner
+                .metrics
+                .endpoint_disabled
+                .get_or_create(&Metrics::endpoint(endpoint))
+                .set(0);
+        }
+        let released = self.inner.store.release_held(endpoint).await?;
+        if released > 0 {
+            self.inner.sweep.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Asks the engine to look for unclaimed work in the store now.
+    pub fn wake(&self) {
+        self.inner.sweep.notify_one();
+    }
+
+    /// Every endpoint's breaker and delivery counters, sorted by endpoint.
+    pub fn breaker_views(&self) -> Vec<BreakerView> {
+        let lanes: Vec<Arc<Lane>> = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<BreakerView> = lanes
+            .iter()
+            .map(|lane| {
+                let breaker = self.inner.breakers.get_or_create(&lane.endpoint);
+                let m = breaker.metrics();
+                let disabled_reason = lane.disabled();
+                BreakerView {
+                    endpoint: lane.endpoint.clone(),
+                    state: match m.state {
+                        CircuitState::Closed => "closed",
+                        CircuitState::Open => "open",
+                        CircuitState::HalfOpen => "half_open",
+                    },
+                    failure_rate: m.failure_rate,
+                    retry_after_ms: breaker
+                        .retry_after()
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    disabled: disabled_reason.is_some(),
+                    disabled_reason,
+                    blocked: m.blocked,
+                    delivered: lane.stats.delivered.load(Ordering::Relaxed),
+                    deferred: lane.stats.deferred.load(Ordering::Relaxed),
+                    retried: lane.stats.retried.load(Ordering::Relaxed),
+                    dead_lettered: lane.stats.dead_lettered.load(Ordering::Relaxed),
+                    in_flight: lane
+                        .size
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(lane.limit.available_permits()),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        out
+    }
+
+    /// Refreshes the gauges read from the store (oldest pending age).
+    pub async fn refresh_gauges(&self) {
+        self.publish_depth();
+        if let Ok(oldest) = self.inner.store.oldest_pending_ms().await {
+            let age = oldest.map_or(0, |t| (unix_ms() - t).max(0) / 1000);
+            self.inner.metrics.oldest_pending_age_seconds.set(age);
+        }
+    }
+
+    /// Stops taking work, waits up to `grace` for running deliveries, then
+    /// closes the store. What was not delivered stays stored.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stop.cancel();
+        self.inner.deliveries.close();
+        if tokio::time::timeout(grace, self.inner.deliveries.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.inner.deliveries.len(),
+                "deliveries still running at the shutdown deadline stay pending in the store"
+            );
+        }
+        self.inner.store.close().await;
+    }
+}
+
+async fn lane_task(
+    engine: Engine,
+    lane: Arc<Lane>,
+    mut rx: mpsc::UnboundedReceiver<PendingAction>,
+) {
+    let stop = engine.inner.stop.clone();
+    loop {
+        let action = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            a = rx.recv() => match a {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        if lane.disabled().is_some() {
+            engine.hold(action).await;
+            continue;
+        }
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            p = lane.limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let e = engine.clone();
+        let l = lane.clone();
+        engine.inner.deliveries.spawn(async move {
+            e.deliver(&l, action).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingAction, Duration)>) {
+    let mut queue = tokio_util::time::DelayQueue::new();
+    let stop = engine.inner.stop.clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            msg = rx.recv() => match msg {
+                Some((action, wait)) => {
+                    queue.insert(action, wait);
+                }
+                None => return,
+            },
+            Some(expired) = std::future::poll_fn(|cx| queue.poll_expired(cx)), if !queue.is_empty() => {
+                let mut action = expired.into_inner();
+                action.not_before_ms = None;
+                engine.route(action);
+            }
+        }
+    }
+}
+
+async fn snapshot_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = rx.recv().await {
+        let mut endpoints = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            endpoints.push(more);
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        let updates = endpoints
+            .into_iter()
+            .filter_map(|endpoint| {
+                let snap = engine.inner.breakers.get(&endpoint)?.snapshot();
+                let snapshot = serde_json::to_string(&snap).ok()?;
+                Some(Update::Snapshot { endpoint, snapshot })
+            })
+            .collect();
+        if let Err(e) = engine.inner.store.apply(updates).await {
+            tracing::warn!(error = %e, "saving breaker snapshots failed");
+        }
+        if engine.is_stopping() {
+            return;
+        }
+    }
+}
+
+async fn sweep_task(engine: Engine) {
+    let stop = engine.inner.stop.clone();
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            () = engine.inner.sweep.notified() => {}
+        }
+        engine.sweep().await;
+    }
+}

@@ -1,0 +1,167 @@
+//! The service's own Prometheus series (`breakwater_dispatch_*`).
+//!
+//! Counters are labelled by `endpoint` (the breaker key, so cardinality is
+//! bounded by the configuration); attempts also by `outcome`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The `endpoint` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// The breaker key.
+    pub endpoint: String,
+}
+
+/// The `endpoint` and `outcome` labels of attempts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabel {
+    /// The breaker key.
+    pub endpoint: String,
+    /// `success`, `transient`, `permanent`, `gone` or `timeout`.
+    pub outcome: &'static str,
+}
+
+/// Every series the service publishes itself.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Events accepted (new ids only).
+    pub events_accepted: Counter,
+    /// Events whose id was already stored.
+    pub events_duplicate: Counter,
+    /// Actions delivered.
+    pub delivered: Family<EndpointLabel, Counter>,
+    /// Actions parked by an open circuit.
+    pub deferred: Family<EndpointLabel, Counter>,
+    /// Actions scheduled for another attempt.
+    pub retried: Family<EndpointLabel, Counter>,
+    /// Actions moved to the dead-letter table.
+    pub dead_lettered: Family<EndpointLabel, Counter>,
+    /// Attempts by outcome.
+    pub attempts: Family<AttemptLabel, Counter>,
+    /// Endpoints disabled by `410 Gone` (1 while disabled).
+    pub endpoint_disabled: Family<EndpointLabel, Gauge>,
+    /// Actions held in memory: queued, parked or running.
+    pub queue_depth: Gauge,
+    /// Age of the oldest action neither delivered nor dead-lettered.
+    pub oldest_pending_age_seconds: Gauge,
+    /// From acceptance to delivery.
+    pub delivery_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            events_accepted: Counter::default(),
+            events_duplicate: Counter::default(),
+            delivered: Family::default(),
+            deferred: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            attempts: Family::default(),
+            endpoint_disabled: Family::default(),
+            queue_depth: Gauge::default(),
+            oldest_pending_age_seconds: Gauge::default(),
+            delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every series in `registry` (names get the
+    /// `breakwater_dispatch_` prefix; counters get `_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("breakwater_dispatch");
+        r.register(
+            "events_accepted",
+            "Events accepted (new ids)",
+            self.events_accepted.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events whose id was already stored (accepted again, not delivered again)",
+            self.events_duplicate.clone(),
+        );
+        r.register(
+            "actions_delivered",
+            "Actions delivered",
+            self.delivered.clone(),
+        );
+        r.register(
+            "actions_deferred",
+            "Actions parked by an open circuit (no attempt used)",
+            self.deferred.clone(),
+        );
+        r.register(
+            "actions_retried",
+            "Actions scheduled for another attempt after a transient failure",
+            self.retried.clone(),
+        );
+        r.register(
+            "actions_dead_lettered",
+            "Actions moved to the dead-letter table",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "attempts",
+            "Delivery attempts by outcome",
+            self.attempts.clone(),
+        );
+        r.register(
+            "endpoint_disabled",
+            "1 while an endpoint is disabled by 410 Gone",
+            self.endpoint_disabled.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Actions held in memory: queued, parked or running",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "oldest_pending_age_seconds",
+            "Age of the oldest action neither delivered nor dead-lettered",
+            self.oldest_pending_age_seconds.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "From acceptance to delivery",
+            self.delivery_latency.clone(),
+        );
+    }
+
+    pub(crate) fn endpoint(endpoint: &str) -> EndpointLabel {
+        EndpointLabel {
+            endpoint: endpoint.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alerted_names_are_exposed() {
+        let m = Metrics::default();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.dead_lettered
+            .get_or_create(&Metrics::endpoint("http://a:1"))
+            .inc();
+        m.queue_depth.set(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        for name in [
+            "breakwater_dispatch_actions_dead_lettered_total{endpoint=\"http://a:1\"} 1",
+            "breakwater_dispatch_queue_depth 3",
+            "breakwater_dispatch_oldest_pending_age_seconds 0",
+            "breakwater_dispatch_delivery_latency_seconds_count 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Running the service: the HTTP listener, the engine, and the signals.
+//!
+//! SIGHUP re-reads the configuration file: a file with problems is refused
+//! (each logged) and the old configuration keeps running; a good one is put
+//! in force with every breaker keeping its state. SIGTERM (or Ctrl-C) stops
+//! intake (new `POST /events` get 503 and the listener closes), lets running
+//! deliveries finish within `shutdown_grace_ms`, and leaves everything else
+//! stored for the next start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use breakwater::traits::ActionExecutor;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppState, Tokens};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, Store};
+
+/// A running service.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state.
+    pub state: Arc<AppState>,
+    stop: CancellationToken,
+    http: JoinHandle<()>,
+}
+
+/// The `/metrics` registry: the service's series and the breakers'.
+fn registry(engine: &Engine) -> Registry {
+    let mut registry = Registry::default();
+    engine.metrics().register(&mut registry);
+    registry.register_collector(Box::new(
+        breakwater::prometheus::BreakerCollector::for_registry(engine.breakers().clone()),
+    ));
+    registry
+}
+
+/// Starts the engine over `store` and the HTTP API on `listen`.
+///
+/// # Errors
+///
+/// When the store cannot be read or the address cannot be bound.
+pub async fn start(
+    config: Config,
+    store: Arc<dyn Store>,
+    executor: Arc<dyn ActionExecutor>,
+    listen: SocketAddr,
+) -> anyhow::Result<Running> {
+    let engine = Engine::start(store, executor, &config, Metrics::default())
+        .await
+        .context("starting the delivery engine")?;
+    let registry = registry(&engine);
+    let tokens = Tokens::from_env(&config);
+    let state = AppState::new(engine, config, tokens, registry);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let router = app::router(state.clone());
+    let until = stop.clone();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { until.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    });
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        http,
+    })
+}
+
+impl Running {
+    /// Stops intake, waits up to `grace` for running deliveries, closes the store.
+    pub async fn shutdown(self, grace: Duration) {
+        let engine = self.state.engine.clone();
+        // Intake refuses first (503), then the listener closes.
+        let drain = tokio::spawn(async move { engine.shutdown(grace).await });
+        self.stop.cancel();
+        let _ = tokio::time::timeout(grace + Duration::from_secs(5), self.http).await;
+        let _ = drain.await;
+    }
+}
+
+/// Re-reads `path` and puts it in force, or logs why not.
+pub fn reload(state: &AppState, path: &Path) -> bool {
+    match Config::load(path) {
+        Ok(config) => match state.reload(config) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "configuration reloaded");
+                true
+            }
+            Err(refused) => {
+                for (endpoint, reason) in refused {
+                    tracing::warn!(%endpoint, %reason, "breaker settings refused on reload");
+                }
+                true
+            }
+        },
+        Err(e) => {
+            for p in &e.problems {
+                tracing::error!(problem = %p, "new configuration refused; the old one keeps running");
+            }
+            false
+        }
+    }
+}
+
+/// `breakwater serve --config FILE`: runs until SIGTERM or Ctrl-C.
+///
+/// # Errors
+///
+/// When the configuration, the store or the listener fails at start.
+pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Arc::new(
+        SqliteStore::open(&config.store)
+            .with_context(|| format!("opening the store {}", config.store.display()))?,
+    );
+    let executor = crate::executor::default_executor().map_err(|e| anyhow::anyhow!(e))?;
+    let listen = config.listen;
+    let grace = Duration::from_millis(config.delivery.shutdown_grace_ms);
+    let running = start(config, store, executor, listen).await?;
+    tracing::info!(addr = %running.addr, "breakwater listening");
+    println!("breakwater listening on http://{}", running.addr);
+    wait_for_stop(&running.state, &path).await;
+    tracing::info!("stopping: intake closed, draining deliveries");
+    running.shutdown(grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_stop(state: &AppState, path: &Path) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                reload(state, path);
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop(_state: &AppState, _path: &Path) {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,334 @@
+//! Durable storage of events, their pending actions, dead letters and
+//! breaker snapshots.
+//!
+//! The engine talks to storage only through [`Store`]. The trait is shaped
+//! for more than one backend:
+//!
+//! - [`Store::insert`] stores events and their actions in one transaction
+//!   and hands the new actions back already *claimed* by this instance, so
+//!   intake never has to read them back.
+//! - [`Store::claim`] takes up to `limit` unclaimed pending actions. The
+//!   SQLite backend is single-instance and releases every claim when it
+//!   opens (a restarted process owns all the work again). A Postgres backend
+//!   would claim with `SELECT ... FOR UPDATE SKIP LOCKED` and stamp a lease
+//!   (`claimed_by`, `lease_until`) that the instance renews while it runs,
+//!   so that the work of an instance that died is claimed again by others
+//!   once its leases expire; the engine already re-claims periodically.
+//! - [`Store::apply`] records outcomes; it may be batched and is not awaited
+//!   for durability by the engine (a lost outcome means one more delivery,
+//!   which at-least-once allows).
+
+pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use breakwater::traits::{ActionConfig, EntityEvent};
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use self::sqlite::SqliteStore;
+
+/// The id of a stored action.
+pub type ActionId = i64;
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("storage failed: {0}")]
+    Backend(String),
+    /// The store has been closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+/// `Result` with [`StoreError`].
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One action to store with its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAction {
+    /// The observer that asked for it.
+    pub observer: String,
+    /// The action.
+    pub action: ActionConfig,
+}
+
+/// One event to store, with the actions its observers ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The event.
+    pub event: EntityEvent,
+    /// Its actions.
+    pub actions: Vec<NewAction>,
+}
+
+/// The outcome of storing one [`NewEvent`].
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    /// Stored now; its actions, claimed by this instance.
+    New(Vec<PendingAction>),
+    /// An event with this id was already stored: nothing was added.
+    Duplicate,
+}
+
+/// An action waiting to be delivered.
+#[derive(Debug, Clone)]
+pub struct PendingAction {
+    /// Its id.
+    pub id: ActionId,
+    /// The event it is for.
+    pub event: Arc<EntityEvent>,
+    /// The observer that asked for it.
+    pub observer: String,
+    /// The breaker key ([`ActionConfig::endpoint`]).
+    pub endpoint: String,
+    /// What to do.
+    pub action: Arc<ActionConfig>,
+    /// Attempts used so far.
+    pub attempts: u32,
+    /// When the event was accepted, milliseconds since the Unix epoch.
+    pub accepted_at_ms: i64,
+    /// Not to be attempted before this time (Unix ms), if set.
+    pub not_before_ms: Option<i64>,
+}
+
+/// Where an action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Waiting for (or in) delivery.
+    Pending,
+    /// Refused by an open circuit; waits until `not_before`.
+    Parked,
+    /// Delivered.
+    Delivered,
+    /// In the dead-letter table.
+    DeadLettered,
+    /// Kept while its endpoint is disabled.
+    Held,
+}
+
+impl ActionStatus {
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "parked" => Self::Parked,
+            "delivered" => Self::Delivered,
+            "dead_lettered" => Self::DeadLettered,
+            "held" => Self::Held,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// What the store knows about one action (no secrets: the action's
+/// configuration is summarised by its type and endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRecord {
+    /// Its id.
+    pub id: ActionId,
+    /// The event it is for.
+    pub event_id: Uuid,
+    /// The observer that asked for it.
+    pub observer: String,
+    /// `webhook`, `slack`, `email` or `log`.
+    pub action_type: String,
+    /// The breaker key.
+    pub endpoint: String,
+    /// Where it stands.
+    pub status: ActionStatus,
+    /// Attempts used.
+    pub attempts: u32,
+    /// Parked or waiting for a retry until this time (RFC 3339), if so.
+    pub not_before: Option<String>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// The last HTTP status, if any.
+    pub last_status: Option<u16>,
+}
+
+/// An event and its actions, for `GET /events/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// The event's id.
+    pub id: Uuid,
+    /// When it was accepted (RFC 3339).
+    pub accepted_at: String,
+    /// Its actions.
+    pub actions: Vec<ActionRecord>,
+}
+
+/// One outcome to record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// Delivered.
+    Delivered {
+        /// The action.
+        id: ActionId,
+        /// Attempts used, this one included.
+        attempts: u32,
+        /// HTTP status, if any.
+        status: Option<u16>,
+    },
+    /// Failed transiently; retried at `not_before_ms`.
+    Retry {
+        /// The action.
+        id: ActionId,
+        /// Attempts used.
+        attempts: u32,
+        /// Unix ms of the next attempt.
+        not_before_ms: i64,
+        /// The error.
+        error: String,
+        /// HTTP status, if any.
+        status: Option<u16>,
+    },
+    /// Refused by an open circuit until `until_ms` (no attempt used).
+    Parked {
+        /// The action.
+        id: ActionId,
+        /// Unix ms.
+        until_ms: i64,
+    },
+    /// Moved to the dead-letter table.
+    DeadLetter {
+        /// The action.
+        id: ActionId,
+        /// Attempts used.
+        attempts: u32,
+        /// Why.
+        error: String,
+        /// HTTP status, if any.
+        status: Option<u16>,
+    },
+    /// Kept until its endpoint is enabled again.
+    Held {
+        /// The action.
+        id: ActionId,
+    },
+    /// Handed back unfinished (shutdown): pending and unclaimed again.
+    Released {
+        /// The action.
+        id: ActionId,
+    },
+    /// A breaker's latest snapshot (JSON).
+    Snapshot {
+        /// The endpoint.
+        endpoint: String,
+        /// `CircuitSnapshot` as JSON.
+        snapshot: String,
+    },
+    /// An endpoint was disabled (`410 Gone`) or enabled again.
+    EndpointDisabled {
+        /// The endpoint.
+        endpoint: String,
+        /// Whether it is now disabled.
+        disabled: bool,
+        /// Why, when disabled.
+        reason: Option<String>,
+    },
+}
+
+/// A dead-lettered action, for `dlq list`.
+pub type DeadLetter = ActionRecord;
+
+/// Durable storage behind the engine (see the [module docs](self)).
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Stores `events` and their actions atomically; an event whose id is
+    /// already stored is left alone. Returns once the batch is durable.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; nothing of the batch is stored then.
+    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>>;
+
+    /// Claims up to `limit` unclaimed pending, parked or retrying actions.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>>;
+
+    /// Records outcomes.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()>;
+
+    /// An event and the state of its actions.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>>;
+
+    /// Every saved breaker snapshot, as (endpoint, JSON).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn snapshots(&self) -> StoreResult<Vec<(String, String)>>;
+
+    /// Endpoints disabled by `410 Gone`, with the reason.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<(String, String)>>;
+
+    /// Held actions of `endpoint` become pending (unclaimed) again; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn release_held(&self, endpoint: &str) -> StoreResult<u64>;
+
+    /// Up to `limit` dead letters, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Dead letters (all, or only `ids`) become pending with no attempts used; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn replay_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64>;
+
+    /// Deletes dead letters (all, or only `ids`); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64>;
+
+    /// Unix ms at which the oldest not yet delivered (nor dead-lettered)
+    /// action was accepted, if any.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>>;
+
+    /// Counts of actions by status.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>>;
+
+    /// Writes everything queued and stops accepting work.
+    async fn close(&self);
+}

@@ -1,0 +1,666 @@
+//! The embedded SQLite store.
+//!
+//! One writer thread owns the write connection and commits whatever has
+//! queued up in one transaction (group commit), so intake costs one fsync
+//! per batch, not per event. Reads use a second connection (WAL lets them
+//! run beside the writer).
+//!
+//! Durability: WAL with `synchronous = FULL`. A batch is answered only
+//! after its commit, so what was answered survives a process kill (the WAL
+//! is in the OS) and a power loss (the WAL was fsynced).
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use breakwater::traits::{ActionConfig, EntityEvent};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{
+    ActionId, ActionRecord, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent,
+    PendingAction, Store, StoreError, StoreResult, Update,
+};
+
+/// The most jobs committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>) -> Done + Send>;
+
+/// SQLite storage (see the [module docs](self)).
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL REFERENCES events(id),
+    observer TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    action_type TEXT NOT NULL,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before INTEGER,
+    last_error TEXT,
+    last_status INTEGER,
+    claimed INTEGER NOT NULL DEFAULT 0,
+    accepted_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, claimed, id);
+CREATE INDEX IF NOT EXISTS actions_by_event ON actions(event_id);
+CREATE TABLE IF NOT EXISTS endpoints (
+    endpoint TEXT PRIMARY KEY,
+    snapshot TEXT,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    disabled_reason TEXT
+);
+";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` and releases every claim
+    /// (this process now owns all pending work).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the database for a tool (`dlq`) that may run beside a service:
+    /// claims are left alone.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the file cannot be opened or migrated.
+    pub fn open_shared(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, release_claims: bool) -> StoreResult<Self> {
+        let mut conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        if release_claims {
+            conn.execute("UPDATE actions SET claimed = 0 WHERE claimed = 1", [])?;
+        }
+        let reader = open(path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name("breakwater-store".into())
+            .spawn(move || writer(&mut conn, &rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction; resolves after the commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |t| {
+            let result = f(t);
+            Box::new(move |committed: Result<(), String>| {
+                let out = match (result, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(StoreError::from(e)),
+                    (_, Err(e)) => Err(StoreError::Backend(e)),
+                };
+                let _ = tx.send(out);
+            })
+        });
+        {
+            let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            guard
+                .as_ref()
+                .ok_or(StoreError::Closed)?
+                .send(job)
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+fn writer(conn: &mut Connection, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot begin a transaction");
+                continue;
+            }
+        };
+        let done: Vec<Done> = jobs.into_iter().map(|j| j(&tx)).collect();
+        let committed = tx.commit().map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed");
+        }
+        for d in done {
+            d(committed.clone());
+        }
+    }
+}
+
+fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingAction> {
+    let body: String = row.get("body")?;
+    let action: String = row.get("action")?;
+    let event: EntityEvent = serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let action: ActionConfig = serde_json::from_str(&action).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(PendingAction {
+        id: row.get("id")?,
+        event: Arc::new(event),
+        observer: row.get("observer")?,
+        endpoint: row.get("endpoint")?,
+        action: Arc::new(action),
+        attempts: row.get("attempts")?,
+        accepted_at_ms: row.get("accepted_at")?,
+        not_before_ms: row.get("not_before")?,
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
+    let event_id: String = row.get("event_id")?;
+    let status: String = row.get("status")?;
+    let not_before: Option<i64> = row.get("not_before")?;
+    let status = ActionStatus::parse(&status);
+    Ok(ActionRecord {
+        id: row.get("id")?,
+        event_id: event_id.parse().unwrap_or_default(),
+        observer: row.get("observer")?,
+        action_type: row.get("action_type")?,
+        endpoint: row.get("endpoint")?,
+        status,
+        attempts: row.get("attempts")?,
+        not_before: not_before
+            .filter(|_| matches!(status, ActionStatus::Pending | ActionStatus::Parked))
+            .map(rfc3339),
+        last_error: row.get("last_error")?,
+        last_status: row.get("last_status")?,
+    })
+}
+
+fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
+    match ids {
+        None => String::new(),
+        Some(ids) => format!(
+            " AND id IN ({})",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        ),
+    }
+}
+
+fn apply_one(t: &Transaction<'_>, u: &Update) -> rusqlite::Result<()> {
+    let now = now_ms();
+    match u {
+        Update::Delivered {
+            id,
+            attempts,
+            status,
+        } => t.execute(
+            "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
+             not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
+            params![id, attempts, status, now],
+        )?,
+        Update::Retry {
+            id,
+            attempts,
+            not_before_ms,
+            error,
+            status,
+        } => t.execute(
+            "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
+             last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1",
+            params![id, attempts, not_before_ms, error, status, now],
+        )?,
+        Update::Parked { id, until_ms } => t.execute(
+            "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
+             WHERE id = ?1 AND status IN ('pending', 'parked')",
+            params![id, until_ms, now],
+        )?,
+        Update::DeadLetter {
+            id,
+            attempts,
+            error,
+            status,
+        } => t.execute(
+            "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
+             last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1",
+            params![id, attempts, error, status, now],
+        )?,
+        Update::Held { id } => t.execute(
+            "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?,
+        Update::Released { id } => t.execute(
+            "UPDATE actions SET claimed = 0, updated_at = ?2
+             WHERE id = ?1 AND status IN ('pending', 'parked')",
+            params![id, now],
+        )?,
+        Update::Snapshot { endpoint, snapshot } => t.execute(
+            "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
+             ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot",
+            params![endpoint, snapshot],
+        )?,
+        Update::EndpointDisabled {
+            endpoint,
+            disabled,
+            reason,
+        } => t.execute(
+            "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
+             disabled_reason = excluded.disabled_reason",
+            params![endpoint, disabled, reason],
+        )?,
+    };
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+        self.write(move |t| {
+            let now = now_ms();
+            let mut out = Vec::with_capacity(events.len());
+            for NewEvent { event, actions } in events {
+                let body = serde_json::to_string(&event).unwrap_or_default();
+                let added = t.execute(
+                    "INSERT INTO events (id, body, accepted_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO NOTHING",
+                    params![event.id.to_string(), body, now],
+                )?;
+                if added == 0 {
+                    out.push(Inserted::Duplicate);
+                    continue;
+                }
+                let event = Arc::new(event);
+                let mut pending = Vec::with_capacity(actions.len());
+                for a in actions {
+                    let endpoint = a.action.endpoint();
+                    let json = serde_json::to_string(&a.action).unwrap_or_default();
+                    t.execute(
+                        "INSERT INTO actions (event_id, observer, endpoint, action_type, action,
+                         status, claimed, accepted_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 1, ?6, ?6)",
+                        params![
+                            event.id.to_string(),
+                            a.observer,
+                            endpoint,
+                            a.action.action_type(),
+                            json,
+                            now
+                        ],
+                    )?;
+                    pending.push(PendingAction {
+                        id: t.last_insert_rowid(),
+                        event: event.clone(),
+                        observer: a.observer,
+                        endpoint,
+                        action: Arc::new(a.action),
+                        attempts: 0,
+                        accepted_at_ms: now,
+                        not_before_ms: None,
+                    });
+                }
+                out.push(Inserted::New(pending));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>> {
+        self.write(move |t| {
+            let mut stmt = t.prepare_cached(
+                "SELECT a.id, a.observer, a.endpoint, a.action, a.attempts, a.not_before,
+                        a.accepted_at, e.body
+                 FROM actions a JOIN events e ON e.id = a.event_id
+                 WHERE a.status IN ('pending', 'parked') AND a.claimed = 0
+                 ORDER BY a.id LIMIT ?1",
+            )?;
+            let rows: Vec<PendingAction> = stmt
+                .query_map(params![limit as i64], row_to_pending)?
+                .collect::<Result<_, _>>()?;
+            let mut mark = t.prepare_cached("UPDATE actions SET claimed = 1 WHERE id = ?1")?;
+            for r in &rows {
+                mark.execute(params![r.id])?;
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
+        self.write(move |t| {
+            for u in &updates {
+                apply_one(t, u)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>> {
+        self.read(move |c| {
+            let accepted: Option<i64> = c
+                .query_row(
+                    "SELECT accepted_at FROM events WHERE id = ?1",
+                    params![id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(accepted) = accepted else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT id, event_id, observer, action_type, endpoint, status, attempts,
+                        not_before, last_error, last_status
+                 FROM actions WHERE event_id = ?1 ORDER BY id",
+            )?;
+            let actions = stmt
+                .query_map(params![id.to_string()], row_to_record)?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(EventRecord {
+                id,
+                accepted_at: rfc3339(accepted),
+                actions,
+            }))
+        })
+        .await
+    }
+
+    async fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT endpoint, snapshot FROM endpoints WHERE snapshot IS NOT NULL ORDER BY endpoint",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT endpoint, COALESCE(disabled_reason, '') FROM endpoints
+                 WHERE disabled = 1 ORDER BY endpoint",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn release_held(&self, endpoint: &str) -> StoreResult<u64> {
+        let endpoint = endpoint.to_string();
+        self.write(move |t| {
+            let n = t.execute(
+                "UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL,
+                 updated_at = ?2 WHERE status = 'held' AND endpoint = ?1",
+                params![endpoint, now_ms()],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, event_id, observer, action_type, endpoint, status, attempts,
+                        not_before, last_error, last_status
+                 FROM actions WHERE status = 'dead_lettered' ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map(params![limit as i64], row_to_record)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn replay_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        self.write(move |t| {
+            let sql = format!(
+                "UPDATE actions SET status = 'pending', attempts = 0, claimed = 0,
+                 not_before = NULL, updated_at = ?1 WHERE status = 'dead_lettered'{}",
+                id_filter(&ids)
+            );
+            Ok(t.execute(&sql, params![now_ms()])? as u64)
+        })
+        .await
+    }
+
+    async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        self.write(move |t| {
+            let sql = format!(
+                "DELETE FROM actions WHERE status = 'dead_lettered'{}",
+                id_filter(&ids)
+            );
+            Ok(t.execute(&sql, [])? as u64)
+        })
+        .await
+    }
+
+    async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MIN(accepted_at) FROM actions WHERE status IN ('pending', 'parked', 'held')",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT status, COUNT(*) FROM actions GROUP BY status ORDER BY status")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let s: String = r.get(0)?;
+                    let n: i64 = r.get(1)?;
+                    Ok((ActionStatus::parse(&s), n as u64))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let sender = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(sender);
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewAction;
+    use breakwater::traits::{EventKind, LogAction};
+
+    fn event() -> EntityEvent {
+        EntityEvent::new(
+            EventKind::Insert,
+            "Order",
+            Uuid::new_v4(),
+            serde_json::json!({"n": 1}),
+        )
+    }
+
+    fn log_action() -> NewAction {
+        NewAction {
+            observer: "o".into(),
+            action: ActionConfig::Log(LogAction {
+                level: "info".into(),
+                message_template: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let e = event();
+        let first = store
+            .insert(vec![NewEvent {
+                event: e.clone(),
+                actions: vec![log_action(), log_action()],
+            }])
+            .await
+            .unwrap();
+        assert!(matches!(&first[0], Inserted::New(a) if a.len() == 2));
+        let again = store
+            .insert(vec![NewEvent {
+                event: e.clone(),
+                actions: vec![log_action()],
+            }])
+            .await
+            .unwrap();
+        assert!(matches!(again[0], Inserted::Duplicate));
+        // Claimed at insert: nothing more to claim.
+        assert!(store.claim(10).await.unwrap().is_empty());
+        let Inserted::New(actions) = &first[0] else {
+            unreachable!()
+        };
+        store
+            .apply(vec![Update::Delivered {
+                id: actions[0].id,
+                attempts: 1,
+                status: Some(200),
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+        // A restart releases the claims: the undelivered action comes back.
+        let store = SqliteStore::open(&path).unwrap();
+        let back = store.claim(10).await.unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].id, actions[1].id);
+        assert_eq!(back[0].event.id, e.id);
+        let rec = store.event(e.id).await.unwrap().unwrap();
+        assert_eq!(rec.actions[0].status, ActionStatus::Delivered);
+        assert_eq!(rec.actions[1].status, ActionStatus::Pending);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_replayed_and_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("d.db")).unwrap();
+        let ins = store
+            .insert(vec![NewEvent {
+                event: event(),
+                actions: vec![log_action(), log_action()],
+            }])
+            .await
+            .unwrap();
+        let Inserted::New(a) = &ins[0] else {
+            unreachable!()
+        };
+        let dead = |id| Update::DeadLetter {
+            id,
+            attempts: 5,
+            error: "boom".into(),
+            status: Some(500),
+        };
+        store
+            .apply(vec![dead(a[0].id), dead(a[1].id)])
+            .await
+            .unwrap();
+        let list = store.dead_letters(10).await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].last_error.as_deref(), Some("boom"));
+        assert_eq!(
+            store
+                .replay_dead_letters(Some(vec![a[0].id]))
+                .await
+                .unwrap(),
+            1
+        );
+        let claimed = store.claim(10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts, 0);
+        assert_eq!(store.purge_dead_letters(None).await.unwrap(), 1);
+        assert!(store.dead_letters(10).await.unwrap().is_empty());
+        store.close().await;
+    }
+}

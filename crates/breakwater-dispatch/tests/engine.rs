@@ -1,0 +1,280 @@
+//! The engine alone, on paused time, over an in-memory store and test
+//! executors: parking costs no attempt, and a dead endpoint never holds up
+//! a healthy one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use breakwater::traits::{
+    ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error, EventKind,
+};
+use breakwater_dispatch::config::Config;
+use breakwater_dispatch::engine::{actions_for, Engine};
+use breakwater_dispatch::metrics::Metrics;
+use breakwater_dispatch::store::{
+    ActionId, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent, PendingAction, Store,
+    StoreResult, Update,
+};
+use uuid::Uuid;
+
+/// A store in memory: enough of the trait for the engine.
+#[derive(Debug, Default)]
+struct MemoryStore {
+    next: Mutex<ActionId>,
+    events: Mutex<HashMap<Uuid, usize>>,
+    status: Mutex<HashMap<ActionId, (ActionStatus, u32)>>,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+        let mut out = Vec::new();
+        for e in events {
+            if self
+                .events
+                .lock()
+                .unwrap()
+                .insert(e.event.id, e.actions.len())
+                .is_some()
+            {
+                out.push(Inserted::Duplicate);
+                continue;
+            }
+            let event = Arc::new(e.event);
+            let mut pending = Vec::new();
+            for a in e.actions {
+                let id = {
+                    let mut n = self.next.lock().unwrap();
+                    *n += 1;
+                    *n
+                };
+                self.status
+                    .lock()
+                    .unwrap()
+                    .insert(id, (ActionStatus::Pending, 0));
+                pending.push(PendingAction {
+                    id,
+                    event: event.clone(),
+                    observer: a.observer,
+                    endpoint: a.action.endpoint(),
+                    action: Arc::new(a.action),
+                    attempts: 0,
+                    accepted_at_ms: 0,
+                    not_before_ms: None,
+                });
+            }
+            out.push(Inserted::New(pending));
+        }
+        Ok(out)
+    }
+    async fn claim(&self, _limit: usize) -> StoreResult<Vec<PendingAction>> {
+        Ok(Vec::new())
+    }
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
+        let mut s = self.status.lock().unwrap();
+        for u in updates {
+            match u {
+                Update::Delivered { id, attempts, .. } => {
+                    s.insert(id, (ActionStatus::Delivered, attempts));
+                }
+                Update::Retry { id, attempts, .. } => {
+                    s.insert(id, (ActionStatus::Pending, attempts));
+                }
+                Update::Parked { id, .. } => {
+                    let a = s.get(&id).map_or(0, |v| v.1);
+                    s.insert(id, (ActionStatus::Parked, a));
+                }
+                Update::DeadLetter { id, attempts, .. } => {
+                    s.insert(id, (ActionStatus::DeadLettered, attempts));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    async fn event(&self, _id: Uuid) -> StoreResult<Option<EventRecord>> {
+        Ok(None)
+    }
+    async fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    async fn release_held(&self, _endpoint: &str) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn dead_letters(&self, _limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        Ok(Vec::new())
+    }
+    async fn replay_dead_letters(&self, _ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn purge_dead_letters(&self, _ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
+        Ok(None)
+    }
+    async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        Ok(Vec::new())
+    }
+    async fn close(&self) {}
+}
+
+impl MemoryStore {
+    fn with_status(&self, status: ActionStatus) -> Vec<(ActionId, u32)> {
+        self.status
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.0 == status)
+            .map(|(id, v)| (*id, v.1))
+            .collect()
+    }
+}
+
+/// Succeeds for the healthy host; fails (503) for the dead one until `heal`.
+#[derive(Debug, Default)]
+struct TestExecutor {
+    calls: Mutex<HashMap<String, usize>>,
+    healed: AtomicUsize,
+}
+
+#[async_trait]
+impl ActionExecutor for TestExecutor {
+    async fn execute(
+        &self,
+        _e: &EntityEvent,
+        action: &ActionConfig,
+    ) -> Result<ActionResult, Error> {
+        let endpoint = action.endpoint();
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(endpoint.clone())
+            .or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if endpoint.contains("dead") && self.healed.load(Ordering::SeqCst) == 0 {
+            return Err(Error::from_status(503, "HTTP 503", None));
+        }
+        Ok(ActionResult {
+            action_type: "webhook".into(),
+            success: true,
+            message: "ok".into(),
+            duration_ms: 5,
+            status_code: Some(200),
+        })
+    }
+}
+
+fn config() -> Config {
+    Config::parse(
+        r#"
+[circuit_breaker]
+sample_size = 10
+minimum_calls = 5
+open_timeout_ms = 10000
+max_open_timeout_ms = 10000
+half_open_max_requests = 1
+jitter_ratio = 0.0
+[retry]
+max_attempts = 50
+backoff_ms = 10
+max_backoff_ms = 100
+[delivery]
+max_in_flight_per_endpoint = 4
+[[observers]]
+name = "o"
+entity_type = "Order"
+event_type = "INSERT"
+[[observers.actions]]
+type = "webhook"
+url = "http://healthy.test/h"
+[[observers.actions]]
+type = "webhook"
+url = "http://dead.test/h"
+"#,
+    )
+    .unwrap()
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("never happened");
+}
+
+#[tokio::test(start_paused = true)]
+async fn parked_actions_use_no_attempt_and_the_healthy_endpoint_is_not_held_up() {
+    let store = Arc::new(MemoryStore::default());
+    let exec = Arc::new(TestExecutor::default());
+    let config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    let events: Vec<NewEvent> = (0..1000)
+        .map(|i| {
+            let event = EntityEvent::new(
+                EventKind::Insert,
+                "Order",
+                Uuid::new_v4(),
+                serde_json::json!({ "i": i }),
+            );
+            NewEvent {
+                actions: actions_for(&config, &event),
+                event,
+            }
+        })
+        .collect();
+    engine.accept(events).await.unwrap();
+    let healthy = "http://healthy.test:80";
+    let dead = "http://dead.test:80";
+    // Every healthy action is delivered while the dead endpoint's breaker is open.
+    until(|| {
+        engine
+            .breaker_views()
+            .iter()
+            .any(|v| v.endpoint == healthy && v.delivered == 1000)
+    })
+    .await;
+    let dead_breaker = engine.breakers().get(dead).unwrap();
+    assert_eq!(dead_breaker.state(), breakwater::CircuitState::Open);
+    let dead_calls = exec.calls.lock().unwrap()[dead];
+    assert!(
+        dead_calls < 20,
+        "the open breaker kept {dead_calls} calls away"
+    );
+    let parked = store.with_status(ActionStatus::Parked);
+    assert!(parked.len() > 900, "{} parked", parked.len());
+    // Only actions that really ran (before the breaker opened) have used an
+    // attempt; being parked used none.
+    let attempted = parked.iter().filter(|(_, attempts)| *attempts > 0).count();
+    assert!(
+        attempted <= dead_calls,
+        "{attempted} parked actions have attempts, {dead_calls} calls"
+    );
+    // While they wait nothing runs: ten more seconds of paused time, no calls.
+    let before = exec.calls.lock().unwrap()[dead];
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(exec.calls.lock().unwrap()[dead] <= before + 1);
+    exec.healed.store(1, Ordering::SeqCst);
+    until(|| {
+        engine
+            .breaker_views()
+            .iter()
+            .any(|v| v.endpoint == dead && v.delivered == 1000)
+    })
+    .await;
+    assert_eq!(engine.held(), 0);
+    assert_eq!(store.with_status(ActionStatus::Delivered).len(), 2000);
+    assert!(store.with_status(ActionStatus::DeadLettered).is_empty());
+}

@@ -1,0 +1,495 @@
+//! End-to-end tests of the service in-process, over real HTTP on 127.0.0.1.
+
+mod support;
+
+use std::time::Duration;
+
+use breakwater::CircuitState;
+use breakwater_dispatch::store::ActionStatus;
+use support::{config_toml, event, post_events, start, wait_until, Receiver};
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn admin_token() -> &'static str {
+    std::env::set_var("BW_TEST_ADMIN_TOKEN", "test-admin-token");
+    "test-admin-token"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_endpoint_behaviours_and_a_dead_endpoint_recovers_without_slowing_the_healthy_one() {
+    let healthy = Receiver::start(200).await;
+    let flaky = Receiver::start(0).await;
+    let dead = Receiver::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        &dir.path().join("t.db"),
+        &[&healthy.url, &flaky.url, &dead.url],
+        "",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let mut ids = Vec::new();
+    for chunk in 0..10 {
+        let batch: Vec<_> = (0..10).map(|_| event(None)).collect();
+        let r = post_events(&base, &serde_json::Value::Array(batch)).await;
+        assert_eq!(r.status(), 202, "chunk {chunk}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        for id in body["ids"].as_array().unwrap() {
+            ids.push(id.as_str().unwrap().parse::<Uuid>().unwrap());
+        }
+    }
+    assert_eq!(ids.len(), 100);
+    let engine = svc.state.engine.clone();
+    let dead_breaker = engine.breakers().get(&dead.endpoint).unwrap();
+    // The healthy endpoint delivers everything while the dead one is still dead.
+    wait_until("the healthy endpoint to get every event", LIMIT, || {
+        healthy.delivered().len() == 100
+    })
+    .await;
+    assert!(dead.delivered().is_empty());
+    wait_until(
+        "the dead endpoint's breaker to open and defer",
+        LIMIT,
+        || {
+            let m = dead_breaker.metrics();
+            let v = engine.breaker_views();
+            let d = v.iter().find(|v| v.endpoint == dead.endpoint).unwrap();
+            m.transitions_between(CircuitState::Closed, CircuitState::Open) >= 1 && d.deferred > 0
+        },
+    )
+    .await;
+    let healthy_breaker = engine.breakers().get(&healthy.endpoint).unwrap();
+    assert_eq!(healthy_breaker.state(), CircuitState::Closed);
+    dead.set(200);
+    wait_until("every event on every endpoint", LIMIT, || {
+        dead.delivered().len() == 100 && flaky.delivered().len() == 100
+    })
+    .await;
+    for id in &ids {
+        assert!(healthy.delivered().contains_key(id));
+        assert!(flaky.delivered().contains_key(id));
+        assert!(dead.delivered().contains_key(id));
+    }
+    assert!(
+        flaky.hits().iter().any(|h| h.answered == 500),
+        "the flaky receiver failed some requests"
+    );
+    wait_until("the queue to empty", LIMIT, || engine.held() == 0).await;
+    let rec = engine.store().event(ids[0]).await.unwrap().unwrap();
+    assert!(rec
+        .actions
+        .iter()
+        .all(|a| a.status == ActionStatus::Delivered));
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_gets_4xx_and_stores_nothing() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        &dir.path().join("t.db"),
+        &[&receiver.url],
+        "[delivery]\nmax_body_bytes = 2048\n",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let client = reqwest::Client::new();
+    // Every endpoint's series exist at zero before any event.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let zero = format!(
+        "breakwater_dispatch_actions_dead_lettered_total{{endpoint=\"{}\"}} 0",
+        receiver.endpoint
+    );
+    assert!(metrics.contains(&zero), "{zero} missing from\n{metrics}");
+    let good = event(None).to_string();
+    let huge = format!(
+        "[{}]",
+        std::iter::repeat_n(good.as_str(), 40)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{\"event_type\":".into(), 400, "malformed JSON"),
+        (huge, 413, "limit"),
+        (good.replace("\"Order\"", "12"), 400, "invalid type"),
+        (
+            good.replace("\"data\"", "\"bogus\":1,\"data\""),
+            400,
+            "bogus",
+        ),
+        (good.replace("INSERT", "UPSERT"), 400, "UPSERT"),
+        (format!("[{good}, 7]"), 400, "events[1]"),
+    ];
+    for (body, status, says) in cases {
+        let r = client
+            .post(format!("{base}/events"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body:.80}");
+        let err: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            err["message"].as_str().unwrap().contains(says),
+            "{body:.80}: {err}"
+        );
+    }
+    let counts = svc.state.engine.store().counts().await.unwrap();
+    assert!(counts.is_empty(), "nothing stored: {counts:?}");
+    assert!(receiver.hits().is_empty());
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_bearer_token() {
+    let token = admin_token();
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&dir.path().join("t.db"), &[&receiver.url], "");
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let client = reqwest::Client::new();
+    let path = |op: &str| {
+        let enc: String = receiver.endpoint.replace(':', "%3A").replace('/', "%2F");
+        format!("{base}/breakers/{enc}/{op}")
+    };
+    let r = client.post(path("open")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(path("open"))
+        .bearer_auth("wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(path("open"))
+        .bearer_auth(format!("{token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(path("open"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let breakers: serde_json::Value = client
+        .get(format!("{base}/breakers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(breakers[0]["state"], "open");
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503, "the only endpoint is open: critical");
+    let r = client
+        .post(path("reset"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let r = client
+        .post(path("explode"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_event_id_is_accepted_and_delivered_once() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&dir.path().join("t.db"), &[&receiver.url], "");
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let id = Uuid::new_v4();
+    for _ in 0..3 {
+        let r = post_events(&base, &event(Some(id))).await;
+        assert_eq!(r.status(), 202);
+    }
+    // A later marker event: lanes are FIFO, so once it is delivered any
+    // second delivery of the duplicate would have happened.
+    let marker = Uuid::new_v4();
+    assert_eq!(post_events(&base, &event(Some(marker))).await.status(), 202);
+    wait_until("the marker", LIMIT, || {
+        receiver.delivered().contains_key(&marker)
+    })
+    .await;
+    assert_eq!(receiver.delivered()[&id], 1);
+    let rec = svc.state.engine.store().event(id).await.unwrap().unwrap();
+    assert_eq!(rec.actions.len(), 1);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_endpoint_and_keeps_its_actions_for_replay() {
+    let token = admin_token();
+    let receiver = Receiver::start(410).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&dir.path().join("t.db"), &[&receiver.url], "");
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        assert_eq!(post_events(&base, &event(Some(*id))).await.status(), 202);
+    }
+    let engine = svc.state.engine.clone();
+    wait_until(
+        "the endpoint to be disabled and its actions held",
+        LIMIT,
+        || engine.breaker_views()[0].disabled && engine.held() == 0,
+    )
+    .await;
+    let rec = engine.store().event(ids[4]).await.unwrap().unwrap();
+    assert_eq!(rec.actions[0].status, ActionStatus::Held);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("breakwater_dispatch_endpoint_disabled{"),
+        "{metrics}"
+    );
+    receiver.set(200);
+    let enc = receiver.endpoint.replace(':', "%3A").replace('/', "%2F");
+    let r = reqwest::Client::new()
+        .post(format!("{base}/breakers/{enc}/reset"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until("the held actions to be delivered", LIMIT, || {
+        ids.iter().all(|id| receiver.delivered().contains_key(id))
+    })
+    .await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_and_exhausted_retries_are_dead_lettered() {
+    let bad = Receiver::start(400).await;
+    let down = Receiver::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&dir.path().join("t.db"), &[&bad.url, &down.url], "")
+        .replace("max_attempts = 30", "max_attempts = 2")
+        .replace("minimum_calls = 5", "minimum_calls = 10");
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let id = Uuid::new_v4();
+    assert_eq!(post_events(&base, &event(Some(id))).await.status(), 202);
+    let engine = svc.state.engine.clone();
+    wait_until("both actions dead-lettered", LIMIT, || engine.held() == 0).await;
+    let letters = engine.store().dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    let by_endpoint = |e: &str| letters.iter().find(|l| l.endpoint == e).unwrap().clone();
+    assert_eq!(by_endpoint(&bad.endpoint).attempts, 1, "permanent: at once");
+    assert_eq!(
+        by_endpoint(&down.endpoint).attempts,
+        2,
+        "transient: max_attempts"
+    );
+    let r = reqwest::get(format!("{base}/events/{id}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["actions"][0]["status"], "dead_lettered");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "breakwater_dispatch_actions_dead_lettered_total",
+        "breakwater_dispatch_queue_depth",
+        "breakwater_dispatch_oldest_pending_age_seconds",
+        "breakwater_dispatch_delivery_latency_seconds",
+        "breakwater_circuit_state{",
+        "breakwater_circuit_requests_total{",
+    ] {
+        assert!(metrics.contains(name), "{name}");
+    }
+    let missing = reqwest::get(format!("{base}/events/{}", Uuid::new_v4()))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_the_standard_webhooks_way() {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let toml = format!(
+        "{}signing_secret = \"{secret}\"\n",
+        config_toml(&dir.path().join("t.db"), &[&receiver.url], "")
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let id = Uuid::new_v4();
+    assert_eq!(post_events(&base, &event(Some(id))).await.status(), 202);
+    wait_until("the signed delivery", LIMIT, || {
+        receiver.delivered().contains_key(&id)
+    })
+    .await;
+    let hit = receiver.hits().pop().unwrap();
+    let header = |n: &str| hit.headers[n].to_str().unwrap().to_string();
+    let (msg_id, ts, sig) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
+    // Verified here independently of the library: HMAC-SHA256 over
+    // "id.timestamp.body" under the base64-decoded secret after "whsec_".
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{msg_id}.{ts}.").as_bytes());
+    mac.update(&hit.body);
+    let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert!(
+        sig.split(' ').any(|s| s == format!("v1,{want}")),
+        "{sig} vs v1,{want}"
+    );
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - ts.parse::<i64>().unwrap()).abs() < 300);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_state_survives_a_restart() {
+    let token = admin_token();
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&dir.path().join("t.db"), &[&receiver.url], "");
+    let svc = start(&dir, &toml).await;
+    let enc = receiver.endpoint.replace(':', "%3A").replace('/', "%2F");
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/breakers/{enc}/open", svc.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The snapshot is written by a task on the transition; wait for it.
+    let store = svc.state.engine.store().clone();
+    let mut saved = false;
+    for _ in 0..500 {
+        if !store.snapshots().await.unwrap().is_empty() {
+            saved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saved, "a snapshot was saved on the transition");
+    svc.shutdown(Duration::from_secs(5)).await;
+    let svc = start(&dir, &toml).await;
+    let b = svc.state.engine.breakers().get(&receiver.endpoint).unwrap();
+    assert_eq!(b.state(), CircuitState::Open, "restored from the snapshot");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after_and_drops_nothing_accepted() {
+    let receiver = Receiver::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        &dir.path().join("t.db"),
+        &[&receiver.url],
+        "[delivery]\nmax_pending = 10\n",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for _ in 0..20 {
+        let id = Uuid::new_v4();
+        let r = post_events(&base, &event(Some(id))).await;
+        match r.status().as_u16() {
+            202 => accepted.push(id),
+            503 => {
+                refused = Some((id, r.headers()["retry-after"].to_str().unwrap().to_string()));
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(accepted.len(), 10, "exactly max_pending actions fit");
+    let (refused_id, retry_after) = refused.expect("the eleventh was refused");
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
+    let store = svc.state.engine.store().clone();
+    assert!(
+        store.event(refused_id).await.unwrap().is_none(),
+        "not stored"
+    );
+    receiver.set(200);
+    wait_until("every accepted event", LIMIT, || {
+        let got = receiver.delivered();
+        accepted.iter().all(|id| got.contains_key(id))
+    })
+    .await;
+    // Room again.
+    wait_until("the queue to drain", LIMIT, || svc.state.engine.held() == 0).await;
+    assert_eq!(post_events(&base, &event(None)).await.status(), 202);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_can_require_its_own_token() {
+    std::env::set_var("BW_TEST_INTAKE_TOKEN", "intake-secret");
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "intake_token_env = \"BW_TEST_INTAKE_TOKEN\"\n{}",
+        config_toml(&dir.path().join("t.db"), &[&receiver.url], "")
+    );
+    let svc = start(&dir, &toml).await;
+    let url = format!("http://{}/events", svc.addr);
+    let client = reqwest::Client::new();
+    let r = client.post(&url).json(&event(None)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(&url)
+        .bearer_auth("nope")
+        .json(&event(None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(&url)
+        .bearer_auth("intake-secret")
+        .json(&event(None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(svc.state.engine.store().counts().await.unwrap().len(), 1);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
