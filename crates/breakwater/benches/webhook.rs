@@ -13,13 +13,16 @@
 //! - `executor_signed`: [`WebhookExecutor::execute`] of a webhook action
 //!   with a signing secret (the event encoded as JSON, the message id
 //!   derived, HMAC-SHA256 signed, answer read and classified);
-//! - `executor_unsigned`: the same action without a secret.
+//! - `executor_unsigned`: the same action without a secret;
+//! - `bare_reqwest_signature_headers`: the bare POST with the three
+//!   signature headers added (computed once): a signed request's bytes on
+//!   the wire without the signing work, to tell the two costs apart.
 //!
 //! After the run it prints each executor time divided by `bare_reqwest`'s,
 //! from criterion's medians, and then from a paired run: requests of the
-//! three kinds taken in turn (bare, signed, unsigned, bare, ...), each timed
-//! alone, so that a load that changes during the run weighs on all three
-//! alike; the medians of each kind and their ratios are printed.
+//! four kinds taken in turn, each timed alone, the order rotating every
+//! round, so that a load that changes during the run weighs on all alike;
+//! the medians of each kind and their ratios are printed.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -27,7 +30,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use breakwater::traits::{ActionConfig, ActionExecutor, EntityEvent, EventKind, WebhookAction};
-use breakwater::webhook::WebhookExecutor;
+use breakwater::webhook::{SigningKey, WebhookExecutor};
 use criterion::Criterion;
 
 /// Starts the receiver on `rt` and returns its address.
@@ -60,6 +63,7 @@ struct Setup {
     executor: WebhookExecutor,
     signed: ActionConfig,
     unsigned: ActionConfig,
+    signature_headers: Vec<(&'static str, String)>,
 }
 
 impl Setup {
@@ -88,6 +92,16 @@ impl Setup {
             signing_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
             ..hook.clone()
         });
+        let key = SigningKey::from_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let id = match &signed {
+            ActionConfig::Webhook(w) => WebhookExecutor::message_id(&event, w),
+            _ => unreachable!(),
+        };
+        let signature_headers = vec![
+            ("webhook-id", id.clone()),
+            ("webhook-timestamp", "1700000000".to_string()),
+            ("webhook-signature", key.sign(&id, 1_700_000_000, &body)),
+        ];
         Self {
             rt,
             url,
@@ -97,20 +111,26 @@ impl Setup {
             executor: WebhookExecutor::new().unwrap(),
             signed,
             unsigned: ActionConfig::Webhook(hook),
+            signature_headers,
         }
     }
 
-    /// One bare POST of the event's JSON, its answer read.
-    fn bare_post(&self) {
+    /// One bare POST of the event's JSON, its answer read; with
+    /// `signature_headers`, also the three Standard Webhooks headers
+    /// (computed once, outside the measurement: the same bytes on the wire
+    /// as a signed request, none of the signing work).
+    fn bare_post(&self, signature_headers: bool) {
         self.rt.block_on(async {
-            let response = self
+            let mut request = self
                 .bare
                 .post(&self.url)
-                .header("content-type", "application/json")
-                .body(self.body.clone())
-                .send()
-                .await
-                .unwrap();
+                .header("content-type", "application/json");
+            if signature_headers {
+                for (name, value) in &self.signature_headers {
+                    request = request.header(*name, value);
+                }
+            }
+            let response = request.body(self.body.clone()).send().await.unwrap();
             assert!(response.status().is_success());
             black_box(response.bytes().await.unwrap());
         })
@@ -128,7 +148,10 @@ impl Setup {
 
 fn webhook_post(c: &mut Criterion, setup: &Setup) {
     let mut group = c.benchmark_group("webhook_post");
-    group.bench_function("bare_reqwest", |b| b.iter(|| setup.bare_post()));
+    group.bench_function("bare_reqwest", |b| b.iter(|| setup.bare_post(false)));
+    group.bench_function("bare_reqwest_signature_headers", |b| {
+        b.iter(|| setup.bare_post(true))
+    });
     group.bench_function("executor_signed", |b| {
         b.iter(|| setup.execute(&setup.signed))
     });
@@ -136,30 +159,56 @@ fn webhook_post(c: &mut Criterion, setup: &Setup) {
         b.iter(|| setup.execute(&setup.unsigned))
     });
     group.finish();
+    // The signing work alone (decode the secret, derive the id, sign).
+    let mut group = c.benchmark_group("webhook_sign");
+    let ActionConfig::Webhook(hook) = &setup.signed else {
+        unreachable!()
+    };
+    group.bench_function("key_id_and_signature", |b| {
+        b.iter(|| {
+            let key = SigningKey::from_secret(black_box(hook.signing_secret.as_deref().unwrap()))
+                .unwrap();
+            let id = WebhookExecutor::message_id(&setup.event, hook);
+            black_box(key.sign(&id, black_box(1_700_000_000), &setup.body))
+        })
+    });
+    group.finish();
 }
 
-/// Requests of the three kinds in turn, each timed alone; prints the
+/// Requests of the four kinds in turn, each timed alone; prints the
 /// median of each kind and the executor's over the bare POST's.
 fn paired(setup: &Setup, rounds: usize) {
-    let mut times: [Vec<Duration>; 3] = Default::default();
-    for _ in 0..rounds {
-        let t = Instant::now();
-        setup.bare_post();
-        times[0].push(t.elapsed());
-        let t = Instant::now();
-        setup.execute(&setup.signed);
-        times[1].push(t.elapsed());
-        let t = Instant::now();
-        setup.execute(&setup.unsigned);
-        times[2].push(t.elapsed());
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for round in 0..rounds {
+        // Each kind takes each place in the order in turn, so none always
+        // pays for following another client's connection.
+        for slot in 0..4 {
+            let kind = (round + slot) % 4;
+            let t = Instant::now();
+            match kind {
+                0 => setup.bare_post(false),
+                1 => setup.execute(&setup.signed),
+                2 => setup.execute(&setup.unsigned),
+                _ => setup.bare_post(true),
+            }
+            times[kind].push(t.elapsed());
+        }
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e6
     };
-    let [bare, signed, unsigned] = times.each_mut().map(median);
-    println!("\npaired run ({rounds} rounds of bare, signed, unsigned; medians):");
+    let [bare, signed, unsigned, bare_headers] = times.each_mut().map(median);
+    println!("\npaired run ({rounds} rounds of the four kinds, order rotating; medians):");
     println!("  bare_reqwest {bare:.1} µs");
+    println!(
+        "  bare_reqwest_signature_headers {bare_headers:.1} µs, ratio {:.3}",
+        bare_headers / bare
+    );
+    println!(
+        "  executor_signed / bare_reqwest_signature_headers {:.3}",
+        signed / bare_headers
+    );
     println!(
         "  executor_signed {signed:.1} µs, ratio {:.3}",
         signed / bare
@@ -207,7 +256,11 @@ fn report() -> bool {
     };
     println!("\nwebhook executor / bare reqwest POST (criterion medians, target <= 1.1):");
     println!("  bare_reqwest {:.1} µs", bare / 1e3);
-    for function in ["executor_signed", "executor_unsigned"] {
+    for function in [
+        "bare_reqwest_signature_headers",
+        "executor_signed",
+        "executor_unsigned",
+    ] {
         if let Some(t) = median_ns(&dir, function) {
             println!("  {function} {:.1} µs, ratio {:.3}", t / 1e3, t / bare);
         }

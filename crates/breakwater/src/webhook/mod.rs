@@ -445,7 +445,11 @@ impl ActionExecutor for WebhookExecutor {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
         match action {
             ActionConfig::Webhook(w) => {
-                let id = Self::message_id(event, w);
+                // The id is sent only on signed requests.
+                let id = match w.signing_secret {
+                    Some(_) => Self::message_id(event, w),
+                    None => String::new(),
+                };
                 self.execute_with_id(event, w, &id).await
             }
             ActionConfig::Slack(s) => slack::deliver(self, event, s).await,
