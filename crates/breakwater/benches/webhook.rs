@@ -13,17 +13,24 @@
 //! - `executor_signed`: [`WebhookExecutor::execute`] of a webhook action
 //!   with a signing secret (the event encoded as JSON, the message id
 //!   derived, HMAC-SHA256 signed, answer read and classified);
-//! - `executor_unsigned`: the same action without a secret.
+//! - `executor_unsigned`: the same action without a secret;
+//! - `bare_reqwest_signature_headers`: the bare POST with the three
+//!   signature headers added (computed once): a signed request's bytes on
+//!   the wire without the signing work, to tell the two costs apart.
 //!
-//! After the run it prints each executor time divided by `bare_reqwest`'s.
+//! After the run it prints each executor time divided by `bare_reqwest`'s,
+//! from criterion's medians, and then from a paired run: requests of the
+//! four kinds taken in turn, each timed alone, the order rotating every
+//! round, so that a load that changes during the run weighs on all alike;
+//! the medians of each kind and their ratios are printed.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use breakwater::traits::{ActionConfig, ActionExecutor, EntityEvent, EventKind, WebhookAction};
-use breakwater::webhook::WebhookExecutor;
+use breakwater::webhook::{SigningKey, WebhookExecutor};
 use criterion::Criterion;
 
 /// Starts the receiver on `rt` and returns its address.
@@ -46,68 +53,170 @@ fn event() -> EntityEvent {
     )
 }
 
-fn webhook_post(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = receiver(&rt);
-    let url = format!("http://{addr}/hooks/orders");
-    let event = event();
-    let body = serde_json::to_vec(&event).unwrap();
+/// The receiver, both clients and the actions, on one runtime.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    event: EntityEvent,
+    body: Vec<u8>,
+    bare: reqwest::Client,
+    executor: WebhookExecutor,
+    signed: ActionConfig,
+    unsigned: ActionConfig,
+    signature_headers: Vec<(&'static str, String)>,
+}
 
-    let bare = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let executor = WebhookExecutor::new().unwrap();
-    let signed = ActionConfig::Webhook(WebhookAction {
-        url: url.clone(),
-        method: "POST".into(),
-        headers: Default::default(),
-        body_template: None,
-        signing_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
-    });
-    let unsigned = match &signed {
-        ActionConfig::Webhook(w) => ActionConfig::Webhook(WebhookAction {
+impl Setup {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = receiver(&rt);
+        let url = format!("http://{addr}/hooks/orders");
+        let event = event();
+        let body = serde_json::to_vec(&event).unwrap();
+        let bare = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let hook = WebhookAction {
+            url: url.clone(),
+            method: "POST".into(),
+            headers: Default::default(),
+            body_template: None,
             signing_secret: None,
-            ..w.clone()
-        }),
-        _ => unreachable!(),
-    };
+        };
+        let signed = ActionConfig::Webhook(WebhookAction {
+            signing_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
+            ..hook.clone()
+        });
+        let key = SigningKey::from_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let id = match &signed {
+            ActionConfig::Webhook(w) => WebhookExecutor::message_id(&event, w),
+            _ => unreachable!(),
+        };
+        let signature_headers = vec![
+            ("webhook-id", id.clone()),
+            ("webhook-timestamp", "1700000000".to_string()),
+            ("webhook-signature", key.sign(&id, 1_700_000_000, &body)),
+        ];
+        Self {
+            rt,
+            url,
+            event,
+            body,
+            bare,
+            executor: WebhookExecutor::new().unwrap(),
+            signed,
+            unsigned: ActionConfig::Webhook(hook),
+            signature_headers,
+        }
+    }
 
+    /// One bare POST of the event's JSON, its answer read; with
+    /// `signature_headers`, also the three Standard Webhooks headers
+    /// (computed once, outside the measurement: the same bytes on the wire
+    /// as a signed request, none of the signing work).
+    fn bare_post(&self, signature_headers: bool) {
+        self.rt.block_on(async {
+            let mut request = self
+                .bare
+                .post(&self.url)
+                .header("content-type", "application/json");
+            if signature_headers {
+                for (name, value) in &self.signature_headers {
+                    request = request.header(*name, value);
+                }
+            }
+            let response = request.body(self.body.clone()).send().await.unwrap();
+            assert!(response.status().is_success());
+            black_box(response.bytes().await.unwrap());
+        })
+    }
+
+    /// One action through the executor.
+    fn execute(&self, action: &ActionConfig) {
+        self.rt.block_on(async {
+            let result = self.executor.execute(&self.event, action).await.unwrap();
+            assert!(result.success);
+            black_box(result);
+        })
+    }
+}
+
+fn webhook_post(c: &mut Criterion, setup: &Setup) {
     let mut group = c.benchmark_group("webhook_post");
-    group.bench_function("bare_reqwest", |b| {
+    group.bench_function("bare_reqwest", |b| b.iter(|| setup.bare_post(false)));
+    group.bench_function("bare_reqwest_signature_headers", |b| {
+        b.iter(|| setup.bare_post(true))
+    });
+    group.bench_function("executor_signed", |b| {
+        b.iter(|| setup.execute(&setup.signed))
+    });
+    group.bench_function("executor_unsigned", |b| {
+        b.iter(|| setup.execute(&setup.unsigned))
+    });
+    group.finish();
+    // The signing work alone (decode the secret, derive the id, sign).
+    let mut group = c.benchmark_group("webhook_sign");
+    let ActionConfig::Webhook(hook) = &setup.signed else {
+        unreachable!()
+    };
+    group.bench_function("key_id_and_signature", |b| {
         b.iter(|| {
-            rt.block_on(async {
-                let response = bare
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success());
-                black_box(response.bytes().await.unwrap())
-            })
+            let key = SigningKey::from_secret(black_box(hook.signing_secret.as_deref().unwrap()))
+                .unwrap();
+            let id = WebhookExecutor::message_id(&setup.event, hook);
+            black_box(key.sign(&id, black_box(1_700_000_000), &setup.body))
         })
     });
-    for (name, action) in [
-        ("executor_signed", &signed),
-        ("executor_unsigned", &unsigned),
-    ] {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let result = executor.execute(&event, action).await.unwrap();
-                    assert!(result.success);
-                    black_box(result)
-                })
-            })
-        });
-    }
     group.finish();
+}
+
+/// Requests of the four kinds in turn, each timed alone; prints the
+/// median of each kind and the executor's over the bare POST's.
+fn paired(setup: &Setup, rounds: usize) {
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for round in 0..rounds {
+        // Each kind takes each place in the order in turn, so none always
+        // pays for following another client's connection.
+        for slot in 0..4 {
+            let kind = (round + slot) % 4;
+            let t = Instant::now();
+            match kind {
+                0 => setup.bare_post(false),
+                1 => setup.execute(&setup.signed),
+                2 => setup.execute(&setup.unsigned),
+                _ => setup.bare_post(true),
+            }
+            times[kind].push(t.elapsed());
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    let [bare, signed, unsigned, bare_headers] = times.each_mut().map(median);
+    println!("\npaired run ({rounds} rounds of the four kinds, order rotating; medians):");
+    println!("  bare_reqwest {bare:.1} µs");
+    println!(
+        "  bare_reqwest_signature_headers {bare_headers:.1} µs, ratio {:.3}",
+        bare_headers / bare
+    );
+    println!(
+        "  executor_signed / bare_reqwest_signature_headers {:.3}",
+        signed / bare_headers
+    );
+    println!(
+        "  executor_signed {signed:.1} µs, ratio {:.3}",
+        signed / bare
+    );
+    println!(
+        "  executor_unsigned {unsigned:.1} µs, ratio {:.3}",
+        unsigned / bare
+    );
 }
 
 /// Where criterion writes its estimates: `$CARGO_TARGET_DIR/criterion`, else
@@ -130,25 +239,33 @@ fn median_ns(dir: &std::path::Path, function: &str) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
-/// Prints the executor's time over the bare POST's.
-fn report() {
+/// Prints the executor's time over the bare POST's; false when this is not
+/// a measuring run.
+fn report() -> bool {
     // Only `cargo bench` passes `--bench`; `cargo test --benches` runs each
     // benchmark once and measures nothing.
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--list") {
-        return;
+        return false;
     }
-    let Some(dir) = criterion_dir() else { return };
+    let Some(dir) = criterion_dir() else {
+        return true;
+    };
     let Some(bare) = median_ns(&dir, "bare_reqwest") else {
-        return;
+        return true;
     };
     println!("\nwebhook executor / bare reqwest POST (criterion medians, target <= 1.1):");
     println!("  bare_reqwest {:.1} µs", bare / 1e3);
-    for function in ["executor_signed", "executor_unsigned"] {
+    for function in [
+        "bare_reqwest_signature_headers",
+        "executor_signed",
+        "executor_unsigned",
+    ] {
         if let Some(t) = median_ns(&dir, function) {
             println!("  {function} {:.1} µs, ratio {:.3}", t / 1e3, t / bare);
         }
     }
+    true
 }
 
 fn main() {
@@ -157,7 +274,10 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .sample_size(30)
         .configure_from_args();
-    webhook_post(&mut c);
+    let setup = Setup::new();
+    webhook_post(&mut c, &setup);
     c.final_summary();
-    report();
+    if report() {
+        paired(&setup, 5_000);
+    }
 }
