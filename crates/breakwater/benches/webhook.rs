@@ -15,12 +15,16 @@
 //!   derived, HMAC-SHA256 signed, answer read and classified);
 //! - `executor_unsigned`: the same action without a secret.
 //!
-//! After the run it prints each executor time divided by `bare_reqwest`'s.
+//! After the run it prints each executor time divided by `bare_reqwest`'s,
+//! from criterion's medians, and then from a paired run: requests of the
+//! three kinds taken in turn (bare, signed, unsigned, bare, ...), each timed
+//! alone, so that a load that changes during the run weighs on all three
+//! alike; the medians of each kind and their ratios are printed.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use breakwater::traits::{ActionConfig, ActionExecutor, EntityEvent, EventKind, WebhookAction};
 use breakwater::webhook::WebhookExecutor;
@@ -46,68 +50,124 @@ fn event() -> EntityEvent {
     )
 }
 
-fn webhook_post(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addr = receiver(&rt);
-    let url = format!("http://{addr}/hooks/orders");
-    let event = event();
-    let body = serde_json::to_vec(&event).unwrap();
+/// The receiver, both clients and the actions, on one runtime.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    event: EntityEvent,
+    body: Vec<u8>,
+    bare: reqwest::Client,
+    executor: WebhookExecutor,
+    signed: ActionConfig,
+    unsigned: ActionConfig,
+}
 
-    let bare = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let executor = WebhookExecutor::new().unwrap();
-    let signed = ActionConfig::Webhook(WebhookAction {
-        url: url.clone(),
-        method: "POST".into(),
-        headers: Default::default(),
-        body_template: None,
-        signing_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
-    });
-    let unsigned = match &signed {
-        ActionConfig::Webhook(w) => ActionConfig::Webhook(WebhookAction {
+impl Setup {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = receiver(&rt);
+        let url = format!("http://{addr}/hooks/orders");
+        let event = event();
+        let body = serde_json::to_vec(&event).unwrap();
+        let bare = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let hook = WebhookAction {
+            url: url.clone(),
+            method: "POST".into(),
+            headers: Default::default(),
+            body_template: None,
             signing_secret: None,
-            ..w.clone()
-        }),
-        _ => unreachable!(),
-    };
-
-    let mut group = c.benchmark_group("webhook_post");
-    group.bench_function("bare_reqwest", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let response = bare
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success());
-                black_box(response.bytes().await.unwrap())
-            })
-        })
-    });
-    for (name, action) in [
-        ("executor_signed", &signed),
-        ("executor_unsigned", &unsigned),
-    ] {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let result = executor.execute(&event, action).await.unwrap();
-                    assert!(result.success);
-                    black_box(result)
-                })
-            })
+        };
+        let signed = ActionConfig::Webhook(WebhookAction {
+            signing_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
+            ..hook.clone()
         });
+        Self {
+            rt,
+            url,
+            event,
+            body,
+            bare,
+            executor: WebhookExecutor::new().unwrap(),
+            signed,
+            unsigned: ActionConfig::Webhook(hook),
+        }
     }
+
+    /// One bare POST of the event's JSON, its answer read.
+    fn bare_post(&self) {
+        self.rt.block_on(async {
+            let response = self
+                .bare
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(self.body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+            black_box(response.bytes().await.unwrap());
+        })
+    }
+
+    /// One action through the executor.
+    fn execute(&self, action: &ActionConfig) {
+        self.rt.block_on(async {
+            let result = self.executor.execute(&self.event, action).await.unwrap();
+            assert!(result.success);
+            black_box(result);
+        })
+    }
+}
+
+fn webhook_post(c: &mut Criterion, setup: &Setup) {
+    let mut group = c.benchmark_group("webhook_post");
+    group.bench_function("bare_reqwest", |b| b.iter(|| setup.bare_post()));
+    group.bench_function("executor_signed", |b| {
+        b.iter(|| setup.execute(&setup.signed))
+    });
+    group.bench_function("executor_unsigned", |b| {
+        b.iter(|| setup.execute(&setup.unsigned))
+    });
     group.finish();
+}
+
+/// Requests of the three kinds in turn, each timed alone; prints the
+/// median of each kind and the executor's over the bare POST's.
+fn paired(setup: &Setup, rounds: usize) {
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        setup.bare_post();
+        times[0].push(t.elapsed());
+        let t = Instant::now();
+        setup.execute(&setup.signed);
+        times[1].push(t.elapsed());
+        let t = Instant::now();
+        setup.execute(&setup.unsigned);
+        times[2].push(t.elapsed());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    let [bare, signed, unsigned] = times.each_mut().map(median);
+    println!("\npaired run ({rounds} rounds of bare, signed, unsigned; medians):");
+    println!("  bare_reqwest {bare:.1} µs");
+    println!(
+        "  executor_signed {signed:.1} µs, ratio {:.3}",
+        signed / bare
+    );
+    println!(
+        "  executor_unsigned {unsigned:.1} µs, ratio {:.3}",
+        unsigned / bare
+    );
 }
 
 /// Where criterion writes its estimates: `$CARGO_TARGET_DIR/criterion`, else
@@ -130,17 +190,20 @@ fn median_ns(dir: &std::path::Path, function: &str) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
-/// Prints the executor's time over the bare POST's.
-fn report() {
+/// Prints the executor's time over the bare POST's; false when this is not
+/// a measuring run.
+fn report() -> bool {
     // Only `cargo bench` passes `--bench`; `cargo test --benches` runs each
     // benchmark once and measures nothing.
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--list") {
-        return;
+        return false;
     }
-    let Some(dir) = criterion_dir() else { return };
+    let Some(dir) = criterion_dir() else {
+        return true;
+    };
     let Some(bare) = median_ns(&dir, "bare_reqwest") else {
-        return;
+        return true;
     };
     println!("\nwebhook executor / bare reqwest POST (criterion medians, target <= 1.1):");
     println!("  bare_reqwest {:.1} µs", bare / 1e3);
@@ -149,6 +212,7 @@ fn report() {
             println!("  {function} {:.1} µs, ratio {:.3}", t / 1e3, t / bare);
         }
     }
+    true
 }
 
 fn main() {
@@ -157,7 +221,10 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .sample_size(30)
         .configure_from_args();
-    webhook_post(&mut c);
+    let setup = Setup::new();
+    webhook_post(&mut c, &setup);
     c.final_summary();
-    report();
+    if report() {
+        paired(&setup, 5_000);
+    }
 }

@@ -65,7 +65,8 @@ pub use crate::resilience::{
     ConfigError, OwnedPermit, Permit, Transition, TransitionListener, Verdict,
 };
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (they use the
+/// `webhook` feature: `cargo test --all-features`).
+#[cfg(all(doctest, feature = "webhook"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

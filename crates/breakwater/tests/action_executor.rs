@@ -231,6 +231,24 @@ async fn permanent_errors_do_not_open_the_circuit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn gone_passes_through_and_does_not_open_the_circuit() {
+    let inner = Scripted::with((0..10).map(|_| Err(Error::from_status(410, "unsubscribed", None))));
+    let breaker = Arc::new(CircuitBreaker::new(config()));
+    let exec = CircuitBreakerActionExecutor::new(inner.clone(), breaker.clone());
+    for _ in 0..10 {
+        let e = exec
+            .execute(&event(), &hook("http://127.0.0.1:9/a"))
+            .await
+            .unwrap_err();
+        assert!(e.is_gone() && !e.is_transient() && !e.is_permanent(), "{e}");
+    }
+    assert_eq!(inner.calls(), 10);
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    let m = breaker.metrics();
+    assert_eq!((m.failures, m.ignored), (0, 10));
+}
+
+#[tokio::test(start_paused = true)]
 async fn invalid_actions_are_refused_before_the_breaker() {
     let inner = Scripted::with([]);
     let breaker = Arc::new(CircuitBreaker::new(config()));

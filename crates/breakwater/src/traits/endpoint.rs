@@ -27,6 +27,12 @@ impl UrlParts {
 
 /// Parses an `http` or `https` URL; the error says what is wrong.
 pub(crate) fn parse_url(url: &str) -> Result<UrlParts, String> {
+    parse_http_url(url).map(|(_, parts)| parts)
+}
+
+/// Parses an `http` or `https` URL with a host and a non-zero port: the
+/// URL a request is sent to, and its key parts.
+pub(crate) fn parse_http_url(url: &str) -> Result<(Url, UrlParts), String> {
     let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
     let scheme = match parsed.scheme() {
         "http" => "http",
@@ -47,7 +53,7 @@ pub(crate) fn parse_url(url: &str) -> Result<UrlParts, String> {
     if port == 0 {
         return Err(format!("{url:?}: port 0 is not a port (1..=65535)"));
     }
-    Ok(UrlParts { scheme, host, port })
+    Ok((parsed, UrlParts { scheme, host, port }))
 }
 
 /// The breaker key of a URL: `scheme://host:port`, or the URL itself when it

@@ -36,7 +36,8 @@ pub enum SmtpTls {
 ///
 /// SMTP answers map to [`Error`]: a 4xx reply is transient, a 5xx reply
 /// permanent (a refused recipient, a message too large), timeouts are
-/// [`Error::Timeout`], connection and TLS failures transient. `Debug` never
+/// [`Error::Timeout`] (the whole conversation is bounded, not only the
+/// connect), connection and TLS failures transient. `Debug` never
 /// shows the credentials.
 ///
 /// # Examples
@@ -134,7 +135,8 @@ impl EmailExecutorBuilder {
         self
     }
 
-    /// Time for each SMTP step (connect, each command); 30 s by default.
+    /// Time for the whole SMTP conversation of one message (connect
+    /// included); 30 s by default.
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
         self
@@ -222,10 +224,11 @@ impl ActionExecutor for EmailExecutor {
         let message = message
             .body(body)
             .map_err(|e| Error::permanent(format!("cannot build the email: {e}")))?;
-        let response = self
-            .transport
-            .send(message)
+        // lettre bounds the connect only: a server that accepts and then
+        // never answers would hold the action forever without this.
+        let response = tokio::time::timeout(self.timeout, self.transport.send(message))
             .await
+            .map_err(|_| Error::Timeout(self.timeout))?
             .map_err(|e| self.classify(&e))?;
         Ok(ActionResult {
             action_type: "email".into(),

@@ -76,3 +76,141 @@ impl ActionExecutor for LogExecutor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata};
+
+    use super::*;
+    use crate::traits::{EventKind, LogAction};
+
+    /// What one `tracing` event carried.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Line {
+        level: Level,
+        target: String,
+        message: String,
+        fields: Vec<String>,
+    }
+
+    /// A subscriber that keeps every event.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Line>>>);
+
+    struct Fields<'a>(&'a mut String, &'a mut Vec<String>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                *self.0 = format!("{value:?}");
+            } else {
+                self.1.push(format!("{}={value:?}", field.name()));
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let (mut message, mut fields) = (String::new(), Vec::new());
+            event.record(&mut Fields(&mut message, &mut fields));
+            self.0.lock().unwrap().push(Line {
+                level: *event.metadata().level(),
+                target: event.metadata().target().to_string(),
+                message,
+                fields,
+            });
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    fn run(action: &ActionConfig, event: &EntityEvent) -> (Result<ActionResult>, Vec<Line>) {
+        let capture = Capture::default();
+        let result = tracing::subscriber::with_default(capture.clone(), || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(LogExecutor.execute(event, action))
+        });
+        let lines = capture.0.lock().unwrap().clone();
+        (result, lines)
+    }
+
+    #[test]
+    fn logs_one_event_at_the_configured_level() {
+        let mut event = EntityEvent::new(
+            EventKind::Update,
+            "user",
+            uuid::Uuid::nil(),
+            serde_json::json!({"name": "Ada"}),
+        );
+        event.id = uuid::Uuid::nil();
+        let action = ActionConfig::Log(LogAction {
+            level: "warn".into(),
+            message_template: Some("{{ data.name }} changed".into()),
+        });
+        let (result, lines) = run(&action, &event);
+        assert_eq!(result.unwrap().message, "Ada changed");
+        assert_eq!(
+            lines,
+            [Line {
+                level: Level::WARN,
+                target: "breakwater::action".into(),
+                message: "Ada changed".into(),
+                fields: vec![
+                    "event_id=00000000-0000-0000-0000-000000000000".into(),
+                    "entity_type=\"user\"".into()
+                ],
+            }]
+        );
+        let plain = ActionConfig::Log(LogAction {
+            level: "debug".into(),
+            message_template: None,
+        });
+        let (result, lines) = run(&plain, &event);
+        let want = "UPDATE user 00000000-0000-0000-0000-000000000000";
+        assert_eq!(result.unwrap().message, want);
+        assert_eq!(
+            (lines[0].level, lines[0].message.as_str()),
+            (Level::DEBUG, want)
+        );
+    }
+
+    #[test]
+    fn a_bad_level_or_another_action_type_is_refused_without_a_line() {
+        let event = EntityEvent::new(
+            EventKind::Insert,
+            "user",
+            uuid::Uuid::nil(),
+            serde_json::json!({}),
+        );
+        let loud = ActionConfig::Log(LogAction {
+            level: "loud".into(),
+            message_template: None,
+        });
+        let (result, lines) = run(&loud, &event);
+        assert!(
+            matches!(result, Err(crate::traits::Error::InvalidAction(e)) if e.field == "log.level")
+        );
+        assert!(lines.is_empty());
+        let slack = ActionConfig::Slack(crate::traits::SlackAction {
+            webhook_url: "https://hooks.slack.com/x".into(),
+            channel: None,
+            message_template: None,
+        });
+        assert!(run(&slack, &event).0.unwrap_err().is_permanent());
+    }
+}

@@ -86,7 +86,7 @@ pub use self::log::LogExecutor;
 pub use self::signing::SigningKey;
 pub use self::slack::SlackExecutor;
 use crate::traits::{
-    parse_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
+    parse_http_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
     ActionExecutor, ActionResult, EntityEvent, Error, Result, WebhookAction,
 };
 
@@ -199,7 +199,7 @@ impl WebhookExecutorBuilder {
 /// A request ready to go.
 struct Request<'a> {
     method: Method,
-    url: &'a str,
+    url: url::Url,
     headers: HeaderMap,
     body: Vec<u8>,
     sign: Option<(SigningKey, &'a str)>,
@@ -277,7 +277,8 @@ impl WebhookExecutor {
 
     /// Performs `action` for `event`, signing it (when it has a secret) with
     /// `message_id` as `webhook-id`: for callers that keep their own id per
-    /// delivery. `message_id` must be a valid header value.
+    /// delivery. `message_id` must be a valid header value; an action
+    /// without a secret is sent without the Standard Webhooks headers.
     ///
     /// # Errors
     ///
@@ -313,7 +314,8 @@ impl WebhookExecutor {
         action: &'a WebhookAction,
         message_id: &'a str,
     ) -> Result<Request<'a>> {
-        parse_url(&action.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
+        let (url, _) =
+            parse_http_url(&action.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
         let method = webhook_method(&action.method)?;
         let headers = webhook_headers(&action.headers)?;
         let body = match &action.body_template {
@@ -326,7 +328,7 @@ impl WebhookExecutor {
         };
         Ok(Request {
             method,
-            url: &action.url,
+            url,
             headers,
             body,
             sign,

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::{classify, elapsed_ms, not_mine, Request, WebhookExecutor};
 use crate::traits::{
-    parse_url, template, ActionConfig, ActionConfigError, ActionExecutor, ActionResult,
+    parse_http_url, template, ActionConfig, ActionConfigError, ActionExecutor, ActionResult,
     EntityEvent, Error, Result, SlackAction,
 };
 
@@ -62,7 +62,8 @@ pub(crate) async fn deliver(
     action: &SlackAction,
 ) -> Result<ActionResult> {
     let started = Instant::now();
-    parse_url(&action.webhook_url).map_err(|m| ActionConfigError::new("slack.webhook_url", m))?;
+    let (url, _) = parse_http_url(&action.webhook_url)
+        .map_err(|m| ActionConfigError::new("slack.webhook_url", m))?;
     let text = match &action.message_template {
         Some(t) => template::render("slack.message_template", t, event)?,
         None => default_text(event),
@@ -76,7 +77,7 @@ pub(crate) async fn deliver(
     let delivered = http
         .send(Request {
             method: Method::POST,
-            url: &action.webhook_url,
+            url,
             headers: HeaderMap::new(),
             body,
             sign: None,
