@@ -37,4 +37,11 @@ cargo build -p breakwater --example prometheus_exporter --features prometheus
 exporter="${CARGO_TARGET_DIR:-target}/debug/examples/prometheus_exporter"
 [ -x "$exporter" ] || die "no exporter binary at $exporter"
 
-python3 scripts/prometheus_e2e.py --exporter "$exporter" "$@"
+extra=()
+if [ -f crates/breakwater-dispatch/Cargo.toml ]; then
+  say "building the breakwater service, whose demo is scraped too"
+  cargo build -p breakwater-dispatch
+  extra=(--dispatch-bin "${CARGO_TARGET_DIR:-target}/debug/breakwater")
+fi
+
+python3 scripts/prometheus_e2e.py --exporter "$exporter" "${extra[@]}" "$@"

@@ -11,9 +11,13 @@ scrapes it with deploy/prometheus/alerts.yml loaded. Then:
   breaker held open through the exporter's control route, and false once it
   is reset; while held, the alert must be pending.
 
-The dispatch group's series come from the breakwater-dispatch service, which
-this run does not scrape unless --dispatch ADDR names one: without it those
-expressions are only checked to evaluate without error, and the run says so.
+The dispatch group's rules need the breakwater-dispatch service's series.
+With --dispatch-bin (the `breakwater` binary), its `demo` runs on loopback
+and is scraped too: every series those rules use must then have data, and
+each rule must evaluate (their thresholds, a backlog growing for 15 minutes
+or a dead letter, are not reached in a short run; alerts_test.yml proves
+them firing). Without it the rules are only checked to evaluate, and the run
+says so.
 
 Everything started is stopped at the end, whatever happens. Exit status 0 on
 success, 1 with a list of failures otherwise.
@@ -22,6 +26,7 @@ success, 1 with a list of failures otherwise.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,6 +77,10 @@ class Prom:
             raise RuntimeError(f"query {expr!r} failed: {answer}")
         return answer["data"]["result"]
 
+    def metadata(self, metric):
+        url = f"{self.base}/api/v1/metadata?" + urllib.parse.urlencode({"metric": metric})
+        return json.loads(http(url)[1])["data"].get(metric, [])
+
     def rules(self):
         _, body = http(f"{self.base}/api/v1/rules")
         return json.loads(body)["data"]["groups"]
@@ -95,6 +104,13 @@ def wait_for(what, predicate, timeout):
 def dashboard_exprs():
     with open(DASHBOARD) as f:
         dash = json.load(f)
+    names = [v["name"] for v in dash["templating"]["list"]]
+    if names[:2] != ["datasource", "endpoint"]:
+        raise ValueError(f"dashboard variables are {names}, expected datasource and endpoint first")
+    for panel in dash["panels"]:
+        for item in [panel] + panel.get("targets", []):
+            if item.get("datasource", {}).get("uid") != "${datasource}":
+                raise ValueError(f"panel {panel['title']!r} does not use the datasource variable")
     exprs = []
     for panel in dash["panels"]:
         for target in panel.get("targets", []):
@@ -124,7 +140,7 @@ def stop(proc, name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--exporter", required=True, help="path of the built prometheus_exporter example")
-    ap.add_argument("--dispatch", help="host:port of a running breakwater-dispatch /metrics to scrape too")
+    ap.add_argument("--dispatch-bin", help="the breakwater-dispatch binary, whose demo is scraped too")
     ap.add_argument("--timeout", type=float, default=90, help="seconds to wait for each expression")
     args = ap.parse_args()
 
@@ -134,8 +150,9 @@ def main():
         return 1
 
     tmp = tempfile.mkdtemp(prefix="breakwater-prom-e2e-")
-    exporter = prom_proc = None
+    exporter = prom_proc = dispatch_proc = None
     failures = []
+    unproven = []
     try:
         exporter = subprocess.Popen(
             [args.exporter, "--listen", "127.0.0.1:0", "--duration", "900"],
@@ -150,8 +167,20 @@ def main():
         target = first.removeprefix("listening on ")
         log(f"exporter on {target}")
 
+        targets = [target]
+        if args.dispatch_bin:
+            dispatch_addr = f"127.0.0.1:{free_port()}"
+            dispatch_proc = subprocess.Popen(
+                [os.path.abspath(args.dispatch_bin), "demo", "--listen", dispatch_addr, "--duration", "900"],
+                cwd=tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "dispatch.log"), "w"),
+            )
+            targets.append(dispatch_addr)
+            log(f"breakwater demo on {dispatch_addr}")
+
         port = free_port()
-        targets = [target] + ([args.dispatch] if args.dispatch else [])
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w") as f:
             f.write(
@@ -199,19 +228,41 @@ def main():
         panel_exprs, variables = dashboard_exprs()
         checks += panel_exprs
         dispatch = [(f"alert {r['name']}", r["query"]) for r in groups.get(DISPATCH_GROUP, [])]
-        if args.dispatch:
-            checks += dispatch
+        if args.dispatch_bin:
+            names = sorted({n for _, expr in dispatch for n in re.findall(r"breakwater_dispatch_\w+", expr)})
+            for name in names:
+                what = f"series of {DISPATCH_GROUP}"
+                try:
+                    result = wait_for(f"{name} to return data", lambda: prom.query(name), args.timeout)
+                    log(f"data       {what}: {name} -> {len(result)} series")
+                except TimeoutError as e:
+                    # A labelled family has no sample before its first event
+                    # (no action dead-lettered yet): then it must at least be
+                    # declared by the service (# TYPE / # HELP).
+                    family = name.removesuffix("_total")
+                    declared = prom.metadata(family) or prom.metadata(name)
+                    if declared:
+                        log(f"declared   {what}: {name} (exposed with no sample yet: {declared[0].get('type')})")
+                    else:
+                        # prometheus-client writes nothing, not even # TYPE,
+                        # for a labelled family before its first label set.
+                        unproven.append(name)
+                        log(
+                            f"WARNING    {what}: {name} NOT PROVEN: no sample in {args.timeout:.0f}s and not "
+                            f"declared ({e}); the service creates this labelled family only at its first "
+                            "event: create its label sets at 0 at start to have it proven here"
+                        )
         else:
             log(
                 f"the {len(dispatch)} rules of {DISPATCH_GROUP} need breakwater-dispatch's series, "
-                "which this run does not scrape (no --dispatch): checking only that they evaluate"
+                "which this run does not scrape (no --dispatch-bin): checking only that they evaluate"
             )
-            for what, expr in dispatch:
-                try:
-                    prom.query(expr)
-                    log(f"evaluates  {what}: {expr}")
-                except RuntimeError as e:
-                    failures.append(f"{what}: {e}")
+        for what, expr in dispatch:
+            try:
+                prom.query(expr)
+                log(f"evaluates  {what}: {expr}")
+            except RuntimeError as e:
+                failures.append(f"{what}: {e}")
 
         # The dashboard's variables.
         for v in variables:
@@ -257,6 +308,7 @@ def main():
     finally:
         stop(prom_proc, "prometheus")
         stop(exporter, "exporter")
+        stop(dispatch_proc, "breakwater demo")
         shutil.rmtree(tmp, ignore_errors=True)
 
     if failures:
@@ -264,7 +316,9 @@ def main():
         for f in failures:
             print(f"  - {f}", flush=True)
         return 1
-    log("all expressions returned data; CircuitBreakerOpen follows a held-open breaker")
+    if unproven:
+        log(f"{len(unproven)} dispatch series not proven (see the WARNING lines): {', '.join(unproven)}")
+    log("every checked expression returned data; CircuitBreakerOpen follows a held-open breaker")
     return 0
 
 

@@ -493,3 +493,35 @@ mod logs {
         assert_eq!(closed.get("endpoint"), Some("http://flaky:80"));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cap_of_zero_sums_every_endpoint() {
+    let reg = Arc::new(PerEndpointCircuitBreaker::new(config()));
+    succeed(&reg.get_or_create("a")).await;
+    fail(&reg.get_or_create("b")).await;
+    reg.get_or_create("c").force_open();
+    let text = scrape(
+        BreakerCollector::builder()
+            .max_endpoints(0)
+            .registry(reg)
+            .build()
+            .unwrap(),
+    );
+    assert!(!text.contains("endpoint=\"a\""), "{text}");
+    let s = |series: &str| value(&text, series);
+    assert_eq!(
+        s("breakwater_circuit_requests_total{endpoint=\"_other\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        s("breakwater_circuit_failure_rate_percent{endpoint=\"_other\"}"),
+        Some(50.0)
+    );
+    assert_eq!(
+        s("breakwater_circuit_state_changes_total{endpoint=\"_other\",from=\"closed\",to=\"open\"}"),
+        Some(1.0)
+    );
+    assert!(
+        s("breakwater_circuit_last_state_change_timestamp_seconds{endpoint=\"_other\"}").is_some()
+    );
+}

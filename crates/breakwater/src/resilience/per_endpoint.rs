@@ -559,6 +559,44 @@ impl PerEndpointCircuitBreaker {
         })
     }
 
+    /// A receiver of every future transition of every breaker of the
+    /// registry, each named by its endpoint ([`Transition::name`]); a
+    /// broadcast channel of 64 (a receiver that falls behind skips the
+    /// oldest). It lives as long as the registry, across evictions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitState};
+    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    ///
+    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// let mut events = breakers.subscribe();
+    /// breakers.get_or_create("https://a.example").force_open();
+    /// let t = events.try_recv().unwrap();
+    /// assert_eq!((t.name(), t.to), (Some("https://a.example"), CircuitState::Open));
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
+        self.hub.subscribe()
+    }
+
+    /// Calls `listener` on every future transition of every breaker of the
+    /// registry (each named by its endpoint), across evictions. It runs
+    /// outside the registry's locks, so it may call back into the registry.
+    pub fn add_listener(&self, listener: impl TransitionListener) {
+        self.hub.add(Arc::new(listener));
+    }
+
+    /// Every retained breaker, in no particular order; each is named by
+    /// its endpoint ([`CircuitBreaker::name`]). Cheaper than
+    /// [`statistics`](Self::statistics) when only some figures are needed.
+    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
+        self.breakers
+            .iter()
+            .map(|r| r.value().breaker.clone())
+            .collect()
+    }
+
     /// Gives `endpoint` its own configuration: applied at once to its
     /// breaker, if it has one (keeping its state, as
     /// [`CircuitBreaker::update_config`]), and to every breaker it gets
@@ -683,44 +721,6 @@ impl PerEndpointCircuitBreaker {
     /// the registry was full of breakers it must keep.
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)
-    }
-
-    /// A receiver of every future transition of every breaker of the
-    /// registry, each named by its endpoint ([`Transition::name`]); a
-    /// broadcast channel of 64 (a receiver that falls behind skips the
-    /// oldest). It lives as long as the registry, across evictions.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
-    ///
-    /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
-    /// let mut events = breakers.subscribe();
-    /// breakers.get_or_create("https://a.example").force_open();
-    /// let t = events.try_recv().unwrap();
-    /// assert_eq!((t.name(), t.to), (Some("https://a.example"), CircuitState::Open));
-    /// ```
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
-        self.hub.subscribe()
-    }
-
-    /// Calls `listener` on every future transition of every breaker of the
-    /// registry (each named by its endpoint), across evictions. It runs
-    /// outside the registry's locks, so it may call back into the registry.
-    pub fn add_listener(&self, listener: impl TransitionListener) {
-        self.hub.add(Arc::new(listener));
-    }
-
-    /// Every retained breaker, in no particular order; each is named by
-    /// its endpoint ([`CircuitBreaker::name`]). Cheaper than
-    /// [`statistics`](Self::statistics) when only some figures are needed.
-    pub fn breakers(&self) -> Vec<Arc<CircuitBreaker>> {
-        self.breakers
-            .iter()
-            .map(|r| r.value().breaker.clone())
-            .collect()
     }
 
     /// The miss path of [`get_or_create`](Self::get_or_create).
