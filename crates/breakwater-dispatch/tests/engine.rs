@@ -64,6 +64,7 @@ impl Store for MemoryStore {
                     attempts: 0,
                     accepted_at_ms: 0,
                     not_before_ms: None,
+                    parked: false,
                 });
             }
             out.push(Inserted::New(pending));

@@ -120,11 +120,17 @@ impl Engine {
                 let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
                 m.deferred.get_or_create(&label).inc();
                 lane.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                self.record(Update::Parked {
-                    id: action.id,
-                    until_ms,
-                })
-                .await;
+                // Written on the first park only: the store then shows the
+                // action parked; re-parks while the circuit stays open change
+                // nothing durable and would only load the writer.
+                if !action.parked {
+                    action.parked = true;
+                    self.record(Update::Parked {
+                        id: action.id,
+                        until_ms,
+                    })
+                    .await;
+                }
                 self.later(action, wait);
             }
             Outcome::Gone { message } => {
@@ -193,6 +199,7 @@ impl Engine {
                         m.retried.get_or_create(&label).inc();
                         lane.stats.retried.fetch_add(1, Ordering::Relaxed);
                         action.not_before_ms = None;
+                        action.parked = false;
                         self.later(action, wait);
                     }
                 }

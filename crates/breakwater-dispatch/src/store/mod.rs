@@ -99,6 +99,8 @@ pub struct PendingAction {
     pub accepted_at_ms: i64,
     /// Not to be attempted before this time (Unix ms), if set.
     pub not_before_ms: Option<i64>,
+    /// Whether the store already records it as parked by an open circuit.
+    pub parked: bool,
 }
 
 /// Where an action stands.

@@ -215,6 +215,7 @@ fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingAction> {
         attempts: row.get("attempts")?,
         accepted_at_ms: row.get("accepted_at")?,
         not_before_ms: row.get("not_before")?,
+        parked: row.get::<_, String>("status")? == "parked",
     })
 }
 
@@ -365,6 +366,7 @@ impl Store for SqliteStore {
                         attempts: 0,
                         accepted_at_ms: now,
                         not_before_ms: None,
+                        parked: false,
                     });
                 }
                 out.push(Inserted::New(pending));
@@ -378,7 +380,7 @@ impl Store for SqliteStore {
         self.write(move |t| {
             let mut stmt = t.prepare_cached(
                 "SELECT a.id, a.observer, a.endpoint, a.action, a.attempts, a.not_before,
-                        a.accepted_at, e.body
+                        a.accepted_at, a.status, e.body
                  FROM actions a JOIN events e ON e.id = a.event_id
                  WHERE a.status IN ('pending', 'parked') AND a.claimed = 0
                  ORDER BY a.id LIMIT ?1",
