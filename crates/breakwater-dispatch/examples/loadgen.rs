@@ -1,8 +1,12 @@
 //! Load generator: throughput and latency of the service on loopback.
 //!
 //! ```sh
-//! cargo run --release -p breakwater-dispatch --example loadgen -- [SECS_PER_PHASE] [CONCURRENCY]
+//! cargo run --release -p breakwater-dispatch --example loadgen -- [SECS_PER_PHASE] [CONCURRENCY] [EVENTS_PER_POST]
 //! ```
+//!
+//! `EVENTS_PER_POST` (default 1) makes the service phases POST arrays of
+//! that many events (one request, one commit for all of them); the bare
+//! client always sends one request per action.
 //!
 //! 1. `bare`: a plain reqwest client POSTs to one healthy receiver at the
 //!    given concurrency (the ceiling for one hop).
@@ -76,8 +80,18 @@ fn event_json() -> serde_json::Value {
     })
 }
 
-/// `concurrency` tasks POSTing `body()` to `url` for `secs`; returns 2xx answers.
-async fn drive(url: String, concurrency: usize, secs: f64, body: fn() -> serde_json::Value) -> u64 {
+/// One event, or an array of `batch` events.
+fn body(batch: usize) -> serde_json::Value {
+    if batch == 1 {
+        event_json()
+    } else {
+        serde_json::Value::Array((0..batch).map(|_| event_json()).collect())
+    }
+}
+
+/// `concurrency` tasks POSTing `batch` events a request to `url` for
+/// `secs`; returns the events answered 2xx.
+async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> u64 {
     let client = reqwest::Client::new();
     let ok = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,9 +100,9 @@ async fn drive(url: String, concurrency: usize, secs: f64, body: fn() -> serde_j
         let (client, url, ok, stop) = (client.clone(), url.clone(), ok.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = client.post(&url).json(&body()).send().await {
+                if let Ok(r) = client.post(&url).json(&body(batch)).send().await {
                     if r.status().is_success() {
-                        ok.fetch_add(1, Ordering::Relaxed);
+                        ok.fetch_add(batch as u64, Ordering::Relaxed);
                     }
                 }
             }
@@ -122,6 +136,7 @@ async fn serve_phase(
     healthy: &Receiver,
     concurrency: usize,
     secs: f64,
+    batch: usize,
 ) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), urls);
@@ -136,7 +151,7 @@ async fn serve_phase(
         format!("http://{}/events", svc.addr),
         concurrency,
         secs,
-        event_json,
+        batch,
     )
     .await;
     let want = before + accepted;
@@ -164,27 +179,35 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
     let healthy = receiver(200).await;
     let dead = receiver(503).await;
 
-    let bare = drive(healthy.url.clone(), concurrency, secs, event_json).await as f64 / secs;
+    let bare = drive(healthy.url.clone(), concurrency, secs, 1).await as f64 / secs;
     println!("bare      reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency})");
 
-    let (accepted, delivered) = serve_phase(&[&healthy.url], &healthy, concurrency, secs).await;
+    let (accepted, delivered) =
+        serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
     println!(
-        "serve     events accepted {accepted:>9.0}/s, actions delivered {delivered:>9.0}/s ({:.2}x bare)",
+        "serve     events accepted {accepted:>9.0}/s, actions delivered {delivered:>9.0}/s ({:.2}x bare, {batch} event(s) a POST)",
         delivered / bare
     );
 
-    let (accepted2, delivered2) =
-        serve_phase(&[&healthy.url, &dead.url], &healthy, concurrency, secs).await;
+    let (accepted2, delivered2) = serve_phase(
+        &[&healthy.url, &dead.url],
+        &healthy,
+        concurrency,
+        secs,
+        batch,
+    )
+    .await;
     println!(
         "serve+dead events accepted {accepted2:>8.0}/s, healthy delivered {delivered2:>9.0}/s ({:+.1}% vs serve)",
         (delivered2 / delivered - 1.0) * 100.0
     );
 
-    // Latency at half the maximum accepted rate.
-    let rate = (accepted / 2.0).max(1.0);
+    // Latency at half the maximum delivered rate, in POSTs of `batch` events.
+    let rate = (accepted.min(delivered) / 2.0).max(1.0);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &[&healthy.url]);
     let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
@@ -195,16 +218,17 @@ async fn main() {
     healthy.latencies_us.lock().unwrap().clear();
     let client = reqwest::Client::new();
     let url = format!("http://{}/events", svc.addr);
-    let n = (rate * secs) as u64;
-    let gap = Duration::from_secs_f64(1.0 / rate);
+    let posts_n = ((rate * secs) as u64 / batch as u64).max(1);
+    let n = posts_n * batch as u64;
+    let gap = Duration::from_secs_f64(batch as f64 / rate);
     let mut tick = tokio::time::interval(gap);
     let before = healthy.count.load(Ordering::Relaxed);
     let mut posts = Vec::new();
-    for _ in 0..n {
+    for _ in 0..posts_n {
         tick.tick().await;
         let (client, url) = (client.clone(), url.clone());
         posts.push(tokio::spawn(async move {
-            let _ = client.post(&url).json(&event_json()).send().await;
+            let _ = client.post(&url).json(&body(batch)).send().await;
         }));
     }
     for p in posts {

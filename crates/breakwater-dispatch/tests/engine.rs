@@ -279,3 +279,143 @@ async fn parked_actions_use_no_attempt_and_the_healthy_endpoint_is_not_held_up()
     assert_eq!(store.with_status(ActionStatus::Delivered).len(), 2000);
     assert!(store.with_status(ActionStatus::DeadLettered).is_empty());
 }
+
+/// A [`MemoryStore`] whose every `apply` takes `delay` (a slow disk) and
+/// that refuses writes once closed.
+#[derive(Debug)]
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+    applies: AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+    refused: AtomicUsize,
+}
+
+impl SlowStore {
+    fn new(delay: Duration) -> Self {
+        Self {
+            inner: MemoryStore::default(),
+            delay,
+            applies: AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            refused: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SlowStore {
+    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+        self.inner.insert(events).await
+    }
+    async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>> {
+        self.inner.claim(limit).await
+    }
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        if self.closed.load(Ordering::SeqCst) {
+            self.refused.fetch_add(updates.len(), Ordering::SeqCst);
+            return Err(breakwater_dispatch::store::StoreError::Closed);
+        }
+        self.inner.apply(updates).await
+    }
+    async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>> {
+        self.inner.event(id).await
+    }
+    async fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
+        self.inner.snapshots().await
+    }
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<(String, String)>> {
+        self.inner.disabled_endpoints().await
+    }
+    async fn release_held(&self, endpoint: &str) -> StoreResult<u64> {
+        self.inner.release_held(endpoint).await
+    }
+    async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        self.inner.dead_letters(limit).await
+    }
+    async fn replay_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        self.inner.replay_dead_letters(ids).await
+    }
+    async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        self.inner.purge_dead_letters(ids).await
+    }
+    async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
+        self.inner.oldest_pending_ms().await
+    }
+    async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        self.inner.counts().await
+    }
+    async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+fn healthy_events(config: &Config, n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| {
+            let event = EntityEvent::new(
+                EventKind::Insert,
+                "Order",
+                Uuid::new_v4(),
+                serde_json::json!({ "i": i }),
+            );
+            let actions = actions_for(config, &event)
+                .into_iter()
+                .filter(|a| a.action.endpoint().contains("healthy"))
+                .collect();
+            NewEvent { actions, event }
+        })
+        .collect()
+}
+
+/// Group commit of outcomes: a delivery frees its concurrency permit
+/// without waiting for its outcome's commit, outcomes are written in
+/// batches, and an action counts as held until its outcome is written.
+#[tokio::test(start_paused = true)]
+async fn deliveries_do_not_wait_for_their_outcome_to_be_written() {
+    let store = Arc::new(SlowStore::new(Duration::from_secs(1)));
+    let exec = Arc::new(TestExecutor::default());
+    let config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    engine.accept(healthy_events(&config, 40)).await.unwrap();
+    let healthy = "http://healthy.test:80";
+    // 40 calls through 4 permits at 5 ms each: well under one slow commit.
+    until(|| exec.calls.lock().unwrap().get(healthy).copied() == Some(40)).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "deliveries waited for the store: {:?}",
+        started.elapsed()
+    );
+    // Not written yet, so still held (memory stays bounded by max_pending).
+    assert!(engine.held() > 0);
+    until(|| engine.held() == 0).await;
+    assert_eq!(store.inner.with_status(ActionStatus::Delivered).len(), 40);
+    // Batched: far fewer writes than outcomes.
+    let applies = store.applies.load(Ordering::SeqCst);
+    assert!(applies < 10, "{applies} writes for 40 outcomes");
+    engine.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(store.refused.load(Ordering::SeqCst), 0);
+}
+
+/// Shutdown writes the outcomes still queued before it closes the store.
+#[tokio::test(start_paused = true)]
+async fn shutdown_writes_queued_outcomes_before_closing_the_store() {
+    let store = Arc::new(SlowStore::new(Duration::from_millis(300)));
+    let exec = Arc::new(TestExecutor::default());
+    let config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    engine.accept(healthy_events(&config, 40)).await.unwrap();
+    let healthy = "http://healthy.test:80";
+    until(|| exec.calls.lock().unwrap().get(healthy).copied() == Some(40)).await;
+    assert!(engine.held() > 0, "outcomes already written");
+    engine.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(store.refused.load(Ordering::SeqCst), 0);
+    assert_eq!(store.inner.with_status(ActionStatus::Delivered).len(), 40);
+}

@@ -78,16 +78,9 @@ impl Engine {
             .inc();
     }
 
-    async fn record(&self, update: Update) {
-        if let Err(e) = self.inner.store.apply(vec![update]).await {
-            tracing::error!(error = %e, "recording a delivery outcome failed");
-        }
-    }
-
     /// Keeps `action` in the store until its endpoint is enabled again.
-    pub(super) async fn hold(&self, action: PendingAction) {
-        self.record(Update::Held { id: action.id }).await;
-        self.release(1);
+    pub(super) fn hold(&self, action: PendingAction) {
+        self.record(Update::Held { id: action.id }, 1);
     }
 
     /// Runs one attempt of `action` and acts on the outcome.
@@ -103,17 +96,18 @@ impl Engine {
             Outcome::Delivered { status } => {
                 action.attempts += 1;
                 self.attempt(&lane.endpoint, "success");
-                self.record(Update::Delivered {
-                    id: action.id,
-                    attempts: action.attempts,
-                    status,
-                })
-                .await;
+                self.record(
+                    Update::Delivered {
+                        id: action.id,
+                        attempts: action.attempts,
+                        status,
+                    },
+                    1,
+                );
                 m.delivered.get_or_create(&label).inc();
                 lane.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 let latency_ms = (unix_ms() - action.accepted_at_ms).max(0);
                 m.delivery_latency.observe(latency_ms as f64 / 1000.0);
-                self.release(1);
             }
             Outcome::CircuitOpen { retry_after } => {
                 let wait = schedule::park_for(retry_after);
@@ -125,11 +119,13 @@ impl Engine {
                 // nothing durable and would only load the writer.
                 if !action.parked {
                     action.parked = true;
-                    self.record(Update::Parked {
-                        id: action.id,
-                        until_ms,
-                    })
-                    .await;
+                    self.record(
+                        Update::Parked {
+                            id: action.id,
+                            until_ms,
+                        },
+                        0,
+                    );
                 }
                 self.later(action, wait);
             }
@@ -150,19 +146,21 @@ impl Engine {
                         "endpoint answered 410 Gone: disabled, its actions are held until an admin enables it"
                     );
                     m.endpoint_disabled.get_or_create(&label).set(1);
-                    self.record(Update::EndpointDisabled {
-                        endpoint: lane.endpoint.clone(),
-                        disabled: true,
-                        reason: Some(message),
-                    })
-                    .await;
+                    self.record(
+                        Update::EndpointDisabled {
+                            endpoint: lane.endpoint.clone(),
+                            disabled: true,
+                            reason: Some(message),
+                        },
+                        0,
+                    );
                 }
-                self.hold(action).await;
+                self.hold(action);
             }
             Outcome::Permanent { message, status } => {
                 action.attempts += 1;
                 self.attempt(&lane.endpoint, "permanent");
-                self.dead_letter(lane, action, message, status).await;
+                self.dead_letter(lane, action, message, status);
             }
             Outcome::Transient {
                 message,
@@ -183,19 +181,21 @@ impl Engine {
                     retry_after,
                 ) {
                     AfterFailure::GiveUp => {
-                        self.dead_letter(lane, action, message, status).await;
+                        self.dead_letter(lane, action, message, status);
                     }
                     AfterFailure::RetryIn(wait) => {
                         let not_before_ms =
                             unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                        self.record(Update::Retry {
-                            id: action.id,
-                            attempts: action.attempts,
-                            not_before_ms,
-                            error: message,
-                            status,
-                        })
-                        .await;
+                        self.record(
+                            Update::Retry {
+                                id: action.id,
+                                attempts: action.attempts,
+                                not_before_ms,
+                                error: message,
+                                status,
+                            },
+                            0,
+                        );
                         m.retried.get_or_create(&label).inc();
                         lane.stats.retried.fetch_add(1, Ordering::Relaxed);
                         action.not_before_ms = None;
@@ -207,7 +207,7 @@ impl Engine {
         }
     }
 
-    async fn dead_letter(
+    fn dead_letter(
         &self,
         lane: &Arc<Lane>,
         action: PendingAction,
@@ -215,20 +215,21 @@ impl Engine {
         status: Option<u16>,
     ) {
         tracing::info!(endpoint = %lane.endpoint, action = action.id, %error, "dead-lettered");
-        self.record(Update::DeadLetter {
-            id: action.id,
-            attempts: action.attempts,
-            error,
-            status,
-        })
-        .await;
+        self.record(
+            Update::DeadLetter {
+                id: action.id,
+                attempts: action.attempts,
+                error,
+                status,
+            },
+            1,
+        );
         self.inner
             .metrics
             .dead_lettered
             .get_or_create(&Metrics::endpoint(&lane.endpoint))
             .inc();
         lane.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        self.release(1);
     }
 }
 

@@ -37,7 +37,7 @@ use breakwater::{
     PerEndpointCircuitBreaker,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,6 +50,18 @@ const CLAIM_BATCH: usize = 1000;
 /// How often the store is swept for unclaimed work (after a restart, a
 /// replay, or an endpoint enabled again).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The most delivery outcomes written to the store in one call.
+const RECORD_BATCH: usize = 1024;
+/// How long shutdown waits for the last outcomes to be written.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// A message to the outcome recorder.
+enum Record {
+    /// Write `update`; then `release` actions stop counting as held.
+    Update { update: Update, release: usize },
+    /// Answered once everything sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
 
 /// Why intake was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,6 +186,7 @@ struct Inner {
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     timer: mpsc::UnboundedSender<(PendingAction, Duration)>,
     snapshots: mpsc::UnboundedSender<String>,
+    records: mpsc::UnboundedSender<Record>,
     /// Actions held in memory (reserved, queued, parked or running).
     held: AtomicUsize,
     sweep: Notify,
@@ -288,6 +301,7 @@ impl Engine {
         });
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let (snap_tx, snap_rx) = mpsc::unbounded_channel();
+        let (record_tx, record_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             store: store.clone(),
             executor: CircuitBreakerActionExecutor::per_endpoint(executor, breakers.clone()),
@@ -300,6 +314,7 @@ impl Engine {
             lanes: Mutex::new(HashMap::new()),
             timer: timer_tx,
             snapshots: snap_tx,
+            records: record_tx,
             held: AtomicUsize::new(0),
             sweep: Notify::new(),
             metrics,
@@ -331,6 +346,7 @@ impl Engine {
         tokio::spawn(timer_task(engine.clone(), timer_rx));
         tokio::spawn(snapshot_task(engine.clone(), snap_rx));
         tokio::spawn(sweep_task(engine.clone()));
+        tokio::spawn(record_task(engine.clone(), record_rx));
         Ok(engine)
     }
 
@@ -657,6 +673,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues `update` for the outcome recorder; `release` actions stop
+    /// counting as held once it is written.
+    fn record(&self, update: Update, release: usize) {
+        if self
+            .inner
+            .records
+            .send(Record::Update { update, release })
+            .is_err()
+        {
+            // The recorder stopped (shutdown): the action stays as stored.
+            self.release(release);
+        }
+    }
+
+    /// Waits until every outcome queued so far is written.
+    async fn flush_records(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.records.send(Record::Flush(tx)).is_ok()
+            && tokio::time::timeout(FLUSH_GRACE, rx).await.is_err()
+        {
+            tracing::warn!("delivery outcomes not written by the shutdown deadline");
+        }
+    }
+
     /// Asks the engine to look for unclaimed work in the store now.
     pub fn wake(&self) {
         self.inner.sweep.notify_one();
@@ -730,7 +770,47 @@ impl Engine {
                 "deliveries still running at the shutdown deadline stay pending in the store"
             );
         }
+        self.flush_records().await;
         self.inner.store.close().await;
+    }
+}
+
+/// Writes delivery outcomes in batches: whatever has queued up while the
+/// previous batch was being written goes to the store in one call (one
+/// transaction), and only then do its actions stop counting as held.
+///
+/// A delivery does not wait for its outcome to be written, so its
+/// concurrency permit is free for the next action during the commit. An
+/// outcome lost in a crash leaves its action pending in the store, and it
+/// is delivered again after the restart (at-least-once).
+async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<Record>) {
+    let mut buf = Vec::with_capacity(RECORD_BATCH);
+    while rx.recv_many(&mut buf, RECORD_BATCH).await > 0 {
+        let mut updates = Vec::with_capacity(buf.len());
+        let mut release = 0;
+        let mut flushed = Vec::new();
+        for r in buf.drain(..) {
+            match r {
+                Record::Update { update, release: n } => {
+                    updates.push(update);
+                    release += n;
+                }
+                Record::Flush(done) => flushed.push(done),
+            }
+        }
+        if !updates.is_empty() {
+            if let Err(e) = engine.inner.store.apply(updates).await {
+                tracing::error!(error = %e, "recording delivery outcomes failed");
+            }
+        }
+        engine.release(release);
+        let last = !flushed.is_empty() && engine.is_stopping();
+        for done in flushed {
+            let _ = done.send(());
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -750,7 +830,7 @@ async fn lane_task(
             },
         };
         if lane.disabled().is_some() {
-            engine.hold(action).await;
+            engine.hold(action);
             continue;
         }
         let permit = tokio::select! {

@@ -263,61 +263,69 @@ fn apply_one(t: &Transaction<'_>, u: &Update) -> rusqlite::Result<()> {
             id,
             attempts,
             status,
-        } => t.execute(
-            "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
+        } => t
+            .prepare_cached(
+                "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
              not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
-            params![id, attempts, status, now],
-        )?,
+            )?
+            .execute(params![id, attempts, status, now])?,
         Update::Retry {
             id,
             attempts,
             not_before_ms,
             error,
             status,
-        } => t.execute(
-            "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
+        } => t
+            .prepare_cached(
+                "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
              last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1",
-            params![id, attempts, not_before_ms, error, status, now],
-        )?,
-        Update::Parked { id, until_ms } => t.execute(
-            "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
+            )?
+            .execute(params![id, attempts, not_before_ms, error, status, now])?,
+        Update::Parked { id, until_ms } => t
+            .prepare_cached(
+                "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
              WHERE id = ?1 AND status IN ('pending', 'parked')",
-            params![id, until_ms, now],
-        )?,
+            )?
+            .execute(params![id, until_ms, now])?,
         Update::DeadLetter {
             id,
             attempts,
             error,
             status,
-        } => t.execute(
-            "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
+        } => t
+            .prepare_cached(
+                "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
              last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1",
-            params![id, attempts, error, status, now],
-        )?,
-        Update::Held { id } => t.execute(
-            "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1",
-            params![id, now],
-        )?,
-        Update::Released { id } => t.execute(
-            "UPDATE actions SET claimed = 0, updated_at = ?2
+            )?
+            .execute(params![id, attempts, error, status, now])?,
+        Update::Held { id } => t
+            .prepare_cached(
+                "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, now])?,
+        Update::Released { id } => t
+            .prepare_cached(
+                "UPDATE actions SET claimed = 0, updated_at = ?2
              WHERE id = ?1 AND status IN ('pending', 'parked')",
-            params![id, now],
-        )?,
-        Update::Snapshot { endpoint, snapshot } => t.execute(
-            "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
+            )?
+            .execute(params![id, now])?,
+        Update::Snapshot { endpoint, snapshot } => t
+            .prepare_cached(
+                "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
              ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot",
-            params![endpoint, snapshot],
-        )?,
+            )?
+            .execute(params![endpoint, snapshot])?,
         Update::EndpointDisabled {
             endpoint,
             disabled,
             reason,
-        } => t.execute(
-            "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
+        } => t
+            .prepare_cached(
+                "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
              ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
              disabled_reason = excluded.disabled_reason",
-            params![endpoint, disabled, reason],
-        )?,
+            )?
+            .execute(params![endpoint, disabled, reason])?,
     };
     Ok(())
 }
@@ -330,11 +338,12 @@ impl Store for SqliteStore {
             let mut out = Vec::with_capacity(events.len());
             for NewEvent { event, actions } in events {
                 let body = serde_json::to_string(&event).unwrap_or_default();
-                let added = t.execute(
-                    "INSERT INTO events (id, body, accepted_at) VALUES (?1, ?2, ?3)
+                let added = t
+                    .prepare_cached(
+                        "INSERT INTO events (id, body, accepted_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(id) DO NOTHING",
-                    params![event.id.to_string(), body, now],
-                )?;
+                    )?
+                    .execute(params![event.id.to_string(), body, now])?;
                 if added == 0 {
                     out.push(Inserted::Duplicate);
                     continue;
@@ -344,19 +353,19 @@ impl Store for SqliteStore {
                 for a in actions {
                     let endpoint = a.action.endpoint();
                     let json = serde_json::to_string(&a.action).unwrap_or_default();
-                    t.execute(
+                    t.prepare_cached(
                         "INSERT INTO actions (event_id, observer, endpoint, action_type, action,
                          status, claimed, accepted_at, updated_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 1, ?6, ?6)",
-                        params![
-                            event.id.to_string(),
-                            a.observer,
-                            endpoint,
-                            a.action.action_type(),
-                            json,
-                            now
-                        ],
-                    )?;
+                    )?
+                    .execute(params![
+                        event.id.to_string(),
+                        a.observer,
+                        endpoint,
+                        a.action.action_type(),
+                        json,
+                        now
+                    ])?;
                     pending.push(PendingAction {
                         id: t.last_insert_rowid(),
                         event: event.clone(),
