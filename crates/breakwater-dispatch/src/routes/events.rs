@@ -17,7 +17,8 @@ use crate::error::ApiError;
 use crate::store::{EventRecord, Inserted, NewEvent};
 
 /// Parses a `POST /events` body: one event or a non-empty array; `id` may
-/// be left out (a fresh one is given).
+/// be left out (a fresh one is given, so such an event is not deduplicated),
+/// and so may `timestamp` (the time it was received).
 ///
 /// # Errors
 ///
@@ -37,6 +38,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
             ))
         }
     };
+    let received = chrono::Utc::now().to_rfc3339();
     items
         .into_iter()
         .enumerate()
@@ -51,6 +53,9 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
             };
             if !map.contains_key("id") {
                 map.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
+            }
+            if !map.contains_key("timestamp") {
+                map.insert("timestamp".into(), Value::String(received.clone()));
             }
             serde_json::from_value::<EntityEvent>(item)
                 .map_err(|e| ApiError::BadRequest(format!("{at}: {e}")))
@@ -134,6 +139,18 @@ mod tests {
         assert_eq!(one.len(), 1);
         let two = parse_events(format!("[{EVENT},{EVENT}]").as_bytes()).unwrap();
         assert_ne!(two[0].id, two[1].id);
+    }
+
+    #[test]
+    fn a_missing_timestamp_is_the_time_of_receipt() {
+        let body = EVENT.replace(",\"timestamp\":\"2026-01-22T10:00:00Z\"", "");
+        assert!(!body.contains("timestamp"), "{body}");
+        let before = chrono::Utc::now();
+        let events = parse_events(body.as_bytes()).unwrap();
+        let after = chrono::Utc::now();
+        assert!(before <= events[0].timestamp && events[0].timestamp <= after);
+        let given = parse_events(EVENT.as_bytes()).unwrap();
+        assert_eq!(given[0].timestamp.to_rfc3339(), "2026-01-22T10:00:00+00:00");
     }
 
     #[test]
