@@ -102,6 +102,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod retry;
+
+use self::retry::Schedule;
 use super::backoff::Jitter;
 use super::{CircuitBreaker, CircuitError, CircuitState, Verdict};
 
@@ -259,22 +262,6 @@ struct Counters {
 fn bump(counter: &AtomicU64) {
     // Relaxed: independent statistics, read only as a snapshot.
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// `d` rounded down to whole milliseconds.
-/// Full jitter in whole milliseconds: uniform over `0..=nominal` ms
-/// (`unit` uniform in `[0, 1)`), so that a 1 ms backoff waits 0 or 1 ms
-/// rather than always 0. Never longer than `nominal`.
-fn full_jitter_ms(nominal: Duration, unit: f64) -> Duration {
-    let top = u64::try_from(nominal.as_millis()).unwrap_or(u64::MAX);
-    // `top + 1` choices; the float product is below `top + 1` and saturates
-    // on the cast, and `min` keeps rounding at the top within the cap.
-    let ms = (unit * (top as f64 + 1.0)) as u64;
-    Duration::from_millis(ms.min(top))
-}
-
-fn whole_ms(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 enum Fallback<T> {
@@ -637,34 +624,20 @@ impl<T, S> ResilientExecutor<T, S> {
         }
     }
 
-    /// The nominal wait after the `failures`-th failed attempt, capped.
-    fn nominal_backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.backoff
-            .saturating_mul(1 << doublings)
-            .min(self.max_backoff)
-    }
-
     /// The wait before the attempt after the `failures`-th failed one, or
     /// `None` when a hinted wait does not fit the caps or the budget is spent.
     fn wait_before(&self, failures: u32, advice: Retry, waited: Duration) -> Option<Duration> {
-        let left = match self.max_total_delay {
-            Some(budget) => budget.checked_sub(waited).filter(|d| !d.is_zero())?,
-            None => Duration::MAX,
+        let schedule = Schedule {
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
+            max_total_delay: self.max_total_delay,
         };
-        match advice {
-            Retry::After(hint) if hint > self.max_backoff || hint > left => None,
-            Retry::After(hint) => Some(hint),
-            Retry::Transient | Retry::Permanent => {
-                let nominal = self.nominal_backoff(failures).min(left);
-                // Whole milliseconds, tokio's timer resolution: a wait of
-                // 0.3 ms would sleep 1 ms and overrun the caps.
-                Some(match &self.jitter {
-                    Some(j) => full_jitter_ms(nominal, j.unit()),
-                    None => whole_ms(nominal),
-                })
-            }
-        }
+        schedule.wait_before(
+            failures,
+            advice,
+            waited,
+            self.jitter.as_ref().map(Jitter::unit),
+        )
     }
 
     /// The strategy's answer: the operation's value, a fallback, or the error.
