@@ -57,9 +57,17 @@ pub mod traits;
 pub mod webhook;
 
 pub use crate::error::CircuitError;
-pub use crate::resilience::degradation::{DegradationLevel, GracefulDegradation};
-pub use crate::resilience::per_endpoint::PerEndpointCircuitBreaker;
-pub use crate::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
+pub use crate::resilience::degradation::{
+    DegradationLevel, EndpointHealth, EndpointHealthSource, GracefulDegradation,
+    DEFAULT_CRITICAL_FRACTION, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK,
+};
+pub use crate::resilience::per_endpoint::{
+    EndpointStatistics, PerEndpointCircuitBreaker, RegistryLimits,
+};
+pub use crate::resilience::strategies::{
+    BreakerSource, ExecutorMetrics, Fallback, FallbackFn, FallbackValue, FallbackWhen, Outcome,
+    ResilienceStrategy, ResilientExecutor, Retry, DEFAULT_MAX_BACKOFF,
+};
 pub use crate::resilience::{
     CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitSnapshot, CircuitState,
     ConfigError, OwnedPermit, Permit, Transition, TransitionListener, Verdict,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use breakwater::resilience::degradation::{
     DegradationLevel, EndpointHealth, EndpointHealthSource, GracefulDegradation,
 };
-use breakwater::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+use breakwater::{ResilienceStrategy, ResilientExecutor};
 
 use DegradationLevel::{Critical, Degraded, Normal};
 

@@ -8,12 +8,21 @@
 //! | strategy | circuit open | call failed |
 //! | --- | --- | --- |
 //! | [`FailFast`](ResilienceStrategy::FailFast) | [`CircuitError::Open`] at once | the error |
-//! | [`Fallback`](ResilienceStrategy::Fallback) / [`FallbackWith`](ResilienceStrategy::FallbackWith) | the fallback value | the error, or the fallback with [`with_fallback_on_failure`](ResilientExecutor::with_fallback_on_failure) |
+//! | [`Fallback`](ResilienceStrategy::Fallback) / [`FallbackWith`](ResilienceStrategy::FallbackWith) | the fallback value | the error |
 //! | [`RetryWithBreaker`](ResilienceStrategy::RetryWithBreaker) | [`CircuitError::Open`] at once | retried with backoff, then the last error |
 //!
 //! Strategies combine: [`with_fallback`](ResilientExecutor::with_fallback)
-//! adds a fallback to any of them, so a retrying executor can still answer
-//! with a default once the circuit is open or the attempts are spent.
+//! adds a [`Fallback`] to any of them, and the fallback says when it
+//! answers: [`Fallback::on_open`] (only when the breaker refused the call,
+//! like [`ResilienceStrategy::Fallback`]) or [`Fallback::on_open_or_failure`]
+//! (also when the call ran and failed, after its retries). So a retrying
+//! executor can still answer with a default once the circuit is open or the
+//! attempts are spent. [`execute_outcome`](ResilientExecutor::execute_outcome)
+//! says whether an answer is live or a fallback ([`Outcome`]).
+//!
+//! Only a fixed fallback value is cloned, so only it needs `T: Clone`:
+//! [`ResilientExecutor::retrying`] and [`ResilientExecutor::fail_fast`]
+//! take any `T` (a `reqwest::Response`, say).
 //!
 //! # Retries
 //!
@@ -34,7 +43,9 @@
 //!   closure rather than a trait, so that it works for foreign error types.
 //!   A permanent error says nothing about the service's health: the breaker
 //!   ignores it (counts it neither way). [`execute`](ResilientExecutor::execute)
-//!   treats every error, and every timeout, as transient.
+//!   treats every error, and every timeout, as transient. With the
+//!   `actions` feature, [`Retry::of_action_error`] classifies the crate's
+//!   own [`traits::Error`](crate::traits::Error).
 //! * **Backoff.** The wait after the n-th failed attempt is drawn uniformly
 //!   from the whole milliseconds of `[0, min(backoff * 2^(n-1), max_backoff)]`
 //!   ("full jitter": callers
@@ -55,12 +66,12 @@
 //!
 //! # Examples
 //!
-//! The plan's example, with the real signatures:
+//! An open circuit answered by a fallback:
 //!
 //! ```
 //! use std::sync::Arc;
 //! use breakwater::{CircuitBreaker, CircuitBreakerConfig};
-//! use breakwater::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
+//! use breakwater::{ResilienceStrategy, ResilientExecutor};
 //!
 //! async fn external_service_call() -> Result<String, std::io::Error> {
 //!     Ok("live value".to_string())
@@ -102,14 +113,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod fallback;
 mod retry;
 
+pub use self::fallback::{Fallback, FallbackFn, FallbackWhen, Outcome};
 use self::retry::Schedule;
 use super::backoff::Jitter;
 use super::{CircuitBreaker, CircuitError, CircuitState, Verdict};
-
-/// A fallback computed on demand, for [`ResilienceStrategy::FallbackWith`].
-pub type FallbackFn<T> = Arc<dyn Fn() -> T + Send + Sync>;
 
 /// The longest single wait between attempts unless configured otherwise.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -121,7 +131,7 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 ///
 /// ```
 /// use std::time::Duration;
-/// use breakwater::resilience::strategies::ResilienceStrategy;
+/// use breakwater::ResilienceStrategy;
 ///
 /// let fail_fast = ResilienceStrategy::<u32>::FailFast;
 /// let fixed = ResilienceStrategy::Fallback(0_u32);
@@ -135,8 +145,10 @@ pub enum ResilienceStrategy<T> {
     /// An open circuit returns [`CircuitError::Open`] at once; a failed call
     /// returns its error. Nothing is retried.
     FailFast,
-    /// An open circuit yields a clone of this value (and so does a failed
-    /// call, with [`ResilientExecutor::with_fallback_on_failure`]).
+    /// An open circuit yields a clone of this value; a failed call returns
+    /// its error. The same as [`Fallback::on_open`]; for a fallback that
+    /// also answers failed calls, use [`Fallback::on_open_or_failure`] with
+    /// [`ResilientExecutor::with_fallback`].
     Fallback(T),
     /// As [`Fallback`](Self::Fallback), with the value computed by a closure
     /// each time one is needed.
@@ -202,6 +214,62 @@ pub enum Retry {
     After(Duration),
 }
 
+impl Retry {
+    /// The classifier for the crate's own action errors (feature
+    /// `actions`): a permanent error ([`Error::is_permanent`], a `410 Gone`
+    /// too) is [`Permanent`](Retry::Permanent); a transient one or an inner
+    /// breaker's rejection that names a wait ([`Error::retry_after`]) is
+    /// [`After`](Retry::After) that wait; any other error (a timeout, a
+    /// transient failure without a hint) is [`Transient`](Retry::Transient).
+    ///
+    /// A function, so that it is passed as it is to
+    /// [`ResilientExecutor::execute_with`].
+    ///
+    /// [`Error::is_permanent`]: crate::traits::Error::is_permanent
+    /// [`Error::retry_after`]: crate::traits::Error::retry_after
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breakwater::traits::Error;
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, ResilientExecutor, Retry};
+    ///
+    /// let busy = Error::from_status(429, "slow down", Some(Duration::from_secs(2)));
+    /// assert_eq!(Retry::of_action_error(&busy), Retry::After(Duration::from_secs(2)));
+    /// assert_eq!(Retry::of_action_error(&Error::permanent("bad payload")), Retry::Permanent);
+    /// assert_eq!(Retry::of_action_error(&Error::transient("reset")), Retry::Transient);
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let executor = ResilientExecutor::<()>::retrying(
+    ///     CircuitBreaker::new(CircuitBreakerConfig::default()),
+    ///     3,
+    ///     Duration::from_millis(10),
+    /// );
+    /// let mut calls = 0;
+    /// let err = executor
+    ///     .execute_with(Retry::of_action_error, || {
+    ///         calls += 1;
+    ///         async { Err(Error::from_status(404, "no such hook", None)) }
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(matches!(err, CircuitError::Inner(e) if e.is_permanent()));
+    /// assert_eq!(calls, 1);
+    /// # }
+    /// ```
+    #[cfg(feature = "actions")]
+    pub fn of_action_error(err: &crate::traits::Error) -> Self {
+        if err.is_permanent() || err.is_gone() {
+            return Self::Permanent;
+        }
+        match err.retry_after() {
+            Some(wait) => Self::After(wait),
+            None => Self::Transient,
+        }
+    }
+}
+
 /// Where a keyed [`ResilientExecutor`] finds the breaker for a key (an
 /// endpoint).
 ///
@@ -264,37 +332,72 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-enum Fallback<T> {
-    Value(T),
-    With(FallbackFn<T>),
-}
+/// A value a fixed fallback can be cloned from: every `Clone` type.
+///
+/// [`ResilientExecutor::new`] and [`ResilientExecutor::per_endpoint`] take
+/// any [`ResilienceStrategy`], whose [`Fallback`](ResilienceStrategy::Fallback)
+/// is a value cloned for each answer, so they need it. Executors without a
+/// fixed fallback value ([`ResilientExecutor::retrying`],
+/// [`ResilientExecutor::fail_fast`]) do not: a `reqwest::Response` is fine
+/// there.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `Clone`, and this constructor may clone a fallback value of it",
+    label = "not `Clone`",
+    note = "without a fixed fallback value, build the executor with `ResilientExecutor::retrying` or `ResilientExecutor::fail_fast` (or their `per_endpoint_*` forms): they need no `Clone`"
+)]
+pub trait FallbackValue: Clone {}
 
-impl<T: Clone> Fallback<T> {
-    fn get(&self) -> T {
-        match self {
-            Self::Value(v) => v.clone(),
-            Self::With(f) => f(),
-        }
-    }
-}
+impl<T: Clone> FallbackValue for T {}
 
 /// Runs operations through a circuit breaker under a [`ResilienceStrategy`].
 ///
 /// `S` is where the breaker comes from: one shared breaker by default
-/// ([`new`](Self::new), [`execute`](Self::execute)), or one per endpoint
-/// from a [`BreakerSource`] ([`per_endpoint`](Self::per_endpoint),
-/// [`execute_on`](Self::execute_on)). The builder methods (`with_*`) tune
-/// any strategy; their defaults: no fallback on failure, `max_backoff` of
-/// [`DEFAULT_MAX_BACKOFF`], no total budget beyond what `max_backoff` and
-/// `max_attempts` imply, jitter on.
+/// ([`new`](Self::new), [`retrying`](Self::retrying),
+/// [`execute`](Self::execute)), or one per endpoint from a
+/// [`BreakerSource`] ([`per_endpoint`](Self::per_endpoint),
+/// [`execute_on`](Self::execute_on)). The builder methods (`with_*`,
+/// `without_*`) tune any strategy; their defaults: no fallback unless the
+/// strategy has one, `max_backoff` of [`DEFAULT_MAX_BACKOFF`], no total
+/// budget beyond what `max_backoff` and `max_attempts` imply, jitter on.
+///
+/// Only a fixed fallback value needs `T: Clone`: a retrying or fail-fast
+/// executor works with any `T`.
 ///
 /// `Send + Sync` when `T` and `S` are; share it with an `Arc`.
+///
+/// # Examples
+///
+/// A retrying executor over a value that is not `Clone`, with a fallback
+/// computed on demand that tells itself apart from a live answer:
+///
+/// ```
+/// use std::time::Duration;
+/// use breakwater::{CircuitBreaker, CircuitBreakerConfig, Fallback, ResilientExecutor, Retry};
+///
+/// struct Reply(String); // not Clone
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let executor = ResilientExecutor::retrying(
+///     CircuitBreaker::new(CircuitBreakerConfig::default()),
+///     3,
+///     Duration::from_millis(100),
+/// )
+/// .with_fallback(Fallback::on_open_or_failure_with(|| Reply("stale".into())));
+///
+/// let outcome = executor
+///     .execute_outcome(|_: &&str| Retry::Transient, || async { Err::<Reply, _>("down") })
+///     .await
+///     .unwrap();
+/// assert!(outcome.is_fallback());
+/// assert_eq!(outcome.into_value().0, "stale");
+/// assert_eq!(executor.metrics().attempts, 3);
+/// # }
+/// ```
 pub struct ResilientExecutor<T, S = Arc<CircuitBreaker>> {
     breakers: S,
     max_attempts: u32,
     backoff: Duration,
     fallback: Option<Fallback<T>>,
-    fallback_on_failure: bool,
     max_backoff: Duration,
     max_total_delay: Option<Duration>,
     jitter: Option<Jitter>,
@@ -306,8 +409,7 @@ impl<T, S> fmt::Debug for ResilientExecutor<T, S> {
         f.debug_struct("ResilientExecutor")
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
-            .field("fallback", &self.fallback.is_some())
-            .field("fallback_on_failure", &self.fallback_on_failure)
+            .field("fallback", &self.fallback)
             .field("max_backoff", &self.max_backoff)
             .field("max_total_delay", &self.max_total_delay)
             .field("jitter", &self.jitter.is_some())
@@ -317,9 +419,33 @@ impl<T, S> fmt::Debug for ResilientExecutor<T, S> {
 
 impl<T> ResilientExecutor<T> {
     /// An executor over one breaker (an `Arc<CircuitBreaker>`, or a
-    /// `CircuitBreaker` it takes over).
-    pub fn new(breaker: impl Into<Arc<CircuitBreaker>>, strategy: ResilienceStrategy<T>) -> Self {
+    /// `CircuitBreaker` it takes over), under any strategy.
+    ///
+    /// Needs `T: Clone` because [`ResilienceStrategy::Fallback`] clones its
+    /// value; [`retrying`](Self::retrying) and [`fail_fast`](Self::fail_fast)
+    /// do not.
+    pub fn new(breaker: impl Into<Arc<CircuitBreaker>>, strategy: ResilienceStrategy<T>) -> Self
+    where
+        T: FallbackValue,
+    {
         Self::build(breaker.into(), strategy)
+    }
+
+    /// An executor over one breaker that retries failed calls
+    /// ([`ResilienceStrategy::RetryWithBreaker`]) and has no fallback; any
+    /// `T`, `Clone` or not.
+    pub fn retrying(
+        breaker: impl Into<Arc<CircuitBreaker>>,
+        max_attempts: u32,
+        backoff: Duration,
+    ) -> Self {
+        Self::bare(breaker.into()).with_retry(max_attempts, backoff)
+    }
+
+    /// An executor over one breaker that neither retries nor falls back
+    /// ([`ResilienceStrategy::FailFast`]); any `T`.
+    pub fn fail_fast(breaker: impl Into<Arc<CircuitBreaker>>) -> Self {
+        Self::bare(breaker.into())
     }
 
     /// The breaker the calls go through.
@@ -330,8 +456,10 @@ impl<T> ResilientExecutor<T> {
     /// Runs `f` through the breaker under the strategy; every error is
     /// transient (see [`execute_with`](Self::execute_with) to classify them).
     ///
-    /// `f` is called once per attempt, so it is `FnMut`; the plan's boxed
-    /// style, `|| Box::pin(async { ... })`, works unchanged.
+    /// `f` is called once per attempt, so it is `FnMut`; the boxed style,
+    /// `|| Box::pin(async { ... })`, works too. A fallback answer looks
+    /// like a live one here; [`execute_outcome`](Self::execute_outcome)
+    /// tells them apart.
     ///
     /// # Errors
     ///
@@ -353,13 +481,13 @@ impl<T> ResilientExecutor<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
-    /// use breakwater::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, ResilientExecutor};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-    /// let executor = ResilientExecutor::new(
+    /// let executor = ResilientExecutor::retrying(
     ///     CircuitBreaker::new(CircuitBreakerConfig::default()),
-    ///     ResilienceStrategy::retry(3, Duration::from_millis(100)),
+    ///     3,
+    ///     Duration::from_millis(100),
     /// );
     /// let mut calls = 0;
     /// let started = tokio::time::Instant::now();
@@ -378,19 +506,18 @@ impl<T> ResilientExecutor<T> {
     /// ```
     pub async fn execute<F, Fut, E>(&self, f: F) -> Result<T, CircuitError<E>>
     where
-        T: Clone,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run(&self.breakers, |_: &E| Retry::Transient, f).await
+        self.run(&self.breakers, |_: &E| Retry::Transient, f)
+            .await
+            .map(Outcome::into_value)
     }
 
     /// As [`execute`](Self::execute), with `classify` saying which errors
-    /// are worth a retry ([`Retry`]). Only [`RetryWithBreaker`] retries;
+    /// are worth a retry ([`Retry`]). Only a retrying executor retries;
     /// under every strategy a [`Retry::Permanent`] error is ignored by the
     /// breaker.
-    ///
-    /// [`RetryWithBreaker`]: ResilienceStrategy::RetryWithBreaker
     ///
     /// # Errors
     ///
@@ -408,13 +535,13 @@ impl<T> ResilientExecutor<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError};
-    /// use breakwater::resilience::strategies::{ResilienceStrategy, ResilientExecutor, Retry};
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, ResilientExecutor, Retry};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-    /// let executor = ResilientExecutor::new(
+    /// let executor = ResilientExecutor::<()>::retrying(
     ///     CircuitBreaker::new(CircuitBreakerConfig::default()),
-    ///     ResilienceStrategy::<()>::retry(5, Duration::from_millis(100)),
+    ///     5,
+    ///     Duration::from_millis(100),
     /// );
     /// // An HTTP-ish status: 4xx is permanent, 503 carries a Retry-After.
     /// let classify = |status: &u16| match *status {
@@ -431,7 +558,55 @@ impl<T> ResilientExecutor<T> {
     /// ```
     pub async fn execute_with<F, Fut, E, C>(&self, classify: C, f: F) -> Result<T, CircuitError<E>>
     where
-        T: Clone,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Retry,
+    {
+        self.run(&self.breakers, classify, f)
+            .await
+            .map(Outcome::into_value)
+    }
+
+    /// As [`execute_with`](Self::execute_with), saying whether the answer
+    /// is live or a fallback, and what the fallback stands in for.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute): the errors no fallback covers.
+    ///
+    /// # Panics
+    ///
+    /// As [`execute`](Self::execute).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`execute`](Self::execute).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, Outcome, ResilienceStrategy, ResilientExecutor, Retry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let executor = ResilientExecutor::new(
+    ///     CircuitBreaker::new(CircuitBreakerConfig::default()),
+    ///     ResilienceStrategy::Fallback("cached"),
+    /// );
+    /// let live = executor.execute_outcome(|_: &()| Retry::Transient, || async { Ok("fresh") }).await;
+    /// assert_eq!(live, Ok(Outcome::Live("fresh")));
+    ///
+    /// executor.breaker().force_open();
+    /// let stale = executor.execute_outcome(|_: &()| Retry::Transient, || async { Ok("fresh") }).await.unwrap();
+    /// assert!(stale.is_fallback());
+    /// assert_eq!(stale.value(), &"cached");
+    /// # }
+    /// ```
+    pub async fn execute_outcome<F, Fut, E, C>(
+        &self,
+        classify: C,
+        f: F,
+    ) -> Result<Outcome<T, E>, CircuitError<E>>
+    where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         C: Fn(&E) -> Retry,
@@ -443,15 +618,17 @@ impl<T> ResilientExecutor<T> {
 impl<T, S: BreakerSource> ResilientExecutor<T, S> {
     /// An executor over one breaker per endpoint, each found through
     /// `breakers` (a per-endpoint registry, or a closure
-    /// `|endpoint: &str| -> Arc<CircuitBreaker>`).
+    /// `|endpoint: &str| -> Arc<CircuitBreaker>`), under any strategy.
+    ///
+    /// Needs `T: Clone` as [`ResilientExecutor::new`] does;
+    /// [`per_endpoint_retrying`](Self::per_endpoint_retrying) does not.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::collections::HashMap;
     /// use std::sync::{Arc, Mutex};
-    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
+    /// use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState, ResilienceStrategy, ResilientExecutor};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let registry: Mutex<HashMap<String, Arc<CircuitBreaker>>> = Mutex::default();
@@ -471,8 +648,23 @@ impl<T, S: BreakerSource> ResilientExecutor<T, S> {
     /// assert_eq!(executor.breaker_for("up.example").state(), CircuitState::Closed);
     /// # }
     /// ```
-    pub fn per_endpoint(breakers: S, strategy: ResilienceStrategy<T>) -> Self {
+    pub fn per_endpoint(breakers: S, strategy: ResilienceStrategy<T>) -> Self
+    where
+        T: FallbackValue,
+    {
         Self::build(breakers, strategy)
+    }
+
+    /// As [`ResilientExecutor::retrying`], with one breaker per endpoint
+    /// from `breakers`; any `T`.
+    pub fn per_endpoint_retrying(breakers: S, max_attempts: u32, backoff: Duration) -> Self {
+        Self::bare(breakers).with_retry(max_attempts, backoff)
+    }
+
+    /// As [`ResilientExecutor::fail_fast`], with one breaker per endpoint
+    /// from `breakers`; any `T`.
+    pub fn per_endpoint_fail_fast(breakers: S) -> Self {
+        Self::bare(breakers)
     }
 
     /// The breaker of `endpoint`.
@@ -495,12 +687,13 @@ impl<T, S: BreakerSource> ResilientExecutor<T, S> {
     /// As [`ResilientExecutor::execute`].
     pub async fn execute_on<F, Fut, E>(&self, endpoint: &str, f: F) -> Result<T, CircuitError<E>>
     where
-        T: Clone,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let breaker = self.breakers.breaker_for(endpoint);
-        self.run(&breaker, |_: &E| Retry::Transient, f).await
+        self.run(&breaker, |_: &E| Retry::Transient, f)
+            .await
+            .map(Outcome::into_value)
     }
 
     /// As [`ResilientExecutor::execute_with`], through the breaker of
@@ -524,7 +717,37 @@ impl<T, S: BreakerSource> ResilientExecutor<T, S> {
         f: F,
     ) -> Result<T, CircuitError<E>>
     where
-        T: Clone,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Retry,
+    {
+        let breaker = self.breakers.breaker_for(endpoint);
+        self.run(&breaker, classify, f)
+            .await
+            .map(Outcome::into_value)
+    }
+
+    /// As [`ResilientExecutor::execute_outcome`], through the breaker of
+    /// `endpoint`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResilientExecutor::execute`].
+    ///
+    /// # Panics
+    ///
+    /// As [`ResilientExecutor::execute`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ResilientExecutor::execute`].
+    pub async fn execute_on_outcome<F, Fut, E, C>(
+        &self,
+        endpoint: &str,
+        classify: C,
+        f: F,
+    ) -> Result<Outcome<T, E>, CircuitError<E>>
+    where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         C: Fn(&E) -> Retry,
@@ -535,22 +758,13 @@ impl<T, S: BreakerSource> ResilientExecutor<T, S> {
 }
 
 impl<T, S> ResilientExecutor<T, S> {
-    fn build(breakers: S, strategy: ResilienceStrategy<T>) -> Self {
-        let (max_attempts, backoff, fallback) = match strategy {
-            ResilienceStrategy::FailFast => (1, Duration::ZERO, None),
-            ResilienceStrategy::Fallback(v) => (1, Duration::ZERO, Some(Fallback::Value(v))),
-            ResilienceStrategy::FallbackWith(f) => (1, Duration::ZERO, Some(Fallback::With(f))),
-            ResilienceStrategy::RetryWithBreaker {
-                max_attempts,
-                backoff_ms,
-            } => (max_attempts.max(1), Duration::from_millis(backoff_ms), None),
-        };
+    /// Fail fast, no fallback, the default tuning.
+    fn bare(breakers: S) -> Self {
         Self {
             breakers,
-            max_attempts,
-            backoff,
-            fallback,
-            fallback_on_failure: false,
+            max_attempts: 1,
+            backoff: Duration::ZERO,
+            fallback: None,
             max_backoff: DEFAULT_MAX_BACKOFF,
             max_total_delay: None,
             jitter: Some(Jitter::new(RandomState::new().hash_one(0_u8))),
@@ -558,26 +772,55 @@ impl<T, S> ResilientExecutor<T, S> {
         }
     }
 
-    /// Answers with a clone of `value` instead of an error when the circuit
-    /// is open (and, with [`with_fallback_on_failure`](Self::with_fallback_on_failure),
-    /// when the call failed), whatever the strategy: this is how a retrying
-    /// executor gets a fallback. Replaces any fallback set before.
-    pub fn with_fallback(mut self, value: T) -> Self {
-        self.fallback = Some(Fallback::Value(value));
+    fn build(breakers: S, strategy: ResilienceStrategy<T>) -> Self
+    where
+        T: Clone,
+    {
+        let bare = Self::bare(breakers);
+        match strategy {
+            ResilienceStrategy::FailFast => bare,
+            ResilienceStrategy::Fallback(v) => bare.with_fallback(Fallback::on_open(v)),
+            ResilienceStrategy::FallbackWith(f) => {
+                bare.with_fallback(Fallback::computed(f, FallbackWhen::Open))
+            }
+            ResilienceStrategy::RetryWithBreaker {
+                max_attempts,
+                backoff_ms,
+            } => bare.with_retry(max_attempts, Duration::from_millis(backoff_ms)),
+        }
+    }
+
+    /// Retries failed calls: `max_attempts` in all, the first included
+    /// (`0` counts as `1`), waiting `backoff` after the first failure and
+    /// twice as long after each further one (up to
+    /// [`with_max_backoff`](Self::with_max_backoff), with full jitter
+    /// unless [`without_jitter`](Self::without_jitter)). Keeps any fallback.
+    pub fn with_retry(mut self, max_attempts: u32, backoff: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.backoff = backoff;
         self
     }
 
-    /// As [`with_fallback`](Self::with_fallback), with the value computed by
-    /// `f` each time one is needed.
-    pub fn with_fallback_fn(mut self, f: impl Fn() -> T + Send + Sync + 'static) -> Self {
-        self.fallback = Some(Fallback::With(Arc::new(f)));
+    /// One attempt per execution, no retries. Keeps any fallback.
+    pub fn without_retry(mut self) -> Self {
+        self.max_attempts = 1;
+        self.backoff = Duration::ZERO;
         self
     }
 
-    /// Whether a failed call (after its retries) also yields the fallback,
-    /// not only an open circuit. Default `false`.
-    pub fn with_fallback_on_failure(mut self, yes: bool) -> Self {
-        self.fallback_on_failure = yes;
+    /// Answers with `fallback` instead of the errors it covers
+    /// ([`Fallback::on_open`]: only a refused call;
+    /// [`Fallback::on_open_or_failure`]: a failed one too), whatever the
+    /// strategy: this is how a retrying executor gets a fallback. Replaces
+    /// any fallback set before.
+    pub fn with_fallback(mut self, fallback: Fallback<T>) -> Self {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    /// No fallback: every error reaches the caller.
+    pub fn without_fallback(mut self) -> Self {
+        self.fallback = None;
         self
     }
 
@@ -598,15 +841,26 @@ impl<T, S> ResilientExecutor<T, S> {
         self
     }
 
-    /// Whether waits are drawn at random up to their nominal length (full
-    /// jitter, the default: uniform over the whole milliseconds from 0 to
-    /// the nominal wait) or are exactly `backoff * 2^(n-1)` (capped).
-    pub fn with_jitter(mut self, on: bool) -> Self {
-        self.jitter = match (on, self.jitter.take()) {
-            (true, Some(j)) => Some(j),
-            (true, None) => Some(Jitter::new(RandomState::new().hash_one(0_u8))),
-            (false, _) => None,
-        };
+    /// No budget for all waits together (the default).
+    pub fn without_max_total_delay(mut self) -> Self {
+        self.max_total_delay = None;
+        self
+    }
+
+    /// Waits drawn at random up to their nominal length (full jitter, the
+    /// default: uniform over the whole milliseconds from 0 to the nominal
+    /// wait), so that callers that failed together do not retry together.
+    pub fn with_jitter(mut self) -> Self {
+        if self.jitter.is_none() {
+            self.jitter = Some(Jitter::new(RandomState::new().hash_one(0_u8)));
+        }
+        self
+    }
+
+    /// Waits of exactly `backoff * 2^(n-1)` (capped), for tests and
+    /// schedules that must be predictable.
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = None;
         self
     }
 
@@ -646,9 +900,8 @@ impl<T, S> ResilientExecutor<T, S> {
         breaker: &CircuitBreaker,
         classify: C,
         mut f: F,
-    ) -> Result<T, CircuitError<E>>
+    ) -> Result<Outcome<T, E>, CircuitError<E>>
     where
-        T: Clone,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         C: Fn(&E) -> Retry,
@@ -656,14 +909,17 @@ impl<T, S> ResilientExecutor<T, S> {
         let err = match self.attempts(breaker, &classify, &mut f).await {
             Ok(value) => {
                 bump(&self.counters.successes);
-                return Ok(value);
+                return Ok(Outcome::Live(value));
             }
             Err(err) => err,
         };
         match &self.fallback {
-            Some(fallback) if err.is_open() || self.fallback_on_failure => {
+            Some(fallback) if fallback.covers(&err) => {
                 bump(&self.counters.fallbacks);
-                Ok(fallback.get())
+                Ok(Outcome::Fallback {
+                    value: fallback.get(),
+                    cause: err,
+                })
             }
             _ => {
                 bump(&self.counters.errors);
