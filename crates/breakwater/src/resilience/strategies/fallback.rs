@@ -33,7 +33,7 @@ pub enum FallbackWhen {
 /// # Examples
 ///
 /// ```
-/// use breakwater::strategies::{Fallback, FallbackWhen};
+/// use breakwater::{Fallback, FallbackWhen};
 ///
 /// let cached = Fallback::on_open("cached");
 /// assert_eq!(cached.when(), FallbackWhen::Open);
@@ -139,7 +139,7 @@ impl<T> fmt::Debug for Fallback<T> {
 ///
 /// ```
 /// use breakwater::CircuitError;
-/// use breakwater::strategies::Outcome;
+/// use breakwater::Outcome;
 ///
 /// let live: Outcome<&str, ()> = Outcome::Live("fresh");
 /// let stale: Outcome<&str, ()> = Outcome::Fallback {
