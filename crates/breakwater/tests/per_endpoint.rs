@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater::resilience::per_endpoint::{
-    EndpointStatistics, PerEndpointCircuitBreaker, RegistryLimits,
-};
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+use breakwater::{EndpointStatistics, PerEndpointCircuitBreaker, RegistryLimits};
 use futures_util::FutureExt;
 use tokio::time::advance;
 

@@ -10,7 +10,7 @@ use breakwater::layer::{
     AllErrors, BoxError, CallTimeout, CircuitBreakerLayer, CircuitBreakerService, CircuitOpen,
     Classify, HttpStatus, PerKeyCircuitBreakerLayer, ResponseFuture,
 };
-use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+use breakwater::PerEndpointCircuitBreaker;
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Verdict};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
@@ -341,7 +341,7 @@ async fn per_key_breakers_are_independent() {
 /// orphan.
 #[tokio::test(start_paused = true)]
 async fn a_per_key_request_in_flight_keeps_its_breaker_in_the_registry() {
-    use breakwater::resilience::per_endpoint::RegistryLimits;
+    use breakwater::RegistryLimits;
     let breakers = Arc::new(PerEndpointCircuitBreaker::with_limits(
         CircuitBreakerConfig::default(),
         RegistryLimits {

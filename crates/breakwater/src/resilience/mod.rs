@@ -1,57 +1,15 @@
-//! The circuit breaker.
-//!
-//! ```text
-//!   Closed ──(failure rate >= threshold over >= minimum_calls)──▶ Open
-//!     ▲                                                            │ open timeout
-//!     │                                                            ▼ (backoff, jitter)
-//!     └──(half_open_max_requests probes succeeded)────────── HalfOpen
-//!                                                  a probe failed ──▶ Open (longer)
-//! ```
-//!
-//! # Guarantees
-//!
-//! * **Closed is free.** A Closed call reads one atomic word to be admitted
-//!   and, with the default count window, records its outcome with one atomic
-//!   add and one load of its window slot: no lock, no allocation, no clock.
-//! * **Open is exact.** A rejection reads the state, the deadline and the
-//!   clock, and allocates nothing. No call after the deadline is ever
-//!   refused, however late a timer task runs or however busy the runtime
-//!   is, and `retry_after` is the exact time left. A small timer task (one
-//!   per opening) moves the breaker to HalfOpen at the deadline so that the
-//!   transition is published even when no call comes, and
-//!   [`CircuitBreaker::state`] reports HalfOpen from that moment even if
-//!   the timer has not run yet.
-//! * **Generations.** Every change of state bumps a generation number that
-//!   each permit remembers. An outcome from an older generation (a slow call
-//!   admitted while Closed that finishes after the breaker opened, a probe
-//!   that outlived its HalfOpen period) describes a state that is gone and is
-//!   ignored, so a late success cannot close a breaker and a late failure
-//!   cannot land in a fresh window.
-//! * **Cancellation.** Dropping the future of [`CircuitBreaker::call`] (or a
-//!   [`Permit`]) records nothing and frees its probe slot.
-//! * **Panics.** A call that panics counts as a failure and the panic goes on
-//!   to the caller. The breaker holds no lock that a panic could poison.
-//! * **Time.** All time is read through `tokio::time`, so tests can pause and
-//!   advance it.
-//!
-//! # Why a count window by default
-//!
-//! "The last 100 calls" needs no clock, so the Closed path stays free, and it
-//! judges a quiet endpoint and a busy one by the same number of calls. A time
-//! window (`window_ms`) judges "the last minute" instead: better when traffic
-//! is bursty and old failures should age out, at the price of a clock read
-//! per outcome.
+//! The circuit breaker (its public documentation is at the crate root).
 
 mod backoff;
 mod core;
-pub mod degradation;
+pub(crate) mod degradation;
 mod events;
-pub mod per_endpoint;
+pub(crate) mod per_endpoint;
 mod permit;
 mod snapshot;
 mod state;
 mod stats;
-pub mod strategies;
+pub(crate) mod strategies;
 mod window;
 
 #[cfg(all(test, breakwater_loom))]
@@ -71,8 +29,8 @@ pub use self::permit::{OwnedPermit, Permit, Verdict};
 pub use self::snapshot::CircuitSnapshot;
 pub use self::state::CircuitState;
 pub use self::stats::CircuitMetrics;
-pub use crate::config::{CircuitBreakerConfig, ConfigError, ConfigProblem};
-pub use crate::error::CircuitError;
+pub(crate) use crate::config::{CircuitBreakerConfig, ConfigError};
+pub(crate) use crate::error::CircuitError;
 
 use self::core::{Change, Core, LazyNow, Refusal};
 use self::events::Events;

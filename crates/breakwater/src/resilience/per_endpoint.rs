@@ -1,114 +1,4 @@
-//! Per-endpoint circuit breakers: one independent [`CircuitBreaker`] per
-//! endpoint (a host, a service, any string), created on first use and
-//! forgotten once idle.
-//!
-//! ```
-//! use breakwater::{CircuitBreakerConfig, CircuitState};
-//! use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
-//!     sample_size: 2,
-//!     ..Default::default()
-//! });
-//! for _ in 0..2 {
-//!     let _ = breakers.call("https://flaky.example", || async { Err::<(), _>("503") }).await;
-//! }
-//! let reply = breakers.call("https://healthy.example", || async { Ok::<_, &str>("pong") }).await;
-//! assert_eq!(reply, Ok("pong"));
-//! assert_eq!(
-//!     breakers.get_all_states(),
-//!     [
-//!         ("https://flaky.example".to_string(), CircuitState::Open),
-//!         ("https://healthy.example".to_string(), CircuitState::Closed),
-//!     ]
-//! );
-//! # }
-//! ```
-//!
-//! # Guarantees
-//!
-//! * **Independence.** Every endpoint has its own breaker: its own window,
-//!   state, backoff and counters. One endpoint's calls never change another
-//!   endpoint's state. Keys are compared as exact strings, so any string
-//!   (empty, Unicode, megabytes long) is a valid key of its own.
-//! * **Cheap lookups.** Finding an existing endpoint's breaker hashes the key,
-//!   takes a *shared* lock on one shard of the map and clones an `Arc`: no
-//!   write lock, no clock read, no allocation. Only a new endpoint (a miss)
-//!   allocates, write-locks its shard, reads the clock and may sweep.
-//! * **Bounded memory.** At most [`RegistryLimits::max_endpoints`] breakers
-//!   are retained, and idle Closed breakers are evicted after
-//!   [`RegistryLimits::idle_ttl`] (see below).
-//! * **Open breakers are kept.** An Open breaker, a HalfOpen one with a
-//!   probe in flight, and any breaker somebody still holds (a call running
-//!   through the registry, an `Arc` kept by a caller), is never evicted:
-//!   forgetting it would let traffic through to a service that is known to
-//!   be failing. A HalfOpen breaker that nobody probes (its endpoint was
-//!   abandoned while failing) goes after [`RegistryLimits::abandoned_ttl`],
-//!   so it cannot hold its place forever.
-//! * **Service is never refused** by the registry itself: every call gets a
-//!   breaker that can trip, even when the registry is full (see below).
-//!
-//! No breaker method that can run transition listeners is called while a
-//! lock of the map is held, so a listener may use the registry freely.
-//!
-//! # Idle eviction
-//!
-//! Reading the clock on every lookup would cost more than the lookup, so
-//! idleness is found by sweeps instead. A lookup through the registry
-//! ([`get_or_create`](PerEndpointCircuitBreaker::get_or_create),
-//! [`get`](PerEndpointCircuitBreaker::get),
-//! [`call`](PerEndpointCircuitBreaker::call)) only sets a "used" bit in the
-//! endpoint's slot (one load, and one store per sweep period). A sweep
-//! stamps with its own time every slot that was looked up since the
-//! previous sweep or whose breaker somebody else holds (a running call, a
-//! caller's `Arc`), clearing the bit; then it evicts every breaker that is
-//! Closed, held by nobody, and stamped at least `idle_ttl` ago. So a breaker
-//! is never evicted sooner than `idle_ttl` after it was last used or held;
-//! while sweeps run regularly, it goes within about a sweep period after
-//! that.
-//!
-//! A sweep runs on a miss, at most once every `idle_ttl / 4`, and whenever
-//! [`evict_idle`](PerEndpointCircuitBreaker::evict_idle) is called. Without
-//! misses nothing new is retained, so memory cannot grow between sweeps;
-//! call `evict_idle` periodically (e.g. on every metrics scrape) to let idle
-//! breakers go even when no new endpoint shows up. Sweeps are single-flight:
-//! one running sweep makes the others skip.
-//!
-//! An evicted endpoint that is used again gets a fresh breaker: Closed, an
-//! empty window, counters from zero (a counter reset, to Prometheus), and
-//! without the listeners that were added to the old one.
-//!
-//! # When the registry is full
-//!
-//! A new endpoint that finds `max_endpoints` breakers retained makes room
-//! first: idle breakers go (and abandoned HalfOpen ones), then the least
-//! recently used Closed breakers that nobody holds, until a sixteenth of the
-//! cap is free (so that the next new endpoints need no sweep). If nothing can
-//! go, because the cap is full of Open, HalfOpen or held breakers, the new
-//! endpoint's calls go through one of 16 shared **overflow breakers**, picked
-//! by the key's hash, with the default configuration. Such a breaker trips
-//! like any other (a failing new endpoint is still cut off, possibly with
-//! the other overflowing endpoints of its lane) and a call through it
-//! allocates nothing. [`overflows`](PerEndpointCircuitBreaker::overflows)
-//! counts the lookups served so and a warning is logged (at most once per
-//! sweep period); making room is retried a sweep period later. (A new
-//! endpoint that finds the registry full while another thread is sweeping
-//! is treated the same way, rather than made to wait.) This keeps both
-//! promises, never evicting an open breaker and never refusing a call,
-//! while memory stays bounded even when an unbounded number of distinct
-//! endpoints fail. Size `max_endpoints` well above the number of endpoints
-//! that can fail at once, and key breakers by something of low cardinality
-//! (a `scheme://host:port`, not a full URL).
-//!
-//! # Configuration
-//!
-//! Every breaker starts with the registry's default configuration unless
-//! [`set_config`](PerEndpointCircuitBreaker::set_config) gave its endpoint
-//! an override. An override applies at once to the endpoint's breaker, if
-//! it has one (through [`CircuitBreaker::update_config`], which keeps its
-//! state), and to every breaker the endpoint gets later, including after an
-//! eviction.
+//! Per-endpoint circuit breakers: the registry (the public documentation is on the types).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -145,7 +35,7 @@ const USED: u64 = 1 << 63;
 /// ```
 /// use std::time::Duration;
 /// use breakwater::CircuitBreakerConfig;
-/// use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+/// use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
 ///
 /// let breakers = PerEndpointCircuitBreaker::with_limits(
 ///     CircuitBreakerConfig::default(),
@@ -254,15 +144,15 @@ impl Drop for SweepGuard<'_> {
 
 /// A registry of independent circuit breakers, one per endpoint.
 ///
-/// `Send + Sync`: share it with an `Arc` (or a `static`). See the
-/// [module documentation](self) for lookups, eviction and the cap.
+/// `Send + Sync`: share it with an `Arc` (or a `static`). Lookups,
+/// eviction and the cap are described below.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::sync::Arc;
 /// use breakwater::{CircuitBreakerConfig, CircuitState};
-/// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+/// use breakwater::PerEndpointCircuitBreaker;
 ///
 /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
 /// let a = breakers.get_or_create("payments");
@@ -270,6 +160,118 @@ impl Drop for SweepGuard<'_> {
 /// a.force_open();
 /// assert_eq!(breakers.get_or_create("search").state(), CircuitState::Closed);
 /// ```
+///
+/// Per-endpoint circuit breakers: one independent [`CircuitBreaker`] per
+/// endpoint (a host, a service, any string), created on first use and
+/// forgotten once idle.
+///
+/// ```
+/// use breakwater::{CircuitBreakerConfig, CircuitState};
+/// use breakwater::PerEndpointCircuitBreaker;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
+///     sample_size: 2,
+///     ..Default::default()
+/// });
+/// for _ in 0..2 {
+///     let _ = breakers.call("https://flaky.example", || async { Err::<(), _>("503") }).await;
+/// }
+/// let reply = breakers.call("https://healthy.example", || async { Ok::<_, &str>("pong") }).await;
+/// assert_eq!(reply, Ok("pong"));
+/// assert_eq!(
+///     breakers.get_all_states(),
+///     [
+///         ("https://flaky.example".to_string(), CircuitState::Open),
+///         ("https://healthy.example".to_string(), CircuitState::Closed),
+///     ]
+/// );
+/// # }
+/// ```
+///
+/// # Guarantees
+///
+/// * **Independence.** Every endpoint has its own breaker: its own window,
+///   state, backoff and counters. One endpoint's calls never change another
+///   endpoint's state. Keys are compared as exact strings, so any string
+///   (empty, Unicode, megabytes long) is a valid key of its own.
+/// * **Cheap lookups.** Finding an existing endpoint's breaker hashes the key,
+///   takes a *shared* lock on one shard of the map and clones an `Arc`: no
+///   write lock, no clock read, no allocation. Only a new endpoint (a miss)
+///   allocates, write-locks its shard, reads the clock and may sweep.
+/// * **Bounded memory.** At most [`RegistryLimits::max_endpoints`] breakers
+///   are retained, and idle Closed breakers are evicted after
+///   [`RegistryLimits::idle_ttl`] (see below).
+/// * **Open breakers are kept.** An Open breaker, a HalfOpen one with a
+///   probe in flight, and any breaker somebody still holds (a call running
+///   through the registry, an `Arc` kept by a caller), is never evicted:
+///   forgetting it would let traffic through to a service that is known to
+///   be failing. A HalfOpen breaker that nobody probes (its endpoint was
+///   abandoned while failing) goes after [`RegistryLimits::abandoned_ttl`],
+///   so it cannot hold its place forever.
+/// * **Service is never refused** by the registry itself: every call gets a
+///   breaker that can trip, even when the registry is full (see below).
+///
+/// No breaker method that can run transition listeners is called while a
+/// lock of the map is held, so a listener may use the registry freely.
+///
+/// # Idle eviction
+///
+/// Reading the clock on every lookup would cost more than the lookup, so
+/// idleness is found by sweeps instead. A lookup through the registry
+/// ([`get_or_create`](PerEndpointCircuitBreaker::get_or_create),
+/// [`get`](PerEndpointCircuitBreaker::get),
+/// [`call`](PerEndpointCircuitBreaker::call)) only sets a "used" bit in the
+/// endpoint's slot (one load, and one store per sweep period). A sweep
+/// stamps with its own time every slot that was looked up since the
+/// previous sweep or whose breaker somebody else holds (a running call, a
+/// caller's `Arc`), clearing the bit; then it evicts every breaker that is
+/// Closed, held by nobody, and stamped at least `idle_ttl` ago. So a breaker
+/// is never evicted sooner than `idle_ttl` after it was last used or held;
+/// while sweeps run regularly, it goes within about a sweep period after
+/// that.
+///
+/// A sweep runs on a miss, at most once every `idle_ttl / 4`, and whenever
+/// [`evict_idle`](PerEndpointCircuitBreaker::evict_idle) is called. Without
+/// misses nothing new is retained, so memory cannot grow between sweeps;
+/// call `evict_idle` periodically (e.g. on every metrics scrape) to let idle
+/// breakers go even when no new endpoint shows up. Sweeps are single-flight:
+/// one running sweep makes the others skip.
+///
+/// An evicted endpoint that is used again gets a fresh breaker: Closed, an
+/// empty window, counters from zero (a counter reset, to Prometheus), and
+/// without the listeners that were added to the old one.
+///
+/// # When the registry is full
+///
+/// A new endpoint that finds `max_endpoints` breakers retained makes room
+/// first: idle breakers go (and abandoned HalfOpen ones), then the least
+/// recently used Closed breakers that nobody holds, until a sixteenth of the
+/// cap is free (so that the next new endpoints need no sweep). If nothing can
+/// go, because the cap is full of Open, HalfOpen or held breakers, the new
+/// endpoint's calls go through one of 16 shared **overflow breakers**, picked
+/// by the key's hash, with the default configuration. Such a breaker trips
+/// like any other (a failing new endpoint is still cut off, possibly with
+/// the other overflowing endpoints of its lane) and a call through it
+/// allocates nothing. [`overflows`](PerEndpointCircuitBreaker::overflows)
+/// counts the lookups served so and a warning is logged (at most once per
+/// sweep period); making room is retried a sweep period later. (A new
+/// endpoint that finds the registry full while another thread is sweeping
+/// is treated the same way, rather than made to wait.) This keeps both
+/// promises, never evicting an open breaker and never refusing a call,
+/// while memory stays bounded even when an unbounded number of distinct
+/// endpoints fail. Size `max_endpoints` well above the number of endpoints
+/// that can fail at once, and key breakers by something of low cardinality
+/// (a `scheme://host:port`, not a full URL).
+///
+/// # Configuration
+///
+/// Every breaker starts with the registry's default configuration unless
+/// [`set_config`](PerEndpointCircuitBreaker::set_config) gave its endpoint
+/// an override. An override applies at once to the endpoint's breaker, if
+/// it has one (through [`CircuitBreaker::update_config`], which keeps its
+/// state), and to every breaker the endpoint gets later, including after an
+/// eviction.
 pub struct PerEndpointCircuitBreaker {
     breakers: DashMap<Box<str>, Slot, Hasher>,
     /// Shared by every breaker made with it (not copied into each).
@@ -396,13 +398,13 @@ impl PerEndpointCircuitBreaker {
     /// An existing endpoint costs a read lock on one shard and an `Arc`
     /// clone. While you hold the returned `Arc`, the breaker is not evicted.
     /// When the registry is full of breakers it must keep, the breaker is a
-    /// shared overflow breaker (see the [module documentation](self)).
+    /// shared overflow breaker (see the [type documentation](PerEndpointCircuitBreaker)).
     ///
     /// # Examples
     ///
     /// ```
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// let breaker = breakers.get_or_create("https://api.example:443");
@@ -448,7 +450,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitError};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
@@ -519,7 +521,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// breakers.get_or_create("gone.example").force_open();
@@ -554,7 +556,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// breakers.get_or_create("b").force_open();
@@ -577,7 +579,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
@@ -618,7 +620,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// let mut events = breakers.subscribe();
@@ -664,7 +666,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// let strict = CircuitBreakerConfig { failure_threshold: 0.1, ..Default::default() };
@@ -765,7 +767,7 @@ impl PerEndpointCircuitBreaker {
     /// ```
     /// use std::time::Duration;
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    /// use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::with_limits(

@@ -1,109 +1,4 @@
-//! Resilience strategies: what a call through a breaker does when it cannot
-//! return the operation's value.
-//!
-//! A [`ResilientExecutor`] runs an operation through a [`CircuitBreaker`]
-//! (or, keyed by endpoint, through one breaker per endpoint) under a
-//! [`ResilienceStrategy`]:
-//!
-//! | strategy | circuit open | call failed |
-//! | --- | --- | --- |
-//! | [`FailFast`](ResilienceStrategy::FailFast) | [`CircuitError::Open`] at once | the error |
-//! | [`Fallback`](ResilienceStrategy::Fallback) / [`FallbackWith`](ResilienceStrategy::FallbackWith) | the fallback value | the error |
-//! | [`RetryWithBreaker`](ResilienceStrategy::RetryWithBreaker) | [`CircuitError::Open`] at once | retried with backoff, then the last error |
-//!
-//! Strategies combine: [`with_fallback`](ResilientExecutor::with_fallback)
-//! adds a [`Fallback`] to any of them, and the fallback says when it
-//! answers: [`Fallback::on_open`] (only when the breaker refused the call,
-//! like [`ResilienceStrategy::Fallback`]) or [`Fallback::on_open_or_failure`]
-//! (also when the call ran and failed, after its retries). So a retrying
-//! executor can still answer with a default once the circuit is open or the
-//! attempts are spent. [`execute_outcome`](ResilientExecutor::execute_outcome)
-//! says whether an answer is live or a fallback ([`Outcome`]).
-//!
-//! Only a fixed fallback value is cloned, so only it needs `T: Clone`:
-//! [`ResilientExecutor::retrying`] and [`ResilientExecutor::fail_fast`]
-//! take any `T` (a `reqwest::Response`, say).
-//!
-//! # Retries
-//!
-//! * **Through the breaker.** Every attempt is a call through the breaker:
-//!   its outcome counts in the window, and a breaker that opens stops the
-//!   retries.
-//! * **Never against a rejection.** An attempt the breaker refuses
-//!   ([`CircuitError::Open`]) is never retried: retrying would only be
-//!   refused again. When a failed attempt that would be retried has opened
-//!   the breaker, the executor stops at once, without waiting, and returns
-//!   [`CircuitError::Open`] with the breaker's `retry_after`: what the next
-//!   attempt would have got, and what the caller needs to defer the work.
-//!   (After the last attempt, its own error is returned.)
-//! * **Never a permanent error.** [`execute_with`](ResilientExecutor::execute_with)
-//!   takes a classifier `Fn(&E) -> Retry` that says whether an error is worth
-//!   retrying ([`Retry::Transient`]), is not ([`Retry::Permanent`]), or asks
-//!   for a given wait ([`Retry::After`], e.g. an HTTP `Retry-After`). A
-//!   closure rather than a trait, so that it works for foreign error types.
-//!   A permanent error says nothing about the service's health: the breaker
-//!   ignores it (counts it neither way). [`execute`](ResilientExecutor::execute)
-//!   treats every error, and every timeout, as transient. With the
-//!   `actions` feature, [`Retry::of_action_error`] classifies the crate's
-//!   own [`traits::Error`](crate::traits::Error).
-//! * **Backoff.** The wait after the n-th failed attempt is drawn uniformly
-//!   from the whole milliseconds of `[0, min(backoff * 2^(n-1), max_backoff)]`
-//!   ("full jitter": callers
-//!   that failed together do not come back together). A [`Retry::After`] hint
-//!   is waited exactly; a hint longer than `max_backoff`, or than what is left
-//!   of `max_total_delay`, ends the retries at once, since retrying sooner
-//!   would ignore it. The sum of all waits never exceeds `max_total_delay`.
-//! * **Time.** Waits use `tokio::time::sleep`, so paused-clock tests see the
-//!   exact delays. Backoff waits are whole milliseconds, the resolution of
-//!   tokio's timers, never longer than their cap. All arithmetic on
-//!   durations saturates: `Duration::MAX` hints and caps are fine.
-//!
-//! # Cancel safety
-//!
-//! Dropping the future of an `execute*` method cancels it: the attempt in
-//! progress records nothing in the breaker (its probe slot, if any, is
-//! freed) and no further attempt starts.
-//!
-//! # Examples
-//!
-//! An open circuit answered by a fallback:
-//!
-//! ```
-//! use std::sync::Arc;
-//! use breakwater::{CircuitBreaker, CircuitBreakerConfig};
-//! use breakwater::{ResilienceStrategy, ResilientExecutor};
-//!
-//! async fn external_service_call() -> Result<String, std::io::Error> {
-//!     Ok("live value".to_string())
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Create circuit breaker
-//! let config = CircuitBreakerConfig::default();
-//! let circuit_breaker = Arc::new(CircuitBreaker::new(config));
-//!
-//! // Use with resilience strategy
-//! let resilient = ResilientExecutor::new(
-//!     circuit_breaker.clone(),
-//!     ResilienceStrategy::Fallback("default_value".to_string()),
-//! );
-//!
-//! // Execute with automatic circuit breaker protection
-//! let result = resilient
-//!     .execute(|| Box::pin(async { external_service_call().await }))
-//!     .await?;
-//! assert_eq!(result, "live value");
-//!
-//! // While the circuit is open, the fallback answers and the service is spared.
-//! circuit_breaker.force_open();
-//! let result = resilient
-//!     .execute(|| Box::pin(async { external_service_call().await }))
-//!     .await?;
-//! assert_eq!(result, "default_value");
-//! # Ok(())
-//! # }
-//! ```
+//! Resilience strategies (the public documentation is on the types).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -391,6 +286,113 @@ impl<T: Clone> FallbackValue for T {}
 /// assert!(outcome.is_fallback());
 /// assert_eq!(outcome.into_value().0, "stale");
 /// assert_eq!(executor.metrics().attempts, 3);
+/// # }
+/// ```
+///
+/// Resilience strategies: what a call through a breaker does when it cannot
+/// return the operation's value.
+///
+/// A [`ResilientExecutor`] runs an operation through a [`CircuitBreaker`]
+/// (or, keyed by endpoint, through one breaker per endpoint) under a
+/// [`ResilienceStrategy`]:
+///
+/// | strategy | circuit open | call failed |
+/// | --- | --- | --- |
+/// | [`FailFast`](ResilienceStrategy::FailFast) | [`CircuitError::Open`] at once | the error |
+/// | [`Fallback`](ResilienceStrategy::Fallback) / [`FallbackWith`](ResilienceStrategy::FallbackWith) | the fallback value | the error |
+/// | [`RetryWithBreaker`](ResilienceStrategy::RetryWithBreaker) | [`CircuitError::Open`] at once | retried with backoff, then the last error |
+///
+/// Strategies combine: [`with_fallback`](ResilientExecutor::with_fallback)
+/// adds a [`Fallback`] to any of them, and the fallback says when it
+/// answers: [`Fallback::on_open`] (only when the breaker refused the call,
+/// like [`ResilienceStrategy::Fallback`]) or [`Fallback::on_open_or_failure`]
+/// (also when the call ran and failed, after its retries). So a retrying
+/// executor can still answer with a default once the circuit is open or the
+/// attempts are spent. [`execute_outcome`](ResilientExecutor::execute_outcome)
+/// says whether an answer is live or a fallback ([`Outcome`]).
+///
+/// Only a fixed fallback value is cloned, so only it needs `T: Clone`:
+/// [`ResilientExecutor::retrying`] and [`ResilientExecutor::fail_fast`]
+/// take any `T` (a `reqwest::Response`, say).
+///
+/// # Retries
+///
+/// * **Through the breaker.** Every attempt is a call through the breaker:
+///   its outcome counts in the window, and a breaker that opens stops the
+///   retries.
+/// * **Never against a rejection.** An attempt the breaker refuses
+///   ([`CircuitError::Open`]) is never retried: retrying would only be
+///   refused again. When a failed attempt that would be retried has opened
+///   the breaker, the executor stops at once, without waiting, and returns
+///   [`CircuitError::Open`] with the breaker's `retry_after`: what the next
+///   attempt would have got, and what the caller needs to defer the work.
+///   (After the last attempt, its own error is returned.)
+/// * **Never a permanent error.** [`execute_with`](ResilientExecutor::execute_with)
+///   takes a classifier `Fn(&E) -> Retry` that says whether an error is worth
+///   retrying ([`Retry::Transient`]), is not ([`Retry::Permanent`]), or asks
+///   for a given wait ([`Retry::After`], e.g. an HTTP `Retry-After`). A
+///   closure rather than a trait, so that it works for foreign error types.
+///   A permanent error says nothing about the service's health: the breaker
+///   ignores it (counts it neither way). [`execute`](ResilientExecutor::execute)
+///   treats every error, and every timeout, as transient. With the
+///   `actions` feature, [`Retry::of_action_error`] classifies the crate's
+///   own [`traits::Error`](crate::traits::Error).
+/// * **Backoff.** The wait after the n-th failed attempt is drawn uniformly
+///   from the whole milliseconds of `[0, min(backoff * 2^(n-1), max_backoff)]`
+///   ("full jitter": callers
+///   that failed together do not come back together). A [`Retry::After`] hint
+///   is waited exactly; a hint longer than `max_backoff`, or than what is left
+///   of `max_total_delay`, ends the retries at once, since retrying sooner
+///   would ignore it. The sum of all waits never exceeds `max_total_delay`.
+/// * **Time.** Waits use `tokio::time::sleep`, so paused-clock tests see the
+///   exact delays. Backoff waits are whole milliseconds, the resolution of
+///   tokio's timers, never longer than their cap. All arithmetic on
+///   durations saturates: `Duration::MAX` hints and caps are fine.
+///
+/// # Cancel safety
+///
+/// Dropping the future of an `execute*` method cancels it: the attempt in
+/// progress records nothing in the breaker (its probe slot, if any, is
+/// freed) and no further attempt starts.
+///
+/// # Examples
+///
+/// An open circuit answered by a fallback:
+///
+/// ```
+/// use std::sync::Arc;
+/// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
+/// use breakwater::{ResilienceStrategy, ResilientExecutor};
+///
+/// async fn external_service_call() -> Result<String, std::io::Error> {
+///     Ok("live value".to_string())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Create circuit breaker
+/// let config = CircuitBreakerConfig::default();
+/// let circuit_breaker = Arc::new(CircuitBreaker::new(config));
+///
+/// // Use with resilience strategy
+/// let resilient = ResilientExecutor::new(
+///     circuit_breaker.clone(),
+///     ResilienceStrategy::Fallback("default_value".to_string()),
+/// );
+///
+/// // Execute with automatic circuit breaker protection
+/// let result = resilient
+///     .execute(|| Box::pin(async { external_service_call().await }))
+///     .await?;
+/// assert_eq!(result, "live value");
+///
+/// // While the circuit is open, the fallback answers and the service is spared.
+/// circuit_breaker.force_open();
+/// let result = resilient
+///     .execute(|| Box::pin(async { external_service_call().await }))
+///     .await?;
+/// assert_eq!(result, "default_value");
+/// # Ok(())
 /// # }
 /// ```
 pub struct ResilientExecutor<T, S = Arc<CircuitBreaker>> {

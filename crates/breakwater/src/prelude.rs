@@ -1,0 +1,18 @@
+//! The names most programs use: `use breakwater::prelude::*;`.
+//!
+//! ```
+//! use breakwater::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+//! let reply = breaker.call(|| async { Ok::<_, std::io::Error>("pong") }).await;
+//! assert_eq!(reply.ok(), Some("pong"));
+//! assert_eq!(breaker.state(), CircuitState::Closed);
+//! # }
+//! ```
+
+pub use crate::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState, DegradationLevel, Fallback,
+    GracefulDegradation, Outcome, PerEndpointCircuitBreaker, RegistryLimits, ResilienceStrategy,
+    ResilientExecutor, Retry, Verdict,
+};
