@@ -8,7 +8,7 @@ pub(crate) mod per_endpoint;
 mod permit;
 mod snapshot;
 mod state;
-mod stats;
+mod metrics;
 pub(crate) mod strategies;
 mod window;
 
@@ -28,7 +28,7 @@ pub use self::events::{OpenDurations, Transition, TransitionListener};
 pub use self::permit::{OwnedPermit, Permit, Verdict};
 pub use self::snapshot::CircuitSnapshot;
 pub use self::state::CircuitState;
-pub use self::stats::CircuitMetrics;
+pub use self::metrics::CircuitMetrics;
 pub(crate) use crate::config::{CircuitBreakerConfig, ConfigError};
 pub(crate) use crate::error::CircuitError;
 
