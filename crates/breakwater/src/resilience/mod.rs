@@ -4,11 +4,11 @@ mod backoff;
 mod core;
 pub(crate) mod degradation;
 mod events;
+mod metrics;
 pub(crate) mod per_endpoint;
 mod permit;
 mod snapshot;
 mod state;
-mod metrics;
 pub(crate) mod strategies;
 mod window;
 
@@ -25,10 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 pub use self::events::{OpenDurations, Transition, TransitionListener};
+pub use self::metrics::CircuitMetrics;
 pub use self::permit::{OwnedPermit, Permit, Verdict};
 pub use self::snapshot::CircuitSnapshot;
 pub use self::state::CircuitState;
-pub use self::metrics::CircuitMetrics;
 pub(crate) use crate::config::{CircuitBreakerConfig, ConfigError};
 pub(crate) use crate::error::CircuitError;
 
