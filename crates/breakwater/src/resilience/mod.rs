@@ -1,14 +1,81 @@
-//! The circuit breaker (its public documentation is at the crate root).
+//! The circuit breaker: its semantics, and the core types (also at the
+//! crate root).
+//!
+//! ```text
+//!   Closed ──(failure rate >= threshold over >= minimum_calls)──▶ Open
+//!     ▲                                                            │ open timeout
+//!     │                                                            ▼ (backoff, jitter)
+//!     └──(half_open_max_requests probes succeeded)────────── HalfOpen
+//!                                                  a probe failed ──▶ Open (longer)
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Closed is free.** A Closed call reads one atomic word to be admitted
+//!   and, with the default count window, records its outcome with one atomic
+//!   add and one load of its window slot: no lock, no allocation, no clock.
+//! * **Open is exact.** A rejection reads the state, the deadline and the
+//!   clock, and allocates nothing. No call after the deadline is ever
+//!   refused, however late a timer task runs or however busy the runtime
+//!   is, and `retry_after` is the exact time left. A small timer task (one
+//!   per opening) moves the breaker to HalfOpen at the deadline so that the
+//!   transition is published even when no call comes, and
+//!   [`CircuitBreaker::state`] reports HalfOpen from that moment even if
+//!   the timer has not run yet.
+//! * **Generations.** Every change of state bumps a generation number that
+//!   each permit remembers. An outcome from an older generation (a slow call
+//!   admitted while Closed that finishes after the breaker opened, a probe
+//!   that outlived its HalfOpen period) describes a state that is gone and is
+//!   ignored, so a late success cannot close a breaker and a late failure
+//!   cannot land in a fresh window.
+//! * **Cancellation.** Dropping the future of [`CircuitBreaker::call`] (or a
+//!   [`Permit`]) records nothing and frees its probe slot.
+//! * **Panics.** A call that panics counts as a failure and the panic goes on
+//!   to the caller. The breaker holds no lock that a panic could poison.
+//! * **Time.** All time is read through `tokio::time`, so tests can pause and
+//!   advance it.
+//!
+//! # Why a count window by default
+//!
+//! "The last 100 calls" needs no clock, so the Closed path stays free, and it
+//! judges a quiet endpoint and a busy one by the same number of calls. A time
+//! window (`window_ms`) judges "the last minute" instead: better when traffic
+//! is bursty and old failures should age out, at the price of a clock read
+//! per outcome.
+//!
+//! # Memory ordering
+//!
+//! The breaker's state is one atomic word (state, generation, probes in
+//! flight). Every transition is a compare-and-swap of that word with
+//! `AcqRel` ordering, and every reader loads it with `Acquire`; what a
+//! transition prepares before its swap (a cleared window, an opening's
+//! deadline, which is itself stored with `Release` and loaded with
+//! `Acquire`) is therefore visible to every thread that sees the new word.
+//! A caller who observes `state() == Open` also observes the deadline that
+//! `retry_after` reports.
+//!
+//! Everything else is a statistic or a setting read on its own: the window
+//! slots, the counters of [`CircuitMetrics`](crate::CircuitMetrics) and of [`ExecutorMetrics`](crate::ExecutorMetrics), and
+//! the tuning that [`CircuitBreaker::update_config`] stores, use `Relaxed`.
+//! A metrics snapshot is thus a set of individually exact counters, not one
+//! instant: two counters read together may differ by the calls that finished
+//! between the two loads. An outcome is attributed by the generation its
+//! permit remembers, never by a later read of the state, so a relaxed
+//! counter can never move the breaker.
+//!
+//! The models under `cfg(breakwater_loom)` check these claims with loom
+//! (`scripts/loom.sh`): a transition racing an outcome, a reset, or another
+//! transition.
 
 mod backoff;
 mod core;
 pub(crate) mod degradation;
-mod events;
-mod metrics;
+pub(crate) mod events;
+pub(crate) mod metrics;
 pub(crate) mod per_endpoint;
-mod permit;
-mod snapshot;
-mod state;
+pub(crate) mod permit;
+pub(crate) mod snapshot;
+pub(crate) mod state;
 pub(crate) mod strategies;
 mod window;
 
@@ -24,13 +91,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-pub use self::events::{OpenDurations, Transition, TransitionListener};
-pub use self::metrics::CircuitMetrics;
-pub use self::permit::{OwnedPermit, Permit, Verdict};
-pub use self::snapshot::CircuitSnapshot;
-pub use self::state::CircuitState;
-pub(crate) use crate::config::{CircuitBreakerConfig, ConfigError};
+pub(crate) use self::events::{Transition, TransitionListener};
+pub(crate) use self::metrics::CircuitMetrics;
+pub(crate) use self::permit::{OwnedPermit, Permit, Verdict};
+pub(crate) use self::snapshot::CircuitSnapshot;
+pub(crate) use crate::config::ConfigError;
 pub(crate) use crate::error::CircuitError;
+
+// The core types under their module name too (`breakwater::resilience::*`).
+#[doc(no_inline)]
+pub use self::degradation::{DegradationLevel, GracefulDegradation};
+#[doc(no_inline)]
+pub use self::per_endpoint::PerEndpointCircuitBreaker;
+#[doc(no_inline)]
+pub use self::state::CircuitState;
+#[doc(no_inline)]
+pub use self::strategies::{ResilienceStrategy, ResilientExecutor};
+#[doc(no_inline)]
+pub use crate::config::CircuitBreakerConfig;
 
 use self::core::{Change, Core, LazyNow, Refusal};
 use self::events::Events;
