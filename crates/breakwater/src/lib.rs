@@ -41,14 +41,16 @@
 //!
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
-//! | `resilience` | yes | the breaker and its strategies (always built; kept as a name) |
+//! | `resilience` | yes | the strategies around a breaker (`ResilientExecutor`, `Retry`, `Fallback`) and `GracefulDegradation`; the breaker and the per-endpoint registry are always built |
 //! | `actions` | yes | `breakwater::traits`: events, actions, the `ActionExecutor` trait and the breaker around it (uuid, chrono, serde_json, async-trait, url, http, minijinja) |
 //! | `webhook` | no | `breakwater::webhook`: real executors (webhooks signed the Standard Webhooks way, Slack, email over SMTP, log), reqwest and lettre with rustls; implies `actions` |
+//! | `reqwest` | no | `HttpStatus` also classifies `reqwest::Response`, for a `reqwest::Client` behind the layer; implies `tower` |
 //! | `tower` | no | `breakwater::layer`: a tower `Layer` around any `Service`, one breaker or one per key |
 //! | `prometheus` | no | `breakwater::prometheus`: a scrape-time `prometheus-client` collector |
 //!
-//! With `default-features = false` the crate is the breaker alone: none of
-//! the `actions` dependencies are built.
+//! With `default-features = false` the crate is the breaker and the
+//! per-endpoint registry alone: none of the `actions` dependencies are
+//! built.
 //!
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -72,6 +74,7 @@ pub use crate::config::{
     MAX_SAMPLE_SIZE,
 };
 pub use crate::error::CircuitError;
+#[cfg(feature = "resilience")]
 pub use crate::resilience::degradation::{
     DegradationLevel, EndpointHealth, EndpointHealthSource, GracefulDegradation,
     DEFAULT_CRITICAL_FRACTION, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK,
@@ -84,13 +87,20 @@ pub use crate::resilience::per_endpoint::{
 pub use crate::resilience::permit::{OwnedPermit, Permit, Verdict};
 pub use crate::resilience::snapshot::CircuitSnapshot;
 pub use crate::resilience::state::CircuitState;
+#[cfg(feature = "resilience")]
 pub use crate::resilience::strategies::{
     BreakerSource, ExecutorMetrics, Fallback, FallbackFn, FallbackValue, FallbackWhen, Outcome,
     ResilienceStrategy, ResilientExecutor, Retry, DEFAULT_MAX_BACKOFF,
 };
 pub use crate::resilience::CircuitBreaker;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (they need the
+/// features they state; `cargo test --all-features` has them all).
+#[cfg(all(
+    doctest,
+    feature = "tower",
+    feature = "resilience",
+    feature = "actions"
+))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

@@ -12,7 +12,11 @@
 //! ```
 
 pub use crate::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState, DegradationLevel, Fallback,
-    GracefulDegradation, Outcome, PerEndpointCircuitBreaker, RegistryLimits, ResilienceStrategy,
-    ResilientExecutor, Retry, Verdict,
+    CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState, PerEndpointCircuitBreaker,
+    RegistryLimits, Verdict,
+};
+#[cfg(feature = "resilience")]
+pub use crate::{
+    DegradationLevel, Fallback, GracefulDegradation, Outcome, ResilienceStrategy,
+    ResilientExecutor, Retry,
 };

@@ -1,6 +1,7 @@
 //! Graceful degradation (SPEC §4): the plan's named tests, hysteresis (no
 //! flapping around a watermark), and the rule over many endpoints. Time is
 //! tokio's paused clock.
+#![cfg(feature = "resilience")]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

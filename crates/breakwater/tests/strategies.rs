@@ -1,6 +1,7 @@
 //! Resilience strategies (SPEC §3): the plan's named tests, and the rules of
 //! retrying (never a rejection, never a permanent error, waits within their
 //! caps). Time is tokio's paused clock: waits are measured, never slept.
+#![cfg(feature = "resilience")]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -69,6 +69,7 @@
 
 mod backoff;
 mod core;
+#[cfg(feature = "resilience")]
 pub(crate) mod degradation;
 pub(crate) mod events;
 pub(crate) mod metrics;
@@ -76,6 +77,7 @@ pub(crate) mod per_endpoint;
 pub(crate) mod permit;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+#[cfg(feature = "resilience")]
 pub(crate) mod strategies;
 mod window;
 
@@ -99,12 +101,14 @@ pub(crate) use crate::config::ConfigError;
 pub(crate) use crate::error::CircuitError;
 
 // The core types under their module name too (`breakwater::resilience::*`).
+#[cfg(feature = "resilience")]
 #[doc(no_inline)]
 pub use self::degradation::{DegradationLevel, GracefulDegradation};
 #[doc(no_inline)]
 pub use self::per_endpoint::PerEndpointCircuitBreaker;
 #[doc(no_inline)]
 pub use self::state::CircuitState;
+#[cfg(feature = "resilience")]
 #[doc(no_inline)]
 pub use self::strategies::{ResilienceStrategy, ResilientExecutor};
 #[doc(no_inline)]
