@@ -14,20 +14,9 @@ use breakwater::{
 };
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Boom(u32);
+mod support;
 
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "boom {}", self.0)
-    }
-}
-
-impl std::error::Error for Boom {}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+use support::{ms, send_sync_val, send_val, Boom};
 
 /// A breaker that judges the last `sample_size` calls (at 50% failures) and
 /// stays open exactly one second.
@@ -586,14 +575,12 @@ async fn timeouts_are_retried_as_transient() {
 
 #[test]
 fn executors_and_their_futures_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>(_: &T) {}
-    fn send<T: Send>(_: &T) {}
     let single = ResilientExecutor::new(breaker(10), ResilienceStrategy::Fallback(0_u32));
     let keyed = ResilientExecutor::per_endpoint(Arc::new(Registry::default()), retry(3, 10));
-    send_sync(&single);
-    send_sync(&keyed);
-    send(&single.execute(|| async { Ok::<_, Boom>(1) }));
-    send(&keyed.execute_on("a", || async { Ok::<_, Boom>(1) }));
+    send_sync_val(&single);
+    send_sync_val(&keyed);
+    send_val(&single.execute(|| async { Ok::<_, Boom>(1) }));
+    send_val(&keyed.execute_on("a", || async { Ok::<_, Boom>(1) }));
 }
 
 // ---------------------------------------------------------------------------

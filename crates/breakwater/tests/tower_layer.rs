@@ -57,16 +57,9 @@ fn open_of(err: &BoxError) -> CircuitOpen {
         .unwrap_or_else(|| panic!("expected a rejection, got {err}"))
 }
 
-#[derive(Debug, PartialEq)]
-struct Boom(u32);
+mod support;
 
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "boom {}", self.0)
-    }
-}
-
-impl std::error::Error for Boom {}
+use support::{send, send_sync, Boom};
 
 #[tokio::test(start_paused = true)]
 async fn rejections_never_reach_the_inner_service() {
@@ -423,8 +416,6 @@ async fn an_open_breaker_fails_fast_even_when_the_inner_service_is_not_ready() {
 
 #[test]
 fn public_types_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>() {}
-    fn send<T: Send>() {}
     type Inner = mock::Mock<&'static str, Response>;
     send_sync::<CircuitBreakerLayer>();
     send_sync::<CircuitBreakerLayer<HttpStatus>>();
