@@ -79,6 +79,7 @@ pub(crate) mod snapshot;
 pub(crate) mod state;
 #[cfg(feature = "resilience")]
 pub(crate) mod strategies;
+mod ticker;
 mod window;
 
 #[cfg(all(test, breakwater_loom))]
@@ -245,32 +246,7 @@ impl Shared {
     /// HalfOpen happens on the first call or `state()` after the deadline.
     fn arm_ticker(&self, generation: u32, until_us: u64) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(ticker(self.me.clone(), generation, until_us));
-        }
-    }
-}
-
-/// The timer task of one opening: sleeps until the deadline, then moves the
-/// breaker to HalfOpen (and publishes that), so that the transition is seen
-/// even when no call comes. Admission does not depend on it: a call after
-/// the deadline is a probe whether or not this task ran. It holds the
-/// breaker weakly and ends as soon as the opening it serves is over.
-async fn ticker(breaker: Weak<Shared>, generation: u32, until_us: u64) {
-    let deadline = match breaker.upgrade() {
-        Some(s) => s.instant_of(until_us),
-        None => return,
-    };
-    loop {
-        tokio::time::sleep_until(deadline).await;
-        let Some(shared) = breaker.upgrade() else {
-            return;
-        };
-        let t = shared.now_us();
-        if shared
-            .core
-            .expire(generation, t, &mut |c| shared.publish(c))
-        {
-            return;
+            rt.spawn(ticker::ticker(self.me.clone(), generation, until_us));
         }
     }
 }
