@@ -127,6 +127,14 @@ impl HasStatus for reqwest::Response {
 /// the `reqwest` feature, `reqwest::Response`. For another policy (say, 4xx
 /// ignored), write a closure; see [`Classify`].
 ///
+/// A classifier that does not fit the inner service's response makes the
+/// breaker service no `Service` at all. Called through a `ServiceExt`
+/// method, the compiler then only says that the method "exists but its
+/// trait bounds were not satisfied"; calling `Service::call` (or
+/// `svc.ready().await?.call(req)`) instead names the classifier and the
+/// response type it cannot read. For a `reqwest::Client`, turn on the
+/// `reqwest` feature.
+///
 /// # Examples
 ///
 /// ```

@@ -492,7 +492,7 @@ impl CircuitBreaker {
     /// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
-    /// // The plan's boxed style works too: `|| Box::pin(async { ... })`.
+    /// // The boxed style works too: `|| Box::pin(async { ... })`.
     /// let n = breaker.call(|| Box::pin(async { Ok::<_, std::io::Error>(7) })).await.unwrap();
     /// assert_eq!(n, 7);
     /// # }

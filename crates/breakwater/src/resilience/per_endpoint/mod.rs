@@ -392,7 +392,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
-    /// // The plan's boxed style works too.
+    /// // The boxed style works too.
     /// let n = breakers.call("db", || Box::pin(async { Ok::<_, std::io::Error>(7) })).await;
     /// assert_eq!(n.unwrap(), 7);
     ///
