@@ -34,7 +34,7 @@
 //! ones are in the [`prelude`]; the breaker's core types are also in
 //! [`resilience`], whose documentation gives the exact semantics (state
 //! machine, guarantees, memory ordering). The optional parts are modules:
-//! [`layer`] (tower), [`prometheus`], `traits` (the observer host types)
+//! `layer` (tower), `prometheus`, `traits` (the observer host types)
 //! and `webhook` (real executors).
 //!
 //! ## Features

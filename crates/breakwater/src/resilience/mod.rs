@@ -55,7 +55,7 @@
 //! `retry_after` reports.
 //!
 //! Everything else is a statistic or a setting read on its own: the window
-//! slots, the counters of [`CircuitMetrics`](crate::CircuitMetrics) and of [`ExecutorMetrics`](crate::ExecutorMetrics), and
+//! slots, the counters of [`CircuitMetrics`] and of `ExecutorMetrics`, and
 //! the tuning that [`CircuitBreaker::update_config`] stores, use `Relaxed`.
 //! A metrics snapshot is thus a set of individually exact counters, not one
 //! instant: two counters read together may differ by the calls that finished
@@ -593,6 +593,8 @@ impl CircuitBreaker {
 
     /// The failure rate as the breaker judges it: 0.0 until the window holds
     /// `minimum_calls` outcomes.
+    // Read by graceful degradation (feature `resilience`).
+    #[cfg_attr(not(feature = "resilience"), allow(dead_code))]
     pub(crate) fn judged_failure_rate(&self) -> f64 {
         let tally = self.shared.core.tally(&mut self.shared.lazy_now());
         if tally.len < self.shared.core.minimum_calls() {
@@ -603,6 +605,8 @@ impl CircuitBreaker {
     }
 
     /// The `failure_threshold` in force.
+    // Read by graceful degradation (feature `resilience`).
+    #[cfg_attr(not(feature = "resilience"), allow(dead_code))]
     pub(crate) fn failure_threshold(&self) -> f64 {
         self.shared.core.failure_threshold()
     }
