@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breakwater::layer::{CircuitBreakerLayer, PerKeyCircuitBreakerLayer};
-use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+use breakwater::PerEndpointCircuitBreaker;
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};

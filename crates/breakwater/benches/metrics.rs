@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breakwater::prometheus::BreakerCollector;
-use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+use breakwater::PerEndpointCircuitBreaker;
 use breakwater::{CircuitBreaker, CircuitBreakerConfig};
 use criterion::Criterion;
 use futures_util::FutureExt;

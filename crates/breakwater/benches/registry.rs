@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+use breakwater::PerEndpointCircuitBreaker;
 use breakwater::{CircuitBreaker, CircuitBreakerConfig};
 use criterion::Criterion;
 use futures_util::FutureExt;

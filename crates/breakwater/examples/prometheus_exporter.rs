@@ -37,7 +37,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use breakwater::prometheus::BreakerCollector;
-use breakwater::resilience::per_endpoint::RegistryLimits;
+use breakwater::RegistryLimits;
 use breakwater::{CircuitBreakerConfig, PerEndpointCircuitBreaker};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;

@@ -4,7 +4,6 @@
 //! `..Default::default()` works, serde support that rejects unknown keys, and
 //! [`CircuitBreakerConfig::validate`] which reports every problem at once.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -236,7 +235,8 @@ fn check_duration(
 }
 
 /// One problem found in a configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
 pub struct ConfigProblem {
     /// The field at fault, as spelled in the configuration.
     pub field: &'static str,
@@ -244,16 +244,11 @@ pub struct ConfigProblem {
     pub message: String,
 }
 
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
 /// Every problem found in a configuration.
 ///
 /// Displays as `invalid circuit breaker config: field: problem; field: problem`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid circuit breaker config: {}", join_problems(.problems))]
 pub struct ConfigError {
     problems: Vec<ConfigProblem>,
 }
@@ -276,17 +271,10 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid circuit breaker config: ")?;
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
+fn join_problems(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
-
-impl std::error::Error for ConfigError {}

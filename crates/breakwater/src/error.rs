@@ -1,7 +1,6 @@
 //! The error a call through a breaker returns.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::time::Duration;
 
 /// Why a call through a [`CircuitBreaker`](crate::CircuitBreaker) did not
@@ -20,19 +19,22 @@ use std::time::Duration;
 /// assert_eq!(err.to_string(), "circuit open");
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CircuitError<E> {
     /// The breaker refused the call without running it.
+    #[error("circuit open{}", retry_suffix(.retry_after))]
     Open {
         /// Time left until the breaker lets probes through; `None` when it
         /// was forced open or all probe slots of a HalfOpen breaker are busy.
         retry_after: Option<Duration>,
     },
-    /// The operation ran and failed with this error.
+    /// The operation ran and failed with this error (shown as it is).
+    #[error(transparent)]
     Inner(E),
     /// The operation ran longer than its time limit and was cancelled:
     /// `call_timeout_ms`, or for a probe `probe_timeout_ms` (by default the
     /// opening that just ended), whichever is shorter.
+    #[error("call timed out after {limit:?}")]
     Timeout {
         /// The limit that fired.
         limit: Duration,
@@ -91,25 +93,9 @@ impl CircuitError<Infallible> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for CircuitError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Open {
-                retry_after: Some(d),
-            } => write!(f, "circuit open, retry after {d:?}"),
-            Self::Open { retry_after: None } => f.write_str("circuit open"),
-            Self::Inner(e) => e.fmt(f),
-            Self::Timeout { limit } => write!(f, "call timed out after {limit:?}"),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for CircuitError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Transparent: Display already shows the inner error's message.
-            Self::Inner(e) => e.source(),
-            _ => None,
-        }
-    }
+/// `", retry after 3s"`, or nothing when no wait is known.
+pub(crate) fn retry_suffix(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|d| format!(", retry after {d:?}"))
+        .unwrap_or_default()
 }

@@ -322,7 +322,7 @@ fn real_cycles() {
 /// endpoint go through a shared overflow breaker, which allocates nothing
 /// per call, and which trips like any breaker.
 fn overflow_calls() {
-    use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
     let reg = PerEndpointCircuitBreaker::with_limits(
         CircuitBreakerConfig {
             sample_size: 4,

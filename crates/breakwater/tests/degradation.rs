@@ -1,16 +1,15 @@
 //! Graceful degradation (SPEC §4): the plan's named tests, hysteresis (no
 //! flapping around a watermark), and the rule over many endpoints. Time is
 //! tokio's paused clock.
+#![cfg(feature = "resilience")]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use breakwater::resilience::degradation::{
-    DegradationLevel, EndpointHealth, EndpointHealthSource, GracefulDegradation,
-};
-use breakwater::resilience::strategies::{ResilienceStrategy, ResilientExecutor};
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+use breakwater::{DegradationLevel, EndpointHealth, EndpointHealthSource, GracefulDegradation};
+use breakwater::{ResilienceStrategy, ResilientExecutor};
 
 use DegradationLevel::{Critical, Degraded, Normal};
 
@@ -415,7 +414,7 @@ async fn one_failure_on_a_fresh_breaker_degrades_nothing() {
 /// Regression: one failure on one new endpoint degraded a registry of 101.
 #[tokio::test(start_paused = true)]
 async fn one_failure_on_a_new_endpoint_does_not_degrade_a_registry() {
-    use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    use breakwater::PerEndpointCircuitBreaker;
     let reg = Arc::new(PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
         sample_size: 10,
         ..Default::default()
@@ -461,7 +460,7 @@ async fn watermarks_follow_update_config() {
 /// registry's health sweeps when a sweep is due.
 #[tokio::test(start_paused = true)]
 async fn an_abandoned_half_open_endpoint_does_not_keep_a_registry_degraded() {
-    use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
     let reg = Arc::new(PerEndpointCircuitBreaker::with_limits(
         CircuitBreakerConfig {
             sample_size: 2,

@@ -1206,9 +1206,9 @@ fn extreme_ms() -> impl Strategy<Value = u64> {
         Just(0),
         Just(1),
         Just(u64::MAX),
-        Just(breakwater::config::MAX_DURATION_MS),
+        Just(breakwater::MAX_DURATION_MS),
         any::<u64>(),
-        1..=breakwater::config::MAX_DURATION_MS,
+        1..=breakwater::MAX_DURATION_MS,
     ]
 }
 

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use breakwater::resilience::per_endpoint::{
-    EndpointStatistics, PerEndpointCircuitBreaker, RegistryLimits,
-};
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
+use breakwater::{EndpointStatistics, PerEndpointCircuitBreaker, RegistryLimits};
 use futures_util::FutureExt;
 use tokio::time::advance;
+
+mod support;
+
+use support::send_val;
 
 /// Opens after four outcomes with at least half failed; stays open 1 s.
 fn quick() -> CircuitBreakerConfig {
@@ -666,14 +668,13 @@ async fn a_registry_full_of_open_breakers_still_serves_new_endpoints() {
 
 #[test]
 fn the_registry_and_its_futures_are_send_sync_debug() {
-    fn send_sync<T: Send + Sync + std::fmt::Debug>() {}
-    fn send<T: Send>(_: &T) {}
-    send_sync::<PerEndpointCircuitBreaker>();
-    send_sync::<RegistryLimits>();
-    send_sync::<EndpointStatistics>();
+    fn send_sync_debug<T: Send + Sync + std::fmt::Debug>() {}
+    send_sync_debug::<PerEndpointCircuitBreaker>();
+    send_sync_debug::<RegistryLimits>();
+    send_sync_debug::<EndpointStatistics>();
     let reg = PerEndpointCircuitBreaker::new(quick());
-    send(&reg.call("a", || async { Ok::<_, ()>(()) }));
-    send(&reg.call_with(
+    send_val(&reg.call("a", || async { Ok::<_, ()>(()) }));
+    send_val(&reg.call_with(
         "a",
         |_: &Result<(), ()>| breakwater::Verdict::Ignore,
         || async { Ok(()) },

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
 use futures_util::FutureExt;
 
 #[global_allocator]

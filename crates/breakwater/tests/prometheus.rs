@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use breakwater::prometheus::{BreakerCollector, CollectorError};
-use breakwater::resilience::per_endpoint::RegistryLimits;
+use breakwater::RegistryLimits;
 use breakwater::{
     CircuitBreaker, CircuitBreakerConfig, CircuitState, PerEndpointCircuitBreaker, Transition,
 };

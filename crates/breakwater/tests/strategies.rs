@@ -1,32 +1,22 @@
 //! Resilience strategies (SPEC §3): the plan's named tests, and the rules of
 //! retrying (never a rejection, never a permanent error, waits within their
 //! caps). Time is tokio's paused clock: waits are measured, never slept.
+#![cfg(feature = "resilience")]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use breakwater::resilience::strategies::{
-    BreakerSource, ExecutorMetrics, ResilienceStrategy, ResilientExecutor, Retry,
+use breakwater::{
+    BreakerSource, CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState,
+    ExecutorMetrics, Fallback, Outcome, ResilienceStrategy, ResilientExecutor, Retry,
 };
-use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitError, CircuitState};
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Boom(u32);
+mod support;
 
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "boom {}", self.0)
-    }
-}
-
-impl std::error::Error for Boom {}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+use support::{ms, send_sync_val, send_val, Boom};
 
 /// A breaker that judges the last `sample_size` calls (at 50% failures) and
 /// stays open exactly one second.
@@ -164,11 +154,8 @@ async fn test_strategy_fallback() {
 
     // Configured to, a failed call yields the fallback too; a success does not.
     cb.reset();
-    let lenient = ResilientExecutor::new(
-        cb.clone(),
-        ResilienceStrategy::Fallback("default".to_string()),
-    )
-    .with_fallback_on_failure(true);
+    let lenient = ResilientExecutor::fail_fast(cb.clone())
+        .with_fallback(Fallback::on_open_or_failure("default".to_string()));
     let mut calls = 0;
     let value = lenient
         .execute(|| {
@@ -184,7 +171,7 @@ async fn test_strategy_fallback() {
 #[tokio::test(start_paused = true)]
 async fn test_strategy_retry_with_breaker() {
     let cb = breaker(100);
-    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).with_jitter(false);
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).without_jitter();
 
     // Fails twice, then succeeds: waits 100 ms, then 200 ms (doubling).
     let started = Instant::now();
@@ -260,9 +247,8 @@ async fn test_strategy_combination() {
     // Retry, then a fallback once the attempts are spent.
     let cb = breaker(100);
     let executor = ResilientExecutor::new(cb.clone(), retry(3, 100))
-        .with_jitter(false)
-        .with_fallback(0)
-        .with_fallback_on_failure(true);
+        .without_jitter()
+        .with_fallback(Fallback::on_open_or_failure(0));
     let started = Instant::now();
     let mut calls = 0;
     let value = executor
@@ -276,8 +262,8 @@ async fn test_strategy_combination() {
 
     // Retry, then the fallback as soon as the breaker opens (no more waiting).
     let executor = ResilientExecutor::new(breaker(2), retry(5, 100))
-        .with_jitter(false)
-        .with_fallback(0);
+        .without_jitter()
+        .with_fallback(Fallback::on_open(0));
     let started = Instant::now();
     let mut calls = 0;
     let value = executor
@@ -300,8 +286,8 @@ async fn test_strategy_combination() {
             backoff_ms: 100,
         },
     )
-    .with_jitter(false)
-    .with_fallback("cached");
+    .without_jitter()
+    .with_fallback(Fallback::on_open("cached"));
     let mut dead_calls = 0;
     let down = executor
         .execute_on("down.example", || {
@@ -336,8 +322,8 @@ async fn test_strategy_combination() {
 async fn test_strategy_metrics_tracking() {
     let cb = breaker(4);
     let executor = ResilientExecutor::new(cb.clone(), retry(3, 100))
-        .with_jitter(false)
-        .with_fallback(0);
+        .without_jitter()
+        .with_fallback(Fallback::on_open(0));
     assert_eq!(executor.metrics(), ExecutorMetrics::default());
 
     // 1. Succeeds at once.
@@ -414,7 +400,7 @@ async fn retry_never_retries_an_open_circuit_rejection() {
     // The second failure opens the breaker: stop at once, with its retry_after,
     // instead of waiting for an attempt that would be refused.
     let cb = breaker(2);
-    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).with_jitter(false);
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).without_jitter();
     let started = Instant::now();
     let mut calls = 0;
     let err = executor
@@ -437,7 +423,7 @@ async fn retry_never_retries_an_open_circuit_rejection() {
 #[tokio::test(start_paused = true)]
 async fn retry_never_retries_a_permanent_error() {
     let cb = breaker(100);
-    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).with_jitter(false);
+    let executor = ResilientExecutor::new(cb.clone(), retry(5, 100)).without_jitter();
     // 5xx is transient, the rest permanent.
     let classify = |e: &Boom| {
         if e.0 >= 500 {
@@ -485,7 +471,7 @@ async fn retry_total_delay_respects_the_cap() {
 
     // Each wait is capped by max_backoff: 100, 200, 250, 250, 250.
     let executor = ResilientExecutor::new(breaker(1_000), retry(6, 100))
-        .with_jitter(false)
+        .without_jitter()
         .with_max_backoff(ms(250));
     let started = Instant::now();
     let mut calls = 0;
@@ -504,7 +490,7 @@ async fn retry_total_delay_respects_the_cap() {
 
     // A total budget: 100 + 200, then the 100 ms left, then no more.
     let executor = ResilientExecutor::new(breaker(1_000), retry(10, 100))
-        .with_jitter(false)
+        .without_jitter()
         .with_max_total_delay(ms(400));
     let started = Instant::now();
     let mut calls = 0;
@@ -526,8 +512,7 @@ async fn retry_total_delay_respects_the_cap() {
 async fn retry_honours_a_retry_after_hint() {
     let executor = ResilientExecutor::new(breaker(100), retry(3, 100))
         .with_max_backoff(ms(1_000))
-        .with_fallback(0)
-        .with_fallback_on_failure(true);
+        .with_fallback(Fallback::on_open_or_failure(0));
     let hint = |e: &Boom| Retry::After(ms(u64::from(e.0)));
 
     // The hinted wait, exactly (no jitter, no doubling).
@@ -568,7 +553,7 @@ async fn timeouts_are_retried_as_transient() {
         call_timeout_ms: Some(50),
         ..config(100)
     }));
-    let executor = ResilientExecutor::new(cb.clone(), retry(2, 100)).with_jitter(false);
+    let executor = ResilientExecutor::new(cb.clone(), retry(2, 100)).without_jitter();
     let mut calls = 0;
     let started = Instant::now();
     let value = executor
@@ -590,14 +575,12 @@ async fn timeouts_are_retried_as_transient() {
 
 #[test]
 fn executors_and_their_futures_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>(_: &T) {}
-    fn send<T: Send>(_: &T) {}
     let single = ResilientExecutor::new(breaker(10), ResilienceStrategy::Fallback(0_u32));
     let keyed = ResilientExecutor::per_endpoint(Arc::new(Registry::default()), retry(3, 10));
-    send_sync(&single);
-    send_sync(&keyed);
-    send(&single.execute(|| async { Ok::<_, Boom>(1) }));
-    send(&keyed.execute_on("a", || async { Ok::<_, Boom>(1) }));
+    send_sync_val(&single);
+    send_sync_val(&keyed);
+    send_val(&single.execute(|| async { Ok::<_, Boom>(1) }));
+    send_val(&keyed.execute_on("a", || async { Ok::<_, Boom>(1) }));
 }
 
 // ---------------------------------------------------------------------------
@@ -694,7 +677,10 @@ mod extreme {
             runtime().block_on(async {
                 let mut executor = ResilientExecutor::new(breaker(1_000), retry(attempts, backoff))
                     .with_max_backoff(max_backoff)
-                    .with_jitter(jitter);
+                    ;
+                if !jitter {
+                    executor = executor.without_jitter();
+                }
                 if let Some(budget) = budget {
                     executor = executor.with_max_total_delay(budget);
                 }
@@ -728,4 +714,152 @@ mod extreme {
             })?;
         }
     }
+}
+
+/// A response-like value that cannot be cloned (as `reqwest::Response`).
+#[derive(Debug, PartialEq, Eq)]
+struct NotClone(u32);
+
+#[tokio::test(start_paused = true)]
+async fn retry_only_executors_take_values_that_are_not_clone() {
+    let executor = ResilientExecutor::retrying(breaker(100), 3, ms(100)).without_jitter();
+    let mut calls = 0;
+    let value = executor
+        .execute(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(Boom(n))
+                } else {
+                    Ok(NotClone(n))
+                }
+            }
+        })
+        .await;
+    assert_eq!(value, Ok(NotClone(3)));
+
+    // Per endpoint, fail fast, and a computed fallback: no `Clone` either.
+    let keyed = ResilientExecutor::per_endpoint_retrying(Arc::new(Registry::default()), 2, ms(10))
+        .with_fallback(Fallback::on_open_with(|| NotClone(0)));
+    keyed.breaker_for("down").force_open();
+    let down = keyed
+        .execute_on("down", || async { Ok::<_, Boom>(NotClone(1)) })
+        .await;
+    assert_eq!(down, Ok(NotClone(0)));
+    let fail_fast = ResilientExecutor::fail_fast(breaker(100));
+    let err = fail_fast
+        .execute(|| async { Err::<NotClone, _>(Boom(7)) })
+        .await;
+    assert_eq!(err, Err(CircuitError::Inner(Boom(7))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_tells_a_fallback_from_a_live_answer() {
+    let cb = breaker(100);
+    let on_open = ResilientExecutor::new(cb.clone(), ResilienceStrategy::Fallback(0_u32));
+    let transient = |_: &Boom| Retry::Transient;
+
+    let live = on_open.execute_outcome(transient, || async { Ok(5) }).await;
+    assert_eq!(live, Ok(Outcome::Live(5)));
+
+    // `Fallback` (= `Fallback::on_open`) does not answer a failed call.
+    let failed = on_open
+        .execute_outcome(transient, || async { Err(Boom(1)) })
+        .await;
+    assert_eq!(failed, Err(CircuitError::Inner(Boom(1))));
+
+    cb.force_open();
+    let stale = on_open
+        .execute_outcome(transient, || async { Ok(5) })
+        .await
+        .unwrap();
+    assert!(stale.is_fallback() && !stale.is_live());
+    assert_eq!(*stale.value(), 0);
+    assert!(stale.cause().is_some_and(CircuitError::is_open));
+
+    // `on_open_or_failure` answers the failure too, and names it.
+    cb.reset();
+    let lenient =
+        ResilientExecutor::fail_fast(cb.clone()).with_fallback(Fallback::on_open_or_failure(0_u32));
+    let outcome = lenient
+        .execute_outcome(transient, || async { Err(Boom(2)) })
+        .await;
+    assert_eq!(
+        outcome,
+        Ok(Outcome::Fallback {
+            value: 0,
+            cause: CircuitError::Inner(Boom(2)),
+        })
+    );
+    assert_eq!(lenient.metrics().fallbacks, 1);
+
+    // `without_fallback` takes it away again.
+    let strict = lenient.without_fallback();
+    let err = strict.execute(|| async { Err::<u32, _>(Boom(3)) }).await;
+    assert_eq!(err, Err(CircuitError::Inner(Boom(3))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_can_be_turned_off_and_on_again() {
+    let exact = ResilientExecutor::retrying(breaker(1_000), 3, ms(100))
+        .with_jitter()
+        .without_jitter();
+    let started = Instant::now();
+    let mut calls = 0;
+    let _ = exact.execute(|| always_failing(&mut calls)).await;
+    assert_eq!((calls, started.elapsed()), (3, ms(300)));
+
+    // Back on: the waits are drawn, never longer than nominal.
+    let jittered = exact.with_jitter();
+    let started = Instant::now();
+    let mut calls = 0;
+    let _ = jittered.execute(|| always_failing(&mut calls)).await;
+    assert_eq!(calls, 3);
+    assert!(started.elapsed() <= ms(300));
+}
+
+#[cfg(feature = "actions")]
+#[tokio::test(start_paused = true)]
+async fn action_errors_classify_themselves_for_retries() {
+    use breakwater::traits::Error;
+
+    let executor = ResilientExecutor::<()>::retrying(breaker(1_000), 3, ms(100))
+        .without_jitter()
+        .with_max_backoff(ms(5_000));
+    // A 503 with a Retry-After: retried after exactly the hint.
+    let started = Instant::now();
+    let mut calls = 0;
+    let err = executor
+        .execute_with(Retry::of_action_error, || {
+            calls += 1;
+            async { Err(Error::from_status(503, "busy", Some(ms(1_500)))) }
+        })
+        .await
+        .unwrap_err();
+    assert!(err.inner().is_some_and(Error::is_transient));
+    assert_eq!((calls, started.elapsed()), (3, ms(3_000)));
+
+    // A 404 and a 410: permanent, never retried, not counted.
+    for status in [404, 410] {
+        let failures = executor.breaker().metrics().failures;
+        let mut calls = 0;
+        let _ = executor
+            .execute_with(Retry::of_action_error, || {
+                calls += 1;
+                async move { Err(Error::from_status(status, "no", None)) }
+            })
+            .await;
+        assert_eq!(calls, 1, "status {status}");
+        assert_eq!(executor.breaker().metrics().failures, failures);
+    }
+    assert_eq!(
+        Retry::of_action_error(&Error::Timeout(ms(5))),
+        Retry::Transient
+    );
+}
+
+fn always_failing(calls: &mut u32) -> std::future::Ready<Result<u32, Boom>> {
+    *calls += 1;
+    std::future::ready(Err(Boom(*calls)))
 }

@@ -10,7 +10,7 @@ use breakwater::layer::{
     AllErrors, BoxError, CallTimeout, CircuitBreakerLayer, CircuitBreakerService, CircuitOpen,
     Classify, HttpStatus, PerKeyCircuitBreakerLayer, ResponseFuture,
 };
-use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+use breakwater::PerEndpointCircuitBreaker;
 use breakwater::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Verdict};
 use tower::{Layer, Service, ServiceExt};
 use tower_test::mock;
@@ -57,16 +57,9 @@ fn open_of(err: &BoxError) -> CircuitOpen {
         .unwrap_or_else(|| panic!("expected a rejection, got {err}"))
 }
 
-#[derive(Debug, PartialEq)]
-struct Boom(u32);
+mod support;
 
-impl std::fmt::Display for Boom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "boom {}", self.0)
-    }
-}
-
-impl std::error::Error for Boom {}
+use support::{send, send_sync, Boom};
 
 #[tokio::test(start_paused = true)]
 async fn rejections_never_reach_the_inner_service() {
@@ -341,7 +334,7 @@ async fn per_key_breakers_are_independent() {
 /// orphan.
 #[tokio::test(start_paused = true)]
 async fn a_per_key_request_in_flight_keeps_its_breaker_in_the_registry() {
-    use breakwater::resilience::per_endpoint::RegistryLimits;
+    use breakwater::RegistryLimits;
     let breakers = Arc::new(PerEndpointCircuitBreaker::with_limits(
         CircuitBreakerConfig::default(),
         RegistryLimits {
@@ -423,8 +416,6 @@ async fn an_open_breaker_fails_fast_even_when_the_inner_service_is_not_ready() {
 
 #[test]
 fn public_types_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>() {}
-    fn send<T: Send>() {}
     type Inner = mock::Mock<&'static str, Response>;
     send_sync::<CircuitBreakerLayer>();
     send_sync::<CircuitBreakerLayer<HttpStatus>>();
@@ -438,9 +429,8 @@ fn public_types_are_send_and_sync() {
 
 /// End to end, client side: a `service_fn` that sends the request with
 /// hyper-util's client is wrapped by the layer, as a caller guarding a
-/// downstream would do. (Server side, axum's `serve` needs an infallible
-/// service, so the layer's `BoxError` would have to be mapped to a response
-/// first; the client side is where a breaker belongs anyway.)
+/// downstream would do. (Server side, see
+/// `an_axum_route_answers_503_with_retry_after_through_handle_error`.)
 ///
 /// Real sockets need real time; no state change is waited for by sleeping:
 /// requests drive every change, and the one pause is the `retry_after` the
@@ -546,4 +536,89 @@ async fn a_real_server_failing_then_recovering_through_the_layer() {
     drop(svc);
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// Server side with axum: `HandleErrorLayer::new(handle_error)` in front of
+/// the breaker makes the stack infallible, as `Router::route_layer` needs,
+/// and turns a rejection and a call timeout into `503`s.
+#[tokio::test(start_paused = true)]
+async fn an_axum_route_answers_503_with_retry_after_through_handle_error() {
+    use axum::error_handling::HandleErrorLayer;
+    use breakwater::layer::handle_error;
+    use tower::ServiceBuilder;
+
+    let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        sample_size: 2,
+        open_timeout_ms: 30_000,
+        jitter_ratio: 0.0,
+        call_timeout_ms: Some(100),
+        ..Default::default()
+    }));
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "hello" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(handle_error))
+                .layer(CircuitBreakerLayer::new(breaker.clone())),
+        );
+    let get = |path: &str| {
+        http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+
+    let res = app.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    // A call past `call_timeout_ms`: 503, no Retry-After (the breaker is
+    // still Closed).
+    let res = app.clone().oneshot(get("/slow")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().get(http::header::RETRY_AFTER).is_none());
+
+    // A second timeout opens the breaker; the next request is refused with
+    // the time left, in whole seconds.
+    let _ = app.clone().oneshot(get("/slow")).await.unwrap();
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let res = app.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()[http::header::RETRY_AFTER], "30");
+}
+
+/// A `reqwest::Client` is a tower service whose response is not an
+/// `http::Response`; `HttpStatus` classifies it all the same.
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn a_reqwest_client_behind_the_layer_is_classified_by_status() {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { (http::StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let breaker = breaker(1);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone())
+        .classify(HttpStatus)
+        .layer(client.clone());
+    for _ in 0..2 {
+        let req = client.get(format!("http://{addr}/")).build().unwrap();
+        let res = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(res.status(), 503);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    assert_eq!(breaker.metrics().failures, 2);
+    server.abort();
 }

@@ -4,7 +4,7 @@
 //! with [`downcast_ref`](std::error::Error#method.downcast_ref). Every other
 //! error is the inner service's, passed through untouched.
 
-use std::fmt;
+use crate::error::retry_suffix;
 use std::time::Duration;
 
 /// The breaker refused the request: the inner service was not called.
@@ -20,7 +20,8 @@ use std::time::Duration;
 /// assert_eq!(open.retry_after, Some(Duration::from_secs(3)));
 /// assert_eq!(err.to_string(), "circuit open, retry after 3s");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("circuit open{}", retry_suffix(.retry_after))]
 #[non_exhaustive]
 pub struct CircuitOpen {
     /// Time left until the breaker lets probes through; `None` when it was
@@ -34,17 +35,6 @@ impl CircuitOpen {
         Self { retry_after }
     }
 }
-
-impl fmt::Display for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.retry_after {
-            Some(d) => write!(f, "circuit open, retry after {d:?}"),
-            None => f.write_str("circuit open"),
-        }
-    }
-}
-
-impl std::error::Error for CircuitOpen {}
 
 /// The inner service's response took longer than the breaker's time limit
 /// (`call_timeout_ms`, or for a probe `probe_timeout_ms`); the request was
@@ -60,7 +50,8 @@ impl std::error::Error for CircuitOpen {}
 /// assert_eq!(err.downcast_ref::<CallTimeout>().unwrap().limit, Duration::from_millis(250));
 /// assert_eq!(err.to_string(), "call timed out after 250ms");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("call timed out after {limit:?}")]
 #[non_exhaustive]
 pub struct CallTimeout {
     /// The limit the call ran into.
@@ -73,11 +64,3 @@ impl CallTimeout {
         Self { limit }
     }
 }
-
-impl fmt::Display for CallTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "call timed out after {:?}", self.limit)
-    }
-}
-
-impl std::error::Error for CallTimeout {}

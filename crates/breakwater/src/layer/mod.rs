@@ -35,6 +35,15 @@
 //!   failure and goes on to the caller. Rejections and `poll_ready` errors
 //!   are not outcomes and never move the failure rate (rejections show in
 //!   the breaker's `blocked` count).
+//! * **When a call is judged.** The breaker judges a request when the inner
+//!   service's future completes: for an HTTP client or server, when the
+//!   response *head* (status and headers) arrives. The body is streamed
+//!   afterwards, outside the breaker: a body that stalls or fails half-way
+//!   is neither a failure of the breaker nor cut off by `call_timeout_ms`.
+//!   Bound body reads on their own (a `tokio::time::timeout` around the
+//!   read, or tower-http's `TimeoutBody`), and if a broken body should count,
+//!   read it inside the service (e.g. a `map_response` that buffers it)
+//!   before the breaker sees the response.
 //! * **Cancellation.** Dropping a response future before it completes
 //!   records nothing and frees its probe slot, like dropping any breaker
 //!   [`Permit`](crate::Permit).
@@ -48,6 +57,35 @@
 //!   A per-key request also holds the registry's handle to its breaker
 //!   until it completes, so that the breaker is not evicted under it.
 //!   A rejection allocates only its boxed error.
+//!
+//! # With axum
+//!
+//! An axum `Router` needs services whose error is `Infallible`; the
+//! breaker's is a [`BoxError`]. Put axum's `HandleErrorLayer` with
+//! [`handle_error`] in front of the breaker: a rejection becomes `503
+//! Service Unavailable` with `Retry-After`, a call timeout `503` as well
+//! (see [`error_response`]):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{error_handling::HandleErrorLayer, routing::get, Router};
+//! use breakwater::{CircuitBreaker, CircuitBreakerConfig};
+//! use breakwater::layer::{handle_error, CircuitBreakerLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig::default()));
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).route_layer(
+//!     ServiceBuilder::new()
+//!         .layer(HandleErrorLayer::new(handle_error))
+//!         .layer(CircuitBreakerLayer::new(breaker.clone())),
+//! );
+//!
+//! breaker.force_open();
+//! let res = app.oneshot(http::Request::new(axum::body::Body::empty())).await.unwrap();
+//! assert_eq!(res.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+//! # }
+//! ```
 //!
 //! # Panics
 //!
@@ -102,12 +140,14 @@ mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod per_key;
+mod response;
 
-pub use self::classify::{AllErrors, Classify, HttpStatus};
+pub use self::classify::{AllErrors, Classify, HasStatus, HttpStatus};
 pub use self::error::{CallTimeout, CircuitOpen};
 pub use self::future::ResponseFuture;
 pub use self::layer::CircuitBreakerLayer;
 pub use self::per_key::{PerKeyCircuitBreakerLayer, PerKeyCircuitBreakerService};
+pub use self::response::{error_response, handle_error};
 use crate::resilience::CircuitBreaker;
 
 /// The error type of the breaker services: the inner service's error or

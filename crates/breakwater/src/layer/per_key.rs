@@ -123,7 +123,7 @@ impl<S: fmt::Debug, K, C> fmt::Debug for PerKeyCircuitBreakerService<S, K, C> {
 /// ```
 /// use std::sync::Arc;
 /// use breakwater::{CircuitBreakerConfig, CircuitState};
-/// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+/// use breakwater::PerEndpointCircuitBreaker;
 /// use breakwater::layer::{HttpStatus, PerKeyCircuitBreakerLayer};
 /// use tower::{Layer, ServiceExt};
 ///

@@ -1,84 +1,4 @@
-//! Graceful degradation: one word for how healthy the services behind the
-//! breakers are, so that callers can choose cheaper behaviour in time.
-//!
-//! # Levels
-//!
-//! Over one breaker, [`GracefulDegradation::get_degradation_level`] is:
-//!
-//! | breaker | level |
-//! | --- | --- |
-//! | Open | [`Critical`](DegradationLevel::Critical) |
-//! | HalfOpen | [`Degraded`](DegradationLevel::Degraded) |
-//! | Closed, failure rate `>= high` watermark | [`Degraded`](DegradationLevel::Degraded) |
-//! | Closed, failure rate `< low` watermark | [`Normal`](DegradationLevel::Normal) |
-//! | Closed, rate in `[low, high)` | unchanged: hysteresis |
-//!
-//! # Hysteresis
-//!
-//! A Closed breaker enters Degraded when its failure rate reaches the high
-//! watermark and leaves it only once the rate falls below the low one, so a
-//! rate hovering around either watermark does not make the level flap (and
-//! callers switch between full and cheap behaviour only on real changes).
-//! The defaults over one breaker are half and a quarter of its
-//! `failure_threshold` (the one in force: they follow `update_config`): a
-//! service is Degraded well before its breaker opens. A rate is judged only
-//! once the breaker's window holds `minimum_calls` outcomes, as the breaker
-//! itself judges it: one failed call on a fresh breaker degrades nothing.
-//! The level is judged when asked, from the breaker's state and rate at that
-//! moment; reading it costs a state load and a window tally, and takes no
-//! lock.
-//!
-//! # Over many endpoints
-//!
-//! [`GracefulDegradation::per_endpoint`] judges a set of breakers (a
-//! per-endpoint registry) by this rule, one dead endpoint among many being
-//! a degradation, not a crisis:
-//!
-//! * **Critical** when at least `critical_fraction` (default one half) of the
-//!   endpoints are Open;
-//! * else **Degraded** when any endpoint is Open or HalfOpen, or when the
-//!   highest failure rate among the Closed endpoints is at or above the high
-//!   watermark (with the same hysteresis: it stays Degraded until that
-//!   highest rate falls below the low watermark);
-//! * else **Normal** (also with no endpoints at all).
-//!
-//! Over one breaker this is the table above: the one-breaker case is the
-//! rule with a single endpoint.
-//!
-//! # Disabling
-//!
-//! A disabled [`GracefulDegradation`] ([`set_enabled(false)`](GracefulDegradation::set_enabled))
-//! always reports Normal. Clones share the enabled flag and the hysteresis
-//! state.
-//!
-//! # Examples
-//!
-//! ```
-//! use std::sync::Arc;
-//! use breakwater::{CircuitBreaker, CircuitBreakerConfig};
-//! use breakwater::resilience::degradation::{DegradationLevel, GracefulDegradation};
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig::default()));
-//! let degradation = GracefulDegradation::new(breaker.clone());
-//! assert_eq!(degradation.get_degradation_level(), DegradationLevel::Normal);
-//!
-//! let answer = degradation
-//!     .with_degradation(|level| async move {
-//!         match level {
-//!             DegradationLevel::Normal => "full answer",
-//!             DegradationLevel::Degraded => "answer without extras",
-//!             DegradationLevel::Critical => "cached answer",
-//!         }
-//!     })
-//!     .await;
-//! assert_eq!(answer, "full answer");
-//!
-//! breaker.force_open();
-//! assert_eq!(degradation.get_degradation_level(), DegradationLevel::Critical);
-//! assert!(degradation.is_degraded());
-//! # }
-//! ```
+//! Graceful degradation (the public documentation is on the types).
 
 use std::fmt;
 use std::future::Future;
@@ -169,9 +89,91 @@ enum Source {
 }
 
 /// The degradation level of one breaker or of a set of endpoints' breakers
-/// (see the [module docs](self) for the rules).
+/// (see the [type docs](GracefulDegradation) for the rules).
 ///
 /// Cheap to clone; clones share the enabled flag and the hysteresis state.
+///
+/// Graceful degradation: one word for how healthy the services behind the
+/// breakers are, so that callers can choose cheaper behaviour in time.
+///
+/// # Levels
+///
+/// Over one breaker, [`GracefulDegradation::get_degradation_level`] is:
+///
+/// | breaker | level |
+/// | --- | --- |
+/// | Open | [`Critical`](DegradationLevel::Critical) |
+/// | HalfOpen | [`Degraded`](DegradationLevel::Degraded) |
+/// | Closed, failure rate `>= high` watermark | [`Degraded`](DegradationLevel::Degraded) |
+/// | Closed, failure rate `< low` watermark | [`Normal`](DegradationLevel::Normal) |
+/// | Closed, rate in `[low, high)` | unchanged: hysteresis |
+///
+/// # Hysteresis
+///
+/// A Closed breaker enters Degraded when its failure rate reaches the high
+/// watermark and leaves it only once the rate falls below the low one, so a
+/// rate hovering around either watermark does not make the level flap (and
+/// callers switch between full and cheap behaviour only on real changes).
+/// The defaults over one breaker are half and a quarter of its
+/// `failure_threshold` (the one in force: they follow `update_config`): a
+/// service is Degraded well before its breaker opens. A rate is judged only
+/// once the breaker's window holds `minimum_calls` outcomes, as the breaker
+/// itself judges it: one failed call on a fresh breaker degrades nothing.
+/// The level is judged when asked, from the breaker's state and rate at that
+/// moment; reading it costs a state load and a window tally, and takes no
+/// lock.
+///
+/// # Over many endpoints
+///
+/// [`GracefulDegradation::per_endpoint`] judges a set of breakers (a
+/// per-endpoint registry) by this rule, one dead endpoint among many being
+/// a degradation, not a crisis:
+///
+/// * **Critical** when at least `critical_fraction` (default one half) of the
+///   endpoints are Open;
+/// * else **Degraded** when any endpoint is Open or HalfOpen, or when the
+///   highest failure rate among the Closed endpoints is at or above the high
+///   watermark (with the same hysteresis: it stays Degraded until that
+///   highest rate falls below the low watermark);
+/// * else **Normal** (also with no endpoints at all).
+///
+/// Over one breaker this is the table above: the one-breaker case is the
+/// rule with a single endpoint.
+///
+/// # Disabling
+///
+/// A disabled [`GracefulDegradation`] ([`set_enabled(false)`](GracefulDegradation::set_enabled))
+/// always reports Normal. Clones share the enabled flag and the hysteresis
+/// state.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
+/// use breakwater::{DegradationLevel, GracefulDegradation};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let breaker = Arc::new(CircuitBreaker::new(CircuitBreakerConfig::default()));
+/// let degradation = GracefulDegradation::new(breaker.clone());
+/// assert_eq!(degradation.get_degradation_level(), DegradationLevel::Normal);
+///
+/// let answer = degradation
+///     .with_degradation(|level| async move {
+///         match level {
+///             DegradationLevel::Normal => "full answer",
+///             DegradationLevel::Degraded => "answer without extras",
+///             DegradationLevel::Critical => "cached answer",
+///         }
+///     })
+///     .await;
+/// assert_eq!(answer, "full answer");
+///
+/// breaker.force_open();
+/// assert_eq!(degradation.get_degradation_level(), DegradationLevel::Critical);
+/// assert!(degradation.is_degraded());
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct GracefulDegradation {
     source: Source,
@@ -206,14 +208,14 @@ impl GracefulDegradation {
     }
 
     /// The degradation of a set of endpoints, judged by the rule in the
-    /// [module docs](self) with watermarks [`DEFAULT_LOW_WATERMARK`] and
+    /// [type docs](GracefulDegradation) with watermarks [`DEFAULT_LOW_WATERMARK`] and
     /// [`DEFAULT_HIGH_WATERMARK`].
     ///
     /// # Examples
     ///
     /// ```
     /// use breakwater::CircuitState;
-    /// use breakwater::resilience::degradation::{
+    /// use breakwater::{
     ///     DegradationLevel, EndpointHealth, GracefulDegradation,
     /// };
     ///
@@ -336,7 +338,7 @@ impl GracefulDegradation {
     ///
     /// # Examples
     ///
-    /// See the [module docs](self).
+    /// See the [type docs](GracefulDegradation).
     pub async fn with_degradation<F, Fut>(&self, f: F) -> Fut::Output
     where
         F: FnOnce(DegradationLevel) -> Fut,

@@ -9,13 +9,13 @@
 //! `scripts/loom.sh` runs them. `LOOM_MAX_PREEMPTIONS` overrides the bound
 //! each model sets for itself.
 //!
-//! Models whose doc starts with "BUG" reproduce a bug of the library and
-//! fail until it is fixed:
+//! Models whose doc starts with "Regression" reproduce a bug the library
+//! once had and pass since it was fixed; they keep it fixed:
 //!
 //! * `a_window_full_of_failures_trips_at_threshold_one`: torn `Relaxed`
-//!   window tallies can leave a window full of failures unjudged;
+//!   window tallies could leave a window full of failures unjudged;
 //! * `a_stale_closed_failure_never_lands_in_the_fresh_window`: a late
-//!   failure can land in the window of the next Closed generation;
+//!   failure could land in the window of the next Closed generation;
 //! * `a_stale_time_window_failure_never_lands_in_the_fresh_window`: the
 //!   same, for a time window (`window_ms`).
 
@@ -204,13 +204,13 @@ fn concurrent_failures_trip_exactly_once() {
     });
 }
 
-/// BUG (window.rs, `CountWindow::tally` reading `filled` and `failures`
-/// with `Relaxed`): two failures that fill a window of two together must
-/// open a breaker whose threshold is 1.0 (the rate is 2/2), but each
-/// judging thread may see the other's `failures` increment without its
-/// `filled` one (or the reverse): one judges 1 failure of 2 (0.5 < 1.0),
-/// the other 1 outcome (< minimum_calls), and the breaker stays Closed
-/// with a window full of failures until some later outcome is judged.
+/// Regression (window.rs, `CountWindow::tally` once read `filled` and
+/// `failures` with `Relaxed`): two failures that fill a window of two
+/// together must open a breaker whose threshold is 1.0 (the rate is 2/2).
+/// With torn tallies each judging thread could see the other's `failures`
+/// increment without its `filled` one (or the reverse): one judged 1
+/// failure of 2 (0.5 < 1.0), the other 1 outcome (< minimum_calls), and the
+/// breaker stayed Closed with a window full of failures.
 #[test]
 fn a_window_full_of_failures_trips_at_threshold_one() {
     model(2, || {
@@ -515,15 +515,15 @@ fn a_stale_probe_cancel_never_frees_a_slot_of_a_newer_half_open_period() {
     });
 }
 
-/// BUG (core.rs, `Core::complete` → `complete_slow`: the generation check on the word
-/// happens before, and separately from, the window write): a failure of a
-/// call admitted while Closed that passes the generation check, and is
-/// then preempted while the breaker opens, half-opens and closes again,
-/// lands in the fresh window of the new Closed generation (the close
-/// cleared the window before the stale write). The module docs promise
-/// "a late failure cannot land in a fresh window"; here it does, and one
-/// success of the new generation then opens the breaker (1 failure of 2
-/// outcomes reaches the 0.5 threshold). One failure trips this breaker
+/// Regression (core, `Core::complete` → `complete_slow`: the generation
+/// check on the word once happened before, and separately from, the window
+/// write): a failure of a call admitted while Closed that passes the
+/// generation check, and is then preempted while the breaker opens,
+/// half-opens and closes again, must not land in the fresh window of the
+/// new Closed generation (the close cleared the window before the stale
+/// write). The breaker promises "a late failure cannot land in a fresh
+/// window"; when it did, one success of the new generation opened the
+/// breaker (1 failure of 2 outcomes reached the 0.5 threshold). One failure trips this breaker
 /// (`minimum_calls` 1), so that the trip itself never depends on the torn
 /// tallies of `a_window_full_of_failures_trips_at_threshold_one`.
 #[test]

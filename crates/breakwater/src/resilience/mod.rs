@@ -1,4 +1,5 @@
-//! The circuit breaker.
+//! The circuit breaker: its semantics, and the core types (also at the
+//! crate root).
 //!
 //! ```text
 //!   Closed ──(failure rate >= threshold over >= minimum_calls)──▶ Open
@@ -41,17 +42,44 @@
 //! window (`window_ms`) judges "the last minute" instead: better when traffic
 //! is bursty and old failures should age out, at the price of a clock read
 //! per outcome.
+//!
+//! # Memory ordering
+//!
+//! The breaker's state is one atomic word (state, generation, probes in
+//! flight). Every transition is a compare-and-swap of that word with
+//! `AcqRel` ordering, and every reader loads it with `Acquire`; what a
+//! transition prepares before its swap (a cleared window, an opening's
+//! deadline, which is itself stored with `Release` and loaded with
+//! `Acquire`) is therefore visible to every thread that sees the new word.
+//! A caller who observes `state() == Open` also observes the deadline that
+//! `retry_after` reports.
+//!
+//! Everything else is a statistic or a setting read on its own: the window
+//! slots, the counters of [`CircuitMetrics`] and of `ExecutorMetrics`, and
+//! the tuning that [`CircuitBreaker::update_config`] stores, use `Relaxed`.
+//! A metrics snapshot is thus a set of individually exact counters, not one
+//! instant: two counters read together may differ by the calls that finished
+//! between the two loads. An outcome is attributed by the generation its
+//! permit remembers, never by a later read of the state, so a relaxed
+//! counter can never move the breaker.
+//!
+//! The models under `cfg(breakwater_loom)` check these claims with loom
+//! (`scripts/loom.sh`): a transition racing an outcome, a reset, or another
+//! transition.
 
 mod backoff;
 mod core;
-pub mod degradation;
-mod events;
-pub mod per_endpoint;
-mod permit;
-mod snapshot;
-mod state;
-mod stats;
-pub mod strategies;
+#[cfg(feature = "resilience")]
+pub(crate) mod degradation;
+pub(crate) mod events;
+pub(crate) mod metrics;
+pub(crate) mod per_endpoint;
+pub(crate) mod permit;
+pub(crate) mod snapshot;
+pub(crate) mod state;
+#[cfg(feature = "resilience")]
+pub(crate) mod strategies;
+mod ticker;
 mod window;
 
 #[cfg(all(test, breakwater_loom))]
@@ -66,13 +94,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-pub use self::events::{OpenDurations, Transition, TransitionListener};
-pub use self::permit::{OwnedPermit, Permit, Verdict};
-pub use self::snapshot::CircuitSnapshot;
+pub(crate) use self::events::{Transition, TransitionListener};
+pub(crate) use self::metrics::CircuitMetrics;
+pub(crate) use self::permit::{OwnedPermit, Permit, Verdict};
+pub(crate) use self::snapshot::CircuitSnapshot;
+pub(crate) use crate::config::ConfigError;
+pub(crate) use crate::error::CircuitError;
+
+// The core types under their module name too (`breakwater::resilience::*`).
+#[cfg(feature = "resilience")]
+#[doc(no_inline)]
+pub use self::degradation::{DegradationLevel, GracefulDegradation};
+#[doc(no_inline)]
+pub use self::per_endpoint::PerEndpointCircuitBreaker;
+#[doc(no_inline)]
 pub use self::state::CircuitState;
-pub use self::stats::CircuitMetrics;
-pub use crate::config::{CircuitBreakerConfig, ConfigError, ConfigProblem};
-pub use crate::error::CircuitError;
+#[cfg(feature = "resilience")]
+#[doc(no_inline)]
+pub use self::strategies::{ResilienceStrategy, ResilientExecutor};
+#[doc(no_inline)]
+pub use crate::config::CircuitBreakerConfig;
 
 use self::core::{Change, Core, LazyNow, Refusal};
 use self::events::Events;
@@ -205,32 +246,7 @@ impl Shared {
     /// HalfOpen happens on the first call or `state()` after the deadline.
     fn arm_ticker(&self, generation: u32, until_us: u64) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(ticker(self.me.clone(), generation, until_us));
-        }
-    }
-}
-
-/// The timer task of one opening: sleeps until the deadline, then moves the
-/// breaker to HalfOpen (and publishes that), so that the transition is seen
-/// even when no call comes. Admission does not depend on it: a call after
-/// the deadline is a probe whether or not this task ran. It holds the
-/// breaker weakly and ends as soon as the opening it serves is over.
-async fn ticker(breaker: Weak<Shared>, generation: u32, until_us: u64) {
-    let deadline = match breaker.upgrade() {
-        Some(s) => s.instant_of(until_us),
-        None => return,
-    };
-    loop {
-        tokio::time::sleep_until(deadline).await;
-        let Some(shared) = breaker.upgrade() else {
-            return;
-        };
-        let t = shared.now_us();
-        if shared
-            .core
-            .expire(generation, t, &mut |c| shared.publish(c))
-        {
-            return;
+            rt.spawn(ticker::ticker(self.me.clone(), generation, until_us));
         }
     }
 }
@@ -476,7 +492,7 @@ impl CircuitBreaker {
     /// use breakwater::{CircuitBreaker, CircuitBreakerConfig};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
-    /// // The plan's boxed style works too: `|| Box::pin(async { ... })`.
+    /// // The boxed style works too: `|| Box::pin(async { ... })`.
     /// let n = breaker.call(|| Box::pin(async { Ok::<_, std::io::Error>(7) })).await.unwrap();
     /// assert_eq!(n, 7);
     /// # }
@@ -577,6 +593,8 @@ impl CircuitBreaker {
 
     /// The failure rate as the breaker judges it: 0.0 until the window holds
     /// `minimum_calls` outcomes.
+    // Read by graceful degradation (feature `resilience`).
+    #[cfg_attr(not(feature = "resilience"), allow(dead_code))]
     pub(crate) fn judged_failure_rate(&self) -> f64 {
         let tally = self.shared.core.tally(&mut self.shared.lazy_now());
         if tally.len < self.shared.core.minimum_calls() {
@@ -587,6 +605,8 @@ impl CircuitBreaker {
     }
 
     /// The `failure_threshold` in force.
+    // Read by graceful degradation (feature `resilience`).
+    #[cfg_attr(not(feature = "resilience"), allow(dead_code))]
     pub(crate) fn failure_threshold(&self) -> f64 {
         self.shared.core.failure_threshold()
     }

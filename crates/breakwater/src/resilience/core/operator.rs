@@ -60,11 +60,15 @@ impl Core {
     }
 
     /// Outcomes the window must hold before its rate is judged.
+    // Read by graceful degradation (feature `resilience`).
+    #[cfg_attr(not(feature = "resilience"), allow(dead_code))]
     pub(crate) fn minimum_calls(&self) -> u64 {
         self.hot.min_calls.load(Ordering::Relaxed)
     }
 
     /// The `failure_threshold` in force.
+    // Read by graceful degradation (feature `resilience`).
+    #[cfg_attr(not(feature = "resilience"), allow(dead_code))]
     pub(crate) fn failure_threshold(&self) -> f64 {
         f64::from_bits(self.hot.threshold.load(Ordering::Relaxed))
     }

@@ -6,13 +6,19 @@
 //! clock, and the loom models drive the core with a fake one. Transitions are
 //! reported to a sink closure; the [`CircuitBreaker`](super::CircuitBreaker)
 //! around the core turns them into events, logs and timers.
+//!
+//! `operator.rs` holds what operators do to a core (force, reset,
+//! reconfigure, restore); `transition.rs` the state changes themselves.
+
+mod operator;
+mod transition;
+
+use std::sync::OnceLock;
 
 use super::backoff::{Backoff, Jitter};
 use super::state::{CircuitState, Word};
 use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW, SUCCESS};
 use crate::config::CircuitBreakerConfig;
-use std::sync::OnceLock;
-
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
 /// Bits of the deadline word that hold the opening's generation (low bits).
@@ -152,9 +158,6 @@ pub(crate) struct Core {
     pub(crate) totals: Totals,
     jitter: Jitter,
 }
-
-mod operator;
-mod transition;
 
 impl Core {
     pub(crate) fn new(config: &CircuitBreakerConfig, seed: u64) -> Self {

@@ -1,127 +1,19 @@
-//! Per-endpoint circuit breakers: one independent [`CircuitBreaker`] per
-//! endpoint (a host, a service, any string), created on first use and
-//! forgotten once idle.
-//!
-//! ```
-//! use breakwater::{CircuitBreakerConfig, CircuitState};
-//! use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
-//!     sample_size: 2,
-//!     ..Default::default()
-//! });
-//! for _ in 0..2 {
-//!     let _ = breakers.call("https://flaky.example", || async { Err::<(), _>("503") }).await;
-//! }
-//! let reply = breakers.call("https://healthy.example", || async { Ok::<_, &str>("pong") }).await;
-//! assert_eq!(reply, Ok("pong"));
-//! assert_eq!(
-//!     breakers.get_all_states(),
-//!     [
-//!         ("https://flaky.example".to_string(), CircuitState::Open),
-//!         ("https://healthy.example".to_string(), CircuitState::Closed),
-//!     ]
-//! );
-//! # }
-//! ```
-//!
-//! # Guarantees
-//!
-//! * **Independence.** Every endpoint has its own breaker: its own window,
-//!   state, backoff and counters. One endpoint's calls never change another
-//!   endpoint's state. Keys are compared as exact strings, so any string
-//!   (empty, Unicode, megabytes long) is a valid key of its own.
-//! * **Cheap lookups.** Finding an existing endpoint's breaker hashes the key,
-//!   takes a *shared* lock on one shard of the map and clones an `Arc`: no
-//!   write lock, no clock read, no allocation. Only a new endpoint (a miss)
-//!   allocates, write-locks its shard, reads the clock and may sweep.
-//! * **Bounded memory.** At most [`RegistryLimits::max_endpoints`] breakers
-//!   are retained, and idle Closed breakers are evicted after
-//!   [`RegistryLimits::idle_ttl`] (see below).
-//! * **Open breakers are kept.** An Open breaker, a HalfOpen one with a
-//!   probe in flight, and any breaker somebody still holds (a call running
-//!   through the registry, an `Arc` kept by a caller), is never evicted:
-//!   forgetting it would let traffic through to a service that is known to
-//!   be failing. A HalfOpen breaker that nobody probes (its endpoint was
-//!   abandoned while failing) goes after [`RegistryLimits::abandoned_ttl`],
-//!   so it cannot hold its place forever.
-//! * **Service is never refused** by the registry itself: every call gets a
-//!   breaker that can trip, even when the registry is full (see below).
-//!
-//! No breaker method that can run transition listeners is called while a
-//! lock of the map is held, so a listener may use the registry freely.
-//!
-//! # Idle eviction
-//!
-//! Reading the clock on every lookup would cost more than the lookup, so
-//! idleness is found by sweeps instead. A lookup through the registry
-//! ([`get_or_create`](PerEndpointCircuitBreaker::get_or_create),
-//! [`get`](PerEndpointCircuitBreaker::get),
-//! [`call`](PerEndpointCircuitBreaker::call)) only sets a "used" bit in the
-//! endpoint's slot (one load, and one store per sweep period). A sweep
-//! stamps with its own time every slot that was looked up since the
-//! previous sweep or whose breaker somebody else holds (a running call, a
-//! caller's `Arc`), clearing the bit; then it evicts every breaker that is
-//! Closed, held by nobody, and stamped at least `idle_ttl` ago. So a breaker
-//! is never evicted sooner than `idle_ttl` after it was last used or held;
-//! while sweeps run regularly, it goes within about a sweep period after
-//! that.
-//!
-//! A sweep runs on a miss, at most once every `idle_ttl / 4`, and whenever
-//! [`evict_idle`](PerEndpointCircuitBreaker::evict_idle) is called. Without
-//! misses nothing new is retained, so memory cannot grow between sweeps;
-//! call `evict_idle` periodically (e.g. on every metrics scrape) to let idle
-//! breakers go even when no new endpoint shows up. Sweeps are single-flight:
-//! one running sweep makes the others skip.
-//!
-//! An evicted endpoint that is used again gets a fresh breaker: Closed, an
-//! empty window, counters from zero (a counter reset, to Prometheus), and
-//! without the listeners that were added to the old one.
-//!
-//! # When the registry is full
-//!
-//! A new endpoint that finds `max_endpoints` breakers retained makes room
-//! first: idle breakers go (and abandoned HalfOpen ones), then the least
-//! recently used Closed breakers that nobody holds, until a sixteenth of the
-//! cap is free (so that the next new endpoints need no sweep). If nothing can
-//! go, because the cap is full of Open, HalfOpen or held breakers, the new
-//! endpoint's calls go through one of 16 shared **overflow breakers**, picked
-//! by the key's hash, with the default configuration. Such a breaker trips
-//! like any other (a failing new endpoint is still cut off, possibly with
-//! the other overflowing endpoints of its lane) and a call through it
-//! allocates nothing. [`overflows`](PerEndpointCircuitBreaker::overflows)
-//! counts the lookups served so and a warning is logged (at most once per
-//! sweep period); making room is retried a sweep period later. (A new
-//! endpoint that finds the registry full while another thread is sweeping
-//! is treated the same way, rather than made to wait.) This keeps both
-//! promises, never evicting an open breaker and never refusing a call,
-//! while memory stays bounded even when an unbounded number of distinct
-//! endpoints fail. Size `max_endpoints` well above the number of endpoints
-//! that can fail at once, and key breakers by something of low cardinality
-//! (a `scheme://host:port`, not a full URL).
-//!
-//! # Configuration
-//!
-//! Every breaker starts with the registry's default configuration unless
-//! [`set_config`](PerEndpointCircuitBreaker::set_config) gave its endpoint
-//! an override. An override applies at once to the endpoint's breaker, if
-//! it has one (through [`CircuitBreaker::update_config`], which keeps its
-//! state), and to every breaker the endpoint gets later, including after an
-//! eviction.
+//! Per-endpoint circuit breakers: the registry (the public documentation is on the types).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+mod eviction;
+mod slot;
+
+use self::slot::{Slot, Sweeps, USED};
 use super::{
     CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Listeners,
     Transition, TransitionListener, Verdict,
@@ -135,9 +27,6 @@ type Hasher = foldhash::fast::RandomState;
 /// Per-endpoint configurations.
 type Overrides = HashMap<Box<str>, CircuitBreakerConfig, Hasher>;
 
-/// Set in a slot's stamp by every lookup since the last sweep.
-const USED: u64 = 1 << 63;
-
 /// How many breakers a [`PerEndpointCircuitBreaker`] keeps, and for how long.
 ///
 /// # Examples
@@ -145,7 +34,7 @@ const USED: u64 = 1 << 63;
 /// ```
 /// use std::time::Duration;
 /// use breakwater::CircuitBreakerConfig;
-/// use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+/// use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
 ///
 /// let breakers = PerEndpointCircuitBreaker::with_limits(
 ///     CircuitBreakerConfig::default(),
@@ -191,78 +80,17 @@ pub struct EndpointStatistics {
     pub metrics: CircuitMetrics,
 }
 
-/// A map entry: the breaker and what sweeps need to know about its use.
-struct Slot {
-    breaker: Arc<CircuitBreaker>,
-    /// Microseconds since the registry's epoch at which a sweep last found
-    /// the slot used (or at which it was created), with [`USED`] set by
-    /// every lookup since that sweep.
-    stamp: AtomicU64,
-}
-
-impl Slot {
-    fn new(breaker: Arc<CircuitBreaker>, now_us: u64) -> Self {
-        Self {
-            breaker,
-            stamp: AtomicU64::new(now_us),
-        }
-    }
-
-    /// Marks the slot used and hands out its breaker.
-    #[inline]
-    fn touch(&self) -> Arc<CircuitBreaker> {
-        // Relaxed: the bit is a hint for sweeps and publishes nothing. The
-        // load keeps the common case (already marked) free of writes, so
-        // threads sharing an endpoint do not contend on this cache line.
-        if self.stamp.load(Ordering::Relaxed) & USED == 0 {
-            self.stamp.fetch_or(USED, Ordering::Relaxed);
-        }
-        self.breaker.clone()
-    }
-
-    /// Whether nothing used the slot since the last sweep and nobody but
-    /// the map holds its breaker. Meaningful under the shard's write lock,
-    /// where no lookup can hand out a new `Arc`.
-    fn unused(&self) -> bool {
-        self.stamp.load(Ordering::Relaxed) & USED == 0 && Arc::strong_count(&self.breaker) == 1
-    }
-}
-
-/// When sweeps ran and may run. The times are hints that publish nothing
-/// (Relaxed); only `running` orders one sweep after the previous one.
-#[derive(Default)]
-struct Sweeps {
-    /// Set while a sweep runs (sweeps are single-flight).
-    running: AtomicBool,
-    /// When the last sweep started (µs since the epoch).
-    last_us: AtomicU64,
-    /// No sweep to make room before this, after one that freed nothing.
-    futile_until_us: AtomicU64,
-    /// No warning about a full registry before this.
-    quiet_until_us: AtomicU64,
-}
-
-/// Clears the single-flight flag when a sweep ends, even by a panic.
-struct SweepGuard<'a>(&'a AtomicBool);
-
-impl Drop for SweepGuard<'_> {
-    fn drop(&mut self) {
-        // Release: the next sweep sees the stamps this one wrote.
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// A registry of independent circuit breakers, one per endpoint.
 ///
-/// `Send + Sync`: share it with an `Arc` (or a `static`). See the
-/// [module documentation](self) for lookups, eviction and the cap.
+/// `Send + Sync`: share it with an `Arc` (or a `static`). Lookups,
+/// eviction and the cap are described below.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::sync::Arc;
 /// use breakwater::{CircuitBreakerConfig, CircuitState};
-/// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+/// use breakwater::PerEndpointCircuitBreaker;
 ///
 /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
 /// let a = breakers.get_or_create("payments");
@@ -270,6 +98,118 @@ impl Drop for SweepGuard<'_> {
 /// a.force_open();
 /// assert_eq!(breakers.get_or_create("search").state(), CircuitState::Closed);
 /// ```
+///
+/// Per-endpoint circuit breakers: one independent [`CircuitBreaker`] per
+/// endpoint (a host, a service, any string), created on first use and
+/// forgotten once idle.
+///
+/// ```
+/// use breakwater::{CircuitBreakerConfig, CircuitState};
+/// use breakwater::PerEndpointCircuitBreaker;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig {
+///     sample_size: 2,
+///     ..Default::default()
+/// });
+/// for _ in 0..2 {
+///     let _ = breakers.call("https://flaky.example", || async { Err::<(), _>("503") }).await;
+/// }
+/// let reply = breakers.call("https://healthy.example", || async { Ok::<_, &str>("pong") }).await;
+/// assert_eq!(reply, Ok("pong"));
+/// assert_eq!(
+///     breakers.get_all_states(),
+///     [
+///         ("https://flaky.example".to_string(), CircuitState::Open),
+///         ("https://healthy.example".to_string(), CircuitState::Closed),
+///     ]
+/// );
+/// # }
+/// ```
+///
+/// # Guarantees
+///
+/// * **Independence.** Every endpoint has its own breaker: its own window,
+///   state, backoff and counters. One endpoint's calls never change another
+///   endpoint's state. Keys are compared as exact strings, so any string
+///   (empty, Unicode, megabytes long) is a valid key of its own.
+/// * **Cheap lookups.** Finding an existing endpoint's breaker hashes the key,
+///   takes a *shared* lock on one shard of the map and clones an `Arc`: no
+///   write lock, no clock read, no allocation. Only a new endpoint (a miss)
+///   allocates, write-locks its shard, reads the clock and may sweep.
+/// * **Bounded memory.** At most [`RegistryLimits::max_endpoints`] breakers
+///   are retained, and idle Closed breakers are evicted after
+///   [`RegistryLimits::idle_ttl`] (see below).
+/// * **Open breakers are kept.** An Open breaker, a HalfOpen one with a
+///   probe in flight, and any breaker somebody still holds (a call running
+///   through the registry, an `Arc` kept by a caller), is never evicted:
+///   forgetting it would let traffic through to a service that is known to
+///   be failing. A HalfOpen breaker that nobody probes (its endpoint was
+///   abandoned while failing) goes after [`RegistryLimits::abandoned_ttl`],
+///   so it cannot hold its place forever.
+/// * **Service is never refused** by the registry itself: every call gets a
+///   breaker that can trip, even when the registry is full (see below).
+///
+/// No breaker method that can run transition listeners is called while a
+/// lock of the map is held, so a listener may use the registry freely.
+///
+/// # Idle eviction
+///
+/// Reading the clock on every lookup would cost more than the lookup, so
+/// idleness is found by sweeps instead. A lookup through the registry
+/// ([`get_or_create`](PerEndpointCircuitBreaker::get_or_create),
+/// [`get`](PerEndpointCircuitBreaker::get),
+/// [`call`](PerEndpointCircuitBreaker::call)) only sets a "used" bit in the
+/// endpoint's slot (one load, and one store per sweep period). A sweep
+/// stamps with its own time every slot that was looked up since the
+/// previous sweep or whose breaker somebody else holds (a running call, a
+/// caller's `Arc`), clearing the bit; then it evicts every breaker that is
+/// Closed, held by nobody, and stamped at least `idle_ttl` ago. So a breaker
+/// is never evicted sooner than `idle_ttl` after it was last used or held;
+/// while sweeps run regularly, it goes within about a sweep period after
+/// that.
+///
+/// A sweep runs on a miss, at most once every `idle_ttl / 4`, and whenever
+/// [`evict_idle`](PerEndpointCircuitBreaker::evict_idle) is called. Without
+/// misses nothing new is retained, so memory cannot grow between sweeps;
+/// call `evict_idle` periodically (e.g. on every metrics scrape) to let idle
+/// breakers go even when no new endpoint shows up. Sweeps are single-flight:
+/// one running sweep makes the others skip.
+///
+/// An evicted endpoint that is used again gets a fresh breaker: Closed, an
+/// empty window, counters from zero (a counter reset, to Prometheus), and
+/// without the listeners that were added to the old one.
+///
+/// # When the registry is full
+///
+/// A new endpoint that finds `max_endpoints` breakers retained makes room
+/// first: idle breakers go (and abandoned HalfOpen ones), then the least
+/// recently used Closed breakers that nobody holds, until a sixteenth of the
+/// cap is free (so that the next new endpoints need no sweep). If nothing can
+/// go, because the cap is full of Open, HalfOpen or held breakers, the new
+/// endpoint's calls go through one of 16 shared **overflow breakers**, picked
+/// by the key's hash, with the default configuration. Such a breaker trips
+/// like any other (a failing new endpoint is still cut off, possibly with
+/// the other overflowing endpoints of its lane) and a call through it
+/// allocates nothing. [`overflows`](PerEndpointCircuitBreaker::overflows)
+/// counts the lookups served so and a warning is logged (at most once per
+/// sweep period); making room is retried a sweep period later. (A new
+/// endpoint that finds the registry full while another thread is sweeping
+/// is treated the same way, rather than made to wait.) This keeps both
+/// promises, never evicting an open breaker and never refusing a call,
+/// while memory stays bounded even when an unbounded number of distinct
+/// endpoints fail. Size `max_endpoints` well above the number of endpoints
+/// that can fail at once, and key breakers by something of low cardinality
+/// (a `scheme://host:port`, not a full URL).
+///
+/// # Configuration
+///
+/// Every breaker starts with the registry's default configuration unless
+/// [`set_config`](PerEndpointCircuitBreaker::set_config) gave its endpoint
+/// an override. An override applies at once to the endpoint's breaker, if
+/// it has one (through [`CircuitBreaker::update_config`], which keeps its
+/// state), and to every breaker the endpoint gets later, including after an
+/// eviction.
 pub struct PerEndpointCircuitBreaker {
     breakers: DashMap<Box<str>, Slot, Hasher>,
     /// Shared by every breaker made with it (not copied into each).
@@ -396,13 +336,13 @@ impl PerEndpointCircuitBreaker {
     /// An existing endpoint costs a read lock on one shard and an `Arc`
     /// clone. While you hold the returned `Arc`, the breaker is not evicted.
     /// When the registry is full of breakers it must keep, the breaker is a
-    /// shared overflow breaker (see the [module documentation](self)).
+    /// shared overflow breaker (see the [type documentation](PerEndpointCircuitBreaker)).
     ///
     /// # Examples
     ///
     /// ```
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// let breaker = breakers.get_or_create("https://api.example:443");
@@ -448,11 +388,11 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitError};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
-    /// // The plan's boxed style works too.
+    /// // The boxed style works too.
     /// let n = breakers.call("db", || Box::pin(async { Ok::<_, std::io::Error>(7) })).await;
     /// assert_eq!(n.unwrap(), 7);
     ///
@@ -519,7 +459,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// breakers.get_or_create("gone.example").force_open();
@@ -554,7 +494,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// breakers.get_or_create("b").force_open();
@@ -577,7 +517,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
@@ -618,7 +558,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::{CircuitBreakerConfig, CircuitState};
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// let mut events = breakers.subscribe();
@@ -664,7 +604,7 @@ impl PerEndpointCircuitBreaker {
     ///
     /// ```
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::PerEndpointCircuitBreaker;
+    /// use breakwater::PerEndpointCircuitBreaker;
     ///
     /// let breakers = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
     /// let strict = CircuitBreakerConfig { failure_threshold: 0.1, ..Default::default() };
@@ -765,7 +705,7 @@ impl PerEndpointCircuitBreaker {
     /// ```
     /// use std::time::Duration;
     /// use breakwater::CircuitBreakerConfig;
-    /// use breakwater::resilience::per_endpoint::{PerEndpointCircuitBreaker, RegistryLimits};
+    /// use breakwater::{PerEndpointCircuitBreaker, RegistryLimits};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let breakers = PerEndpointCircuitBreaker::with_limits(
@@ -801,213 +741,6 @@ impl PerEndpointCircuitBreaker {
     /// keep.
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)
-    }
-
-    /// Sweeps if the last sweep is a sweep period old (as a miss does).
-    /// Returns the time it read.
-    pub(super) fn sweep_if_due(&self) -> u64 {
-        let now = self.now_us();
-        if now.saturating_sub(self.sweeps.last_us.load(Ordering::Relaxed)) >= self.period_us() {
-            self.sweep(now, false);
-        }
-        now
-    }
-
-    /// The miss path of [`get_or_create`](Self::get_or_create).
-    #[cold]
-    #[inline(never)]
-    fn create(&self, endpoint: &str) -> Arc<CircuitBreaker> {
-        let now = self.sweep_if_due();
-        let reserved = self.reserve() || (self.make_room(now) && self.reserve());
-        if !reserved {
-            // Another thread may have created it meanwhile.
-            if let Some(breaker) = self.get(endpoint) {
-                return breaker;
-            }
-            return self.overflow(endpoint, now);
-        }
-        match self.breakers.entry(endpoint.into()) {
-            Entry::Occupied(slot) => {
-                self.retained.fetch_sub(1, Ordering::Relaxed);
-                slot.get().touch()
-            }
-            Entry::Vacant(vacant) => {
-                // The configuration is read under the shard lock (see `set_config`).
-                // It was validated, so `new` cannot panic.
-                let breaker = Arc::new(self.new_breaker(endpoint));
-                vacant.insert(Slot::new(breaker.clone(), now));
-                breaker
-            }
-        }
-    }
-
-    /// Takes one of the `max_endpoints` places, if one is free.
-    fn reserve(&self) -> bool {
-        // Relaxed: a count; the map's own locks order the insertions.
-        self.retained
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.limits.max_endpoints).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Sweeps to free places in a full registry, unless a sweep freed
-    /// nothing less than a sweep period ago. Returns whether it freed any.
-    fn make_room(&self, now: u64) -> bool {
-        if now < self.sweeps.futile_until_us.load(Ordering::Relaxed) {
-            return false;
-        }
-        match self.sweep(now, true) {
-            Some(0) => {
-                let until = now.saturating_add(self.period_us());
-                self.sweeps.futile_until_us.store(until, Ordering::Relaxed);
-                false
-            }
-            Some(_) => true,
-            None => false,
-        }
-    }
-
-    /// The overflow breaker `endpoint` shares with the other endpoints of
-    /// its lane, while the registry is full.
-    fn overflow(&self, endpoint: &str, now: u64) -> Arc<CircuitBreaker> {
-        let n = self.overflows.fetch_add(1, Ordering::Relaxed) + 1;
-        let quiet = self.sweeps.quiet_until_us.load(Ordering::Relaxed);
-        let next = now.saturating_add(self.period_us());
-        if now >= quiet
-            && self
-                .sweeps
-                .quiet_until_us
-                .compare_exchange(quiet, next, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                max_endpoints = self.limits.max_endpoints,
-                overflows = n,
-                "per-endpoint breaker registry is full of open, half-open or busy breakers; \
-                 new endpoints share overflow breakers until room frees up"
-            );
-        }
-        let lane = self.breakers.hasher().hash_one(endpoint) as usize % OVERFLOW_LANES;
-        self.lanes[lane]
-            .get_or_init(|| {
-                Arc::new(
-                    CircuitBreaker::with_shared_config(self.default_config.clone())
-                        .expect("the default configuration was validated by the constructor")
-                        .join(format!("_overflow{lane}").into(), &self.hub),
-                )
-            })
-            .clone()
-    }
-
-    /// Evicts idle breakers and, with `make_room`, least recently used
-    /// Closed ones until a sixteenth of the cap is free. Returns how many
-    /// went, or `None` if another sweep is running.
-    fn sweep(&self, now: u64, make_room: bool) -> Option<usize> {
-        // Acquire: see the stamps the previous sweep wrote.
-        if self
-            .sweeps
-            .running
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return None;
-        }
-        let _running = SweepGuard(&self.sweeps.running);
-        self.sweeps.last_us.store(now, Ordering::Relaxed);
-        let ttl = self.ttl_us();
-        let abandoned_ttl = self.abandoned_ttl_us();
-
-        // Under each shard's read lock in turn, only the slots' own atomics
-        // are touched: stamp the used ones, list the idle ones.
-        let mut idle = Vec::new();
-        let mut ages = Vec::new();
-        for r in self.breakers.iter() {
-            let slot = r.value();
-            let mut stamp = slot.stamp.load(Ordering::Relaxed);
-            let held = Arc::strong_count(&slot.breaker) > 1;
-            if stamp & USED != 0 || held {
-                // In use (looked up, or held by a running call or a caller):
-                // idle from now at the earliest. A lookup racing this store
-                // may lose its bit; harmless, as the stamp becomes `now`.
-                slot.stamp.store(now, Ordering::Relaxed);
-                stamp = now;
-            }
-            if held {
-                continue;
-            }
-            let age = now.saturating_sub(stamp);
-            if age >= ttl {
-                idle.push((r.key().clone(), age >= abandoned_ttl));
-            } else if make_room {
-                ages.push(stamp);
-            }
-        }
-        let mut evicted = idle
-            .iter()
-            .filter(|(key, abandoned)| self.evict(key, *abandoned))
-            .count();
-
-        if make_room {
-            let target = self.limits.max_endpoints - (self.limits.max_endpoints / 16).max(1);
-            let need = self.len().saturating_sub(target);
-            if need > 0 && !ages.is_empty() {
-                // The `need` oldest stamps, then the keys that carry them.
-                let nth = need.min(ages.len()) - 1;
-                let cutoff = *ages.select_nth_unstable(nth).1;
-                let mut oldest: Vec<(u64, Box<str>)> = self
-                    .breakers
-                    .iter()
-                    .filter(|r| r.value().stamp.load(Ordering::Relaxed) <= cutoff)
-                    .map(|r| (r.value().stamp.load(Ordering::Relaxed), r.key().clone()))
-                    .collect();
-                oldest.sort_unstable_by_key(|(stamp, _)| *stamp);
-                for (_, key) in oldest {
-                    if self.len() <= target {
-                        break;
-                    }
-                    evicted += usize::from(self.evict(&key, false));
-                }
-            }
-        }
-        if evicted > 0 && self.len() * 4 < self.breakers.capacity() {
-            self.breakers.shrink_to_fit();
-        }
-        Some(evicted)
-    }
-
-    /// Removes `key`'s breaker if it is Closed (or, with `abandoned`,
-    /// HalfOpen with no probe in flight), unused since the last sweep and
-    /// held by nobody else.
-    fn evict(&self, key: &str, abandoned: bool) -> bool {
-        let Some(breaker) = self.breakers.get(key).map(|s| s.breaker.clone()) else {
-            return false;
-        };
-        // Outside every lock: on an expired opening, `state` moves the
-        // breaker to HalfOpen and runs listeners. A Closed breaker that
-        // nobody holds stays Closed, and an abandoned HalfOpen one admits
-        // no probe: only calls and admin methods through a handle change
-        // them, and a handle comes from a lookup, which marks the slot used.
-        let evictable = match breaker.state() {
-            CircuitState::Closed => true,
-            CircuitState::HalfOpen => abandoned && breaker.is_idle_half_open(),
-            CircuitState::Open => false,
-        };
-        if !evictable {
-            return false;
-        }
-        let checked = Arc::as_ptr(&breaker);
-        drop(breaker);
-        let removed = self
-            .breakers
-            .remove_if(key, |_, slot| {
-                std::ptr::eq(Arc::as_ptr(&slot.breaker), checked) && slot.unused()
-            })
-            .is_some();
-        if removed {
-            self.retained.fetch_sub(1, Ordering::Relaxed);
-        }
-        removed
     }
 
     /// Every retained breaker with its endpoint, sorted by endpoint. The
