@@ -919,3 +919,52 @@ async fn remove_drops_one_breaker_whatever_its_state() {
     assert_eq!(a.state(), CircuitState::Closed, "a fresh breaker");
     assert_eq!(a.config().sample_size, 2, "the override is kept");
 }
+
+/// A service restarting with saved snapshots: a tripped (not forced) breaker
+/// comes back Open for the time it had left, named by its endpoint, on the
+/// registry's stream; the other endpoints are untouched.
+#[tokio::test(start_paused = true)]
+async fn restore_puts_a_tripped_breaker_back_open_for_the_time_it_had_left() {
+    let config = CircuitBreakerConfig {
+        sample_size: 2,
+        open_timeout_ms: 10_000,
+        jitter_ratio: 0.0,
+        ..Default::default()
+    };
+    let before = PerEndpointCircuitBreaker::new(config.clone());
+    for _ in 0..2 {
+        let _ = before.call("down", || async { Err::<(), _>("503") }).await;
+    }
+    assert_eq!(before.get("down").unwrap().state(), CircuitState::Open);
+    tokio::time::advance(std::time::Duration::from_secs(4)).await;
+    let saved = before.get("down").unwrap().snapshot();
+
+    let after = PerEndpointCircuitBreaker::new(config);
+    let mut events = after.subscribe();
+    after.get_or_create("up");
+    let restored = after.restore("down", saved).unwrap();
+    assert_eq!(restored.name(), Some("down"));
+    assert_eq!(
+        after.get_all_states(),
+        [
+            ("down".to_string(), CircuitState::Open),
+            ("up".to_string(), CircuitState::Closed)
+        ]
+    );
+    let left = after.get("down").unwrap().retry_after().unwrap();
+    assert!(
+        left <= std::time::Duration::from_secs(6) && left > std::time::Duration::from_millis(5_500),
+        "{left:?}"
+    );
+    let refused = after.call("down", || async { Ok::<_, &str>(()) }).await;
+    assert!(matches!(
+        refused,
+        Err(breakwater::CircuitError::Open { .. })
+    ));
+
+    // It still recovers as a breaker of the registry does.
+    tokio::time::advance(std::time::Duration::from_secs(6)).await;
+    assert_eq!(after.get("down").unwrap().state(), CircuitState::HalfOpen);
+    let t = events.recv().await.unwrap();
+    assert_eq!((t.name(), t.to), (Some("down"), CircuitState::HalfOpen));
+}

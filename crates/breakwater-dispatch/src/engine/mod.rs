@@ -29,12 +29,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use breakwater::resilience::degradation::EndpointHealth;
-use breakwater::resilience::per_endpoint::RegistryLimits;
 use breakwater::traits::{ActionExecutor, CircuitBreakerActionExecutor, EntityEvent};
+use breakwater::EndpointHealth;
+use breakwater::RegistryLimits;
 use breakwater::{
-    CircuitBreaker, CircuitSnapshot, CircuitState, DegradationLevel, GracefulDegradation,
-    PerEndpointCircuitBreaker,
+    CircuitSnapshot, CircuitState, DegradationLevel, GracefulDegradation, PerEndpointCircuitBreaker,
 };
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -228,37 +227,6 @@ fn unix_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A restored breaker in the state its snapshot recorded, as far as the
-/// registry allows: forced states exactly; an Open breaker with time left
-/// is tripped again (it then stays Open for its configured open timeout).
-fn restore(breaker: &CircuitBreaker, snapshot: &CircuitSnapshot) {
-    match snapshot.forced {
-        Some(CircuitState::Open) => return breaker.force_open(),
-        Some(CircuitState::Closed) => return breaker.force_closed(),
-        _ => {}
-    }
-    let elapsed = u64::try_from(unix_ms())
-        .unwrap_or(0)
-        .saturating_sub(snapshot.taken_at_unix_ms);
-    let still_open = snapshot.state == CircuitState::Open
-        && snapshot
-            .open_remaining_ms
-            .is_some_and(|left| left > elapsed);
-    if !still_open {
-        return;
-    }
-    let budget = breaker.config().sample_size.saturating_mul(2).max(2);
-    for _ in 0..budget {
-        if breaker.state() == CircuitState::Open {
-            break;
-        }
-        match breaker.try_acquire() {
-            Ok(p) => p.failure(),
-            Err(_) => break,
-        }
-    }
-}
-
 impl Engine {
     /// Starts the engine: restores breaker snapshots and disabled
     /// endpoints, claims the store's pending work and starts the workers.
@@ -324,7 +292,11 @@ impl Engine {
         let engine = Self { inner };
         for (endpoint, json) in store.snapshots().await? {
             match serde_json::from_str::<CircuitSnapshot>(&json) {
-                Ok(snap) => restore(&breakers.get_or_create(&endpoint), &snap),
+                Ok(snap) => {
+                    if let Err(e) = breakers.restore(&endpoint, snap) {
+                        tracing::warn!(%endpoint, error = %e, "breaker snapshot not restored");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(%endpoint, error = %e, "unreadable breaker snapshot ignored")
                 }

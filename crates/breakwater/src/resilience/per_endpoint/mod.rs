@@ -15,8 +15,8 @@ mod slot;
 
 use self::slot::{Slot, Sweeps, USED};
 use super::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitState, ConfigError, Listeners,
-    Transition, TransitionListener, Verdict,
+    CircuitBreaker, CircuitBreakerConfig, CircuitMetrics, CircuitSnapshot, CircuitState,
+    ConfigError, Listeners, Transition, TransitionListener, Verdict,
 };
 use crate::error::CircuitError;
 
@@ -474,6 +474,65 @@ impl PerEndpointCircuitBreaker {
             self.retained.fetch_sub(1, Ordering::Relaxed);
         }
         removed
+    }
+
+    /// Puts a breaker for `endpoint` into the registry in the state
+    /// `snapshot` recorded (see [`CircuitBreaker::restore`]: an Open breaker
+    /// stays Open for the time it had left, less the wall-clock time since
+    /// the snapshot), with the endpoint's override or the default
+    /// configuration. Meant for start-up, after a restart: it replaces any
+    /// breaker the endpoint already has (calls running through the old one
+    /// finish on it). The restored breaker is named by the endpoint and
+    /// publishes on the registry's stream like every other. If the registry
+    /// is full of breakers that cannot be evicted, the restored breaker is
+    /// returned but not kept.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the snapshot's outcomes cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::{CircuitBreakerConfig, CircuitState, PerEndpointCircuitBreaker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let before = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// before.get_or_create("https://down.example").force_open();
+    /// let saved = before.get("https://down.example").unwrap().snapshot();
+    ///
+    /// // After a restart:
+    /// let after = PerEndpointCircuitBreaker::new(CircuitBreakerConfig::default());
+    /// after.restore("https://down.example", saved).unwrap();
+    /// assert_eq!(after.get_all_states(), [("https://down.example".to_string(), CircuitState::Open)]);
+    /// # }
+    /// ```
+    pub fn restore(
+        &self,
+        endpoint: &str,
+        snapshot: CircuitSnapshot,
+    ) -> Result<Arc<CircuitBreaker>, ConfigError> {
+        let config = self.config_for(endpoint);
+        let breaker =
+            Arc::new(CircuitBreaker::restore(config, snapshot)?.join(endpoint.into(), &self.hub));
+        let now = self.now_us();
+        if let Some(mut slot) = self.breakers.get_mut(endpoint) {
+            *slot = Slot::new(breaker.clone(), now);
+            return Ok(breaker);
+        }
+        if !(self.reserve() || (self.make_room(now) && self.reserve())) {
+            return Ok(breaker);
+        }
+        // The old slot, if another thread made one meanwhile, is dropped
+        // after the shard lock is released.
+        if self
+            .breakers
+            .insert(endpoint.into(), Slot::new(breaker.clone(), now))
+            .is_some()
+        {
+            self.retained.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(breaker)
     }
 
     /// Resets every retained breaker, as [`reset_endpoint`](Self::reset_endpoint),
