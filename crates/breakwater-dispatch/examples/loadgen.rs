@@ -17,6 +17,12 @@
 //!    (503), so it gets half the actions; the healthy actions/s is compared.
 //! 4. `latency`: events at half the rate of phase 2; p50/p99 from
 //!    acceptance to the receiver.
+//!
+//! Phases 1 and 2 also print the CPU time (user and system, every thread of
+//! this process, so both the client and the server side) spent per request
+//! or per delivered event, and how much of it the store's writer thread
+//! used: a figure that other load on the machine moves far less than the
+//! rates.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +40,55 @@ struct Receiver {
     url: String,
     count: Arc<AtomicU64>,
     latencies_us: Arc<Mutex<Vec<u64>>>,
+}
+
+/// CPU time this process has used so far (user and system, all threads),
+/// from `/proc/self/stat`; `None` where that file does not exist.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel counts in USER_HZ, 100 a second on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by this process's threads named `name` (the
+/// store's writer thread is `breakwater-store`).
+fn thread_cpu_time(name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        // The kernel keeps the first 15 bytes of a thread's name.
+        if comm.trim() != &name[..name.len().min(15)] {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        total += Duration::from_millis(ticks * 10);
+    }
+    total
+}
+
+/// CPU microseconds spent per item between `since` and now.
+fn cpu_per(since: Option<Duration>, items: f64) -> String {
+    match (since, cpu_time()) {
+        (Some(a), Some(b)) if items > 0.0 => {
+            format!("{:.0} µs CPU each", (b - a).as_secs_f64() * 1e6 / items)
+        }
+        _ => "CPU unknown".to_string(),
+    }
 }
 
 fn now_us() -> u64 {
@@ -130,14 +185,15 @@ fn config(dir: &std::path::Path, urls: &[&str]) -> Config {
 }
 
 /// Runs the service on `urls`, drives it, waits for `healthy` to catch up;
-/// returns (events/s accepted, healthy actions/s delivered).
+/// returns (events/s accepted, healthy actions/s delivered, healthy actions
+/// delivered).
 async fn serve_phase(
     urls: &[&str],
     healthy: &Receiver,
     concurrency: usize,
     secs: f64,
     batch: usize,
-) -> (f64, f64) {
+) -> (f64, f64, u64, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), urls);
     let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
@@ -162,8 +218,14 @@ async fn serve_phase(
     }
     let took = started.elapsed().as_secs_f64();
     let delivered = healthy.count.load(Ordering::Relaxed) - before;
+    let store_cpu = thread_cpu_time("breakwater-store");
     svc.shutdown(Duration::from_secs(2)).await;
-    (accepted as f64 / secs, delivered as f64 / took)
+    (
+        accepted as f64 / secs,
+        delivered as f64 / took,
+        delivered,
+        store_cpu,
+    )
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -183,17 +245,25 @@ async fn main() {
     let healthy = receiver(200).await;
     let dead = receiver(503).await;
 
-    let bare = drive(healthy.url.clone(), concurrency, secs, 1).await as f64 / secs;
-    println!("bare      reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency})");
-
-    let (accepted, delivered) =
-        serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
+    let cpu = cpu_time();
+    let sent = drive(healthy.url.clone(), concurrency, secs, 1).await;
+    let bare = sent as f64 / secs;
     println!(
-        "serve     events accepted {accepted:>9.0}/s, actions delivered {delivered:>9.0}/s ({:.2}x bare, {batch} event(s) a POST)",
-        delivered / bare
+        "bare      reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency}; {})",
+        cpu_per(cpu, sent as f64)
     );
 
-    let (accepted2, delivered2) = serve_phase(
+    let cpu = cpu_time();
+    let (accepted, delivered, n, store_cpu) =
+        serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
+    println!(
+        "serve     events accepted {accepted:>9.0}/s, actions delivered {delivered:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {}, {:.0} µs of them in the store's writer)",
+        delivered / bare,
+        cpu_per(cpu, n as f64),
+        store_cpu.as_secs_f64() * 1e6 / (n.max(1) as f64)
+    );
+
+    let (accepted2, delivered2, _, _) = serve_phase(
         &[&healthy.url, &dead.url],
         &healthy,
         concurrency,

@@ -20,7 +20,9 @@
 //!
 //! After the run it prints each executor time divided by `bare_reqwest`'s,
 //! from criterion's medians, and then from a paired run: requests of the
-//! four kinds taken in turn, each timed alone, the order rotating every
+//! four kinds, and a fifth (a client with the executor's settings: connect
+//! and total timeouts, a user agent, sending the three headers) that shows
+//! what those settings cost, taken in turn, each timed alone, the order rotating every
 //! round, so that a load that changes during the run weighs on all alike;
 //! the medians of each kind and their ratios are printed.
 
@@ -60,6 +62,8 @@ struct Setup {
     event: EntityEvent,
     body: Vec<u8>,
     bare: reqwest::Client,
+    /// A client with the executor's settings (timeouts, user agent).
+    configured: reqwest::Client,
     executor: WebhookExecutor,
     signed: ActionConfig,
     unsigned: ActionConfig,
@@ -79,6 +83,13 @@ impl Setup {
         let body = serde_json::to_vec(&event).unwrap();
         let bare = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let configured = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap();
         let hook = WebhookAction {
@@ -108,6 +119,7 @@ impl Setup {
             event,
             body,
             bare,
+            configured,
             executor: WebhookExecutor::new().unwrap(),
             signed,
             unsigned: ActionConfig::Webhook(hook),
@@ -120,9 +132,13 @@ impl Setup {
     /// (computed once, outside the measurement: the same bytes on the wire
     /// as a signed request, none of the signing work).
     fn bare_post(&self, signature_headers: bool) {
+        self.post(&self.bare, signature_headers)
+    }
+
+    /// [`Setup::bare_post`] through `client`.
+    fn post(&self, client: &reqwest::Client, signature_headers: bool) {
         self.rt.block_on(async {
-            let mut request = self
-                .bare
+            let mut request = client
                 .post(&self.url)
                 .header("content-type", "application/json");
             if signature_headers {
@@ -175,21 +191,22 @@ fn webhook_post(c: &mut Criterion, setup: &Setup) {
     group.finish();
 }
 
-/// Requests of the four kinds in turn, each timed alone; prints the
+/// Requests of the five kinds in turn, each timed alone; prints the
 /// median of each kind and the executor's over the bare POST's.
 fn paired(setup: &Setup, rounds: usize) {
-    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut times: [Vec<Duration>; 5] = Default::default();
     for round in 0..rounds {
         // Each kind takes each place in the order in turn, so none always
         // pays for following another client's connection.
-        for slot in 0..4 {
-            let kind = (round + slot) % 4;
+        for slot in 0..5 {
+            let kind = (round + slot) % 5;
             let t = Instant::now();
             match kind {
                 0 => setup.bare_post(false),
                 1 => setup.execute(&setup.signed),
                 2 => setup.execute(&setup.unsigned),
-                _ => setup.bare_post(true),
+                3 => setup.bare_post(true),
+                _ => setup.post(&setup.configured, true),
             }
             times[kind].push(t.elapsed());
         }
@@ -198,8 +215,8 @@ fn paired(setup: &Setup, rounds: usize) {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e6
     };
-    let [bare, signed, unsigned, bare_headers] = times.each_mut().map(median);
-    println!("\npaired run ({rounds} rounds of the four kinds, order rotating; medians):");
+    let [bare, signed, unsigned, bare_headers, configured] = times.each_mut().map(median);
+    println!("\npaired run ({rounds} rounds of the five kinds, order rotating; medians):");
     println!("  bare_reqwest {bare:.1} µs");
     println!(
         "  bare_reqwest_signature_headers {bare_headers:.1} µs, ratio {:.3}",
@@ -208,6 +225,11 @@ fn paired(setup: &Setup, rounds: usize) {
     println!(
         "  executor_signed / bare_reqwest_signature_headers {:.3}",
         signed / bare_headers
+    );
+    println!(
+        "  configured_client_signature_headers {configured:.1} µs, ratio {:.3}; executor_signed / it {:.3}",
+        configured / bare,
+        signed / configured
     );
     println!(
         "  executor_signed {signed:.1} µs, ratio {:.3}",
