@@ -263,7 +263,8 @@ async fn main() {
         store_cpu.as_secs_f64() * 1e6 / (n.max(1) as f64)
     );
 
-    let (accepted2, delivered2, _, _) = serve_phase(
+    let cpu = cpu_time();
+    let (accepted2, delivered2, n2, store_cpu2) = serve_phase(
         &[&healthy.url, &dead.url],
         &healthy,
         concurrency,
@@ -272,8 +273,10 @@ async fn main() {
     )
     .await;
     println!(
-        "serve+dead events accepted {accepted2:>8.0}/s, healthy delivered {delivered2:>9.0}/s ({:+.1}% vs serve)",
-        (delivered2 / delivered - 1.0) * 100.0
+        "serve+dead events accepted {accepted2:>8.0}/s, healthy delivered {delivered2:>9.0}/s ({:+.1}% vs serve; {} healthy delivery, {:.0} µs of them in the store's writer)",
+        (delivered2 / delivered - 1.0) * 100.0,
+        cpu_per(cpu, n2 as f64),
+        store_cpu2.as_secs_f64() * 1e6 / (n2.max(1) as f64)
     );
 
     // Latency at half the maximum delivered rate, in POSTs of `batch` events.
