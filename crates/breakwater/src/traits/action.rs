@@ -174,9 +174,17 @@ impl ActionConfig {
     /// assert_eq!(err.field, "webhook.headers");
     /// ```
     pub fn validate(&self) -> Result<(), ActionConfigError> {
+        self.validated_endpoint().map(drop)
+    }
+
+    /// [`ActionConfig::validate`], returning [`ActionConfig::endpoint`] from
+    /// the same parse of the URL.
+    pub(crate) fn validated_endpoint(&self) -> Result<String, ActionConfigError> {
         match self {
             Self::Webhook(w) => {
-                parse_url(&w.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
+                let key = parse_url(&w.url)
+                    .map_err(|m| ActionConfigError::new("webhook.url", m))?
+                    .key();
                 webhook_method(&w.method)?;
                 webhook_headers(&w.headers)?;
                 if let Some(t) = &w.body_template {
@@ -186,15 +194,16 @@ impl ActionConfig {
                     signing_key(secret)
                         .map_err(|m| ActionConfigError::new("webhook.signing_secret", m))?;
                 }
-                Ok(())
+                Ok(key)
             }
             Self::Slack(s) => {
-                parse_url(&s.webhook_url)
-                    .map_err(|m| ActionConfigError::new("slack.webhook_url", m))?;
+                let key = parse_url(&s.webhook_url)
+                    .map_err(|m| ActionConfigError::new("slack.webhook_url", m))?
+                    .key();
                 if let Some(t) = &s.message_template {
                     template::check("slack.message_template", t)?;
                 }
-                Ok(())
+                Ok(key)
             }
             Self::Email(e) => {
                 if e.to.is_empty() {
@@ -214,7 +223,7 @@ impl ActionConfig {
                 }
                 template::check("email.subject", &e.subject)?;
                 template::check("email.body_template", &e.body_template)?;
-                Ok(())
+                Ok(self.endpoint())
             }
             Self::Log(l) => {
                 if !["trace", "debug", "info", "warn", "error"].contains(&l.level.as_str()) {
@@ -229,7 +238,7 @@ impl ActionConfig {
                 if let Some(t) = &l.message_template {
                     template::check("log.message_template", t)?;
                 }
-                Ok(())
+                Ok(self.endpoint())
             }
         }
     }
@@ -347,6 +356,35 @@ mod tests {
                 message_template: None
             })
         );
+    }
+
+    #[test]
+    fn validation_keys_every_action_as_endpoint_does() {
+        let actions: Vec<ActionConfig> = [
+            r#"{"type":"webhook","url":"https://User:pw@Hooks.Example.com/a/b?c=1"}"#,
+            r#"{"type":"webhook","url":"http://[::1]:8080/x"}"#,
+            r#"{"type":"webhook","url":"http://a.example\\@b.example/"}"#,
+            r#"{"type":"slack","webhook_url":"https://hooks.slack.com/services/T/B/X"}"#,
+            r#"{"type":"email","to":["ops@example.com"],"subject":"s","body_template":"b"}"#,
+            r#"{"type":"log"}"#,
+        ]
+        .iter()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+        for a in &actions {
+            assert_eq!(a.validated_endpoint(), Ok(a.endpoint()), "{a:?}");
+        }
+        assert_eq!(
+            actions[0].validated_endpoint().unwrap(),
+            "https://hooks.example.com:443"
+        );
+        assert_eq!(
+            actions[2].validated_endpoint().unwrap(),
+            "http://a.example:80"
+        );
+        let bad: ActionConfig =
+            serde_json::from_str(r#"{"type":"webhook","url":"ftp://x"}"#).unwrap();
+        assert_eq!(bad.validated_endpoint().unwrap_err().field, "webhook.url");
     }
 
     #[test]

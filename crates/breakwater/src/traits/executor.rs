@@ -150,9 +150,14 @@ impl<E> CircuitBreakerActionExecutor<E> {
 
     /// The breaker that guards `action`.
     pub fn breaker_for(&self, action: &ActionConfig) -> Arc<CircuitBreaker> {
+        self.breaker_of(&action.endpoint())
+    }
+
+    /// The breaker that guards the endpoint `key`.
+    fn breaker_of(&self, key: &str) -> Arc<CircuitBreaker> {
         match &self.guard {
             Guard::One(b) => b.clone(),
-            Guard::PerEndpoint(p) => p.get_or_create(&action.endpoint()),
+            Guard::PerEndpoint(p) => p.get_or_create(key),
         }
     }
 }
@@ -169,14 +174,15 @@ fn classify(result: &Result<ActionResult>) -> Verdict {
 #[async_trait]
 impl<E: ActionExecutor> ActionExecutor for CircuitBreakerActionExecutor<E> {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
-        action.validate()?;
-        let breaker = self.breaker_for(action);
+        // One parse of the action's URL both checks it and keys its breaker.
+        let endpoint = action.validated_endpoint()?;
+        let breaker = self.breaker_of(&endpoint);
         breaker
             .call_with(classify, || self.inner.execute(event, action))
             .await
             .map_err(|e| match e {
                 CircuitError::Open { retry_after } => Error::CircuitOpen {
-                    endpoint: action.endpoint(),
+                    endpoint,
                     retry_after,
                 },
                 CircuitError::Inner(e) => e,
