@@ -187,6 +187,14 @@ async fn posts_the_event_as_json_by_default() {
     assert_eq!(seen[0].method, Method::POST);
     assert_eq!(seen[0].path, "/hooks/orders?x=1");
     assert_eq!(seen[0].headers["content-type"], "application/json");
+    assert_eq!(
+        seen[0].headers["user-agent"],
+        concat!("breakwater/", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        seen[0].headers["content-length"],
+        &seen[0].body.len().to_string()[..]
+    );
     let body: EntityEvent = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(body, e);
     assert!(!seen[0].headers.contains_key("webhook-signature"));

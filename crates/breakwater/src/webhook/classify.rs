@@ -34,8 +34,15 @@ pub(crate) fn status_error(
 
 /// `HTTP 503 Service Unavailable: <start of the body>`.
 pub(crate) fn describe(status: StatusCode, body: &[u8]) -> String {
-    let mut text = format!("HTTP {status}");
     let snippet = snippet(body);
+    let mut text = String::with_capacity(32 + snippet.len());
+    // What `Display` for a status writes ("200 OK"), without the formatter.
+    text.push_str("HTTP ");
+    text.push_str(status.as_str());
+    if let Some(reason) = status.canonical_reason() {
+        text.push(' ');
+        text.push_str(reason);
+    }
     if !snippet.is_empty() {
         text.push_str(": ");
         text.push_str(&snippet);
@@ -181,5 +188,9 @@ mod tests {
             "HTTP 502 Bad Gateway: bad  line \u{fffd}"
         );
         assert_eq!(describe(StatusCode::NOT_FOUND, b""), "HTTP 404 Not Found");
+        assert_eq!(describe(StatusCode::OK, b"ok\n"), "HTTP 200 OK: ok");
+        // A status without a standard reason is given by its number alone.
+        let odd = StatusCode::from_u16(599).unwrap();
+        assert_eq!(describe(odd, b"busy"), "HTTP 599: busy");
     }
 }

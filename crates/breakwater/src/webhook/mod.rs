@@ -71,7 +71,6 @@ mod log;
 pub mod signing;
 mod slack;
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -267,10 +266,19 @@ impl WebhookExecutor {
                 .as_bytes(),
         );
         let digest = hash.finalize();
-        let mut id = format!("msg_{}_", event.id.simple());
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(4 + 32 + 1 + 16);
+        id.push_str("msg_");
+        id.push_str(
+            event
+                .id
+                .simple()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
+        id.push('_');
         for byte in &digest[..8] {
-            // Writing to a String cannot fail.
-            let _ = write!(id, "{byte:02x}");
+            id.push(char::from(HEX[usize::from(byte >> 4)]));
+            id.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
         id
     }
@@ -365,14 +373,12 @@ impl WebhookExecutor {
         let transport = |e: reqwest::Error| {
             classify::transport_error(&e.without_url(), l.connect_timeout, l.timeout)
         };
-        let mut response = self
-            .client
-            .request(method, url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(transport)?;
+        // The request is built whole: a builder would copy every header
+        // into a map of its own.
+        let mut request = reqwest::Request::new(method, url);
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body.into());
+        let mut response = self.client.execute(request).await.map_err(transport)?;
         let status = response.status();
         let mut taken = Vec::new();
         let read = read_capped(&mut response, l.max_response_bytes, &mut taken).await;
