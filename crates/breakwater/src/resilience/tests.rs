@@ -779,6 +779,29 @@ async fn force_open_holds_until_reset_or_force_closed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_disabled_open_breaker_is_reset_in_one_transition() {
+    let cb = tripped(1).await;
+    cb.update_config(CircuitBreakerConfig {
+        enabled: false,
+        ..config(1)
+    })
+    .unwrap();
+    let mut rx = cb.subscribe();
+    advance(ms(5_000)).await;
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "disabled: the state is frozen"
+    );
+    cb.reset();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    let t = rx.try_recv().unwrap();
+    assert_eq!((t.from, t.to), (CircuitState::Open, CircuitState::Closed));
+    assert!(rx.try_recv().is_err(), "no HalfOpen on the way");
+    assert_eq!(cb.metrics().state_changes, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn reset_clears_the_backoff_streak() {
     let cb = tripped(1).await;
     advance(ms(1_000)).await;
@@ -856,6 +879,17 @@ async fn update_config_keeps_state_and_outcomes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shrinking_the_window_to_one_outcome_keeps_only_the_latest() {
+    let cb = CircuitBreaker::new(config(4));
+    fail(&cb).await.unwrap_err();
+    ok(&cb).await.unwrap();
+    cb.update_config(config(1)).unwrap();
+    assert_eq!(cb.snapshot().outcomes, "S");
+    assert_eq!(cb.failure_rate(), 0.0);
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     let cb = tripped(2).await;
     advance(ms(400)).await;
@@ -873,6 +907,31 @@ async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     advance(ms(1)).await;
     assert_eq!(restored.state(), CircuitState::HalfOpen);
     assert_eq!(restored.metrics().open_streak, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_carries_the_length_of_the_latest_opening() {
+    let cb = CircuitBreaker::new(config(1));
+    assert_eq!(cb.snapshot().open_length_ms, None, "never opened");
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.snapshot().open_length_ms, Some(1_000));
+    advance(ms(1_000)).await;
+    fail(&cb).await.unwrap_err();
+    assert_eq!(
+        cb.snapshot().open_length_ms,
+        Some(2_000),
+        "the second opening"
+    );
+    advance(ms(2_000)).await;
+    // HalfOpen: the opening that just ended is the probes' time limit, on
+    // this breaker and on one restored from its snapshot.
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+    let snap = cb.snapshot();
+    assert_eq!(snap.open_length_ms, Some(2_000));
+    let restored = CircuitBreaker::restore(config(1), snap).unwrap();
+    let probe = restored.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(probe.time_limit(), Some(ms(2_000)));
 }
 
 #[tokio::test(start_paused = true)]
