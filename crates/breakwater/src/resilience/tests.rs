@@ -662,6 +662,31 @@ async fn a_dropped_probe_frees_its_slot_and_records_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_owned_permit_dropped_unused_frees_its_probe_slot() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        half_open_max_requests: 1,
+        ..config(1)
+    });
+    fail(&cb).await.unwrap_err();
+    advance(ms(1_000)).await;
+    let probe = cb.try_acquire_owned().unwrap();
+    assert!(probe.is_probe());
+    assert!(cb.try_acquire_owned().is_err(), "one probe at a time");
+    drop(probe);
+    assert_eq!(cb.metrics().cancelled, 1);
+    assert_eq!(cb.state(), CircuitState::HalfOpen, "nothing recorded");
+    // A panic while holding one is the probe failing.
+    let probe = cb.try_acquire_owned().expect("the slot is free again");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = probe;
+        panic!("the call panicked");
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.metrics().failures, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_closed_call_records_nothing() {
     let cb = CircuitBreaker::new(config(1));
     let fut = cb.call(std::future::pending::<Result<(), Boom>>);
