@@ -203,6 +203,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_state_has_its_gauge_value_and_name() {
+        let all = [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ];
+        assert_eq!(all.map(CircuitState::as_gauge), [0, 1, 2]);
+        assert_eq!(
+            all.map(CircuitState::as_str),
+            ["closed", "open", "half_open"]
+        );
+        assert_eq!(all.map(|s| s.to_string()), ["closed", "open", "half_open"]);
+        for s in all {
+            assert_eq!(CircuitState::from_bits(s.bits()), s);
+        }
+    }
+
+    #[test]
     fn fields_round_trip() {
         let w = Word::closed(false).enter(CircuitState::HalfOpen, 3);
         assert_eq!(w.state(), CircuitState::HalfOpen);

@@ -543,7 +543,8 @@ impl Core {
     }
 }
 
-#[cfg(all(test, not(breakwater_loom)))]
+#[cfg(test)]
+#[cfg(not(breakwater_loom))]
 mod tests {
     use super::*;
 
