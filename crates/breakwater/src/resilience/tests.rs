@@ -960,6 +960,21 @@ async fn a_snapshot_carries_the_length_of_the_latest_opening() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_forced_opening_is_restored_forced() {
+    let cb = tripped(1).await;
+    cb.force_open();
+    let snap = cb.snapshot();
+    assert_eq!(snap.state, CircuitState::Open);
+    assert_eq!(snap.forced, Some(CircuitState::Open));
+    assert_eq!(snap.open_remaining_ms, None, "no timeout ends it");
+    let restored = CircuitBreaker::restore(config(1), snap).unwrap();
+    advance(ms(3_600_000)).await;
+    assert_eq!(restored.state(), CircuitState::Open);
+    assert_eq!(restored.snapshot().forced, Some(CircuitState::Open));
+    assert_eq!(restored.retry_after(), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn snapshots_keep_the_window_and_forced_modes() {
     let cb = CircuitBreaker::new(config(4));
     fail(&cb).await.unwrap_err();
