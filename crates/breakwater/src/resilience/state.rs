@@ -203,6 +203,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_state_has_its_gauge_value_and_name() {
+        let all = [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ];
+        assert_eq!(all.map(CircuitState::as_gauge), [0, 1, 2]);
+        assert_eq!(
+            all.map(CircuitState::as_str),
+            ["closed", "open", "half_open"]
+        );
+        assert_eq!(all.map(|s| s.to_string()), ["closed", "open", "half_open"]);
+        for s in all {
+            assert_eq!(CircuitState::from_bits(s.bits()), s);
+        }
+    }
+
+    #[test]
     fn fields_round_trip() {
         let w = Word::closed(false).enter(CircuitState::HalfOpen, 3);
         assert_eq!(w.state(), CircuitState::HalfOpen);
@@ -224,6 +242,38 @@ mod tests {
         assert_eq!(w.generation(), 0);
         assert_eq!(w.state(), CircuitState::Open);
         assert_eq!(w.streak(), 1);
+    }
+
+    #[test]
+    fn a_word_is_the_next_generation_only_of_the_one_before_it() {
+        let one = Word::closed(false).enter(CircuitState::Open, 1);
+        let two = one.enter(CircuitState::HalfOpen, 1);
+        assert!(one.is_next_generation_of(0));
+        assert!(!one.is_next_generation_of(1));
+        assert!(two.is_next_generation_of(1));
+        assert!(!two.is_next_generation_of(0));
+        assert!(!two.is_next_generation_of(2));
+        // The generation wraps: the one after the last is 0.
+        let last = (1u32 << (64 - GEN_SHIFT)) - 1;
+        let w = Word((last as u64) << GEN_SHIFT);
+        assert_eq!(w.generation(), last);
+        let wrapped = w.enter(CircuitState::Closed, 0);
+        assert_eq!(wrapped.generation(), 0);
+        assert!(wrapped.is_next_generation_of(last));
+        assert!(!wrapped.is_next_generation_of(0));
+    }
+
+    #[test]
+    fn with_disabled_sets_and_clears_only_the_disabled_flag() {
+        let w = Word::closed(false)
+            .enter(CircuitState::HalfOpen, 3)
+            .probe_started();
+        let off = w.with_disabled(true);
+        assert!(off.is_disabled() && !w.is_disabled());
+        assert_eq!(off.with_disabled(true), off, "already disabled");
+        assert_eq!(off.with_disabled(false), w);
+        assert_eq!(w.with_disabled(false), w, "already enabled");
+        assert_eq!(Word::closed(true), Word::closed(false).with_disabled(true));
     }
 
     #[test]

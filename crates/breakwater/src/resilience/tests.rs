@@ -662,6 +662,31 @@ async fn a_dropped_probe_frees_its_slot_and_records_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_owned_permit_dropped_unused_frees_its_probe_slot() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        half_open_max_requests: 1,
+        ..config(1)
+    });
+    fail(&cb).await.unwrap_err();
+    advance(ms(1_000)).await;
+    let probe = cb.try_acquire_owned().unwrap();
+    assert!(probe.is_probe());
+    assert!(cb.try_acquire_owned().is_err(), "one probe at a time");
+    drop(probe);
+    assert_eq!(cb.metrics().cancelled, 1);
+    assert_eq!(cb.state(), CircuitState::HalfOpen, "nothing recorded");
+    // A panic while holding one is the probe failing.
+    let probe = cb.try_acquire_owned().expect("the slot is free again");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = probe;
+        panic!("the call panicked");
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(cb.state(), CircuitState::Open);
+    assert_eq!(cb.metrics().failures, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_closed_call_records_nothing() {
     let cb = CircuitBreaker::new(config(1));
     let fut = cb.call(std::future::pending::<Result<(), Boom>>);
@@ -779,6 +804,29 @@ async fn force_open_holds_until_reset_or_force_closed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_disabled_open_breaker_is_reset_in_one_transition() {
+    let cb = tripped(1).await;
+    cb.update_config(CircuitBreakerConfig {
+        enabled: false,
+        ..config(1)
+    })
+    .unwrap();
+    let mut rx = cb.subscribe();
+    advance(ms(5_000)).await;
+    assert_eq!(
+        cb.state(),
+        CircuitState::Open,
+        "disabled: the state is frozen"
+    );
+    cb.reset();
+    assert_eq!(cb.state(), CircuitState::Closed);
+    let t = rx.try_recv().unwrap();
+    assert_eq!((t.from, t.to), (CircuitState::Open, CircuitState::Closed));
+    assert!(rx.try_recv().is_err(), "no HalfOpen on the way");
+    assert_eq!(cb.metrics().state_changes, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn reset_clears_the_backoff_streak() {
     let cb = tripped(1).await;
     advance(ms(1_000)).await;
@@ -856,6 +904,17 @@ async fn update_config_keeps_state_and_outcomes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shrinking_the_window_to_one_outcome_keeps_only_the_latest() {
+    let cb = CircuitBreaker::new(config(4));
+    fail(&cb).await.unwrap_err();
+    ok(&cb).await.unwrap();
+    cb.update_config(config(1)).unwrap();
+    assert_eq!(cb.snapshot().outcomes, "S");
+    assert_eq!(cb.failure_rate(), 0.0);
+    assert_eq!(cb.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     let cb = tripped(2).await;
     advance(ms(400)).await;
@@ -873,6 +932,46 @@ async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     advance(ms(1)).await;
     assert_eq!(restored.state(), CircuitState::HalfOpen);
     assert_eq!(restored.metrics().open_streak, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_carries_the_length_of_the_latest_opening() {
+    let cb = CircuitBreaker::new(config(1));
+    assert_eq!(cb.snapshot().open_length_ms, None, "never opened");
+    fail(&cb).await.unwrap_err();
+    assert_eq!(cb.snapshot().open_length_ms, Some(1_000));
+    advance(ms(1_000)).await;
+    fail(&cb).await.unwrap_err();
+    assert_eq!(
+        cb.snapshot().open_length_ms,
+        Some(2_000),
+        "the second opening"
+    );
+    advance(ms(2_000)).await;
+    // HalfOpen: the opening that just ended is the probes' time limit, on
+    // this breaker and on one restored from its snapshot.
+    assert_eq!(cb.state(), CircuitState::HalfOpen);
+    let snap = cb.snapshot();
+    assert_eq!(snap.open_length_ms, Some(2_000));
+    let restored = CircuitBreaker::restore(config(1), snap).unwrap();
+    let probe = restored.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(probe.time_limit(), Some(ms(2_000)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_opening_is_restored_forced() {
+    let cb = tripped(1).await;
+    cb.force_open();
+    let snap = cb.snapshot();
+    assert_eq!(snap.state, CircuitState::Open);
+    assert_eq!(snap.forced, Some(CircuitState::Open));
+    assert_eq!(snap.open_remaining_ms, None, "no timeout ends it");
+    let restored = CircuitBreaker::restore(config(1), snap).unwrap();
+    advance(ms(3_600_000)).await;
+    assert_eq!(restored.state(), CircuitState::Open);
+    assert_eq!(restored.snapshot().forced, Some(CircuitState::Open));
+    assert_eq!(restored.retry_after(), None);
 }
 
 #[tokio::test(start_paused = true)]

@@ -542,3 +542,89 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+#[cfg(not(breakwater_loom))]
+mod tests {
+    use super::*;
+
+    fn no_sink(_: Change) {}
+
+    /// A core that opens on one failure, for one second, without jitter.
+    fn one_failure_trips() -> Core {
+        let config = CircuitBreakerConfig {
+            sample_size: 1,
+            open_timeout_ms: 1_000,
+            jitter_ratio: 0.0,
+            ..Default::default()
+        };
+        Core::new(&config, 0)
+    }
+
+    /// Trips `core` at `t` µs; returns the opening's generation and deadline.
+    fn trip(core: &Core, t: u64) -> (u32, u64) {
+        let mut now = LazyNow::new(|| t);
+        let mut opened = None;
+        let ticket = core.acquire(&mut now, &mut no_sink).unwrap();
+        core.complete(ticket, FAILURE, &mut now, &mut |c| opened = Some(c));
+        let c = opened.expect("one failure opens");
+        (c.generation, c.open_until_us.expect("a deadline"))
+    }
+
+    #[test]
+    fn the_timer_of_an_opening_moves_it_to_half_open_only_at_its_deadline() {
+        let core = one_failure_trips();
+        let (generation, until) = trip(&core, 0);
+        assert_eq!(until, 1_000_000);
+        let mut changes = Vec::new();
+        assert!(!core.expire(generation, until - 1, &mut |c| changes.push(c)));
+        assert_eq!(core.word().state(), CircuitState::Open);
+        assert!(changes.is_empty());
+        assert!(core.expire(generation, until, &mut |c| changes.push(c)));
+        assert_eq!(core.word().state(), CircuitState::HalfOpen);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].at_us, until);
+    }
+
+    #[test]
+    fn the_timer_of_an_earlier_opening_leaves_a_newer_one_alone() {
+        let core = one_failure_trips();
+        let (first, _) = trip(&core, 0);
+        core.reset(500_000, &mut no_sink);
+        let (second, until) = trip(&core, 500_000);
+        assert_ne!(first, second);
+        // The first opening's timer fires at 1 s: its opening is over, so
+        // it stops, and the second opening keeps its own deadline.
+        let mut changes = Vec::new();
+        assert!(core.expire(first, 1_000_000, &mut |c| changes.push(c)));
+        assert!(changes.is_empty());
+        assert_eq!(core.word().state(), CircuitState::Open);
+        assert_eq!(core.open_deadline(core.word()), Some(until));
+    }
+
+    #[test]
+    fn reconfiguring_with_the_same_length_leaves_the_count_window_as_it_was() {
+        let config = CircuitBreakerConfig {
+            sample_size: 4,
+            failure_threshold: 1.0,
+            ..Default::default()
+        };
+        let core = Core::new(&config, 0);
+        let mut now = LazyNow::new(|| 0);
+        for outcome in [SUCCESS, FAILURE, FAILURE, SUCCESS] {
+            let ticket = core.acquire(&mut now, &mut no_sink).unwrap();
+            core.complete(ticket, outcome, &mut now, &mut no_sink);
+        }
+        // The second outcome was taken back (as a stale one is): its slot
+        // is a hole, the next one to be overwritten after the first.
+        core.count.undo(1, FAILURE);
+        assert_eq!(core.outcomes(), [SUCCESS, FAILURE, SUCCESS]);
+        core.configure(&config);
+        assert_eq!(core.outcomes(), [SUCCESS, FAILURE, SUCCESS]);
+        // The next outcome replaces the oldest one, and the hole stays.
+        let ticket = core.acquire(&mut now, &mut no_sink).unwrap();
+        core.complete(ticket, SUCCESS, &mut now, &mut no_sink);
+        assert_eq!(core.outcomes(), [FAILURE, SUCCESS, SUCCESS]);
+        assert_eq!(core.count.tally().len, 3);
+    }
+}
