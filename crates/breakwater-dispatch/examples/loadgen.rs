@@ -45,7 +45,13 @@ struct Receiver {
 /// CPU time this process has used so far (user and system, all threads),
 /// from `/proc/self/stat`; `None` where that file does not exist.
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu_time(std::path::Path::new("/proc/self/stat"))
+}
+
+/// User plus system time in a `/proc/.../stat` file (a process's or a
+/// thread's).
+fn stat_cpu_time(path: &std::path::Path) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -59,26 +65,15 @@ fn thread_cpu_time(name: &str) -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
-    let mut total = Duration::ZERO;
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        // The kernel keeps the first 15 bytes of a thread's name.
-        if comm.trim() != &name[..name.len().min(15)] {
-            continue;
-        }
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum();
-        total += Duration::from_millis(ticks * 10);
-    }
-    total
+    // The kernel keeps the first 15 bytes of a thread's name.
+    let name = &name[..name.len().min(15)];
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(|task| stat_cpu_time(&task.path().join("stat")))
+        .sum()
 }
 
 /// CPU microseconds spent per item between `since` and now.
