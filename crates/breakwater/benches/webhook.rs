@@ -55,6 +55,22 @@ fn event() -> EntityEvent {
     )
 }
 
+/// The bare client, a client with the executor's settings, and the executor.
+fn clients() -> (reqwest::Client, reqwest::Client, WebhookExecutor) {
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let configured = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap();
+    (bare, configured, WebhookExecutor::new().unwrap())
+}
+
 /// The receiver, both clients and the actions, on one runtime.
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -71,27 +87,25 @@ struct Setup {
 }
 
 impl Setup {
+    /// The receiver on a runtime with one worker thread; each request is
+    /// driven from the calling thread.
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        Self::on(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// The receiver and the requests on `rt`.
+    fn on(rt: tokio::runtime::Runtime) -> Self {
         let addr = receiver(&rt);
         let url = format!("http://{addr}/hooks/orders");
         let event = event();
         let body = serde_json::to_vec(&event).unwrap();
-        let bare = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let configured = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap();
+        let (bare, configured, executor) = clients();
         let hook = WebhookAction {
             url: url.clone(),
             method: "POST".into(),
@@ -120,11 +134,16 @@ impl Setup {
             body,
             bare,
             configured,
-            executor: WebhookExecutor::new().unwrap(),
+            executor,
             signed,
             unsigned: ActionConfig::Webhook(hook),
             signature_headers,
         }
+    }
+
+    /// New clients and a new executor: new connections to the receiver.
+    fn reconnect(&mut self) {
+        (self.bare, self.configured, self.executor) = clients();
     }
 
     /// One bare POST of the event's JSON, its answer read; with
@@ -191,11 +210,26 @@ fn webhook_post(c: &mut Criterion, setup: &Setup) {
     group.finish();
 }
 
+/// Rounds between new connections in [`paired`].
+const ROUNDS_A_CONNECTION: usize = 500;
+
 /// Requests of the five kinds in turn, each timed alone; prints the
 /// median of each kind and the executor's over the bare POST's.
-fn paired(setup: &Setup, rounds: usize) {
+///
+/// Each kind has a pooled connection of its own, and the time of a request
+/// depends on its connection (the same code measures up to 10% apart on
+/// two connections). So every [`ROUNDS_A_CONNECTION`] rounds all kinds get
+/// new connections, and that luck evens out.
+fn paired(setup: &mut Setup, rounds: usize, title: &str) {
     let mut times: [Vec<Duration>; 5] = Default::default();
     for round in 0..rounds {
+        if round % ROUNDS_A_CONNECTION == 0 {
+            setup.reconnect();
+            // The first request of each kind opens its connection.
+            setup.bare_post(false);
+            setup.post(&setup.configured, true);
+            setup.execute(&setup.signed);
+        }
         // Each kind takes each place in the order in turn, so none always
         // pays for following another client's connection.
         for slot in 0..5 {
@@ -216,7 +250,10 @@ fn paired(setup: &Setup, rounds: usize) {
         v[v.len() / 2].as_secs_f64() * 1e6
     };
     let [bare, signed, unsigned, bare_headers, configured] = times.each_mut().map(median);
-    println!("\npaired run ({rounds} rounds of the five kinds, order rotating; medians):");
+    println!(
+        "\npaired run, {title} ({rounds} rounds of the five kinds, order rotating, new \
+         connections every {ROUNDS_A_CONNECTION} rounds; medians):"
+    );
     println!("  bare_reqwest {bare:.1} µs");
     println!(
         "  bare_reqwest_signature_headers {bare_headers:.1} µs, ratio {:.3}",
@@ -296,10 +333,23 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .sample_size(30)
         .configure_from_args();
-    let setup = Setup::new();
+    let mut setup = Setup::new();
     webhook_post(&mut c, &setup);
     c.final_summary();
     if report() {
-        paired(&setup, 5_000);
+        paired(
+            &mut setup,
+            10_000,
+            "requests driven from outside the runtime, the receiver on its worker thread",
+        );
+        let one_thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        paired(
+            &mut Setup::on(one_thread),
+            10_000,
+            "requests and receiver on one thread's runtime",
+        );
     }
 }

@@ -288,6 +288,71 @@ async fn a_caller_can_give_its_own_message_id() {
     assert_eq!(&seen.body[..], br#"{"order": 42}"#);
 }
 
+/// An executor keeps what it parsed of an action (URL, headers, template,
+/// key) for the next request of the same action; any change to the action
+/// is sent as it is now, and the event is rendered anew every time.
+#[tokio::test]
+async fn one_executor_sends_each_action_as_it_is_now() {
+    let (receiver, addr) = Receiver::start([]).await;
+    let exec = executor();
+    let mut action = signed(addr, "/v1");
+    action.body_template = Some("{{ entity_type }} {{ data.total }}".into());
+    let send = |action: WebhookAction, event: EntityEvent| {
+        let exec = exec.clone();
+        async move {
+            exec.execute(&event, &ActionConfig::Webhook(action))
+                .await
+                .unwrap()
+        }
+    };
+    let mut first = event();
+    send(action.clone(), first.clone()).await;
+    first.data = serde_json::json!({"total": 7});
+    send(action.clone(), first.clone()).await;
+    let mut changed = action.clone();
+    changed.url = format!("http://{addr}/v2");
+    changed.method = "PUT".into();
+    changed.headers = BTreeMap::from([("X-Team".into(), "billing".into())]);
+    changed.body_template = Some("{{ event_type }}".into());
+    send(changed.clone(), first.clone()).await;
+    changed.signing_secret = None;
+    send(changed, first.clone()).await;
+
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(&seen[0].body[..], b"order 42");
+    assert_eq!(
+        &seen[1].body[..],
+        b"order 7",
+        "the template is rendered per event"
+    );
+    assert_eq!((seen[2].method.as_str(), &seen[2].path[..]), ("PUT", "/v2"));
+    assert_eq!(seen[2].headers["x-team"], "billing");
+    assert_eq!(&seen[2].body[..], b"INSERT");
+    assert!(!seen[1].headers.contains_key("x-team"));
+    assert_ne!(
+        seen[0].headers["webhook-id"], seen[2].headers["webhook-id"],
+        "another action, another id"
+    );
+    assert!(
+        !seen[3].headers.contains_key("webhook-signature"),
+        "the secret was removed"
+    );
+    receiver.assert_verified(3);
+
+    // An action that fails its checks fails every time, without a request.
+    let mut bad = hook(addr, "/bad");
+    bad.body_template = Some("{{ unclosed".into());
+    for _ in 0..2 {
+        let err = exec
+            .execute(&first, &ActionConfig::Webhook(bad.clone()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("webhook.body_template"), "{err}");
+    }
+    assert_eq!(receiver.seen().len(), 4);
+}
+
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let (receiver, addr) = Receiver::start([Reply::With(

@@ -15,7 +15,7 @@ use super::template;
 /// An HTTP call to a URL.
 ///
 /// `Debug` leaves the signing secret out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookAction {
     /// `http://` or `https://` URL.

@@ -89,7 +89,15 @@ pub struct EntityEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// When it happened.
+    #[serde(serialize_with = "rfc3339")]
     pub timestamp: DateTime<Utc>,
+}
+
+/// Writes `at` as chrono's own `Serialize` does (RFC 3339, `Z`, as many
+/// fraction digits as needed), but into one string rather than character by
+/// character through the serializer: it is written for every event sent.
+fn rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 impl EntityEvent {
@@ -137,5 +145,39 @@ mod tests {
         assert!(text.contains(r#""event_type":"UPDATE""#));
         let back: EntityEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let whole = Utc.with_ymd_and_hms(2026, 1, 22, 10, 0, 0).unwrap();
+        let nanos = chrono::Duration::nanoseconds;
+        for at in [
+            whole,
+            whole + nanos(120_000_000),
+            whole + nanos(123_456_000),
+            whole + nanos(123_456_789),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + nanos(999_999_999),
+            Utc.with_ymd_and_hms(12345, 6, 7, 8, 9, 10).unwrap(),
+            Utc.with_ymd_and_hms(-44, 3, 15, 12, 0, 0).unwrap(),
+            Utc::now(),
+        ] {
+            let mut e = EntityEvent::new(EventKind::Insert, "x", Uuid::nil(), Value::Null);
+            e.timestamp = at;
+            let written = serde_json::to_value(&e).unwrap();
+            assert_eq!(
+                written["timestamp"],
+                serde_json::to_value(at).unwrap(),
+                "{at:?}"
+            );
+            let back: EntityEvent = serde_json::from_value(written).unwrap();
+            assert_eq!(back.timestamp, at);
+        }
+        let mut e = EntityEvent::new(EventKind::Insert, "x", Uuid::nil(), Value::Null);
+        e.timestamp = whole;
+        assert!(serde_json::to_string(&e)
+            .unwrap()
+            .contains(r#""timestamp":"2026-01-22T10:00:00Z""#));
     }
 }

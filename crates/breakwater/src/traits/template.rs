@@ -58,6 +58,38 @@ pub(crate) fn render(
         .map_err(|e| ActionConfigError::new(field, format!("failed to render: {e}")).into())
 }
 
+/// A template compiled once, for actions whose template is rendered for
+/// many events.
+// Used by the executors of the `webhook` feature.
+#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
+pub(crate) struct Compiled {
+    field: &'static str,
+    env: Environment<'static>,
+}
+
+#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
+impl Compiled {
+    const NAME: &'static str = "template";
+
+    /// Compiles `source`; the error names `field`.
+    pub(crate) fn new(field: &'static str, source: &str) -> Result<Self, ActionConfigError> {
+        let mut env = environment();
+        env.add_template_owned(Self::NAME, source.to_owned())
+            .map_err(|e| ActionConfigError::new(field, format!("is not a valid template: {e}")))?;
+        Ok(Self { field, env })
+    }
+
+    /// Renders the template over `event`, as [`render`] does.
+    pub(crate) fn render(&self, event: &EntityEvent) -> Result<String, Error> {
+        let template = self.env.get_template(Self::NAME).map_err(|e| {
+            ActionConfigError::new(self.field, format!("is not a valid template: {e}"))
+        })?;
+        template.render(Value::from(Serde(event))).map_err(|e| {
+            ActionConfigError::new(self.field, format!("failed to render: {e}")).into()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,11 +71,13 @@ mod log;
 pub mod signing;
 mod slack;
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -92,12 +94,16 @@ use crate::traits::{
 /// Performs `webhook` (and `slack`) actions over HTTP(S).
 ///
 /// One pooled `reqwest` client (rustls) per executor; `Clone` is cheap and
-/// shares the pool. See the [module docs](self) for what a request looks
+/// shares the pool. What an action's requests share whatever the event (its
+/// parsed URL, headers, compiled body template and decoded key) is worked out
+/// on its first request and kept for the next ones, for up to 1024 distinct
+/// actions; an action that changes is a new action. See the [module docs](self) for what a request looks
 /// like and how answers are classified.
 #[derive(Debug, Clone)]
 pub struct WebhookExecutor {
     client: reqwest::Client,
     limits: Limits,
+    prepared: PreparedCache,
 }
 
 /// The limits of every request.
@@ -191,7 +197,11 @@ impl WebhookExecutorBuilder {
             .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::permanent(format!("cannot build the HTTP client: {e}")))?;
-        Ok(WebhookExecutor { client, limits: l })
+        Ok(WebhookExecutor {
+            client,
+            limits: l,
+            prepared: PreparedCache::default(),
+        })
     }
 }
 
@@ -201,7 +211,7 @@ struct Request<'a> {
     url: url::Url,
     headers: HeaderMap,
     body: Vec<u8>,
-    sign: Option<(SigningKey, &'a str)>,
+    sign: Option<(&'a SigningKey, &'a str)>,
 }
 
 /// What came back from a 2xx answer.
@@ -253,34 +263,7 @@ impl WebhookExecutor {
     /// assert!(id.starts_with(&format!("msg_{}_", event.id.simple())));
     /// ```
     pub fn message_id(event: &EntityEvent, action: &WebhookAction) -> String {
-        let mut hash = Sha256::new();
-        hash.update(action.method.to_ascii_uppercase().as_bytes());
-        hash.update([0]);
-        hash.update(action.url.as_bytes());
-        hash.update([0]);
-        hash.update(
-            action
-                .body_template
-                .as_deref()
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        let digest = hash.finalize();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = String::with_capacity(4 + 32 + 1 + 16);
-        id.push_str("msg_");
-        id.push_str(
-            event
-                .id
-                .simple()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
-        id.push('_');
-        for byte in &digest[..8] {
-            id.push(char::from(HEX[usize::from(byte >> 4)]));
-            id.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-        id
+        message_id(event, &action_digest(action))
     }
 
     /// Performs `action` for `event`, signing it (when it has a secret) with
@@ -304,7 +287,34 @@ impl WebhookExecutor {
         message_id: &str,
     ) -> Result<ActionResult> {
         let started = Instant::now();
-        let request = self.prepare(event, action, message_id)?;
+        let prepared = self.prepared.get(action)?;
+        self.deliver(started, &prepared, event, message_id).await
+    }
+
+    /// Sends `prepared`'s request for `event`.
+    async fn deliver(
+        &self,
+        started: Instant,
+        prepared: &Prepared,
+        event: &EntityEvent,
+        message_id: &str,
+    ) -> Result<ActionResult> {
+        // Room for the signature headers and the client's own (user agent,
+        // accept), so that no insert has to grow the map.
+        let mut headers = HeaderMap::with_capacity(prepared.headers.len() + 5);
+        headers.extend(
+            prepared
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        let request = Request {
+            method: prepared.method.clone(),
+            url: prepared.url.clone(),
+            headers,
+            body: prepared.body(event)?,
+            sign: prepared.key.as_ref().map(|key| (key, message_id)),
+        };
         let delivered = self.send(request).await?;
         Ok(ActionResult {
             action_type: "webhook".into(),
@@ -312,34 +322,6 @@ impl WebhookExecutor {
             message: classify::describe(delivered.status, &delivered.body),
             duration_ms: elapsed_ms(started),
             status_code: Some(delivered.status.as_u16()),
-        })
-    }
-
-    /// Checks `action` and builds its request.
-    fn prepare<'a>(
-        &self,
-        event: &EntityEvent,
-        action: &'a WebhookAction,
-        message_id: &'a str,
-    ) -> Result<Request<'a>> {
-        let (url, _) =
-            parse_http_url(&action.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
-        let method = webhook_method(&action.method)?;
-        let headers = webhook_headers(&action.headers)?;
-        let body = match &action.body_template {
-            Some(t) => template::render("webhook.body_template", t, event)?.into_bytes(),
-            None => event_json(event)?,
-        };
-        let sign = match &action.signing_secret {
-            Some(secret) => Some((SigningKey::from_secret(secret)?, message_id)),
-            None => None,
-        };
-        Ok(Request {
-            method,
-            url,
-            headers,
-            body,
-            sign,
         })
     }
 
@@ -352,19 +334,20 @@ impl WebhookExecutor {
             body,
             sign,
         } = request;
-        if !headers.contains_key(CONTENT_TYPE) {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
         if let Some((key, id)) = sign {
+            // Named once, not checked anew on every request.
+            const ID: HeaderName = HeaderName::from_static(signing::ID_HEADER);
+            const TIMESTAMP: HeaderName = HeaderName::from_static(signing::TIMESTAMP_HEADER);
+            const SIGNATURE: HeaderName = HeaderName::from_static(signing::SIGNATURE_HEADER);
             let id_value = HeaderValue::from_str(id).map_err(|_| {
                 Error::permanent(format!("the message id {id:?} is not a valid header value"))
             })?;
             let timestamp = unix_seconds(SystemTime::now());
             let signature = key.sign(id, timestamp, &body);
-            headers.insert(signing::ID_HEADER, id_value);
-            headers.insert(signing::TIMESTAMP_HEADER, HeaderValue::from(timestamp));
+            headers.insert(ID, id_value);
+            headers.insert(TIMESTAMP, HeaderValue::from(timestamp));
             headers.insert(
-                signing::SIGNATURE_HEADER,
+                SIGNATURE,
                 HeaderValue::from_str(&signature)
                     .map_err(|_| Error::permanent("the signature is not a valid header value"))?,
             );
@@ -398,6 +381,147 @@ impl WebhookExecutor {
             SystemTime::now(),
         ))
     }
+}
+
+/// What every request of one webhook action shares, whatever the event:
+/// checked, parsed and keyed once.
+struct Prepared {
+    method: Method,
+    url: url::Url,
+    /// The action's headers, `Content-Type` included.
+    headers: HeaderMap,
+    /// The compiled body template; the event as JSON when absent.
+    body: Option<template::Compiled>,
+    key: Option<SigningKey>,
+    /// The action's part of its message ids.
+    digest: [u8; 8],
+}
+
+impl Prepared {
+    /// Checks `action`; the error names the field at fault.
+    fn new(action: &WebhookAction) -> Result<Self> {
+        let (url, _) =
+            parse_http_url(&action.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
+        let method = webhook_method(&action.method)?;
+        let mut headers = webhook_headers(&action.headers)?;
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let body = match &action.body_template {
+            Some(t) => Some(template::Compiled::new("webhook.body_template", t)?),
+            None => None,
+        };
+        let key = match &action.signing_secret {
+            Some(secret) => Some(SigningKey::from_secret(secret)?),
+            None => None,
+        };
+        Ok(Self {
+            method,
+            url,
+            headers,
+            body,
+            key,
+            digest: action_digest(action),
+        })
+    }
+
+    /// The request body for `event`.
+    fn body(&self, event: &EntityEvent) -> Result<Vec<u8>> {
+        match &self.body {
+            Some(template) => Ok(template.render(event)?.into_bytes()),
+            None => event_json(event),
+        }
+    }
+}
+
+/// Prepared actions by their content, shared by an executor's clones, so
+/// that an action's URL is parsed, its template compiled and its key
+/// decoded once rather than on every request. Bounded: past
+/// [`PreparedCache::CAP`] distinct actions it starts again empty.
+#[derive(Clone, Default)]
+struct PreparedCache {
+    map: Arc<RwLock<HashMap<WebhookAction, Arc<Prepared>, foldhash::fast::RandomState>>>,
+}
+
+impl PreparedCache {
+    /// Distinct actions kept at most.
+    const CAP: usize = 1024;
+
+    /// `action` prepared: kept from an earlier request, or checked now (an
+    /// action that fails its checks is not kept).
+    fn get(&self, action: &WebhookAction) -> Result<Arc<Prepared>> {
+        let kept = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(action)
+            .cloned();
+        if let Some(prepared) = kept {
+            return Ok(prepared);
+        }
+        let prepared = Arc::new(Prepared::new(action)?);
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::CAP {
+            map.clear();
+        }
+        map.insert(action.clone(), Arc::clone(&prepared));
+        Ok(prepared)
+    }
+
+    fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl std::fmt::Debug for PreparedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCache")
+            .field("actions", &self.len())
+            .finish()
+    }
+}
+
+/// The action's part of its message ids: the start of a SHA-256 over its
+/// method (upper case), URL and body template.
+fn action_digest(action: &WebhookAction) -> [u8; 8] {
+    let mut hash = Sha256::new();
+    hash.update(action.method.to_ascii_uppercase().as_bytes());
+    hash.update([0]);
+    hash.update(action.url.as_bytes());
+    hash.update([0]);
+    hash.update(
+        action
+            .body_template
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    let digest = hash.finalize();
+    let mut start = [0; 8];
+    start.copy_from_slice(&digest[..8]);
+    start
+}
+
+/// `msg_<event id, 32 hex digits>_<digest, 16 hex digits>`.
+fn message_id(event: &EntityEvent, digest: &[u8; 8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(4 + 32 + 1 + 16);
+    id.push_str("msg_");
+    id.push_str(
+        event
+            .id
+            .simple()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    id.push('_');
+    for byte in digest {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
 }
 
 /// Reads `response`'s body into `into`, up to `cap` bytes.
@@ -451,12 +575,14 @@ impl ActionExecutor for WebhookExecutor {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
         match action {
             ActionConfig::Webhook(w) => {
+                let started = Instant::now();
+                let prepared = self.prepared.get(w)?;
                 // The id is sent only on signed requests.
-                let id = match w.signing_secret {
-                    Some(_) => Self::message_id(event, w),
+                let id = match prepared.key {
+                    Some(_) => message_id(event, &prepared.digest),
                     None => String::new(),
                 };
-                self.execute_with_id(event, w, &id).await
+                self.deliver(started, &prepared, event, &id).await
             }
             ActionConfig::Slack(s) => slack::deliver(self, event, s).await,
             other => Err(not_mine("the webhook executor", other)),
@@ -509,6 +635,32 @@ mod tests {
             ..hook
         };
         assert_ne!(id, WebhookExecutor::message_id(&event, &put));
+    }
+
+    #[test]
+    fn prepared_actions_are_kept_up_to_a_bound() {
+        let cache = PreparedCache::default();
+        let action = |i: usize| WebhookAction {
+            url: format!("http://127.0.0.1:8080/hook/{i}"),
+            method: "POST".into(),
+            headers: Default::default(),
+            body_template: None,
+            signing_secret: None,
+        };
+        let a = cache.get(&action(0)).unwrap();
+        assert!(Arc::ptr_eq(&a, &cache.get(&action(0)).unwrap()), "kept");
+        for i in 1..PreparedCache::CAP + 10 {
+            cache.get(&action(i)).unwrap();
+            assert!(cache.len() <= PreparedCache::CAP);
+        }
+        let last = cache.get(&action(PreparedCache::CAP + 9)).unwrap();
+        assert_eq!(last.url.path(), format!("/hook/{}", PreparedCache::CAP + 9));
+        // A refused action is not kept.
+        let before = cache.len();
+        let mut bad = action(0);
+        bad.url = "ftp://x".into();
+        assert!(cache.get(&bad).is_err());
+        assert_eq!(cache.len(), before);
     }
 
     #[test]

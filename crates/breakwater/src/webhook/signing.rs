@@ -44,10 +44,22 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// A decoded signing secret. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// The HMAC is keyed once, when the secret is decoded; each signature then
+/// starts from a copy of that state.
+#[derive(Clone)]
 pub struct SigningKey {
     key: Vec<u8>,
+    keyed: HmacSha256,
 }
+
+impl PartialEq for SigningKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for SigningKey {}
 
 impl SigningKey {
     /// Decodes a secret: `whsec_` (optional) followed by the base64 of at
@@ -59,16 +71,20 @@ impl SigningKey {
     /// is empty, not base64 or too short; the message never repeats it.
     pub fn from_secret(secret: &str) -> Result<Self, ActionConfigError> {
         signing_key(secret)
-            .map(|key| Self { key })
+            .map(|key| {
+                // HMAC takes keys of any length; `signing_key` guarantees
+                // at least 16 bytes.
+                let keyed = HmacSha256::new_from_slice(&key).expect("HMAC accepts any key length");
+                Self { key, keyed }
+            })
             .map_err(|m| ActionConfigError::new("webhook.signing_secret", m))
     }
 
     fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
-        // HMAC takes keys of any length; `from_secret` guarantees >= 16 bytes.
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut mac = self.keyed.clone();
         mac.update(id.as_bytes());
         mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
+        mac.update(itoa::Buffer::new().format(timestamp).as_bytes());
         mac.update(b".");
         mac.update(body);
         mac
