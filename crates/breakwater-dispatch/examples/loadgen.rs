@@ -24,6 +24,11 @@
 //! used: a figure that other load on the machine moves far less than the
 //! rates.
 
+/// The allocator the `breakwater` binary uses, so that the service in this
+/// process runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

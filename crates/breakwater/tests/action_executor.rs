@@ -266,6 +266,46 @@ async fn invalid_actions_are_refused_before_the_breaker() {
     assert_eq!(breaker.metrics().requests, 0);
 }
 
+/// The executor keeps what it learnt of an action (checked, and its
+/// endpoint) for the next event, and only that: a refused action is refused
+/// every time, an action that changes is judged as it is now.
+#[tokio::test(start_paused = true)]
+async fn repeated_actions_are_judged_the_same_way_every_time() {
+    let inner = Scripted::with([]);
+    let breakers = Arc::new(PerEndpointCircuitBreaker::new(config()));
+    let exec = CircuitBreakerActionExecutor::per_endpoint(inner.clone(), breakers.clone());
+    for _ in 0..3 {
+        let e = exec
+            .execute(&event(), &hook("http://127.0.0.1:0/x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidAction(bad) if bad.field == "webhook.url"),
+            "{e:?}"
+        );
+    }
+    let mut action = hook("http://127.0.0.1:9/x");
+    for _ in 0..3 {
+        exec.execute(&event(), &action).await.unwrap();
+    }
+    if let ActionConfig::Webhook(w) = &mut action {
+        w.url = "http://127.0.0.1:10/x".into();
+    }
+    exec.execute(&event(), &action).await.unwrap();
+    if let ActionConfig::Webhook(w) = &mut action {
+        w.signing_secret = Some("whsec_short".into());
+    }
+    let e = exec.execute(&event(), &action).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidAction(bad) if bad.field == "webhook.signing_secret"),
+        "{e:?}"
+    );
+    assert_eq!(inner.calls(), 4);
+    let requests = |key: &str| breakers.get_or_create(key).metrics().requests;
+    assert_eq!(requests("http://127.0.0.1:9"), 3);
+    assert_eq!(requests("http://127.0.0.1:10"), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn per_endpoint_breakers_isolate_endpoints() {
     let inner = Scripted::with((0..4).map(|_| down()));

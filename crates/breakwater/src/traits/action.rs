@@ -57,7 +57,7 @@ fn default_method() -> String {
 }
 
 /// A message to a Slack incoming webhook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackAction {
     /// The incoming-webhook URL.
@@ -71,7 +71,7 @@ pub struct SlackAction {
 }
 
 /// An email.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailAction {
     /// Recipients.
@@ -83,7 +83,7 @@ pub struct EmailAction {
 }
 
 /// A log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogAction {
     /// `trace`, `debug`, `info`, `warn` or `error`; `info` by default.
@@ -112,7 +112,7 @@ fn default_level() -> String {
 /// assert_eq!(action.endpoint(), "https://hooks.example.com:443");
 /// assert!(action.validate().is_ok());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ActionConfig {
     /// An HTTP call.

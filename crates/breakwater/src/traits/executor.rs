@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::action::ActionConfig;
+use super::cache::BoundedCache;
 use super::error::{Error, Result};
 use super::event::EntityEvent;
 use crate::resilience::per_endpoint::PerEndpointCircuitBreaker;
@@ -124,7 +125,13 @@ enum Guard {
 pub struct CircuitBreakerActionExecutor<E> {
     inner: E,
     guard: Guard,
+    /// The endpoints of actions that passed their checks, so that an action
+    /// run for many events is checked and keyed once.
+    endpoints: BoundedCache<ActionConfig, Arc<str>>,
 }
+
+/// Distinct actions whose endpoints are kept at most.
+const ENDPOINTS_KEPT: usize = 1024;
 
 impl<E> CircuitBreakerActionExecutor<E> {
     /// Guards every action of `inner` with one breaker.
@@ -132,6 +139,7 @@ impl<E> CircuitBreakerActionExecutor<E> {
         Self {
             inner,
             guard: Guard::One(circuit_breaker),
+            endpoints: BoundedCache::new(ENDPOINTS_KEPT),
         }
     }
 
@@ -140,6 +148,7 @@ impl<E> CircuitBreakerActionExecutor<E> {
         Self {
             inner,
             guard: Guard::PerEndpoint(breakers),
+            endpoints: BoundedCache::new(ENDPOINTS_KEPT),
         }
     }
 
@@ -175,14 +184,16 @@ fn classify(result: &Result<ActionResult>) -> Verdict {
 impl<E: ActionExecutor> ActionExecutor for CircuitBreakerActionExecutor<E> {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
         // One parse of the action's URL both checks it and keys its breaker.
-        let endpoint = action.validated_endpoint()?;
+        let endpoint = self
+            .endpoints
+            .get_or_try_insert(action, || action.validated_endpoint().map(Arc::from))?;
         let breaker = self.breaker_of(&endpoint);
         breaker
             .call_with(classify, || self.inner.execute(event, action))
             .await
             .map_err(|e| match e {
                 CircuitError::Open { retry_after } => Error::CircuitOpen {
-                    endpoint,
+                    endpoint: endpoint.to_string(),
                     retry_after,
                 },
                 CircuitError::Inner(e) => e,

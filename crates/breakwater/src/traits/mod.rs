@@ -30,6 +30,7 @@
 //! by [`ActionConfig::validate`], naming the field.
 
 mod action;
+pub(crate) mod cache;
 mod endpoint;
 mod error;
 mod event;

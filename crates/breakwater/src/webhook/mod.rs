@@ -71,8 +71,7 @@ mod log;
 pub mod signing;
 mod slack;
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -86,6 +85,7 @@ pub use self::email::{EmailExecutor, EmailExecutorBuilder, SmtpTls};
 pub use self::log::LogExecutor;
 pub use self::signing::SigningKey;
 pub use self::slack::SlackExecutor;
+use crate::traits::cache::BoundedCache;
 use crate::traits::{
     parse_http_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
     ActionExecutor, ActionResult, EntityEvent, Error, Result, WebhookAction,
@@ -436,51 +436,30 @@ impl Prepared {
 
 /// Prepared actions by their content, shared by an executor's clones, so
 /// that an action's URL is parsed, its template compiled and its key
-/// decoded once rather than on every request. Bounded: past
-/// [`PreparedCache::CAP`] distinct actions it starts again empty.
-#[derive(Clone, Default)]
-struct PreparedCache {
-    map: Arc<RwLock<HashMap<WebhookAction, Arc<Prepared>, foldhash::fast::RandomState>>>,
+/// decoded once rather than on every request. An action that fails its
+/// checks is not kept.
+#[derive(Clone, Debug)]
+struct PreparedCache(BoundedCache<WebhookAction, Arc<Prepared>>);
+
+impl Default for PreparedCache {
+    fn default() -> Self {
+        Self(BoundedCache::new(Self::CAP))
+    }
 }
 
 impl PreparedCache {
     /// Distinct actions kept at most.
     const CAP: usize = 1024;
 
-    /// `action` prepared: kept from an earlier request, or checked now (an
-    /// action that fails its checks is not kept).
+    /// `action` prepared: kept from an earlier request, or checked now.
     fn get(&self, action: &WebhookAction) -> Result<Arc<Prepared>> {
-        let kept = self
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(action)
-            .cloned();
-        if let Some(prepared) = kept {
-            return Ok(prepared);
-        }
-        let prepared = Arc::new(Prepared::new(action)?);
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= Self::CAP {
-            map.clear();
-        }
-        map.insert(action.clone(), Arc::clone(&prepared));
-        Ok(prepared)
+        self.0
+            .get_or_try_insert(action, || Prepared::new(action).map(Arc::new))
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
-
-impl std::fmt::Debug for PreparedCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedCache")
-            .field("actions", &self.len())
-            .finish()
+        self.0.len()
     }
 }
 
