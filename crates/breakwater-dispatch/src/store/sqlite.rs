@@ -43,15 +43,22 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// The schema's version, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. Every index but the event ids' grows at its end: actions point
+/// at their event by its sequence number, not by its random id, so that
+/// storing an event touches one page at a random place rather than two.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL,
     accepted_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL REFERENCES events(id),
+    event INTEGER NOT NULL REFERENCES events(seq),
     observer TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     action_type TEXT NOT NULL,
@@ -66,7 +73,7 @@ CREATE TABLE IF NOT EXISTS actions (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, claimed, id);
-CREATE INDEX IF NOT EXISTS actions_by_event ON actions(event_id);
+CREATE INDEX IF NOT EXISTS actions_by_event ON actions(event);
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     snapshot TEXT,
@@ -74,6 +81,60 @@ CREATE TABLE IF NOT EXISTS endpoints (
     disabled_reason TEXT
 );
 ";
+
+/// From version 0 (actions keyed their event by its id) to version 1, in
+/// one transaction: every event and action is kept, ids included.
+const MIGRATE_0_TO_1: &str = "
+ALTER TABLE actions RENAME TO actions_v0;
+ALTER TABLE events RENAME TO events_v0;
+DROP INDEX IF EXISTS actions_by_status;
+DROP INDEX IF EXISTS actions_by_event;
+";
+
+/// Copies version 0's rows into version 1's tables (created in between).
+const COPY_0_TO_1: &str = "
+INSERT INTO events (seq, id, body, accepted_at)
+    SELECT rowid, id, body, accepted_at FROM events_v0 ORDER BY rowid;
+INSERT INTO actions (id, event, observer, endpoint, action_type, action, status, attempts,
+                     not_before, last_error, last_status, claimed, accepted_at, updated_at)
+    SELECT a.id, e.rowid, a.observer, a.endpoint, a.action_type, a.action, a.status,
+           a.attempts, a.not_before, a.last_error, a.last_status, a.claimed, a.accepted_at,
+           a.updated_at
+    FROM actions_v0 a JOIN events_v0 e ON e.id = a.event_id ORDER BY a.id;
+DROP TABLE actions_v0;
+DROP TABLE events_v0;
+";
+
+/// Creates the schema, or brings an older one up to date.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database's schema is version {version}, newer than this binary's \
+             ({SCHEMA_VERSION}): run a newer breakwater"
+        )));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let t = conn.transaction()?;
+    let old_events: bool = t.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'id')
+            AND NOT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'seq')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old_events {
+        t.execute_batch(MIGRATE_0_TO_1)?;
+        t.execute_batch(SCHEMA)?;
+        t.execute_batch(COPY_0_TO_1)?;
+    } else {
+        t.execute_batch(SCHEMA)?;
+    }
+    t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    t.commit()?;
+    Ok(())
+}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -111,7 +172,7 @@ impl SqliteStore {
 
     fn open_with(path: &Path, release_claims: bool) -> StoreResult<Self> {
         let mut conn = open(path)?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         if release_claims {
             conn.execute("UPDATE actions SET claimed = 0 WHERE claimed = 1", [])?;
         }
@@ -348,18 +409,19 @@ impl Store for SqliteStore {
                     out.push(Inserted::Duplicate);
                     continue;
                 }
+                let seq = t.last_insert_rowid();
                 let event = Arc::new(event);
                 let mut pending = Vec::with_capacity(actions.len());
                 for a in actions {
                     let endpoint = a.action.endpoint();
                     let json = serde_json::to_string(&a.action).unwrap_or_default();
                     t.prepare_cached(
-                        "INSERT INTO actions (event_id, observer, endpoint, action_type, action,
+                        "INSERT INTO actions (event, observer, endpoint, action_type, action,
                          status, claimed, accepted_at, updated_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 1, ?6, ?6)",
                     )?
                     .execute(params![
-                        event.id.to_string(),
+                        seq,
                         a.observer,
                         endpoint,
                         a.action.action_type(),
@@ -390,7 +452,7 @@ impl Store for SqliteStore {
             let mut stmt = t.prepare_cached(
                 "SELECT a.id, a.observer, a.endpoint, a.action, a.attempts, a.not_before,
                         a.accepted_at, a.status, e.body
-                 FROM actions a JOIN events e ON e.id = a.event_id
+                 FROM actions a JOIN events e ON e.seq = a.event
                  WHERE a.status IN ('pending', 'parked') AND a.claimed = 0
                  ORDER BY a.id LIMIT ?1",
             )?;
@@ -418,23 +480,24 @@ impl Store for SqliteStore {
 
     async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>> {
         self.read(move |c| {
-            let accepted: Option<i64> = c
+            let found: Option<(i64, i64)> = c
                 .query_row(
-                    "SELECT accepted_at FROM events WHERE id = ?1",
+                    "SELECT seq, accepted_at FROM events WHERE id = ?1",
                     params![id.to_string()],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let Some(accepted) = accepted else {
+            let Some((seq, accepted)) = found else {
                 return Ok(None);
             };
             let mut stmt = c.prepare_cached(
-                "SELECT id, event_id, observer, action_type, endpoint, status, attempts,
-                        not_before, last_error, last_status
-                 FROM actions WHERE event_id = ?1 ORDER BY id",
+                "SELECT a.id, e.id AS event_id, a.observer, a.action_type, a.endpoint, a.status,
+                        a.attempts, a.not_before, a.last_error, a.last_status
+                 FROM actions a JOIN events e ON e.seq = a.event
+                 WHERE a.event = ?1 ORDER BY a.id",
             )?;
             let actions = stmt
-                .query_map(params![id.to_string()], row_to_record)?
+                .query_map(params![seq], row_to_record)?
                 .collect::<Result<_, _>>()?;
             Ok(Some(EventRecord {
                 id,
@@ -488,9 +551,10 @@ impl Store for SqliteStore {
     async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
         self.read(move |c| {
             let mut stmt = c.prepare(
-                "SELECT id, event_id, observer, action_type, endpoint, status, attempts,
-                        not_before, last_error, last_status
-                 FROM actions WHERE status = 'dead_lettered' ORDER BY id LIMIT ?1",
+                "SELECT a.id, e.id AS event_id, a.observer, a.action_type, a.endpoint, a.status,
+                        a.attempts, a.not_before, a.last_error, a.last_status
+                 FROM actions a JOIN events e ON e.seq = a.event
+                 WHERE a.status = 'dead_lettered' ORDER BY a.id LIMIT ?1",
             )?;
             let rows = stmt
                 .query_map(params![limit as i64], row_to_record)?
@@ -673,5 +737,129 @@ mod tests {
         assert_eq!(store.purge_dead_letters(None).await.unwrap(), 1);
         assert!(store.dead_letters(10).await.unwrap().is_empty());
         store.close().await;
+    }
+
+    /// The first schema (actions keyed their event by its id), as a
+    /// database written by an older binary has it.
+    const SCHEMA_V0: &str = "
+        CREATE TABLE events (id TEXT PRIMARY KEY, body TEXT NOT NULL, accepted_at INTEGER NOT NULL);
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL REFERENCES events(id),
+            observer TEXT NOT NULL, endpoint TEXT NOT NULL, action_type TEXT NOT NULL,
+            action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            not_before INTEGER, last_error TEXT, last_status INTEGER,
+            claimed INTEGER NOT NULL DEFAULT 0, accepted_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL);
+        CREATE INDEX actions_by_status ON actions(status, claimed, id);
+        CREATE INDEX actions_by_event ON actions(event_id);
+        CREATE TABLE endpoints (endpoint TEXT PRIMARY KEY, snapshot TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0, disabled_reason TEXT);
+    ";
+
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_is_migrated_with_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v0.db");
+        let (a, b) = (event(), event());
+        let action = serde_json::to_string(&log_action().action).unwrap();
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V0).unwrap();
+            for e in [&a, &b] {
+                c.execute(
+                    "INSERT INTO events VALUES (?1, ?2, 1000)",
+                    params![e.id.to_string(), serde_json::to_string(e).unwrap()],
+                )
+                .unwrap();
+            }
+            for (id, event, status, error) in [
+                (7, &a, "delivered", None),
+                (8, &a, "pending", None),
+                (9, &b, "dead_lettered", Some("boom")),
+            ] {
+                c.execute(
+                    "INSERT INTO actions (id, event_id, observer, endpoint, action_type, action,
+                     status, attempts, last_error, accepted_at, updated_at)
+                     VALUES (?1, ?2, 'o', 'log', 'log', ?3, ?4, 1, ?5, 1000, 1000)",
+                    params![id, event.id.to_string(), action, status, error],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO endpoints (endpoint, snapshot) VALUES ('http://a:80', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let rec = store.event(a.id).await.unwrap().unwrap();
+        let statuses: Vec<_> = rec.actions.iter().map(|r| (r.id, r.status)).collect();
+        assert_eq!(
+            statuses,
+            vec![(7, ActionStatus::Delivered), (8, ActionStatus::Pending)]
+        );
+        assert!(rec.actions.iter().all(|r| r.event_id == a.id));
+        let dead = store.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].id, dead[0].event_id), (9, b.id));
+        assert_eq!(dead[0].last_error.as_deref(), Some("boom"));
+        let claimed = store.claim(10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].id, claimed[0].event.id), (8, a.id));
+        assert_eq!(store.snapshots().await.unwrap().len(), 1);
+        // New rows after the old ones; a known event id is still a duplicate.
+        let c = event();
+        let ins = store
+            .insert(vec![
+                NewEvent {
+                    event: a.clone(),
+                    actions: vec![log_action()],
+                },
+                NewEvent {
+                    event: c.clone(),
+                    actions: vec![log_action()],
+                },
+            ])
+            .await
+            .unwrap();
+        assert!(matches!(ins[0], Inserted::Duplicate));
+        let Inserted::New(new) = &ins[1] else {
+            panic!("a new event is stored")
+        };
+        assert!(new[0].id > 9, "action ids keep growing: {}", new[0].id);
+        assert_eq!(store.event(c.id).await.unwrap().unwrap().actions.len(), 1);
+        store.close().await;
+        let c = Connection::open(&path).unwrap();
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let old: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%_v0'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old tables are gone");
+    }
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_and_gets_no_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE later (x); PRAGMA user_version = 9;")
+                .unwrap();
+        }
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("version 9") && err.contains("newer"), "{err}");
+        let c = Connection::open(&path).unwrap();
+        let tables: i64 = c
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1, "nothing was created");
     }
 }
