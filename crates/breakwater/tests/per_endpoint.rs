@@ -621,6 +621,31 @@ async fn a_full_registry_evicts_least_recently_used_closed_breakers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn making_room_never_evicts_a_held_breaker_as_old_as_the_oldest() {
+    // Every breaker is as old as the others (all made at the same instant,
+    // the sweep's too), so the held ones are among the least recently used
+    // candidates; only the one nobody holds may go.
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), limits(3_600, 32));
+    let held: Vec<_> = (0..31)
+        .map(|i| reg.get_or_create(&format!("held-{i:02}")))
+        .collect();
+    reg.get_or_create("free");
+    assert_eq!(reg.len(), 32);
+    reg.get_or_create("new");
+    assert!(reg.get("free").is_none(), "the unheld one made room");
+    assert!(reg.statistics_for("new").is_some(), "retained");
+    for (i, breaker) in held.iter().enumerate() {
+        let retained = reg.get(&format!("held-{i:02}")).expect("kept");
+        assert!(
+            Arc::ptr_eq(&retained, breaker),
+            "held-{i:02} is the same breaker"
+        );
+    }
+    assert_eq!(reg.len(), 32);
+    assert_eq!(reg.overflows(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_registry_full_of_open_breakers_still_serves_new_endpoints() {
     let reg = PerEndpointCircuitBreaker::with_limits(quick(), limits(60, 4));
     for e in ["o1", "o2", "o3", "o4"] {

@@ -537,4 +537,129 @@ mod tests {
         );
         assert_eq!(w.tally(100_000), Tally::default());
     }
+
+    #[test]
+    fn time_window_counts_failures_and_slow_calls_apart() {
+        let w = TimeWindow::new(10_000); // 10 ms, 1 ms buckets
+        for o in [SUCCESS, FAILURE, FAILURE | SLOW, SUCCESS | SLOW, FAILURE] {
+            assert!(w.record(100, o, || true));
+        }
+        assert_eq!(
+            w.tally(200),
+            Tally {
+                len: 5,
+                failures: 3,
+                slow: 2
+            }
+        );
+        // Over two buckets, the tallies add up.
+        assert!(w.record(3_100, SUCCESS | SLOW, || true));
+        assert_eq!(
+            w.tally(3_200),
+            Tally {
+                len: 6,
+                failures: 3,
+                slow: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_stale_outcome_is_refused_and_counted_nowhere() {
+        let w = TimeWindow::new(10_000);
+        assert!(!w.record(100, FAILURE, || false));
+        assert_eq!(w.tally(200), Tally::default());
+        assert!(w.record(100, FAILURE, || true));
+        assert_eq!(w.tally(200).len, 1);
+    }
+
+    #[test]
+    fn a_cleared_time_window_reads_empty_and_counts_again_from_zero() {
+        let w = TimeWindow::new(10_000);
+        w.record(100, FAILURE, || true);
+        w.record(2_100, FAILURE, || true);
+        w.clear();
+        assert_eq!(w.tally(2_200), Tally::default());
+        // The bucket written before the clear, in the same period, starts
+        // again from zero.
+        w.record(2_150, SUCCESS, || true);
+        assert_eq!(
+            w.tally(2_200),
+            Tally {
+                len: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+        w.record(2_160, SUCCESS, || true);
+        assert_eq!(w.tally(2_200).len, 2);
+    }
+
+    #[test]
+    fn every_clear_empties_the_time_window_anew() {
+        // A bucket left untouched reads as empty after any number of clears
+        // below 1024 (the clear tag's range).
+        let w = TimeWindow::new(10_000);
+        w.record(100, FAILURE, || true);
+        for clears in 1..1024 {
+            w.clear();
+            assert_eq!(w.tally(200), Tally::default(), "after {clears} clears");
+        }
+    }
+
+    #[test]
+    fn a_time_window_keeps_its_outcomes_unless_its_length_changes() {
+        let w = TimeWindow::new(10_000);
+        w.record(100, FAILURE, || true);
+        w.set_length(10_000);
+        assert_eq!(w.tally(200).len, 1);
+        w.set_length(20_000);
+        assert_eq!(w.tally(200), Tally::default());
+    }
+
+    #[test]
+    fn a_full_bucket_stops_counting_until_its_next_period() {
+        let w = TimeWindow::new(10_000);
+        for _ in 0..COUNT_MAX {
+            assert!(w.record(100, FAILURE, || true));
+        }
+        let full = Tally {
+            len: COUNT_MAX,
+            failures: COUNT_MAX,
+            slow: 0,
+        };
+        assert_eq!(w.tally(200), full);
+        // One more in the same period is not counted (it would carry into
+        // the next field), and does not change the rates.
+        assert!(w.record(200, SUCCESS | SLOW, || true));
+        assert_eq!(w.tally(300), full);
+        // The bucket's next period, one window later, starts from zero.
+        assert!(w.record(10_100, SUCCESS, || true));
+        assert_eq!(
+            w.tally(10_200),
+            Tally {
+                len: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_tally_counts_no_bucket_of_a_later_period_than_its_own() {
+        // A call that finished after the tally read the clock wrote a
+        // bucket of a later period: it is not yet in the tally's window.
+        let w = TimeWindow::new(10_000);
+        w.record(1_100, FAILURE, || true);
+        w.record(6_100, FAILURE, || true);
+        assert_eq!(
+            w.tally(5_500),
+            Tally {
+                len: 1,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(w.tally(6_200).len, 2);
+    }
 }

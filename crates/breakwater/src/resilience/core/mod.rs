@@ -627,4 +627,158 @@ mod tests {
         assert_eq!(core.outcomes(), [FAILURE, SUCCESS, SUCCESS]);
         assert_eq!(core.count.tally().len, 3);
     }
+
+    /// The largest deadline the deadline word holds: 52 bits of
+    /// microseconds (the 12 bits below hold the opening's tag).
+    const LAST_US: u64 = (1 << 52) - 1;
+
+    #[test]
+    fn a_deadline_past_the_range_of_the_deadline_word_is_held_at_its_end() {
+        // An opening that would end past the word's range ends at its last
+        // microsecond instead of wrapping to a deadline long gone.
+        let core = one_failure_trips();
+        let t = LAST_US - 1_000;
+        let (_, until) = trip(&core, t);
+        assert_eq!(until, LAST_US);
+        assert_eq!(core.open_deadline(core.word()), Some(LAST_US));
+        let refused = core.acquire(&mut LazyNow::new(|| t), &mut no_sink);
+        assert_eq!(refused.unwrap_err().retry_after_us(), Some(1_000));
+
+        // The same for a restored opening (a snapshot may say anything).
+        let restored = one_failure_trips();
+        restored.install(
+            CircuitState::Open,
+            1,
+            None,
+            Some((u64::MAX, 1_000_000)),
+            &[],
+        );
+        assert_eq!(restored.open_deadline(restored.word()), Some(LAST_US));
+        let refused = restored.acquire(&mut LazyNow::new(|| 0), &mut no_sink);
+        assert_eq!(refused.unwrap_err().retry_after_us(), Some(LAST_US));
+    }
+
+    #[test]
+    fn a_call_racing_a_reopening_never_half_opens_at_the_previous_deadline() {
+        let core = one_failure_trips();
+        let (_, first_until) = trip(&core, 0);
+        // Long after the first deadline, a probe fails: the breaker reopens.
+        let t = first_until + 500_000;
+        let probe = core.acquire(&mut LazyNow::new(|| t), &mut no_sink).unwrap();
+        assert!(probe.probe);
+        // The reopening reads the clock between its compare-exchange of the
+        // word and the publication of its deadline: a call made there is a
+        // call racing the reopening, which sees the new Open word next to
+        // the first opening's deadline (long past).
+        let mut racing = None;
+        let mut now = LazyNow::new(|| {
+            let seen = core.word().state();
+            racing = Some((seen, core.acquire(&mut LazyNow::new(|| t), &mut no_sink)));
+            t
+        });
+        let mut reopened = None;
+        core.complete(probe, FAILURE, &mut now, &mut |c| reopened = Some(c));
+        let (seen, result) = racing.expect("the reopening reads the clock");
+        assert_eq!(seen, CircuitState::Open);
+        // Refused, with no wait to advise yet: not half-opened by the old
+        // deadline, and no probe taken.
+        assert_eq!(result, Err(Refusal::no_wait()));
+        assert_eq!(core.totals.probes.load(Ordering::Relaxed), 1);
+        let reopened = reopened.expect("a failed probe reopens");
+        assert_eq!(reopened.to, CircuitState::Open);
+        assert_eq!(core.word().state(), CircuitState::Open);
+        assert_eq!(core.word().generation(), reopened.generation);
+        // The second opening is twice the first (no jitter).
+        let until = reopened.open_until_us.unwrap();
+        assert_eq!(until, t + 2_000_000);
+        assert_eq!(core.open_deadline(core.word()), Some(until));
+        let later = core.acquire(&mut LazyNow::new(|| t), &mut no_sink);
+        assert_eq!(later.unwrap_err().retry_after_us(), Some(2_000_000));
+    }
+
+    /// A core with a count window of four that opens on one failure and
+    /// closes on one successful probe.
+    fn four_outcomes_one_failure_trips() -> Core {
+        let config = CircuitBreakerConfig {
+            sample_size: 4,
+            minimum_calls: Some(1),
+            failure_threshold: 0.5,
+            half_open_max_requests: 1,
+            open_timeout_ms: 1_000,
+            jitter_ratio: 0.0,
+            ..Default::default()
+        };
+        Core::new(&config, 0)
+    }
+
+    fn call(core: &Core, t: u64, outcome: u8) {
+        let mut now = LazyNow::new(|| t);
+        let ticket = core.acquire(&mut now, &mut no_sink).unwrap();
+        core.complete(ticket, outcome, &mut now, &mut no_sink);
+    }
+
+    /// Writes `outcome` of a call admitted with `ticket` into the count
+    /// window as `complete` does once its generation check has passed
+    /// (whatever happened since), then asks whether to take it back.
+    fn write_late(core: &Core, ticket: Ticket, outcome: u8) -> bool {
+        let pos = core.busy.cursor.fetch_add(1, Ordering::Relaxed);
+        assert!(core.count.record(pos, outcome).wrote);
+        core.took_back(ticket, pos, outcome)
+    }
+
+    #[test]
+    fn an_outcome_written_when_at_most_an_opening_happened_stays_in_the_window() {
+        let core = four_outcomes_one_failure_trips();
+        let mut now = LazyNow::new(|| 0);
+        let early = core.acquire(&mut now, &mut no_sink).unwrap();
+        assert!(!write_late(&core, early, SUCCESS));
+        assert_eq!(core.outcomes(), [SUCCESS]);
+
+        // Admitted while Closed, written after another call's failure
+        // opened the breaker: the opening emptied no window.
+        let late = core.acquire(&mut now, &mut no_sink).unwrap();
+        call(&core, 0, FAILURE);
+        assert_eq!(core.word().state(), CircuitState::Open);
+        assert!(core.word().is_next_generation_of(late.generation));
+        assert!(!write_late(&core, late, SUCCESS));
+        assert_eq!(core.outcomes(), [SUCCESS, FAILURE, SUCCESS]);
+        assert_eq!(core.count.tally().len, 3);
+    }
+
+    #[test]
+    fn an_outcome_written_after_its_window_was_emptied_is_taken_back() {
+        // Reset: the next generation, Closed, with an empty window.
+        let core = four_outcomes_one_failure_trips();
+        let mut now = LazyNow::new(|| 0);
+        call(&core, 0, SUCCESS);
+        let late = core.acquire(&mut now, &mut no_sink).unwrap();
+        core.reset(0, &mut no_sink);
+        assert!(core.word().is_next_generation_of(late.generation));
+        assert!(write_late(&core, late, FAILURE));
+        assert!(core.outcomes().is_empty());
+        assert_eq!(core.count.tally().len, 0);
+
+        // Opened, half-opened and closed by a successful probe.
+        let core = four_outcomes_one_failure_trips();
+        let late = core.acquire(&mut now, &mut no_sink).unwrap();
+        let (generation, until) = trip(&core, 0);
+        assert!(core.expire(generation, until, &mut no_sink));
+        call(&core, until, SUCCESS);
+        assert_eq!(core.word().state(), CircuitState::Closed);
+        assert!(write_late(&core, late, FAILURE));
+        assert!(core.outcomes().is_empty());
+
+        // Opened, half-opened and reopened by a failed probe: Open again,
+        // but not the opening that followed the call's admission; the
+        // outcome is as stale as one checked after the reopening.
+        let core = four_outcomes_one_failure_trips();
+        let late = core.acquire(&mut now, &mut no_sink).unwrap();
+        let (generation, until) = trip(&core, 0);
+        assert!(core.expire(generation, until, &mut no_sink));
+        call(&core, until, FAILURE);
+        assert_eq!(core.word().state(), CircuitState::Open);
+        assert!(!core.word().is_next_generation_of(late.generation));
+        assert!(write_late(&core, late, SUCCESS));
+        assert_eq!(core.outcomes(), [FAILURE]);
+    }
 }
