@@ -493,3 +493,19 @@ async fn an_abandoned_half_open_endpoint_does_not_keep_a_registry_degraded() {
     assert_eq!(degradation.get_degradation_level(), Normal);
     assert!(reg.get("gone").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn debug_shows_the_switch_the_latch_and_the_watermarks() {
+    let d = GracefulDegradation::new(breaker(4)).with_critical_fraction(0.5);
+    d.set_enabled(false);
+    let shown = format!("{d:?}");
+    assert!(shown.starts_with("GracefulDegradation {"), "{shown}");
+    for part in [
+        "enabled: false",
+        "degraded_mode: false",
+        "watermarks: (0.125, 0.25)",
+        "critical_fraction: 0.5",
+    ] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+}

@@ -427,3 +427,87 @@ impl CircuitBreaker {
         self.shared.events.name()
     }
 }
+
+#[cfg(all(test, not(breakwater_loom)))]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use crate::resilience::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Openings are counted when they end, each with its exact length, in
+    /// the bucket of that length; the wall-clock time of the last change
+    /// is kept.
+    #[tokio::test(start_paused = true)]
+    async fn every_finished_opening_is_counted_with_its_length() {
+        let cb = CircuitBreaker::new(CircuitBreakerConfig {
+            sample_size: 1,
+            open_timeout_ms: 1_000,
+            max_open_timeout_ms: 60_000,
+            jitter_ratio: 0.0,
+            half_open_max_requests: 1,
+            ..Default::default()
+        });
+        assert_eq!(cb.last_state_change_time(), None);
+        assert_eq!(cb.last_state_change_unix_secs(), None);
+        assert_eq!(cb.open_durations().count, 0);
+        let before = SystemTime::now();
+        cb.try_acquire().unwrap().failure();
+        assert_eq!(cb.state(), CircuitState::Open);
+        let changed = cb.last_state_change_time().expect("a change happened");
+        assert!(changed >= before - ms(1) && changed <= SystemTime::now());
+        let secs = cb.last_state_change_unix_secs().expect("a change happened");
+        let since_epoch = changed.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert!(
+            (secs - since_epoch.as_secs_f64()).abs() < 1e-3,
+            "{secs} {since_epoch:?}"
+        );
+        assert_eq!(cb.open_durations().count, 0, "an opening still going");
+
+        tokio::time::advance(ms(1_000)).await;
+        // The probe fails: a second opening, twice as long.
+        cb.try_acquire().unwrap().failure();
+        assert_eq!(cb.state(), CircuitState::Open);
+        tokio::time::advance(ms(2_000)).await;
+        cb.try_acquire().unwrap().success();
+        assert_eq!(cb.state(), CircuitState::Closed);
+
+        let d = cb.open_durations();
+        assert_eq!(d.count, 2);
+        assert_eq!(d.sum, ms(3_000), "exact lengths");
+        let filled: Vec<(f64, u64)> = d.buckets.iter().copied().filter(|b| b.1 > 0).collect();
+        assert_eq!(filled, vec![(1.0, 1), (2.5, 1)]);
+        assert_eq!(d.buckets.len(), super::OPEN_DURATION_BOUNDS.len() + 1);
+        assert_eq!(d.buckets.last().unwrap().0, f64::INFINITY);
+
+        // A forced opening counts when it is lifted.
+        cb.force_open();
+        tokio::time::advance(ms(400)).await;
+        cb.reset();
+        let d = cb.open_durations();
+        assert_eq!((d.count, d.sum), (3, ms(3_400)));
+        assert_eq!(d.buckets[1], (0.5, 1), "400 ms is in (0.1 s, 0.5 s]");
+
+        // What the metrics collector reads: the same counts, added to what
+        // it has summed so far over other breakers.
+        let mut into = vec![10; super::OPEN_DURATION_BOUNDS.len() + 1];
+        assert_eq!(cb.add_open_durations(&mut into), (3, 3_400_000));
+        let want: Vec<u64> = d.buckets.iter().map(|b| 10 + b.1).collect();
+        assert_eq!(into, want);
+        let fresh = CircuitBreaker::new(CircuitBreakerConfig::default());
+        assert_eq!(fresh.add_open_durations(&mut into), (0, 0));
+        assert_eq!(into, want, "nothing added");
+    }
+
+    #[test]
+    fn a_named_breaker_shares_its_name() {
+        let named = CircuitBreaker::named("billing", CircuitBreakerConfig::default());
+        assert_eq!(named.name_arc().map(|n| &**n), Some("billing"));
+        assert_eq!(named.name(), Some("billing"));
+        let anonymous = CircuitBreaker::new(CircuitBreakerConfig::default());
+        assert!(anonymous.name_arc().is_none());
+    }
+}

@@ -172,6 +172,18 @@ mod tests {
             window_len: 0,
             last_state_change: None,
         };
+        assert_eq!(
+            m.transitions_between(CircuitState::Closed, CircuitState::Open),
+            2
+        );
+        assert_eq!(
+            m.transitions_between(CircuitState::HalfOpen, CircuitState::Closed),
+            1
+        );
+        assert_eq!(
+            m.transitions_between(CircuitState::Open, CircuitState::Closed),
+            0
+        );
         let shown = format!("{m:?}");
         assert!(
             shown.contains(r#"transitions: {"Closed -> Open": 2, "HalfOpen -> Closed": 1}"#),
@@ -179,5 +191,57 @@ mod tests {
         );
         assert!(shown.contains("last_state_change: never"), "{shown}");
         assert!(!shown.contains("Instant"), "{shown}");
+    }
+
+    #[test]
+    fn rates_in_percent_follow_the_failure_rate() {
+        let mut m = CircuitMetrics {
+            state: CircuitState::Closed,
+            requests: 4,
+            allowed: 4,
+            blocked: 0,
+            successes: 3,
+            failures: 1,
+            slow_calls: 0,
+            ignored: 0,
+            cancelled: 0,
+            half_open_tests: 0,
+            state_changes: 0,
+            transitions: [[0; 3]; 3],
+            open_streak: 0,
+            failure_rate: 0.25,
+            window_len: 4,
+            last_state_change: None,
+        };
+        assert_eq!(m.failure_rate_percent(), 25.0);
+        assert_eq!(m.success_rate_percent(), 75.0);
+        m.failure_rate = 0.0;
+        assert_eq!(m.failure_rate_percent(), 0.0);
+        assert_eq!(m.success_rate_percent(), 100.0, "an empty window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debug_says_how_long_ago_the_last_change_was() {
+        let m = CircuitMetrics {
+            state: CircuitState::Open,
+            requests: 0,
+            allowed: 0,
+            blocked: 0,
+            successes: 0,
+            failures: 0,
+            slow_calls: 0,
+            ignored: 0,
+            cancelled: 0,
+            half_open_tests: 0,
+            state_changes: 1,
+            transitions: [[0; 3]; 3],
+            open_streak: 1,
+            failure_rate: 1.0,
+            window_len: 1,
+            last_state_change: Some(Instant::now()),
+        };
+        tokio::time::advance(std::time::Duration::from_micros(1_500_700)).await;
+        let shown = format!("{m:?}");
+        assert!(shown.contains("last_state_change: 1.5s ago"), "{shown}");
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::CircuitState;
-use super::window::{EMPTY, FAILURE, SLOW, SUCCESS};
+use super::window::{FAILURE, SLOW, SUCCESS};
 
 /// A breaker's state in a form that survives a restart, from
 /// [`CircuitBreaker::snapshot`](super::CircuitBreaker::snapshot), for
@@ -59,6 +59,54 @@ pub(crate) fn decode(text: &str) -> Result<Vec<u8>, (usize, char)> {
             'f' => Ok(FAILURE | SLOW),
             other => Err((i, other)),
         })
-        .filter(|o| *o != Ok(EMPTY))
         .collect()
+}
+
+#[cfg(all(test, not(breakwater_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::resilience::{CircuitBreaker, CircuitBreakerConfig};
+
+    #[test]
+    fn each_outcome_is_one_letter_and_reads_back() {
+        let all = [SUCCESS, FAILURE, SUCCESS | SLOW, FAILURE | SLOW];
+        assert_eq!(encode(&all), "SFsf");
+        assert_eq!(decode("SFsf"), Ok(all.to_vec()));
+        assert_eq!(decode(""), Ok(vec![]));
+        assert_eq!(decode("SFxS"), Err((2, 'x')));
+    }
+
+    /// Slow successes and slow failures keep both their kind and their
+    /// slowness across a snapshot and a restore.
+    #[tokio::test(start_paused = true)]
+    async fn slow_outcomes_survive_a_restore() {
+        let config = CircuitBreakerConfig {
+            sample_size: 4,
+            failure_threshold: 1.0,
+            slow_call_ms: Some(100),
+            slow_call_rate_threshold: 1.0,
+            ..Default::default()
+        };
+        let cb = CircuitBreaker::new(config.clone());
+        let call = |slow: bool, fail: bool| async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            if fail {
+                Err("down")
+            } else {
+                Ok(())
+            }
+        };
+        for (slow, fail) in [(false, false), (false, true), (true, false), (true, true)] {
+            let _ = cb.call(|| call(slow, fail)).await;
+        }
+        let snap = cb.snapshot();
+        assert_eq!(snap.outcomes, "SFsf");
+        let restored = CircuitBreaker::restore(config, snap.clone()).unwrap();
+        assert_eq!(restored.snapshot().outcomes, "SFsf");
+        assert_eq!(restored.failure_rate(), 0.5);
+    }
 }
