@@ -665,6 +665,10 @@ impl CircuitBreaker {
     /// A breaker with `config` in the state `snapshot` recorded. An Open
     /// breaker stays Open for the time it had left, less the wall-clock time
     /// since the snapshot; a HalfOpen one starts with no probe in flight.
+    /// The time left and the length of the latest opening are cut to the
+    /// longest opening `config` can make (`max_open_timeout_ms`, stretched
+    /// by the jitter), so that a damaged or hand-edited snapshot cannot hold
+    /// a breaker open for longer than its configuration allows.
     ///
     /// # Errors
     ///
@@ -698,14 +702,25 @@ impl CircuitBreaker {
                 format!("character {i} is {c:?}, expected one of S, F, s, f"),
             )
         })?;
+        // The longest opening this configuration makes, in milliseconds.
+        let longest_ms = (config.max_open_timeout_ms as f64 * (1.0 + config.jitter_ratio))
+            .ceil()
+            .min(u64::MAX as f64) as u64;
         let breaker = Self::try_new(config)?;
         let s = &*breaker.shared;
         let t = s.now_us();
         let elapsed_ms = unix_ms().saturating_sub(snapshot.taken_at_unix_ms);
-        let length = snapshot.open_length_ms.unwrap_or(0).saturating_mul(1000);
+        let length = snapshot
+            .open_length_ms
+            .unwrap_or(0)
+            .min(longest_ms)
+            .saturating_mul(1000);
         let open = match (snapshot.state, snapshot.open_remaining_ms) {
             (CircuitState::Open, Some(remaining)) => {
-                let left = remaining.saturating_sub(elapsed_ms).saturating_mul(1000);
+                let left = remaining
+                    .min(longest_ms)
+                    .saturating_sub(elapsed_ms)
+                    .saturating_mul(1000);
                 Some((t.saturating_add(left), length))
             }
             _ => (length != 0).then_some((t, length)),

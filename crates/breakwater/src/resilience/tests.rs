@@ -934,6 +934,36 @@ async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     assert_eq!(restored.metrics().open_streak, 1);
 }
 
+/// A snapshot cannot hold a breaker open past the longest opening its
+/// configuration makes (`max_open_timeout_ms` with the jitter).
+#[tokio::test(start_paused = true)]
+async fn a_restored_opening_is_cut_to_the_longest_the_config_makes() {
+    let cb = tripped(2).await;
+    let snapshot = CircuitSnapshot {
+        open_remaining_ms: Some(u64::MAX),
+        open_length_ms: Some(u64::MAX),
+        ..cb.snapshot()
+    };
+    let capped = CircuitBreakerConfig {
+        max_open_timeout_ms: 5_000,
+        jitter_ratio: 0.1,
+        ..config(2)
+    };
+    let restored = CircuitBreaker::restore(capped, snapshot).unwrap();
+    assert_eq!(restored.state(), CircuitState::Open);
+    let left = restored.retry_after().unwrap();
+    assert!(left <= ms(5_500) && left >= ms(5_400), "{left:?}");
+    advance(ms(5_500)).await;
+    assert_eq!(restored.state(), CircuitState::HalfOpen);
+    let probe = restored.try_acquire().unwrap();
+    assert_eq!(probe.time_limit(), Some(ms(5_500)), "the probes' limit too");
+    drop(probe);
+    // A remaining time within the bound is kept as it is.
+    let cb = tripped(2).await;
+    let kept = CircuitBreaker::restore(config(2), cb.snapshot()).unwrap();
+    assert!(kept.retry_after().unwrap() > ms(900));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_carries_the_length_of_the_latest_opening() {
     let cb = CircuitBreaker::new(config(1));
