@@ -993,3 +993,35 @@ async fn restore_puts_a_tripped_breaker_back_open_for_the_time_it_had_left() {
     let t = events.recv().await.unwrap();
     assert_eq!((t.name(), t.to), (Some("down"), CircuitState::HalfOpen));
 }
+
+/// When the endpoints idle for longer than `idle_ttl` free enough room on
+/// their own, a full registry evicts nothing else: endpoints in use stay.
+#[tokio::test(start_paused = true)]
+async fn when_idle_endpoints_alone_make_room_no_endpoint_in_use_goes() {
+    // A minute's idle TTL: a sweep may run every 15 s.
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), limits(60, 32));
+    for i in 0..32 {
+        reg.get_or_create(&format!("e-{i:02}"));
+    }
+    assert_eq!(reg.evict_idle(), 0, "all of them were just used");
+    tokio::time::advance(Duration::from_secs(50)).await;
+    for i in 0..10 {
+        assert!(reg.get(&format!("e-{i:02}")).is_some());
+    }
+    assert_eq!(reg.evict_idle(), 0, "idle for 50 s only");
+    // 11 s later (no sweep is due yet), the 22 endpoints unused since the
+    // start have been idle for 61 s; the registry is full.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(reg.len(), 32);
+    reg.get_or_create("trigger");
+    for i in 0..10 {
+        assert!(reg.get(&format!("e-{i:02}")).is_some(), "e-{i:02} stays");
+    }
+    assert!(
+        (10..32).all(|i| reg.get(&format!("e-{i:02}")).is_none()),
+        "the idle ones went"
+    );
+    assert!(reg.get("trigger").is_some());
+    assert_eq!(reg.len(), 11);
+    assert_eq!(reg.overflows(), 0);
+}
