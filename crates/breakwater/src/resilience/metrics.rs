@@ -147,14 +147,9 @@ impl fmt::Debug for CircuitMetrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn debug_names_transitions_and_hides_the_raw_instant() {
-        let mut transitions = [[0; 3]; 3];
-        transitions[CircuitState::Closed.as_gauge() as usize]
-            [CircuitState::Open.as_gauge() as usize] = 2;
-        transitions[CircuitState::HalfOpen.as_gauge() as usize]
-            [CircuitState::Closed.as_gauge() as usize] = 1;
-        let m = CircuitMetrics {
+    /// A Closed breaker's metrics with every counter at zero.
+    fn zero() -> CircuitMetrics {
+        CircuitMetrics {
             state: CircuitState::Closed,
             requests: 0,
             allowed: 0,
@@ -165,12 +160,26 @@ mod tests {
             ignored: 0,
             cancelled: 0,
             half_open_tests: 0,
-            state_changes: 3,
-            transitions,
+            state_changes: 0,
+            transitions: [[0; 3]; 3],
             open_streak: 0,
             failure_rate: 0.0,
             window_len: 0,
             last_state_change: None,
+        }
+    }
+
+    #[test]
+    fn debug_names_transitions_and_hides_the_raw_instant() {
+        let mut transitions = [[0; 3]; 3];
+        transitions[CircuitState::Closed.as_gauge() as usize]
+            [CircuitState::Open.as_gauge() as usize] = 2;
+        transitions[CircuitState::HalfOpen.as_gauge() as usize]
+            [CircuitState::Closed.as_gauge() as usize] = 1;
+        let m = CircuitMetrics {
+            state_changes: 3,
+            transitions,
+            ..zero()
         };
         assert_eq!(
             m.transitions_between(CircuitState::Closed, CircuitState::Open),
@@ -196,22 +205,13 @@ mod tests {
     #[test]
     fn rates_in_percent_follow_the_failure_rate() {
         let mut m = CircuitMetrics {
-            state: CircuitState::Closed,
             requests: 4,
             allowed: 4,
-            blocked: 0,
             successes: 3,
             failures: 1,
-            slow_calls: 0,
-            ignored: 0,
-            cancelled: 0,
-            half_open_tests: 0,
-            state_changes: 0,
-            transitions: [[0; 3]; 3],
-            open_streak: 0,
             failure_rate: 0.25,
             window_len: 4,
-            last_state_change: None,
+            ..zero()
         };
         assert_eq!(m.failure_rate_percent(), 25.0);
         assert_eq!(m.success_rate_percent(), 75.0);
@@ -224,21 +224,12 @@ mod tests {
     async fn debug_says_how_long_ago_the_last_change_was() {
         let m = CircuitMetrics {
             state: CircuitState::Open,
-            requests: 0,
-            allowed: 0,
-            blocked: 0,
-            successes: 0,
-            failures: 0,
-            slow_calls: 0,
-            ignored: 0,
-            cancelled: 0,
-            half_open_tests: 0,
             state_changes: 1,
-            transitions: [[0; 3]; 3],
             open_streak: 1,
             failure_rate: 1.0,
             window_len: 1,
             last_state_change: Some(Instant::now()),
+            ..zero()
         };
         tokio::time::advance(std::time::Duration::from_micros(1_500_700)).await;
         let shown = format!("{m:?}");
