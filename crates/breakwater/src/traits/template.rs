@@ -30,10 +30,7 @@ fn environment() -> Environment<'static> {
 
 /// Checks that `source` compiles.
 pub(crate) fn check(field: &'static str, source: &str) -> Result<(), ActionConfigError> {
-    environment()
-        .template_from_str(source)
-        .map(drop)
-        .map_err(|e| ActionConfigError::new(field, format!("is not a valid template: {e}")))
+    Compiled::new(field, source).map(drop)
 }
 
 /// Renders `source` over `event`.
@@ -49,27 +46,20 @@ pub(crate) fn render(
     source: &str,
     event: &EntityEvent,
 ) -> Result<String, Error> {
-    let env = environment();
-    let template = env
-        .template_from_str(source)
-        .map_err(|e| ActionConfigError::new(field, format!("is not a valid template: {e}")))?;
-    template
-        .render(Value::from(Serde(event)))
-        .map_err(|e| ActionConfigError::new(field, format!("failed to render: {e}")).into())
+    Compiled::new(field, source)?.render(event)
 }
 
 /// A template compiled once, for actions whose template is rendered for
 /// many events.
-// Used by the executors of the `webhook` feature.
-#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
 pub(crate) struct Compiled {
     field: &'static str,
     env: Environment<'static>,
 }
 
-#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
 impl Compiled {
-    const NAME: &'static str = "template";
+    /// The name errors give the template (as minijinja names a template
+    /// made from a string).
+    const NAME: &'static str = "<string>";
 
     /// Compiles `source`; the error names `field`.
     pub(crate) fn new(field: &'static str, source: &str) -> Result<Self, ActionConfigError> {
@@ -79,12 +69,18 @@ impl Compiled {
         Ok(Self { field, env })
     }
 
-    /// Renders the template over `event`, as [`render`] does.
+    /// Renders the template over `event`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAction`] naming the field when rendering fails.
+    #[cfg_attr(not(feature = "webhook"), allow(dead_code))]
     pub(crate) fn render(&self, event: &EntityEvent) -> Result<String, Error> {
-        let template = self.env.get_template(Self::NAME).map_err(|e| {
-            ActionConfigError::new(self.field, format!("is not a valid template: {e}"))
-        })?;
-        template.render(Value::from(Serde(event))).map_err(|e| {
+        let rendered = self
+            .env
+            .get_template(Self::NAME)
+            .and_then(|template| template.render(Value::from(Serde(event))));
+        rendered.map_err(|e| {
             ActionConfigError::new(self.field, format!("failed to render: {e}")).into()
         })
     }
