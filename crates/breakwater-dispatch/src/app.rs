@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Routes};
 use crate::routes;
 
 /// Bearer tokens read from the environment.
@@ -69,6 +69,7 @@ pub struct AppState {
     /// The delivery engine.
     pub engine: Engine,
     config: RwLock<Arc<Config>>,
+    routes: RwLock<Arc<Routes>>,
     tokens: RwLock<Tokens>,
     registry: Registry,
 }
@@ -86,6 +87,7 @@ impl AppState {
     pub fn new(engine: Engine, config: Config, tokens: Tokens, registry: Registry) -> Arc<Self> {
         Arc::new(Self {
             engine,
+            routes: RwLock::new(Arc::new(Routes::new(&config))),
             config: RwLock::new(Arc::new(config)),
             tokens: RwLock::new(tokens),
             registry,
@@ -95,6 +97,14 @@ impl AppState {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The observers' routes of the configuration in force.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -122,6 +132,7 @@ impl AppState {
     pub fn reload(&self, config: Config) -> Result<(), Vec<(String, String)>> {
         let result = self.engine.reload(&config);
         *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Tokens::from_env(&config);
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Routes::new(&config));
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         result
     }

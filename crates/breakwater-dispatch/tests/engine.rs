@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use breakwater::traits::{
     ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error, EventKind,
 };
+use breakwater::CircuitState;
 use breakwater_dispatch::config::Config;
 use breakwater_dispatch::engine::{actions_for, Engine};
 use breakwater_dispatch::metrics::Metrics;
@@ -26,6 +27,8 @@ struct MemoryStore {
     next: Mutex<ActionId>,
     events: Mutex<HashMap<Uuid, usize>>,
     status: Mutex<HashMap<ActionId, (ActionStatus, u32)>>,
+    /// `Update::Parked` writes applied.
+    park_writes: AtomicUsize,
 }
 
 #[async_trait]
@@ -51,20 +54,22 @@ impl Store for MemoryStore {
                     *n += 1;
                     *n
                 };
-                self.status
-                    .lock()
-                    .unwrap()
-                    .insert(id, (ActionStatus::Pending, 0));
+                let status = if a.parked_until_ms().is_some() {
+                    ActionStatus::Parked
+                } else {
+                    ActionStatus::Pending
+                };
+                self.status.lock().unwrap().insert(id, (status, 0));
                 pending.push(PendingAction {
                     id,
                     event: event.clone(),
-                    observer: a.observer,
-                    endpoint: a.action.endpoint(),
-                    action: Arc::new(a.action),
+                    observer: a.observer().to_string(),
+                    endpoint: a.endpoint().to_string(),
+                    action: a.action().clone(),
                     attempts: 0,
                     accepted_at_ms: 0,
-                    not_before_ms: None,
-                    parked: false,
+                    not_before_ms: a.parked_until_ms(),
+                    parked: a.parked_until_ms().is_some(),
                 });
             }
             out.push(Inserted::New(pending));
@@ -85,6 +90,7 @@ impl Store for MemoryStore {
                     s.insert(id, (ActionStatus::Pending, attempts));
                 }
                 Update::Parked { id, .. } => {
+                    self.park_writes.fetch_add(1, Ordering::SeqCst);
                     let a = s.get(&id).map_or(0, |v| v.1);
                     s.insert(id, (ActionStatus::Parked, a));
                 }
@@ -280,6 +286,77 @@ async fn parked_actions_use_no_attempt_and_the_healthy_endpoint_is_not_held_up()
     assert!(store.with_status(ActionStatus::DeadLettered).is_empty());
 }
 
+fn events(config: &Config, n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| {
+            let event = EntityEvent::new(
+                EventKind::Insert,
+                "Order",
+                Uuid::new_v4(),
+                serde_json::json!({ "i": i }),
+            );
+            NewEvent {
+                actions: actions_for(config, &event),
+                event,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
+    let store = Arc::new(MemoryStore::default());
+    let exec = Arc::new(TestExecutor::default());
+    let config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    let (healthy, dead) = ("http://healthy.test:80", "http://dead.test:80");
+    let view = |endpoint: &str| {
+        engine
+            .breaker_views()
+            .into_iter()
+            .find(|v| v.endpoint == endpoint)
+            .unwrap()
+    };
+    // The dead endpoint's failures open its breaker.
+    engine.accept(events(&config, 20)).await.unwrap();
+    until(|| view(healthy).delivered == 20).await;
+    let dead_breaker = engine.breakers().get(dead).unwrap();
+    until(|| dead_breaker.state() == CircuitState::Open).await;
+    // Retries that failed before it opened come back to it and are parked.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(engine.held(), 20);
+    let calls = exec.calls.lock().unwrap()[dead];
+    let (blocked, deferred) = (dead_breaker.metrics().blocked, view(dead).deferred);
+    let park_writes = store.park_writes.load(Ordering::SeqCst);
+
+    // While it is open, new actions for it are stored parked: the breaker
+    // counts each refusal, none is attempted or written a second time.
+    let inserted = engine.accept(events(&config, 100)).await.unwrap();
+    for outcome in &inserted {
+        let Inserted::New(actions) = outcome else {
+            panic!("a new event was taken for a duplicate");
+        };
+        let (to_healthy, to_dead): (Vec<_>, Vec<_>) =
+            actions.iter().partition(|a| a.endpoint == healthy);
+        assert!(!to_healthy[0].parked && to_healthy[0].not_before_ms.is_none());
+        assert!(to_dead[0].parked && to_dead[0].not_before_ms.is_some());
+    }
+    until(|| view(healthy).delivered == 120).await;
+    assert_eq!(exec.calls.lock().unwrap()[dead], calls);
+    assert_eq!(dead_breaker.metrics().blocked, blocked + 100);
+    assert_eq!(view(dead).deferred, deferred + 100);
+    assert_eq!(store.park_writes.load(Ordering::SeqCst), park_writes);
+    assert!(store.with_status(ActionStatus::Parked).len() >= 100);
+
+    // They wait for the breaker's opening to end, then are delivered.
+    exec.healed.store(1, Ordering::SeqCst);
+    until(|| view(dead).delivered == 120).await;
+    assert_eq!(engine.held(), 0);
+    assert_eq!(store.with_status(ActionStatus::Delivered).len(), 240);
+}
+
 /// A [`MemoryStore`] whose every `apply` takes `delay` (a slow disk) and
 /// that refuses writes once closed.
 #[derive(Debug)]
@@ -363,7 +440,7 @@ fn healthy_events(config: &Config, n: usize) -> Vec<NewEvent> {
             );
             let actions = actions_for(config, &event)
                 .into_iter()
-                .filter(|a| a.action.endpoint().contains("healthy"))
+                .filter(|a| a.endpoint().contains("healthy"))
                 .collect();
             NewEvent { actions, event }
         })

@@ -493,3 +493,42 @@ async fn intake_can_require_its_own_token() {
     assert_eq!(svc.state.engine.store().counts().await.unwrap().len(), 1);
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_config_routes_new_events_to_its_observers_only() {
+    let before = Receiver::start(200).await;
+    let after = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let svc = start(&dir, &config_toml(&db, &[&before.url], "")).await;
+    let base = format!("http://{}", svc.addr);
+    let first = Uuid::new_v4();
+    assert_eq!(post_events(&base, &event(Some(first))).await.status(), 202);
+    wait_until("the first event", LIMIT, || {
+        before.delivered().contains_key(&first)
+    })
+    .await;
+
+    let reloaded =
+        breakwater_dispatch::config::Config::parse(&config_toml(&db, &[&after.url], "")).unwrap();
+    svc.state.reload(reloaded).unwrap();
+    let second = Uuid::new_v4();
+    assert_eq!(post_events(&base, &event(Some(second))).await.status(), 202);
+    wait_until("the second event", LIMIT, || {
+        after.delivered().contains_key(&second)
+    })
+    .await;
+    assert!(!before.delivered().contains_key(&second));
+    assert!(!after.delivered().contains_key(&first));
+    let rec = svc
+        .state
+        .engine
+        .store()
+        .event(second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.actions.len(), 1);
+    assert_eq!(rec.actions[0].endpoint, after.endpoint);
+    svc.shutdown(Duration::from_secs(5)).await;
+}

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use breakwater::traits::{ActionExecutor, CircuitBreakerActionExecutor, EntityEvent};
+use breakwater::traits::{ActionExecutor, CircuitBreakerActionExecutor, EntityEvent, EventKind};
 use breakwater::EndpointHealth;
 use breakwater::RegistryLimits;
 use breakwater::{
@@ -208,19 +208,82 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The actions `config`'s observers ask for on `event`.
-pub fn actions_for(config: &Config, event: &EntityEvent) -> Vec<NewAction> {
-    config
-        .observers
-        .iter()
-        .filter(|o| o.entity_type == event.entity_type && o.event_type == event.event_type)
-        .flat_map(|o| {
-            o.actions.iter().map(|a| NewAction {
-                observer: o.name.clone(),
-                action: a.clone(),
+/// The actions a configuration's observers ask for, by entity type and
+/// event kind, each made into a [`NewAction`] once: intake keeps one
+/// `Routes` per configuration and finds an event's actions without
+/// parsing a URL or writing JSON.
+///
+/// ```
+/// use breakwater::traits::{EntityEvent, EventKind};
+/// use breakwater_dispatch::config::Config;
+/// use breakwater_dispatch::engine::Routes;
+///
+/// let config = Config::parse(r#"
+/// [[observers]]
+/// name = "orders"
+/// entity_type = "Order"
+/// event_type = "INSERT"
+/// [[observers.actions]]
+/// type = "webhook"
+/// url = "http://127.0.0.1:9000/hooks/orders"
+/// "#).unwrap();
+/// let routes = Routes::new(&config);
+/// let insert = EntityEvent::new(EventKind::Insert, "Order", uuid::Uuid::new_v4(), serde_json::json!({}));
+/// let actions = routes.actions_for(&insert);
+/// assert_eq!(actions.len(), 1);
+/// assert_eq!(actions[0].endpoint(), "http://127.0.0.1:9000");
+/// let delete = EntityEvent { event_type: EventKind::Delete, ..insert };
+/// assert!(routes.actions_for(&delete).is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    observers: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    entity_type: String,
+    event_type: EventKind,
+    actions: Vec<NewAction>,
+}
+
+impl Routes {
+    /// The routes of `config`'s observers.
+    pub fn new(config: &Config) -> Self {
+        let observers = config
+            .observers
+            .iter()
+            .map(|o| {
+                let name: Arc<str> = o.name.as_str().into();
+                Route {
+                    entity_type: o.entity_type.clone(),
+                    event_type: o.event_type,
+                    actions: o
+                        .actions
+                        .iter()
+                        .map(|a| NewAction::new(name.clone(), a.clone()))
+                        .collect(),
+                }
             })
-        })
-        .collect()
+            .collect();
+        Self { observers }
+    }
+
+    /// The actions the observers ask for on `event`, in the order of the
+    /// configuration.
+    pub fn actions_for(&self, event: &EntityEvent) -> Vec<NewAction> {
+        self.observers
+            .iter()
+            .filter(|o| o.entity_type == event.entity_type && o.event_type == event.event_type)
+            .flat_map(|o| o.actions.iter().cloned())
+            .collect()
+    }
+}
+
+/// The actions `config`'s observers ask for on `event` (the routes are
+/// made anew on every call: keep a [`Routes`] to ask more than once).
+pub fn actions_for(config: &Config, event: &EntityEvent) -> Vec<NewAction> {
+    Routes::new(config).actions_for(event)
 }
 
 fn unix_ms() -> i64 {
@@ -439,6 +502,7 @@ impl Engine {
             }
         }
         self.publish_depth();
+        let events = self.park_refused(events);
         let result = self.inner.store.insert(events).await;
         let inserted = match result {
             Ok(i) => i,
@@ -454,6 +518,9 @@ impl Engine {
                     self.inner.metrics.events_accepted.inc();
                     used += actions.len();
                     for a in actions {
+                        if a.parked {
+                            self.count_deferred(&a.endpoint);
+                        }
                         self.route(a.clone());
                     }
                 }
@@ -464,6 +531,48 @@ impl Engine {
         }
         self.release(wanted - used);
         Ok(inserted)
+    }
+
+    /// Marks the actions whose endpoint's circuit is open to be stored
+    /// parked until it may let a call through, as a delivery attempt
+    /// refused by it would be: the breaker counts the refusal, and the
+    /// action waits in the timer without a delivery task, an executor call
+    /// or a second write to park it.
+    fn park_refused(&self, mut events: Vec<NewEvent>) -> Vec<NewEvent> {
+        for event in &mut events {
+            for action in &mut event.actions {
+                let Some(breaker) = self.inner.breakers.get(action.endpoint()) else {
+                    continue;
+                };
+                if breaker.state() != CircuitState::Open {
+                    continue;
+                }
+                match breaker.try_acquire() {
+                    // Its opening is over: the call is let through as usual.
+                    Ok(permit) => permit.ignore(),
+                    Err(refused) => {
+                        let wait = schedule::park_for(refused.retry_after());
+                        let until_ms =
+                            unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                        *action = action.clone().parked_until(until_ms);
+                    }
+                };
+            }
+        }
+        events
+    }
+
+    /// Counts one action deferred by `endpoint`'s open circuit.
+    fn count_deferred(&self, endpoint: &str) {
+        self.inner
+            .metrics
+            .deferred
+            .get_or_create(&Metrics::endpoint(endpoint))
+            .inc();
+        self.lane(endpoint)
+            .stats
+            .deferred
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn release(&self, n: usize) {

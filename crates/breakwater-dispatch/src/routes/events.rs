@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::app::{bearer_matches, AppState};
-use crate::engine::actions_for;
 use crate::error::ApiError;
 use crate::store::{EventRecord, Inserted, NewEvent};
 
@@ -89,10 +88,11 @@ pub async fn post(
     })?;
     let events = parse_events(&body)?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let routes = state.routes();
     let batch = events
         .into_iter()
         .map(|event| NewEvent {
-            actions: actions_for(&config, &event),
+            actions: routes.actions_for(&event),
             event,
         })
         .collect();

@@ -53,13 +53,82 @@ impl From<rusqlite::Error> for StoreError {
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// One action to store with its event.
+/// One action to store with its event: the action, with what every store
+/// needs of it (its breaker key and its JSON) worked out once, when it is
+/// made, so that a configured action made once can be stored with any
+/// number of events at the cost of a few reference counts.
+///
+/// ```
+/// use breakwater::traits::{ActionConfig, LogAction};
+/// use breakwater_dispatch::store::NewAction;
+///
+/// let action = NewAction::new(
+///     "audit",
+///     ActionConfig::Log(LogAction { level: "info".into(), message_template: None }),
+/// );
+/// assert_eq!(action.observer(), "audit");
+/// assert_eq!(action.endpoint(), "log");
+/// assert!(action.json().contains(r#""type":"log""#));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAction {
+    observer: Arc<str>,
+    action: Arc<ActionConfig>,
+    endpoint: Arc<str>,
+    json: Arc<str>,
+    parked_until_ms: Option<i64>,
+}
+
+impl NewAction {
+    /// `action`, asked for by the observer named `observer`.
+    pub fn new(observer: impl Into<Arc<str>>, action: ActionConfig) -> Self {
+        let endpoint = action.endpoint().into();
+        // An `ActionConfig` is plain data (strings, numbers, maps with string
+        // keys): writing it as JSON cannot fail.
+        let json = serde_json::to_string(&action).unwrap_or_default().into();
+        Self {
+            observer: observer.into(),
+            action: Arc::new(action),
+            endpoint,
+            json,
+            parked_until_ms: None,
+        }
+    }
+
+    /// The same action, to be stored as parked by an open circuit until
+    /// `until_ms` (Unix milliseconds) rather than as pending.
+    #[must_use]
+    pub fn parked_until(self, until_ms: i64) -> Self {
+        Self {
+            parked_until_ms: Some(until_ms),
+            ..self
+        }
+    }
+
+    /// Until when it is to be stored as parked, if it is.
+    pub fn parked_until_ms(&self) -> Option<i64> {
+        self.parked_until_ms
+    }
+
     /// The observer that asked for it.
-    pub observer: String,
+    pub fn observer(&self) -> &str {
+        &self.observer
+    }
+
     /// The action.
-    pub action: ActionConfig,
+    pub fn action(&self) -> &Arc<ActionConfig> {
+        &self.action
+    }
+
+    /// Its breaker key ([`ActionConfig::endpoint`]).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The action as JSON, as stores keep it.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
 }
 
 /// One event to store, with the actions its observers ask for.
@@ -247,6 +316,9 @@ pub type DeadLetter = ActionRecord;
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Stores `events` and their actions atomically; an event whose id is
     /// already stored is left alone. Returns once the batch is durable.
+    /// An action is stored pending, or parked until
+    /// [`NewAction::parked_until_ms`] when that is set; the
+    /// [`PendingAction`]s handed back say the same.
     ///
     /// # Errors
     ///

@@ -413,31 +413,35 @@ impl Store for SqliteStore {
                 let event = Arc::new(event);
                 let mut pending = Vec::with_capacity(actions.len());
                 for a in actions {
-                    let endpoint = a.action.endpoint();
-                    let json = serde_json::to_string(&a.action).unwrap_or_default();
                     t.prepare_cached(
                         "INSERT INTO actions (event, observer, endpoint, action_type, action,
-                         status, claimed, accepted_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 1, ?6, ?6)",
+                         status, not_before, claimed, accepted_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
                     )?
                     .execute(params![
                         seq,
-                        a.observer,
-                        endpoint,
-                        a.action.action_type(),
-                        json,
+                        a.observer(),
+                        a.endpoint(),
+                        a.action().action_type(),
+                        a.json(),
+                        if a.parked_until_ms().is_some() {
+                            "parked"
+                        } else {
+                            "pending"
+                        },
+                        a.parked_until_ms(),
                         now
                     ])?;
                     pending.push(PendingAction {
                         id: t.last_insert_rowid(),
                         event: event.clone(),
-                        observer: a.observer,
-                        endpoint,
-                        action: Arc::new(a.action),
+                        observer: a.observer().to_string(),
+                        endpoint: a.endpoint().to_string(),
+                        action: a.action().clone(),
                         attempts: 0,
                         accepted_at_ms: now,
-                        not_before_ms: None,
-                        parked: false,
+                        not_before_ms: a.parked_until_ms(),
+                        parked: a.parked_until_ms().is_some(),
                     });
                 }
                 out.push(Inserted::New(pending));
@@ -640,13 +644,13 @@ mod tests {
     }
 
     fn log_action() -> NewAction {
-        NewAction {
-            observer: "o".into(),
-            action: ActionConfig::Log(LogAction {
+        NewAction::new(
+            "o",
+            ActionConfig::Log(LogAction {
                 level: "info".into(),
                 message_template: None,
             }),
-        }
+        )
     }
 
     #[tokio::test]
@@ -694,6 +698,42 @@ mod tests {
         let rec = store.event(e.id).await.unwrap().unwrap();
         assert_eq!(rec.actions[0].status, ActionStatus::Delivered);
         assert_eq!(rec.actions[1].status, ActionStatus::Pending);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_action_parked_at_intake_is_stored_parked_with_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let e = event();
+        let until = now_ms() + 60_000;
+        let stored = store
+            .insert(vec![NewEvent {
+                event: e.clone(),
+                actions: vec![log_action().parked_until(until), log_action()],
+            }])
+            .await
+            .unwrap();
+        let Inserted::New(actions) = &stored[0] else {
+            panic!("not stored")
+        };
+        assert!(actions[0].parked);
+        assert_eq!(actions[0].not_before_ms, Some(until));
+        assert!(!actions[1].parked);
+        assert_eq!(actions[1].not_before_ms, None);
+        let rec = store.event(e.id).await.unwrap().unwrap();
+        assert_eq!(rec.actions[0].status, ActionStatus::Parked);
+        assert_eq!(rec.actions[0].not_before, Some(rfc3339(until)));
+        assert_eq!(rec.actions[1].status, ActionStatus::Pending);
+        store.close().await;
+        // After a restart it comes back parked, with its time.
+        let store = SqliteStore::open(&path).unwrap();
+        let back = store.claim(10).await.unwrap();
+        assert_eq!(back.len(), 2);
+        assert!(back[0].parked);
+        assert_eq!(back[0].not_before_ms, Some(until));
+        assert!(!back[1].parked);
         store.close().await;
     }
 
@@ -762,7 +802,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v0.db");
         let (a, b) = (event(), event());
-        let action = serde_json::to_string(&log_action().action).unwrap();
+        let action = serde_json::to_string(log_action().action().as_ref()).unwrap();
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(SCHEMA_V0).unwrap();
