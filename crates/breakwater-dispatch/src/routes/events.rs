@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use breakwater::traits::EntityEvent;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -23,14 +24,19 @@ use crate::store::{EventRecord, Inserted, NewEvent};
 ///
 /// [`ApiError::BadRequest`] naming the problem (and the array index).
 pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-    let (items, single) = match value {
-        Value::Array(items) if items.is_empty() => {
-            return Err(ApiError::BadRequest("the array holds no event".into()))
+    let malformed = |e: serde_json::Error| ApiError::BadRequest(format!("malformed JSON: {e}"));
+    // The body is checked as JSON once, and each event then read straight
+    // into an `EntityEvent`, without building a tree of values first.
+    let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+    let (items, single) = match raw.get().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(malformed)?;
+            if items.is_empty() {
+                return Err(ApiError::BadRequest("the array holds no event".into()));
+            }
+            (items, false)
         }
-        Value::Array(items) => (items, false),
-        v @ Value::Object(_) => (vec![v], true),
+        Some(b'{') => (vec![raw], true),
         _ => {
             return Err(ApiError::BadRequest(
                 "expected an event object or an array of events".into(),
@@ -41,25 +47,38 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, mut item)| {
-            let at = if single {
-                String::from("event")
-            } else {
-                format!("events[{i}]")
+        .map(|(i, item)| {
+            let at = || {
+                if single {
+                    String::from("event")
+                } else {
+                    format!("events[{i}]")
+                }
             };
-            let Value::Object(map) = &mut item else {
-                return Err(ApiError::BadRequest(format!("{at}: expected an object")));
-            };
-            if !map.contains_key("id") {
-                map.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
-            }
-            if !map.contains_key("timestamp") {
-                map.insert("timestamp".into(), Value::String(received.clone()));
-            }
-            serde_json::from_value::<EntityEvent>(item)
-                .map_err(|e| ApiError::BadRequest(format!("{at}: {e}")))
+            // Events that carry their id and timestamp read directly; the
+            // others (and any with a problem, so that its message is the
+            // same either way) go through the slower path that fills them in.
+            serde_json::from_str::<EntityEvent>(item.get())
+                .or_else(|_| fill_in(item.get(), &received))
+                .map_err(|e| ApiError::BadRequest(format!("{}: {e}", at())))
         })
         .collect()
+}
+
+/// Reads an event object, giving it a fresh id and the time of receipt
+/// when it has none.
+fn fill_in(item: &str, received: &str) -> Result<EntityEvent, String> {
+    let mut value: Value = serde_json::from_str(item).map_err(|e| e.to_string())?;
+    let Value::Object(map) = &mut value else {
+        return Err("expected an object".into());
+    };
+    if !map.contains_key("id") {
+        map.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
+    }
+    if !map.contains_key("timestamp") {
+        map.insert("timestamp".into(), Value::String(received.to_string()));
+    }
+    serde_json::from_value::<EntityEvent>(value).map_err(|e| e.to_string())
 }
 
 /// `POST /events`.
@@ -139,6 +158,44 @@ mod tests {
         assert_eq!(one.len(), 1);
         let two = parse_events(format!("[{EVENT},{EVENT}]").as_bytes()).unwrap();
         assert_ne!(two[0].id, two[1].id);
+    }
+
+    #[test]
+    fn whitespace_around_the_body_and_its_items_is_allowed() {
+        let body = format!("\n  [ {EVENT} ,\n {EVENT} ]  \n");
+        assert_eq!(parse_events(body.as_bytes()).unwrap().len(), 2);
+        let body = format!("\t{EVENT}\r\n");
+        assert_eq!(parse_events(body.as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_field_reads_the_same_with_or_without_id_and_timestamp() {
+        let full = r#"{"id":"6a1c2e9e-7d4b-4f7a-9c1e-0b8f3d2a5c11","event_type":"UPDATE",
+            "entity_type":"Order","entity_id":"1f0e0a52-3f8e-4f7c-b7a4-52b3c4c0d9a1",
+            "data":{"total":42,"lines":[1,2]},"changes":{"total":{"old":40,"new":42}},
+            "user_id":"u-7","timestamp":"2026-01-22T10:00:00.123Z"}"#;
+        let direct = parse_events(full.as_bytes()).unwrap().remove(0);
+        assert_eq!(
+            direct.id.to_string(),
+            "6a1c2e9e-7d4b-4f7a-9c1e-0b8f3d2a5c11"
+        );
+        assert_eq!(direct.user_id.as_deref(), Some("u-7"));
+        assert_eq!(direct.changes.as_ref().unwrap()["total"].new, 42);
+        assert_eq!(
+            serde_json::to_value(&direct).unwrap(),
+            serde_json::from_str::<Value>(full).unwrap()
+        );
+        // Without an id, the same event with a fresh one.
+        let no_id = full.replace(r#""id":"6a1c2e9e-7d4b-4f7a-9c1e-0b8f3d2a5c11","#, "");
+        let filled = parse_events(no_id.as_bytes()).unwrap().remove(0);
+        assert_ne!(filled.id, direct.id);
+        assert_eq!(
+            EntityEvent {
+                id: direct.id,
+                ..filled
+            },
+            direct
+        );
     }
 
     #[test]
