@@ -333,7 +333,8 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
 
     // While it is open, new actions for it are stored parked: the breaker
     // counts each refusal, none is attempted or written a second time.
-    let inserted = engine.accept(events(&config, 100)).await.unwrap();
+    let batch = events(&config, 100);
+    let inserted = engine.accept(batch.clone()).await.unwrap();
     for outcome in &inserted {
         let Inserted::New(actions) = outcome else {
             panic!("a new event was taken for a duplicate");
@@ -349,6 +350,12 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
     assert_eq!(view(dead).deferred, deferred + 100);
     assert_eq!(store.park_writes.load(Ordering::SeqCst), park_writes);
     assert!(store.with_status(ActionStatus::Parked).len() >= 100);
+    // The same events again are duplicates: nothing is stored, and the
+    // breaker is asked nothing.
+    let again = engine.accept(batch).await.unwrap();
+    assert!(again.iter().all(|i| matches!(i, Inserted::Duplicate)));
+    assert_eq!(dead_breaker.metrics().blocked, blocked + 100);
+    assert_eq!(view(dead).deferred, deferred + 100);
 
     // They wait for the breaker's opening to end, then are delivered.
     exec.healed.store(1, Ordering::SeqCst);

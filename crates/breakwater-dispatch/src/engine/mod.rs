@@ -518,10 +518,15 @@ impl Engine {
                     self.inner.metrics.events_accepted.inc();
                     used += actions.len();
                     for a in actions {
+                        let mut a = a.clone();
                         if a.parked {
-                            self.count_deferred(&a.endpoint);
+                            if self.refused(&a.endpoint) {
+                                self.count_deferred(&a.endpoint);
+                            } else {
+                                a.not_before_ms = None;
+                            }
                         }
-                        self.route(a.clone());
+                        self.route(a);
                     }
                 }
                 Inserted::Duplicate => {
@@ -534,10 +539,10 @@ impl Engine {
     }
 
     /// Marks the actions whose endpoint's circuit is open to be stored
-    /// parked until it may let a call through, as a delivery attempt
-    /// refused by it would be: the breaker counts the refusal, and the
-    /// action waits in the timer without a delivery task, an executor call
-    /// or a second write to park it.
+    /// parked until it may let a call through, so that they wait in the
+    /// timer without a delivery task, an executor call or a second write to
+    /// park them. The breaker is asked for each once it is stored
+    /// ([`Engine::refused`]).
     fn park_refused(&self, mut events: Vec<NewEvent>) -> Vec<NewEvent> {
         for event in &mut events {
             for action in &mut event.actions {
@@ -547,19 +552,31 @@ impl Engine {
                 if breaker.state() != CircuitState::Open {
                     continue;
                 }
-                match breaker.try_acquire() {
-                    // Its opening is over: the call is let through as usual.
-                    Ok(permit) => permit.ignore(),
-                    Err(refused) => {
-                        let wait = schedule::park_for(refused.retry_after());
-                        let until_ms =
-                            unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                        *action = action.clone().parked_until(until_ms);
-                    }
-                };
+                let wait = schedule::park_for(breaker.retry_after());
+                let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                *action = action.clone().parked_until(until_ms);
             }
         }
         events
+    }
+
+    /// Asks `endpoint`'s breaker for a call, as a delivery would, for an
+    /// action stored parked at intake: `true` when it refuses (it counts the
+    /// refusal; the action stays parked), `false` when the opening has ended
+    /// meanwhile and the action may go now.
+    fn refused(&self, endpoint: &str) -> bool {
+        let Some(breaker) = self.inner.breakers.get(endpoint) else {
+            return false;
+        };
+        let refused = match breaker.try_acquire() {
+            Ok(permit) => {
+                // The delivery asks again; this call is not one.
+                permit.ignore();
+                false
+            }
+            Err(_) => true,
+        };
+        refused
     }
 
     /// Counts one action deferred by `endpoint`'s open circuit.
