@@ -122,6 +122,11 @@ pub struct DeliveryConfig {
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for running deliveries. Default 10000.
     pub shutdown_grace_ms: u64,
+    /// How long an event whose every action is delivered stays stored (and
+    /// its id deduplicated), in hours; 0 keeps them all. Default 168 (a
+    /// week). Events with an action not delivered (pending, parked, held,
+    /// dead-lettered) are kept whatever their age.
+    pub keep_delivered_hours: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -131,6 +136,7 @@ impl Default for DeliveryConfig {
             max_pending: 100_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
+            keep_delivered_hours: 168,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub events_accepted: Counter,
     /// Events whose id was already stored.
     pub events_duplicate: Counter,
+    /// Delivered events removed from the store after `keep_delivered_hours`.
+    pub events_pruned: Counter,
     /// Actions delivered.
     pub delivered: Family<EndpointLabel, Counter>,
     /// Actions parked by an open circuit.
@@ -58,6 +60,7 @@ impl Default for Metrics {
         Self {
             events_accepted: Counter::default(),
             events_duplicate: Counter::default(),
+            events_pruned: Counter::default(),
             delivered: Family::default(),
             deferred: Family::default(),
             retried: Family::default(),
@@ -85,6 +88,11 @@ impl Metrics {
             "events_duplicate",
             "Events whose id was already stored (accepted again, not delivered again)",
             self.events_duplicate.clone(),
+        );
+        r.register(
+            "events_pruned",
+            "Delivered events removed from the store once older than keep_delivered_hours",
+            self.events_pruned.clone(),
         );
         r.register(
             "actions_delivered",

@@ -29,6 +29,8 @@ struct MemoryStore {
     status: Mutex<HashMap<ActionId, (ActionStatus, u32)>>,
     /// `Update::Parked` writes applied.
     park_writes: AtomicUsize,
+    /// The cutoff of every `prune_delivered` call.
+    prunes: Mutex<Vec<i64>>,
 }
 
 #[async_trait]
@@ -75,6 +77,10 @@ impl Store for MemoryStore {
             out.push(Inserted::New(pending));
         }
         Ok(out)
+    }
+    async fn prune_delivered(&self, before_ms: i64, _limit: usize) -> StoreResult<u64> {
+        self.prunes.lock().unwrap().push(before_ms);
+        Ok(0)
     }
     async fn claim(&self, _limit: usize) -> StoreResult<Vec<PendingAction>> {
         Ok(Vec::new())
@@ -362,6 +368,41 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
     until(|| view(dead).delivered == 120).await;
     assert_eq!(engine.held(), 0);
     assert_eq!(store.with_status(ActionStatus::Delivered).len(), 240);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivered_events_are_pruned_every_minute_past_their_keeping_time() {
+    let store = Arc::new(MemoryStore::default());
+    let mut config = config();
+    config.delivery.keep_delivered_hours = 2;
+    let engine = Engine::start(
+        store.clone(),
+        Arc::new(TestExecutor::default()),
+        &config,
+        Metrics::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(store.prunes.lock().unwrap().is_empty(), "not at start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let wall_ms = chrono::Utc::now().timestamp_millis();
+    let cutoffs = store.prunes.lock().unwrap().clone();
+    assert_eq!(cutoffs.len(), 1);
+    assert!(
+        (wall_ms - 2 * 3_600_000 - cutoffs[0]).abs() < 10_000,
+        "cutoff {} for now {wall_ms}",
+        cutoffs[0]
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(store.prunes.lock().unwrap().len(), 2);
+
+    // 0 keeps everything: the store is not asked.
+    config.delivery.keep_delivered_hours = 0;
+    engine.reload(&config).unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(store.prunes.lock().unwrap().len(), 2);
+    assert_eq!(engine.prune().await, 0);
 }
 
 /// A [`MemoryStore`] whose every `apply` takes `delay` (a slow disk) and

@@ -532,3 +532,70 @@ async fn a_reloaded_config_routes_new_events_to_its_observers_only() {
     assert_eq!(rec.actions[0].endpoint, after.endpoint);
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_past_their_keeping_time_are_removed() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let toml = config_toml(
+        &db,
+        &[&receiver.url],
+        "[delivery]\nkeep_delivered_hours = 1\n",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+    for id in [old, new] {
+        assert_eq!(post_events(&base, &event(Some(id))).await.status(), 202);
+    }
+    wait_until("both events", LIMIT, || {
+        let got = receiver.delivered();
+        got.contains_key(&old) && got.contains_key(&new)
+    })
+    .await;
+    // The outcomes are written in batches after the deliveries.
+    let store = svc.state.engine.store().clone();
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let mut done = true;
+            for id in [old, new] {
+                let rec = store.event(id).await.unwrap().unwrap();
+                done &= rec.actions[0].status == ActionStatus::Delivered;
+            }
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both recorded as delivered");
+    // One of them was accepted two hours ago.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let two_hours_ago = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
+    c.execute(
+        "UPDATE events SET accepted_at = ?1 WHERE id = ?2",
+        rusqlite::params![two_hours_ago, old.to_string()],
+    )
+    .unwrap();
+    assert_eq!(svc.state.engine.prune().await, 1);
+    let client = reqwest::Client::new();
+    let get = |id: Uuid| client.get(format!("{base}/events/{id}")).send();
+    assert_eq!(get(old).await.unwrap().status(), 404);
+    assert_eq!(get(new).await.unwrap().status(), 200);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("breakwater_dispatch_events_pruned_total 1"),
+        "{metrics}"
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}

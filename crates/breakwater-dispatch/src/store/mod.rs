@@ -314,6 +314,20 @@ pub type DeadLetter = ActionRecord;
 /// Durable storage behind the engine (see the [module docs](self)).
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Removes up to `limit` events accepted before `before_ms` (Unix
+    /// milliseconds) whose every action is delivered, with their actions;
+    /// returns how many events it removed. An event with an action in any
+    /// other state is kept. A store that keeps everything may leave the
+    /// default, which removes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; nothing is removed then.
+    async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {
+        let _ = (before_ms, limit);
+        Ok(0)
+    }
+
     /// Stores `events` and their actions atomically; an event whose id is
     /// already stored is left alone. Returns once the batch is durable.
     /// An action is stored pending, or parked until

@@ -451,6 +451,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {
+        self.write(move |t| {
+            // Oldest first (sequence numbers grow with acceptance); an event
+            // without actions has none left to deliver.
+            let seqs: Vec<i64> = t
+                .prepare_cached(
+                    "SELECT e.seq FROM events e
+                     WHERE e.accepted_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM actions a
+                                       WHERE a.event = e.seq AND a.status <> 'delivered')
+                     ORDER BY e.seq LIMIT ?2",
+                )?
+                .query_map(params![before_ms, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut actions = t.prepare_cached("DELETE FROM actions WHERE event = ?1")?;
+            let mut events = t.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+            for seq in &seqs {
+                actions.execute(params![seq])?;
+                events.execute(params![seq])?;
+            }
+            Ok(seqs.len() as u64)
+        })
+        .await
+    }
+
     async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>> {
         self.write(move |t| {
             let mut stmt = t.prepare_cached(
@@ -734,6 +759,100 @@ mod tests {
         assert!(back[0].parked);
         assert_eq!(back[0].not_before_ms, Some(until));
         assert!(!back[1].parked);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn old_delivered_events_are_pruned_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let [delivered, half, dead, bare, recent] = [event(), event(), event(), event(), event()];
+        let mut ids = Vec::new();
+        for (e, n) in [
+            (&delivered, 1),
+            (&half, 2),
+            (&dead, 1),
+            (&bare, 0),
+            (&recent, 1),
+        ] {
+            let stored = store
+                .insert(vec![NewEvent {
+                    event: e.clone(),
+                    actions: vec![log_action(); n],
+                }])
+                .await
+                .unwrap();
+            let Inserted::New(actions) = &stored[0] else {
+                panic!("not stored")
+            };
+            ids.push(actions.iter().map(|a| a.id).collect::<Vec<_>>());
+        }
+        let done = |id| Update::Delivered {
+            id,
+            attempts: 1,
+            status: Some(200),
+        };
+        store
+            .apply(vec![
+                done(ids[0][0]),
+                done(ids[1][0]),
+                Update::DeadLetter {
+                    id: ids[2][0],
+                    attempts: 1,
+                    error: "HTTP 400".into(),
+                    status: Some(400),
+                },
+                done(ids[4][0]),
+            ])
+            .await
+            .unwrap();
+        // All but the last were accepted long ago.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            for e in [&delivered, &half, &dead, &bare] {
+                c.execute(
+                    "UPDATE events SET accepted_at = 1000 WHERE id = ?1",
+                    params![e.id.to_string()],
+                )
+                .unwrap();
+            }
+        }
+        let cutoff = now_ms() - 3_600_000;
+        // In batches of one: the fully delivered event, the one without
+        // actions, then nothing.
+        assert_eq!(store.prune_delivered(cutoff, 1).await.unwrap(), 1);
+        assert_eq!(store.prune_delivered(cutoff, 1).await.unwrap(), 1);
+        assert_eq!(store.prune_delivered(cutoff, 10).await.unwrap(), 0);
+        assert!(store.event(delivered.id).await.unwrap().is_none());
+        assert!(store.event(bare.id).await.unwrap().is_none());
+        for kept in [&half, &dead, &recent] {
+            assert!(store.event(kept.id).await.unwrap().is_some(), "{}", kept.id);
+        }
+        assert_eq!(store.dead_letters(10).await.unwrap().len(), 1);
+        // The half-delivered event is kept with both its actions, and its
+        // pending one is still claimed again after a restart.
+        assert_eq!(
+            store.event(half.id).await.unwrap().unwrap().actions.len(),
+            2
+        );
+        store.close().await;
+        let store = SqliteStore::open(&path).unwrap();
+        let back = store.claim(10).await.unwrap();
+        assert_eq!(
+            back.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![ids[1][1]]
+        );
+        // A pruned id is a new event again.
+        let again = store
+            .insert(vec![NewEvent {
+                event: delivered.clone(),
+                actions: vec![log_action()],
+            }])
+            .await
+            .unwrap();
+        assert!(matches!(again[0], Inserted::New(_)));
         store.close().await;
     }
 
