@@ -44,11 +44,14 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 /// The schema's version, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
-/// Version 1. Every index but the event ids' grows at its end: actions point
+/// Version 2. Every index but the event ids' grows at its end: actions point
 /// at their event by its sequence number, not by its random id, so that
 /// storing an event touches one page at a random place rather than two.
+/// Version 2 added `events_by_time`, so that removing old delivered events
+/// reads only the old ones. (Each statement creates only what is missing:
+/// run on a version-1 file, it adds that index.)
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -56,6 +59,7 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     accepted_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event INTEGER NOT NULL REFERENCES events(seq),
@@ -81,6 +85,15 @@ CREATE TABLE IF NOT EXISTS endpoints (
     disabled_reason TEXT
 );
 ";
+
+/// The oldest events accepted before `?1` with nothing left to deliver (an
+/// event without actions has none), at most `?2`; read through
+/// `events_by_time`, so only events older than `?1` are looked at.
+const PRUNE_QUERY: &str = "
+SELECT e.seq FROM events e
+WHERE e.accepted_at < ?1
+  AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.event = e.seq AND a.status <> 'delivered')
+ORDER BY e.accepted_at LIMIT ?2";
 
 /// From version 0 (actions keyed their event by its id) to version 1, in
 /// one transaction: every event and action is kept, ids included.
@@ -453,16 +466,8 @@ impl Store for SqliteStore {
 
     async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {
         self.write(move |t| {
-            // Oldest first (sequence numbers grow with acceptance); an event
-            // without actions has none left to deliver.
             let seqs: Vec<i64> = t
-                .prepare_cached(
-                    "SELECT e.seq FROM events e
-                     WHERE e.accepted_at < ?1
-                       AND NOT EXISTS (SELECT 1 FROM actions a
-                                       WHERE a.event = e.seq AND a.status <> 'delivered')
-                     ORDER BY e.seq LIMIT ?2",
-                )?
+                .prepare_cached(PRUNE_QUERY)?
                 .query_map(params![before_ms, limit as i64], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut actions = t.prepare_cached("DELETE FROM actions WHERE event = ?1")?;
@@ -854,6 +859,53 @@ mod tests {
             .unwrap();
         assert!(matches!(again[0], Inserted::New(_)));
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn removing_old_events_reads_them_by_time_and_a_version_1_file_gets_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let e = event();
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .insert(vec![NewEvent {
+                    event: e.clone(),
+                    actions: vec![log_action()],
+                }])
+                .await
+                .unwrap();
+            store.close().await;
+        }
+        let c = Connection::open(&path).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_QUERY}"))
+            .unwrap()
+            .query_map(params![0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("events_by_time")),
+            "{plan:?}"
+        );
+        // A file of version 1 (the same tables, no time index) is brought up to date.
+        c.execute_batch("DROP INDEX events_by_time; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(c);
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.event(e.id).await.unwrap().is_some());
+        store.close().await;
+        let c = Connection::open(&path).unwrap();
+        let (version, indexed): (i64, bool) = c
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'events_by_time')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, indexed), (SCHEMA_VERSION, true));
     }
 
     #[tokio::test]
