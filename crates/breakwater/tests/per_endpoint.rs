@@ -403,6 +403,13 @@ fn invalid_registry_settings_are_rejected() {
         PerEndpointCircuitBreaker::default().limits(),
         RegistryLimits::default()
     );
+    let own = RegistryLimits {
+        abandoned_ttl: Duration::from_secs(7_200),
+        ..limits(30, 7)
+    };
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), own);
+    assert_eq!(reg.limits(), own, "the limits it was given");
+    assert_eq!(reg.default_config(), &quick());
     assert_eq!(
         RegistryLimits::default(),
         RegistryLimits {

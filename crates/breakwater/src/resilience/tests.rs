@@ -934,6 +934,37 @@ async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     assert_eq!(restored.metrics().open_streak, 1);
 }
 
+/// A snapshot carries the wall-clock time it was taken; restoring it takes
+/// the wall-clock time since then off the remaining opening.
+#[tokio::test(start_paused = true)]
+async fn a_restored_opening_loses_the_wall_clock_time_since_the_snapshot() {
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let cb = tripped(2).await;
+    let before = unix_now();
+    let snapshot = cb.snapshot();
+    let after = unix_now();
+    assert!(
+        (before..=after).contains(&snapshot.taken_at_unix_ms),
+        "taken at {} outside {before}..={after}",
+        snapshot.taken_at_unix_ms
+    );
+    assert_eq!(snapshot.open_remaining_ms, Some(1_000));
+    // Taken 300 ms ago (by the wall clock): 700 ms of the opening are left.
+    let older = CircuitSnapshot {
+        taken_at_unix_ms: snapshot.taken_at_unix_ms - 300,
+        ..snapshot
+    };
+    let restored = CircuitBreaker::restore(config(2), older).unwrap();
+    let left = restored.retry_after().unwrap();
+    // Less the wall-clock time the restore took (a few ms at most).
+    assert!(left <= ms(700) && left >= ms(600), "{left:?}");
+}
+
 /// A snapshot cannot hold a breaker open past the longest opening its
 /// configuration makes (`max_open_timeout_ms` with the jitter).
 #[tokio::test(start_paused = true)]
