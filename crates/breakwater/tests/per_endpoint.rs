@@ -403,6 +403,13 @@ fn invalid_registry_settings_are_rejected() {
         PerEndpointCircuitBreaker::default().limits(),
         RegistryLimits::default()
     );
+    let own = RegistryLimits {
+        abandoned_ttl: Duration::from_secs(7_200),
+        ..limits(30, 7)
+    };
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), own);
+    assert_eq!(reg.limits(), own, "the limits it was given");
+    assert_eq!(reg.default_config(), &quick());
     assert_eq!(
         RegistryLimits::default(),
         RegistryLimits {
@@ -909,8 +916,12 @@ async fn a_half_open_breaker_with_a_probe_in_flight_is_never_evicted() {
     advance(Duration::from_secs(1)).await;
     let probe = reg.get_or_create("slow").try_acquire_owned().unwrap();
     assert!(probe.is_probe());
+    // Nobody holds the breaker but the map (the probe holds its core): the
+    // first sweep ages it from now, so the second finds it abandoned.
+    assert_eq!(reg.evict_idle(), 0);
     advance(Duration::from_secs(3_600)).await;
     assert_eq!(reg.evict_idle(), 0, "its probe is still running");
+    assert_eq!(state_of(&reg, "slow"), Some(CircuitState::HalfOpen));
     probe.success();
     assert_eq!(state_of(&reg, "slow"), Some(CircuitState::Closed));
     advance(Duration::from_secs(60)).await;
@@ -1024,4 +1035,107 @@ async fn when_idle_endpoints_alone_make_room_no_endpoint_in_use_goes() {
     assert!(reg.get("trigger").is_some());
     assert_eq!(reg.len(), 11);
     assert_eq!(reg.overflows(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restoring_into_a_full_registry_makes_room_and_takes_a_place() {
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), limits(3_600, 4));
+    for e in ["e0", "e1", "e2", "e3"] {
+        reg.get_or_create(e);
+        advance(Duration::from_millis(1)).await;
+    }
+    let saved = {
+        let b = CircuitBreaker::new(quick());
+        b.force_open();
+        b.snapshot()
+    };
+    reg.restore("restored", saved).unwrap();
+    assert_eq!(reg.len(), 4, "one made room, the restored one took it");
+    assert_eq!(reg.get_all_states().len(), 4);
+    assert!(reg.get("e0").is_none(), "the least recently used went");
+    assert_eq!(state_of(&reg, "restored"), Some(CircuitState::Open));
+    // The cap still holds for the endpoints that come next.
+    for i in 0..4 {
+        advance(Duration::from_millis(1)).await;
+        reg.get_or_create(&format!("new-{i}"));
+        assert_eq!(reg.len(), 4);
+        assert_eq!(reg.get_all_states().len(), 4);
+    }
+    assert_eq!(state_of(&reg, "restored"), Some(CircuitState::Open));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_listener_hears_every_breaker_and_breakers_lists_them() {
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), limits(60, 16));
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    reg.add_listener(move |t: &breakwater::Transition| {
+        log.lock()
+            .unwrap()
+            .push((t.name().map(str::to_owned), t.to));
+    });
+    trip(&reg, "a").await;
+    reg.get_or_create("b").force_open();
+    reg.get_or_create("c");
+    // Across an eviction too: the endpoint's next breaker is heard.
+    reg.reset_endpoint("a");
+    advance(Duration::from_secs(61)).await;
+    let first = reg.evict_idle();
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(first + reg.evict_idle(), 2, "a and c were idle");
+    assert!(reg.get("a").is_none());
+    trip(&reg, "a").await;
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [
+            (Some("a".to_owned()), CircuitState::Open),
+            (Some("b".to_owned()), CircuitState::Open),
+            (Some("a".to_owned()), CircuitState::Closed),
+            (Some("a".to_owned()), CircuitState::Open),
+        ]
+    );
+    let mut names: Vec<_> = reg
+        .breakers()
+        .iter()
+        .map(|b| b.name().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(names, [Some("a".to_owned()), Some("b".to_owned())]);
+}
+
+/// The registry's clock saturates below the stamps' "used" bit: after
+/// 292 471 years of uptime, breakers still count as unused between sweeps
+/// and make room for new endpoints.
+#[tokio::test(start_paused = true)]
+async fn a_registry_clock_at_its_end_still_makes_room() {
+    let reg = PerEndpointCircuitBreaker::with_limits(quick(), limits(60, 2));
+    advance(Duration::from_micros(1 << 63)).await;
+    reg.get_or_create("a");
+    reg.get_or_create("b");
+    reg.get_or_create("c");
+    assert_eq!(reg.overflows(), 0, "an unused breaker made room");
+    assert_eq!(reg.len(), 2);
+    assert!(reg.get("c").is_some());
+}
+
+/// TTLs longer than the registry's clock can count are held at its end: a
+/// breaker idle for the clock's whole range still goes, Closed or HalfOpen
+/// and abandoned.
+#[tokio::test(start_paused = true)]
+async fn ttls_past_the_clock_range_end_with_it() {
+    let reg = PerEndpointCircuitBreaker::with_limits(
+        quick(),
+        RegistryLimits {
+            idle_ttl: Duration::MAX,
+            abandoned_ttl: Duration::MAX,
+            max_endpoints: 16,
+        },
+    );
+    reg.get_or_create("closed");
+    trip(&reg, "failing").await;
+    assert_eq!(reg.evict_idle(), 0, "just used");
+    advance(Duration::from_micros(1 << 63)).await;
+    assert_eq!(state_of(&reg, "failing"), Some(CircuitState::HalfOpen));
+    assert_eq!(reg.evict_idle(), 2, "idle for the clock's whole range");
+    assert!(reg.is_empty());
 }

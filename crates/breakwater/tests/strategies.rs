@@ -762,6 +762,10 @@ async fn an_outcome_tells_a_fallback_from_a_live_answer() {
 
     let live = on_open.execute_outcome(transient, || async { Ok(5) }).await;
     assert_eq!(live, Ok(Outcome::Live(5)));
+    let live = live.unwrap();
+    assert!(live.is_live() && !live.is_fallback());
+    assert_eq!((*live.value(), live.cause()), (5, None));
+    assert_eq!(live.into_value(), 5);
 
     // `Fallback` (= `Fallback::on_open`) does not answer a failed call.
     let failed = on_open
@@ -862,4 +866,33 @@ async fn action_errors_classify_themselves_for_retries() {
 fn always_failing(calls: &mut u32) -> std::future::Ready<Result<u32, Boom>> {
     *calls += 1;
     std::future::ready(Err(Boom(*calls)))
+}
+
+#[test]
+fn strategies_executors_and_fallbacks_print_their_settings_in_debug() {
+    let debug = |s: &ResilienceStrategy<u32>| format!("{s:?}");
+    assert_eq!(debug(&ResilienceStrategy::FailFast), "FailFast");
+    assert_eq!(debug(&ResilienceStrategy::Fallback(7)), "Fallback(7)");
+    assert_eq!(
+        debug(&ResilienceStrategy::fallback_with(|| 7)),
+        "FallbackWith(..)"
+    );
+    assert_eq!(
+        debug(&retry(3, 100)),
+        "RetryWithBreaker { max_attempts: 3, backoff_ms: 100 }"
+    );
+    let executor = ResilientExecutor::new(breaker(4), retry(3, 100))
+        .with_max_total_delay(ms(900))
+        .with_fallback(Fallback::on_open_or_failure_with(|| 5));
+    // The default cap on a wait (10 s) and jitter (on) included.
+    assert_eq!(
+        format!("{executor:?}"),
+        "ResilientExecutor { max_attempts: 3, backoff: 100ms, \
+         fallback: Some(Fallback { source: \"computed\", when: OpenOrFailure }), \
+         max_backoff: 10s, max_total_delay: Some(900ms), jitter: true, .. }"
+    );
+    assert_eq!(
+        format!("{:?}", Fallback::on_open(7u32)),
+        r#"Fallback { source: "value", when: Open }"#
+    );
 }

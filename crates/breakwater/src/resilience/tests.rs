@@ -934,6 +934,37 @@ async fn an_open_breaker_restored_stays_open_for_the_time_it_had_left() {
     assert_eq!(restored.metrics().open_streak, 1);
 }
 
+/// A snapshot carries the wall-clock time it was taken; restoring it takes
+/// the wall-clock time since then off the remaining opening.
+#[tokio::test(start_paused = true)]
+async fn a_restored_opening_loses_the_wall_clock_time_since_the_snapshot() {
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let cb = tripped(2).await;
+    let before = unix_now();
+    let snapshot = cb.snapshot();
+    let after = unix_now();
+    assert!(
+        (before..=after).contains(&snapshot.taken_at_unix_ms),
+        "taken at {} outside {before}..={after}",
+        snapshot.taken_at_unix_ms
+    );
+    assert_eq!(snapshot.open_remaining_ms, Some(1_000));
+    // Taken 300 ms ago (by the wall clock): 700 ms of the opening are left.
+    let older = CircuitSnapshot {
+        taken_at_unix_ms: snapshot.taken_at_unix_ms - 300,
+        ..snapshot
+    };
+    let restored = CircuitBreaker::restore(config(2), older).unwrap();
+    let left = restored.retry_after().unwrap();
+    // Less the wall-clock time the restore took (a few ms at most).
+    assert!(left <= ms(700) && left >= ms(600), "{left:?}");
+}
+
 /// A snapshot cannot hold a breaker open past the longest opening its
 /// configuration makes (`max_open_timeout_ms` with the jitter).
 #[tokio::test(start_paused = true)]
@@ -1086,4 +1117,70 @@ fn public_types_are_send_and_sync() {
     fn send<T: Send>(_: &T) {}
     let cb = CircuitBreaker::new(CircuitBreakerConfig::default());
     send(&cb.call(|| async { Ok::<_, Boom>(()) }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_and_its_permits_print_the_state_in_debug() {
+    let cb = CircuitBreaker::new(config(1));
+    assert_eq!(
+        format!("{cb:?}"),
+        "CircuitBreaker { state: Closed, generation: 0, open_streak: 0, .. }"
+    );
+    let permit = cb.try_acquire().unwrap();
+    let closed = format!("{permit:?}");
+    assert!(
+        closed.starts_with("Permit { shared: Shared { word: Word("),
+        "{closed}"
+    );
+    permit.failure();
+    assert_eq!(
+        format!("{cb:?}"),
+        "CircuitBreaker { state: Open, generation: 1, open_streak: 1, .. }"
+    );
+    advance(ms(1_000)).await;
+    let owned = cb.try_acquire_owned().unwrap();
+    let half_open = format!("{owned:?}");
+    assert!(
+        half_open.starts_with("OwnedPermit { shared: Shared { word: Word("),
+        "{half_open}"
+    );
+    let word = |s: &str| {
+        s.split("Word(")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .map(str::to_owned)
+    };
+    assert!(word(&closed).is_some_and(|w| w.parse::<u64>().is_ok()));
+    assert_ne!(
+        word(&closed),
+        word(&half_open),
+        "the word follows the state"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn breakers_made_together_open_for_different_lengths() {
+    // Each breaker seeds its own jitter generator, so that breakers made and
+    // tripped together do not probe in lockstep. Over a year of jitter (the
+    // lengths are in microseconds), 1 024 openings from distinct seeds
+    // collide with a probability below 1e-7.
+    const N: usize = 1_024;
+    let year = crate::config::MAX_DURATION_MS;
+    let cfg = CircuitBreakerConfig {
+        sample_size: 1,
+        open_timeout_ms: year,
+        max_open_timeout_ms: year,
+        jitter_ratio: 0.5,
+        ..Default::default()
+    };
+    let mut lengths: Vec<Duration> = (0..N)
+        .map(|_| {
+            let cb = CircuitBreaker::new(cfg.clone());
+            cb.try_acquire().unwrap().failure();
+            cb.try_acquire().unwrap_err().retry_after().unwrap()
+        })
+        .collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    assert_eq!(lengths.len(), N, "openings of the same length");
 }
