@@ -89,6 +89,7 @@ mod tests;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -282,11 +283,14 @@ impl CircuitBreaker {
         config: Arc<CircuitBreakerConfig>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ^ SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+        // Each breaker draws its own jitter. The seed comes from std's
+        // randomly keyed hasher (new keys for every `RandomState`) over a
+        // process-wide count, so breakers made in the same instant, or in
+        // two processes started together, do not share one.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let seed = hasher.finish();
         let shared = Arc::new_cyclic(|me| Shared {
             core: Core::new(&config, seed),
             epoch: Instant::now(),

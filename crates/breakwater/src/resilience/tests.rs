@@ -1184,3 +1184,51 @@ async fn breakers_made_together_open_for_different_lengths() {
     lengths.dedup();
     assert_eq!(lengths.len(), N, "openings of the same length");
 }
+
+/// A breaker that another thread makes from the overrides of before a
+/// change, between the change's check and its update, can refuse it (its
+/// window is too short): the change then fails and the override is what it
+/// was, for `set_config` and for `remove_config`.
+#[test]
+fn a_change_refused_by_a_breaker_made_meanwhile_leaves_the_override_as_it_was() {
+    use super::per_endpoint::{RaceWork, RACE};
+    let window = |sample_size| CircuitBreakerConfig {
+        sample_size,
+        ..Default::default()
+    };
+    let race = |on: bool| {
+        RACE.with(|r| {
+            *r.borrow_mut() = on.then(|| {
+                Box::new(|registry: &PerEndpointCircuitBreaker| {
+                    registry.get_or_create("e");
+                }) as RaceWork
+            });
+        });
+    };
+    let registry = PerEndpointCircuitBreaker::new(window(10));
+
+    // No override before: none after.
+    race(true);
+    let err = registry.set_config("e", window(100)).unwrap_err();
+    assert!(err.names("sample_size"), "{err}");
+    assert_eq!(registry.config_for("e"), window(10));
+    assert_eq!(registry.get_or_create("e").config(), window(10));
+
+    // An override before: the same one after.
+    race(false);
+    assert!(registry.remove("e"));
+    registry.set_config("e", window(20)).unwrap();
+    race(true);
+    assert!(registry.set_config("e", window(100)).is_err());
+    assert_eq!(registry.config_for("e"), window(20));
+
+    // Removing an override that the breaker made meanwhile needs.
+    race(false);
+    let registry = PerEndpointCircuitBreaker::new(window(100));
+    registry.set_config("e", window(10)).unwrap();
+    race(true);
+    let err = registry.remove_config("e").unwrap_err();
+    assert!(err.names("sample_size"), "{err}");
+    assert_eq!(registry.config_for("e"), window(10));
+    race(false);
+}
