@@ -6,64 +6,15 @@
 //! while this test's scoped subscriber is being installed can be cached as
 //! silent for good. Alone in its process, nothing else reaches the call sites.
 
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use breakwater::{CircuitBreakerConfig, CircuitState, PerEndpointCircuitBreaker, RegistryLimits};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::Level;
 
-#[derive(Debug, Clone, Default)]
-struct Line {
-    level: Option<Level>,
-    fields: Vec<(String, String)>,
-}
+mod support;
 
-impl Line {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl Visit for Line {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.fields
-            .push((field.name().to_string(), format!("{value:?}")));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields
-            .push((field.name().to_string(), value.to_string()));
-    }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Line>>>);
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut line = Line {
-            level: Some(*event.metadata().level()),
-            ..Line::default()
-        };
-        event.record(&mut line);
-        self.0.lock().unwrap().push(line);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use support::logs::{Capture, Line};
 
 /// The warnings about a full registry among the captured lines.
 fn full_warnings(lines: &Mutex<Vec<Line>>) -> Vec<Line> {

@@ -6,14 +6,14 @@
 //! while this test's scoped subscriber is being installed can be cached as
 //! silent for good. Alone in its process, nothing else reaches the call sites.
 
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use breakwater::{CircuitBreakerConfig, CircuitState, PerEndpointCircuitBreaker};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::Level;
+
+mod support;
+
+use support::logs::Capture;
 
 fn config() -> CircuitBreakerConfig {
     CircuitBreakerConfig {
@@ -23,60 +23,6 @@ fn config() -> CircuitBreakerConfig {
         jitter_ratio: 0.0,
         ..Default::default()
     }
-}
-
-#[derive(Debug, Clone, Default)]
-struct Line {
-    level: Option<Level>,
-    fields: Vec<(String, String)>,
-}
-
-impl Line {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl Visit for Line {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.fields
-            .push((field.name().to_string(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.fields
-            .push((field.name().to_string(), value.to_string()));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields
-            .push((field.name().to_string(), value.to_string()));
-    }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Line>>>);
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut line = Line {
-            level: Some(*event.metadata().level()),
-            ..Line::default()
-        };
-        event.record(&mut line);
-        self.0.lock().unwrap().push(line);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub(crate) mod logs;
+
 use std::time::Duration;
 
 /// A test error that says which call failed.
