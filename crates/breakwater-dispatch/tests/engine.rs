@@ -234,21 +234,7 @@ async fn parked_actions_use_no_attempt_and_the_healthy_endpoint_is_not_held_up()
     let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
         .await
         .unwrap();
-    let events: Vec<NewEvent> = (0..1000)
-        .map(|i| {
-            let event = EntityEvent::new(
-                EventKind::Insert,
-                "Order",
-                Uuid::new_v4(),
-                serde_json::json!({ "i": i }),
-            );
-            NewEvent {
-                actions: actions_for(&config, &event),
-                event,
-            }
-        })
-        .collect();
-    engine.accept(events).await.unwrap();
+    engine.accept(events(&config, 1000)).await.unwrap();
     let healthy = "http://healthy.test:80";
     let dead = "http://dead.test:80";
     // Every healthy action is delivered while the dead endpoint's breaker is open.
@@ -478,21 +464,11 @@ impl Store for SlowStore {
 }
 
 fn healthy_events(config: &Config, n: usize) -> Vec<NewEvent> {
-    (0..n)
-        .map(|i| {
-            let event = EntityEvent::new(
-                EventKind::Insert,
-                "Order",
-                Uuid::new_v4(),
-                serde_json::json!({ "i": i }),
-            );
-            let actions = actions_for(config, &event)
-                .into_iter()
-                .filter(|a| a.endpoint().contains("healthy"))
-                .collect();
-            NewEvent { actions, event }
-        })
-        .collect()
+    let mut events = events(config, n);
+    for e in &mut events {
+        e.actions.retain(|a| a.endpoint().contains("healthy"));
+    }
+    events
 }
 
 /// Group commit of outcomes: a delivery frees its concurrency permit
