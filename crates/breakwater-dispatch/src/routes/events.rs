@@ -1,5 +1,6 @@
 //! `POST /events` and `GET /events/{id}`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -7,7 +8,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use breakwater::traits::EntityEvent;
+
+use breakwater::traits::{EntityEvent, EventKind, FieldChange};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -43,42 +47,61 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
             ))
         }
     };
-    let received = chrono::Utc::now().to_rfc3339();
+    let received = chrono::Utc::now();
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = || {
-                if single {
-                    String::from("event")
-                } else {
-                    format!("events[{i}]")
-                }
-            };
-            // Events that carry their id and timestamp read directly; the
-            // others (and any with a problem, so that its message is the
-            // same either way) go through the slower path that fills them in.
-            serde_json::from_str::<EntityEvent>(item.get())
-                .or_else(|_| fill_in(item.get(), &received))
-                .map_err(|e| ApiError::BadRequest(format!("{}: {e}", at())))
+            serde_json::from_str::<Incoming>(item.get())
+                .map(|e| e.into_event(received))
+                .map_err(|e| {
+                    let at = if single {
+                        String::from("event")
+                    } else {
+                        format!("events[{i}]")
+                    };
+                    ApiError::BadRequest(format!("{at}: {e}"))
+                })
         })
         .collect()
 }
 
-/// Reads an event object, giving it a fresh id and the time of receipt
-/// when it has none.
-fn fill_in(item: &str, received: &str) -> Result<EntityEvent, String> {
-    let mut value: Value = serde_json::from_str(item).map_err(|e| e.to_string())?;
-    let Value::Object(map) = &mut value else {
-        return Err("expected an object".into());
-    };
-    if !map.contains_key("id") {
-        map.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
+/// An event as posted: [`EntityEvent`]'s fields, with `id` and `timestamp`
+/// optional. Read straight from the body, without a tree of values.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incoming {
+    #[serde(default)]
+    id: Option<Uuid>,
+    event_type: EventKind,
+    entity_type: String,
+    entity_id: Uuid,
+    data: Value,
+    #[serde(default)]
+    changes: Option<BTreeMap<String, FieldChange>>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+}
+
+impl Incoming {
+    /// The event, with a fresh id when it has none and `received` as its
+    /// time when it gives none. A fresh id is a version 7 UUID: ids given
+    /// here grow with time, so the store's index of ids takes them at its
+    /// end rather than at a random place.
+    fn into_event(self, received: DateTime<Utc>) -> EntityEvent {
+        EntityEvent {
+            id: self.id.unwrap_or_else(Uuid::now_v7),
+            event_type: self.event_type,
+            entity_type: self.entity_type,
+            entity_id: self.entity_id,
+            data: self.data,
+            changes: self.changes,
+            user_id: self.user_id,
+            timestamp: self.timestamp.unwrap_or(received),
+        }
     }
-    if !map.contains_key("timestamp") {
-        map.insert("timestamp".into(), Value::String(received.to_string()));
-    }
-    serde_json::from_value::<EntityEvent>(value).map_err(|e| e.to_string())
 }
 
 /// `POST /events`.
@@ -199,6 +222,27 @@ mod tests {
     }
 
     #[test]
+    fn fresh_ids_are_version_7_and_grow_in_the_order_given() {
+        let body = format!("[{EVENT},{EVENT},{EVENT}]");
+        let first = parse_events(body.as_bytes()).unwrap();
+        let second = parse_events(body.as_bytes()).unwrap();
+        let ids: Vec<Uuid> = first.iter().chain(&second).map(|e| e.id).collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7), "{ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        // A given id is kept, whatever its version; null is as left out.
+        let v4 = "6a1c2e9e-7d4b-4f7a-9c1e-0b8f3d2a5c11";
+        let given = EVENT.replacen('{', &format!("{{\"id\":\"{v4}\","), 1);
+        assert_eq!(
+            parse_events(given.as_bytes()).unwrap()[0].id.to_string(),
+            v4
+        );
+        let null = EVENT.replacen('{', "{\"id\":null,\"user_id\":null,", 1);
+        let event = parse_events(null.as_bytes()).unwrap().remove(0);
+        assert_eq!(event.id.get_version_num(), 7);
+        assert_eq!(event.user_id, None);
+    }
+
+    #[test]
     fn a_missing_timestamp_is_the_time_of_receipt() {
         let body = EVENT.replace(",\"timestamp\":\"2026-01-22T10:00:00Z\"", "");
         assert!(!body.contains("timestamp"), "{body}");
@@ -222,6 +266,12 @@ mod tests {
                 "bogus",
             ),
             (&EVENT.replace("\"Order\"", "7"), "invalid type"),
+            (&EVENT.replacen('{', "{\"id\":\"nope\",", 1), "UUID"),
+            (
+                &EVENT.replace("2026-01-22T10:00:00Z", "yesterday"),
+                "input contains invalid characters",
+            ),
+            (&EVENT.replace(",\"data\":{}", ""), "missing field `data`"),
         ];
         for (body, want) in cases {
             let err = parse_events(body.as_bytes()).unwrap_err();
