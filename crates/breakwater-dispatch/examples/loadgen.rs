@@ -19,7 +19,10 @@
 //!    given concurrency (the ceiling for one hop).
 //! 2. `serve`: the same concurrency POSTs events to the service (SQLite
 //!    store in a temporary directory), each asking for one webhook to the
-//!    healthy receiver; events/s accepted and actions/s delivered.
+//!    healthy receiver; events/s accepted and actions/s delivered. The
+//!    service delivers to one endpoint at that concurrency too
+//!    (`max_in_flight_per_endpoint`), so the receiver sees as many requests
+//!    at once as from the bare client.
 //! 3. `serve+dead`: every event also asks for a webhook to a dead receiver
 //!    (503), so it gets half the actions; the healthy actions/s is compared.
 //! 4. `latency`: once, events at half the best median rate of phase 2; p50/p99 from
@@ -178,9 +181,9 @@ async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> u64 
     ok.load(Ordering::Relaxed)
 }
 
-fn config(dir: &std::path::Path, urls: &[&str]) -> Config {
+fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> Config {
     let mut toml = format!(
-        "store = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = 64\nmax_pending = 1000000\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
+        "store = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\nmax_pending = 1000000\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
         dir.join("load.db").display()
     );
     for u in urls {
@@ -202,7 +205,7 @@ async fn serve_phase(
     batch: usize,
 ) -> (f64, f64, u64, Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), urls);
+    let cfg = config(dir.path(), urls, concurrency);
     let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
     let exec = breakwater_dispatch::executor::default_executor().unwrap();
     let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
@@ -325,7 +328,11 @@ async fn main() {
     // Latency at half the maximum delivered rate, in POSTs of `batch` events.
     let rate = (best / 2.0).max(1.0);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &[&healthy.url]);
+    let cfg = config(
+        dir.path(),
+        &[&healthy.url],
+        concurrencies.iter().copied().max().unwrap_or(32),
+    );
     let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
     let exec = breakwater_dispatch::executor::default_executor().unwrap();
     let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
