@@ -44,14 +44,19 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 /// The schema's version, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
-/// Version 2. Every index but the event ids' grows at its end: actions point
+/// Version 3. Every index but the event ids' grows at its end: actions point
 /// at their event by its sequence number, not by its random id, so that
 /// storing an event touches one page at a random place rather than two.
 /// Version 2 added `events_by_time`, so that removing old delivered events
-/// reads only the old ones. (Each statement creates only what is missing:
-/// run on a version-1 file, it adds that index.)
+/// reads only the old ones. Version 3 keeps delivered actions out of
+/// `actions_by_status`: marking an action delivered only removes its entry,
+/// and the index holds the work left rather than every action ever stored.
+/// A query reads through it only when its `WHERE` says
+/// `status <> 'delivered'` word for word (SQLite's rule for partial indexes),
+/// so every query by status does. (Each statement creates only what is
+/// missing: [`migrate`] drops an older `actions_by_status` first.)
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -76,7 +81,8 @@ CREATE TABLE IF NOT EXISTS actions (
     accepted_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, claimed, id);
+CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, claimed, id)
+    WHERE status <> 'delivered';
 CREATE INDEX IF NOT EXISTS actions_by_event ON actions(event);
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
@@ -94,6 +100,33 @@ SELECT e.seq FROM events e
 WHERE e.accepted_at < ?1
   AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.event = e.seq AND a.status <> 'delivered')
 ORDER BY e.accepted_at LIMIT ?2";
+
+/// The oldest pending and parked actions not claimed, at most `?1`, with
+/// their events.
+const CLAIM_QUERY: &str = "
+SELECT a.id, a.observer, a.endpoint, a.action, a.attempts, a.not_before,
+       a.accepted_at, a.status, e.body
+FROM actions a JOIN events e ON e.seq = a.event
+WHERE a.status <> 'delivered' AND a.status IN ('pending', 'parked') AND a.claimed = 0
+ORDER BY a.id LIMIT ?1";
+
+/// Makes the actions held for endpoint `?1` pending again, at time `?2`.
+const RELEASE_HELD_QUERY: &str = "
+UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL, updated_at = ?2
+WHERE status <> 'delivered' AND status = 'held' AND endpoint = ?1";
+
+/// The first `?1` dead-lettered actions.
+const DEAD_LETTERS_QUERY: &str = "
+SELECT a.id, e.id AS event_id, a.observer, a.action_type, a.endpoint, a.status,
+       a.attempts, a.not_before, a.last_error, a.last_status
+FROM actions a JOIN events e ON e.seq = a.event
+WHERE a.status <> 'delivered' AND a.status = 'dead_lettered'
+ORDER BY a.id LIMIT ?1";
+
+/// When the oldest action still to be delivered was accepted.
+const OLDEST_PENDING_QUERY: &str = "
+SELECT MIN(accepted_at) FROM actions
+WHERE status <> 'delivered' AND status IN ('pending', 'parked', 'held')";
 
 /// From version 0 (actions keyed their event by its id) to version 1, in
 /// one transaction: every event and action is kept, ids included.
@@ -142,6 +175,9 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         t.execute_batch(SCHEMA)?;
         t.execute_batch(COPY_0_TO_1)?;
     } else {
+        if version < 3 {
+            t.execute_batch("DROP INDEX IF EXISTS actions_by_status;")?;
+        }
         t.execute_batch(SCHEMA)?;
     }
     t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -483,13 +519,7 @@ impl Store for SqliteStore {
 
     async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>> {
         self.write(move |t| {
-            let mut stmt = t.prepare_cached(
-                "SELECT a.id, a.observer, a.endpoint, a.action, a.attempts, a.not_before,
-                        a.accepted_at, a.status, e.body
-                 FROM actions a JOIN events e ON e.seq = a.event
-                 WHERE a.status IN ('pending', 'parked') AND a.claimed = 0
-                 ORDER BY a.id LIMIT ?1",
-            )?;
+            let mut stmt = t.prepare_cached(CLAIM_QUERY)?;
             let rows: Vec<PendingAction> = stmt
                 .query_map(params![limit as i64], row_to_pending)?
                 .collect::<Result<_, _>>()?;
@@ -572,11 +602,7 @@ impl Store for SqliteStore {
     async fn release_held(&self, endpoint: &str) -> StoreResult<u64> {
         let endpoint = endpoint.to_string();
         self.write(move |t| {
-            let n = t.execute(
-                "UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL,
-                 updated_at = ?2 WHERE status = 'held' AND endpoint = ?1",
-                params![endpoint, now_ms()],
-            )?;
+            let n = t.execute(RELEASE_HELD_QUERY, params![endpoint, now_ms()])?;
             Ok(n as u64)
         })
         .await
@@ -584,12 +610,7 @@ impl Store for SqliteStore {
 
     async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
         self.read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT a.id, e.id AS event_id, a.observer, a.action_type, a.endpoint, a.status,
-                        a.attempts, a.not_before, a.last_error, a.last_status
-                 FROM actions a JOIN events e ON e.seq = a.event
-                 WHERE a.status = 'dead_lettered' ORDER BY a.id LIMIT ?1",
-            )?;
+            let mut stmt = c.prepare(DEAD_LETTERS_QUERY)?;
             let rows = stmt
                 .query_map(params![limit as i64], row_to_record)?
                 .collect::<Result<_, _>>()?;
@@ -602,7 +623,8 @@ impl Store for SqliteStore {
         self.write(move |t| {
             let sql = format!(
                 "UPDATE actions SET status = 'pending', attempts = 0, claimed = 0,
-                 not_before = NULL, updated_at = ?1 WHERE status = 'dead_lettered'{}",
+                 not_before = NULL, updated_at = ?1
+                 WHERE status <> 'delivered' AND status = 'dead_lettered'{}",
                 id_filter(&ids)
             );
             Ok(t.execute(&sql, params![now_ms()])? as u64)
@@ -613,7 +635,7 @@ impl Store for SqliteStore {
     async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
         self.write(move |t| {
             let sql = format!(
-                "DELETE FROM actions WHERE status = 'dead_lettered'{}",
+                "DELETE FROM actions WHERE status <> 'delivered' AND status = 'dead_lettered'{}",
                 id_filter(&ids)
             );
             Ok(t.execute(&sql, [])? as u64)
@@ -622,14 +644,8 @@ impl Store for SqliteStore {
     }
 
     async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT MIN(accepted_at) FROM actions WHERE status IN ('pending', 'parked', 'held')",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.read(|c| c.query_row(OLDEST_PENDING_QUERY, [], |r| r.get(0)))
+            .await
     }
 
     async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
@@ -906,6 +922,97 @@ mod tests {
             )
             .unwrap();
         assert_eq!((version, indexed), (SCHEMA_VERSION, true));
+    }
+
+    /// The steps of `sql`'s query plan.
+    fn plan(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn delivered_actions_leave_the_status_index_and_a_version_2_file_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let inserted = store
+                .insert(vec![NewEvent {
+                    event: event(),
+                    actions: vec![log_action()],
+                }])
+                .await
+                .unwrap();
+            let Inserted::New(p) = &inserted[0] else {
+                panic!("{inserted:?}")
+            };
+            ids.push(p[0].id);
+        }
+        store
+            .apply(vec![Update::Delivered {
+                id: ids[0],
+                attempts: 1,
+                status: Some(200),
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+        let entries = |c: &Connection| -> i64 {
+            c.query_row(
+                "SELECT COUNT(*) FROM actions INDEXED BY actions_by_status
+                 WHERE status <> 'delivered' AND status > ''",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let c = Connection::open(&path).unwrap();
+        // Two entries: the delivered action has none.
+        assert_eq!(entries(&c), 2);
+        for (sql, params) in [
+            (CLAIM_QUERY, vec![10]),
+            (RELEASE_HELD_QUERY, vec![0, 0]),
+            (DEAD_LETTERS_QUERY, vec![10]),
+            (OLDEST_PENDING_QUERY, vec![]),
+        ] {
+            let steps = plan(&c, sql, rusqlite::params_from_iter(params));
+            assert!(
+                steps.iter().any(|s| s.contains("actions_by_status")),
+                "{sql}: {steps:?}"
+            );
+        }
+        // A version-2 file (the index held every action) gets the new one.
+        c.execute_batch(
+            "DROP INDEX actions_by_status;
+             CREATE INDEX actions_by_status ON actions(status, claimed, id);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(c);
+        let store = SqliteStore::open(&path).unwrap();
+        let claimed = store.claim(10).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|p| p.id).collect::<Vec<_>>(),
+            ids[1..].to_vec()
+        );
+        store.close().await;
+        let c = Connection::open(&path).unwrap();
+        let (version, sql): (i64, String) = c
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT sql FROM sqlite_master WHERE name = 'actions_by_status')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert!(sql.contains("WHERE status <> 'delivered'"), "{sql}");
+        assert_eq!(entries(&c), 2);
     }
 
     #[tokio::test]

@@ -1,0 +1,130 @@
+//! The SQLite store's writer alone: CPU per event stored and delivered.
+//!
+//! ```sh
+//! cargo run --release -p breakwater-dispatch --example store_writer -- [EVENTS] [TASKS] [v4|v7]
+//! ```
+//!
+//! `TASKS` (default 32) tasks each store POST-sized jobs of ten events
+//! with one webhook action each, then mark those actions delivered, as the
+//! service does, until `EVENTS` (default 100 000) are stored. Event ids are
+//! random (`v4`) or grow with time (`v7`, the default: what the service
+//! gives events posted without one). Prints the writer thread's CPU time
+//! per event, the events a second and the database's size.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breakwater::traits::{ActionConfig, EntityEvent, EventKind, WebhookAction};
+use breakwater_dispatch::store::{Inserted, NewAction, NewEvent, SqliteStore, Store, Update};
+
+/// CPU time (user and system) of this process's thread named `name`.
+fn thread_cpu_time(name: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // The kernel keeps the first 15 bytes of a thread's name.
+        if comm.trim() != &name[..name.len().min(15)] {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 12th and 13th of them, in clock ticks (100 a second).
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        total += Duration::from_millis(ticks * 10);
+    }
+    total
+}
+
+fn event(v7: bool) -> EntityEvent {
+    let mut e = EntityEvent::new(
+        EventKind::Insert,
+        "Order",
+        uuid::Uuid::new_v4(),
+        serde_json::json!({ "sent_us": 1_764_633_600_000_000u64 }),
+    );
+    if v7 {
+        e.id = uuid::Uuid::now_v7();
+    }
+    e
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let tasks: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let v7 = args.get(3).map_or(true, |s| s != "v4");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("writer.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let action = NewAction::new(
+        "o",
+        ActionConfig::Webhook(WebhookAction {
+            url: "http://127.0.0.1:9/hook".into(),
+            method: "POST".into(),
+            headers: Default::default(),
+            body_template: None,
+            signing_secret: None,
+        }),
+    );
+    let per_task = events / tasks / 10;
+    let before = thread_cpu_time("breakwater-store");
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (store, action) = (store.clone(), action.clone());
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                let batch = (0..10)
+                    .map(|_| NewEvent {
+                        event: event(v7),
+                        actions: vec![action.clone()],
+                    })
+                    .collect();
+                let inserted = store.insert(batch).await.unwrap();
+                let updates = inserted
+                    .into_iter()
+                    .flat_map(|i| match i {
+                        Inserted::New(pending) => pending,
+                        Inserted::Duplicate => Vec::new(),
+                    })
+                    .map(|p| Update::Delivered {
+                        id: p.id,
+                        attempts: 1,
+                        status: Some(200),
+                    })
+                    .collect();
+                store.apply(updates).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let took = started.elapsed();
+    let cpu = thread_cpu_time("breakwater-store") - before;
+    let n = (per_task * tasks * 10) as f64;
+    store.close().await;
+    let size: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "{n} events ({} ids), {tasks} tasks: writer {:.1} µs CPU an event, {:.0} events/s, files {:.1} MB",
+        if v7 { "v7" } else { "v4" },
+        cpu.as_secs_f64() * 1e6 / n,
+        n / took.as_secs_f64(),
+        size as f64 / 1e6
+    );
+}
