@@ -28,6 +28,11 @@
 //! 4. `latency`: once, events at half the best median rate of phase 2; p50/p99 from
 //!    acceptance to the receiver.
 //!
+//! With `LOADGEN_SERVE_BIN` set to a `breakwater` binary (e.g.
+//! `target/release/breakwater`), phases 2 to 4 run the service as that
+//! binary's `serve`, in a process of its own, rather than in this one; its
+//! CPU time is counted with this process's.
+//!
 //! Phases 1 and 2 also print the CPU time (user and system, every thread of
 //! this process, so both the client and the server side) spent per request
 //! or per delivered event, and how much of it the store's writer thread
@@ -74,10 +79,11 @@ fn stat_cpu_time(path: &std::path::Path) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// CPU time used so far by this process's threads named `name` (the
-/// store's writer thread is `breakwater-store`).
-fn thread_cpu_time(name: &str) -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+/// CPU time used so far by the threads named `name` of the process whose
+/// `/proc` directory is `proc` (the store's writer thread is
+/// `breakwater-store`).
+fn thread_cpu_time(proc: &std::path::Path, name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(proc.join("task")) else {
         return Duration::ZERO;
     };
     // The kernel keeps the first 15 bytes of a thread's name.
@@ -91,11 +97,15 @@ fn thread_cpu_time(name: &str) -> Duration {
         .sum()
 }
 
-/// CPU microseconds spent per item between `since` and now.
-fn cpu_per(since: Option<Duration>, items: f64) -> String {
+/// CPU microseconds spent per item between `since` and now, `extra`
+/// (another process's) included.
+fn cpu_per(since: Option<Duration>, extra: Duration, items: f64) -> String {
     match (since, cpu_time()) {
         (Some(a), Some(b)) if items > 0.0 => {
-            format!("{:.0} µs CPU each", (b - a).as_secs_f64() * 1e6 / items)
+            format!(
+                "{:.0} µs CPU each",
+                (b - a + extra).as_secs_f64() * 1e6 / items
+            )
         }
         _ => "CPU unknown".to_string(),
     }
@@ -181,9 +191,11 @@ async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> u64 
     ok.load(Ordering::Relaxed)
 }
 
-fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> Config {
+/// The service's configuration: one observer with a webhook action to each
+/// of `urls`, delivering at most `in_flight` at once to each endpoint.
+fn config_toml(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> String {
     let mut toml = format!(
-        "store = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\nmax_pending = 1000000\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
+        "listen = \"127.0.0.1:0\"\nstore = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\nmax_pending = 1000000\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
         dir.join("load.db").display()
     );
     for u in urls {
@@ -191,35 +203,119 @@ fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> Config {
             "[[observers.actions]]\ntype = \"webhook\"\nurl = \"{u}\"\n"
         ));
     }
-    Config::parse(&toml).unwrap()
+    toml
 }
 
-/// Runs the service on `urls`, drives it, waits for `healthy` to catch up;
-/// returns (events/s accepted, healthy actions/s delivered, healthy actions
-/// delivered).
+fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> Config {
+    Config::parse(&config_toml(dir, urls, in_flight)).unwrap()
+}
+
+/// The service under load: in this process, or the `breakwater` binary
+/// named by `LOADGEN_SERVE_BIN` running `serve` in a process of its own.
+enum Service {
+    InProcess(server::Running),
+    Child(std::process::Child),
+}
+
+impl Service {
+    /// Starts the service on `urls`; returns it and its address.
+    async fn start(
+        dir: &std::path::Path,
+        urls: &[&str],
+        in_flight: usize,
+    ) -> (Self, std::net::SocketAddr) {
+        if let Ok(bin) = std::env::var("LOADGEN_SERVE_BIN") {
+            use std::io::BufRead;
+            let path = dir.join("load.toml");
+            std::fs::write(&path, config_toml(dir, urls, in_flight)).unwrap();
+            let mut child = std::process::Command::new(&bin)
+                .arg("serve")
+                .arg("--config")
+                .arg(&path)
+                .env("BREAKWATER_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("LOADGEN_SERVE_BIN={bin}: {e}"));
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let addr = line
+                .trim()
+                .strip_prefix("breakwater listening on http://")
+                .unwrap_or_else(|| panic!("unexpected first line from {bin}: {line:?}"))
+                .parse()
+                .unwrap();
+            return (Self::Child(child), addr);
+        }
+        let cfg = config(dir, urls, in_flight);
+        let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
+        let exec = breakwater_dispatch::executor::default_executor().unwrap();
+        let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = svc.addr;
+        (Self::InProcess(svc), addr)
+    }
+
+    /// The `/proc` directory of the service's process.
+    fn proc_dir(&self) -> std::path::PathBuf {
+        match self {
+            Self::InProcess(_) => "/proc/self".into(),
+            Self::Child(c) => format!("/proc/{}", c.id()).into(),
+        }
+    }
+
+    /// CPU time used by a child process (zero in this process: that is
+    /// counted with this process's own).
+    fn child_cpu(&self) -> Duration {
+        match self {
+            Self::InProcess(_) => Duration::ZERO,
+            Self::Child(_) => stat_cpu_time(&self.proc_dir().join("stat")).unwrap_or_default(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::InProcess(svc) => svc.shutdown(Duration::from_secs(2)).await,
+            Self::Child(mut c) => {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// What one service phase measured.
+struct Phase {
+    /// Events a second accepted.
+    accepted: f64,
+    /// Healthy actions a second delivered.
+    delivered: f64,
+    /// Healthy actions delivered.
+    n: u64,
+    /// CPU time of the store's writer thread.
+    store_cpu: Duration,
+    /// CPU time of the service's process when it is a child.
+    child_cpu: Duration,
+}
+
+/// Runs the service on `urls`, drives it, waits for `healthy` to catch up.
 async fn serve_phase(
     urls: &[&str],
     healthy: &Receiver,
     concurrency: usize,
     secs: f64,
     batch: usize,
-) -> (f64, f64, u64, Duration) {
+) -> Phase {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), urls, concurrency);
-    let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
-    let exec = breakwater_dispatch::executor::default_executor().unwrap();
-    let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let (svc, addr) = Service::start(dir.path(), urls, concurrency).await;
     let before = healthy.count.load(Ordering::Relaxed);
     let started = Instant::now();
-    let accepted = drive(
-        format!("http://{}/events", svc.addr),
-        concurrency,
-        secs,
-        batch,
-    )
-    .await;
+    let accepted = drive(format!("http://{addr}/events"), concurrency, secs, batch).await;
     let want = before + accepted;
     while healthy.count.load(Ordering::Relaxed) < want
         && started.elapsed() < Duration::from_secs_f64(secs * 10.0)
@@ -228,14 +324,16 @@ async fn serve_phase(
     }
     let took = started.elapsed().as_secs_f64();
     let delivered = healthy.count.load(Ordering::Relaxed) - before;
-    let store_cpu = thread_cpu_time("breakwater-store");
-    svc.shutdown(Duration::from_secs(2)).await;
-    (
-        accepted as f64 / secs,
-        delivered as f64 / took,
-        delivered,
+    let store_cpu = thread_cpu_time(&svc.proc_dir(), "breakwater-store");
+    let child_cpu = svc.child_cpu();
+    svc.stop().await;
+    Phase {
+        accepted: accepted as f64 / secs,
+        delivered: delivered as f64 / took,
+        n: delivered,
         store_cpu,
-    )
+        child_cpu,
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -285,21 +383,22 @@ async fn main() {
             let bare = sent as f64 / secs;
             println!(
                 "  bare       reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency}; {})",
-                cpu_per(cpu, sent as f64)
+                cpu_per(cpu, Duration::ZERO, sent as f64)
             );
 
             let cpu = cpu_time();
-            let (accepted, delivered, n, store_cpu) =
-                serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
+            let serve = serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
             println!(
-                "  serve      events accepted {accepted:>9.0}/s, actions delivered {delivered:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {}, {:.0} µs of them in the store's writer)",
-                delivered / bare,
-                cpu_per(cpu, n as f64),
-                store_cpu.as_secs_f64() * 1e6 / (n.max(1) as f64)
+                "  serve      events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {}, {:.0} µs of them in the store's writer)",
+                serve.accepted,
+                serve.delivered,
+                serve.delivered / bare,
+                cpu_per(cpu, serve.child_cpu, serve.n as f64),
+                serve.store_cpu.as_secs_f64() * 1e6 / (serve.n.max(1) as f64)
             );
 
             let cpu = cpu_time();
-            let (accepted2, delivered2, n2, store_cpu2) = serve_phase(
+            let dead_too = serve_phase(
                 &[&healthy.url, &dead.url],
                 &healthy,
                 concurrency,
@@ -307,15 +406,17 @@ async fn main() {
                 batch,
             )
             .await;
+            let drop = (dead_too.delivered / serve.delivered - 1.0) * 100.0;
             println!(
-                "  serve+dead events accepted {accepted2:>9.0}/s, healthy delivered {delivered2:>9.0}/s ({:+.1}% vs serve; {} healthy delivery, {:.0} µs of them in the store's writer)",
-                (delivered2 / delivered - 1.0) * 100.0,
-                cpu_per(cpu, n2 as f64),
-                store_cpu2.as_secs_f64() * 1e6 / (n2.max(1) as f64)
+                "  serve+dead events accepted {:>9.0}/s, healthy delivered {:>9.0}/s ({drop:+.1}% vs serve; {} healthy delivery, {:.0} µs of them in the store's writer)",
+                dead_too.accepted,
+                dead_too.delivered,
+                cpu_per(cpu, dead_too.child_cpu, dead_too.n as f64),
+                dead_too.store_cpu.as_secs_f64() * 1e6 / (dead_too.n.max(1) as f64)
             );
-            ratios.push(delivered / bare);
-            drops.push((delivered2 / delivered - 1.0) * 100.0);
-            delivered_rates.push(accepted.min(delivered));
+            ratios.push(serve.delivered / bare);
+            drops.push(drop);
+            delivered_rates.push(serve.accepted.min(serve.delivered));
         }
         println!(
             "concurrency {concurrency}, median of {rounds} round(s): serve {:.2}x bare, healthy rate with a dead endpoint {:+.1}%",
@@ -328,19 +429,15 @@ async fn main() {
     // Latency at half the maximum delivered rate, in POSTs of `batch` events.
     let rate = (best / 2.0).max(1.0);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let (svc, addr) = Service::start(
         dir.path(),
         &[&healthy.url],
         concurrencies.iter().copied().max().unwrap_or(32),
-    );
-    let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
-    let exec = breakwater_dispatch::executor::default_executor().unwrap();
-    let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    )
+    .await;
     healthy.latencies_us.lock().unwrap().clear();
     let client = reqwest::Client::new();
-    let url = format!("http://{}/events", svc.addr);
+    let url = format!("http://{addr}/events");
     let posts_n = ((rate * secs) as u64 / batch as u64).max(1);
     let n = posts_n * batch as u64;
     let gap = Duration::from_secs_f64(batch as f64 / rate);
@@ -369,5 +466,5 @@ async fn main() {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
-    svc.shutdown(Duration::from_secs(2)).await;
+    svc.stop().await;
 }
