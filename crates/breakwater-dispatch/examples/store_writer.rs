@@ -11,38 +11,16 @@
 //! gives events posted without one). Prints the writer thread's CPU time
 //! per event, the events a second and the database's size.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use breakwater::traits::{ActionConfig, EntityEvent, EventKind, WebhookAction};
 use breakwater_dispatch::store::{Inserted, NewAction, NewEvent, SqliteStore, Store, Update};
 
-/// CPU time (user and system) of this process's thread named `name`.
-fn thread_cpu_time(name: &str) -> Duration {
-    let mut total = Duration::ZERO;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return total;
-    };
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        // The kernel keeps the first 15 bytes of a thread's name.
-        if comm.trim() != &name[..name.len().min(15)] {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the command's closing parenthesis; utime and stime
-        // are the 12th and 13th of them, in clock ticks (100 a second).
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ticks: u64 = after
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum();
-        total += Duration::from_millis(ticks * 10);
-    }
-    total
-}
+#[path = "support/proc.rs"]
+mod support;
+use support::thread_cpu_time;
 
 fn event(v7: bool) -> EntityEvent {
     let mut e = EntityEvent::new(
@@ -77,7 +55,7 @@ async fn main() {
         }),
     );
     let per_task = events / tasks / 10;
-    let before = thread_cpu_time("breakwater-store");
+    let before = thread_cpu_time(Path::new("/proc/self"), "breakwater-store");
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..tasks {
@@ -111,7 +89,7 @@ async fn main() {
         h.await.unwrap();
     }
     let took = started.elapsed();
-    let cpu = thread_cpu_time("breakwater-store") - before;
+    let cpu = thread_cpu_time(Path::new("/proc/self"), "breakwater-store") - before;
     let n = (per_task * tasks * 10) as f64;
     store.close().await;
     let size: u64 = std::fs::read_dir(dir.path())
