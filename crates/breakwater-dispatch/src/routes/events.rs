@@ -21,7 +21,8 @@ use crate::error::ApiError;
 use crate::store::{EventRecord, Inserted, NewEvent};
 
 /// Parses a `POST /events` body: one event or a non-empty array; `id` may
-/// be left out (a fresh one is given, so such an event is not deduplicated),
+/// be left out (a fresh version 7 UUID is given, so such an event is not
+/// deduplicated),
 /// and so may `timestamp` (the time it was received).
 ///
 /// # Errors
@@ -30,7 +31,7 @@ use crate::store::{EventRecord, Inserted, NewEvent};
 pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
     let malformed = |e: serde_json::Error| ApiError::BadRequest(format!("malformed JSON: {e}"));
     // The body is checked as JSON once, and each event then read straight
-    // into an `EntityEvent`, without building a tree of values first.
+    // into its type (`Incoming`), without building a tree of values first.
     let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
     let (items, single) = match raw.get().as_bytes().first() {
         Some(b'[') => {
