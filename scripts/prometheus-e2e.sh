@@ -33,14 +33,15 @@ say "promtool test rules"
 (cd deploy/prometheus && promtool test rules alerts_test.yml)
 
 say "building the prometheus_exporter example"
-cargo build -p breakwater --example prometheus_exporter --features prometheus
+# The workspace with every feature, as CI built it already: no second build.
+cargo build --workspace --all-features --example prometheus_exporter
 exporter="${CARGO_TARGET_DIR:-target}/debug/examples/prometheus_exporter"
 [ -x "$exporter" ] || die "no exporter binary at $exporter"
 
 extra=()
 if [ -f crates/breakwater-dispatch/Cargo.toml ]; then
   say "building the breakwater service, whose demo is scraped too"
-  cargo build -p breakwater-dispatch
+  cargo build --workspace --all-features --bin breakwater
   extra=(--dispatch-bin "${CARGO_TARGET_DIR:-target}/debug/breakwater")
 fi
 
