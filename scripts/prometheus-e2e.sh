@@ -32,16 +32,19 @@ promtool check rules deploy/prometheus/alerts.yml
 say "promtool test rules"
 (cd deploy/prometheus && promtool test rules alerts_test.yml)
 
-say "building the prometheus_exporter example"
-# The workspace with every feature, as CI built it already: no second build.
-cargo build --workspace --all-features --example prometheus_exporter
+# The workspace with every feature and an example in the build (so that
+# dev-dependencies count in feature resolution), as CI's earlier steps built
+# it: the libraries are reused rather than built a second time.
+targets=(--example prometheus_exporter)
+[ -f crates/breakwater-dispatch/Cargo.toml ] && targets+=(--bin breakwater)
+say "building the prometheus_exporter example and the breakwater service"
+cargo build --workspace --all-features "${targets[@]}"
 exporter="${CARGO_TARGET_DIR:-target}/debug/examples/prometheus_exporter"
 [ -x "$exporter" ] || die "no exporter binary at $exporter"
 
 extra=()
 if [ -f crates/breakwater-dispatch/Cargo.toml ]; then
-  say "building the breakwater service, whose demo is scraped too"
-  cargo build --workspace --all-features --bin breakwater
+  # The service's demo is scraped too.
   extra=(--dispatch-bin "${CARGO_TARGET_DIR:-target}/debug/breakwater")
 fi
 
