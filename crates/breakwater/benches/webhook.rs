@@ -34,7 +34,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use breakwater::traits::{ActionConfig, ActionExecutor, EntityEvent, EventKind, WebhookAction};
 use breakwater::webhook::{SigningKey, WebhookExecutor};
@@ -293,19 +293,24 @@ fn criterion_dir() -> Option<PathBuf> {
     Some(exe.parent()?.parent()?.parent()?.join("criterion"))
 }
 
-/// The median, in nanoseconds, criterion measured for `webhook_post/function`.
-fn median_ns(dir: &std::path::Path, function: &str) -> Option<f64> {
+/// The median, in nanoseconds, criterion measured for `webhook_post/function`
+/// in this run: estimates written before `since` (a run filtered out that
+/// function, and criterion left an older run's file) do not count.
+fn median_ns(dir: &std::path::Path, function: &str, since: SystemTime) -> Option<f64> {
     let path = dir
         .join("webhook_post")
         .join(function)
         .join("new/estimates.json");
+    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
+        return None;
+    }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
 
-/// Prints the executor's time over the bare POST's; false when this is not
-/// a measuring run.
-fn report() -> bool {
+/// Prints the executor's time over the bare POST's, as criterion measured
+/// them since `since`; false when this is not a measuring run.
+fn report(since: SystemTime) -> bool {
     // Only `cargo bench` passes `--bench`; `cargo test --benches` runs each
     // benchmark once and measures nothing.
     let args: Vec<String> = std::env::args().collect();
@@ -315,7 +320,7 @@ fn report() -> bool {
     let Some(dir) = criterion_dir() else {
         return true;
     };
-    let Some(bare) = median_ns(&dir, "bare_reqwest") else {
+    let Some(bare) = median_ns(&dir, "bare_reqwest", since) else {
         return true;
     };
     println!("\nwebhook executor / bare reqwest POST (criterion medians, target <= 1.1):");
@@ -325,7 +330,7 @@ fn report() -> bool {
         "executor_signed",
         "executor_unsigned",
     ] {
-        if let Some(t) = median_ns(&dir, function) {
+        if let Some(t) = median_ns(&dir, function, since) {
             println!("  {function} {:.1} µs, ratio {:.3}", t / 1e3, t / bare);
         }
     }
@@ -333,6 +338,7 @@ fn report() -> bool {
 }
 
 fn main() {
+    let started = SystemTime::now();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -341,7 +347,7 @@ fn main() {
     let mut setup = Setup::new();
     webhook_post(&mut c, &setup);
     c.final_summary();
-    if report() {
+    if report(started) {
         paired(
             &mut setup,
             10_000,
