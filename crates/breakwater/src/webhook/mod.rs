@@ -194,6 +194,11 @@ impl WebhookExecutorBuilder {
             .connect_timeout(l.connect_timeout)
             .timeout(l.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // Attempts are the caller's to repeat (with its backoff and
+            // breaker), never the client's. Zero retries also spares
+            // reqwest a copy of every request's headers and body, kept
+            // in case it retried.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .user_agent(concat!("breakwater/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::permanent(format!("cannot build the HTTP client: {e}")))?;
