@@ -23,7 +23,8 @@
 //! response body) bound every request; at most
 //! [`max_response_bytes`](WebhookExecutorBuilder::max_response_bytes) of a
 //! response body are read, so a hostile receiver cannot make the executor
-//! read gigabytes.
+//! read gigabytes. Each call is one attempt: the client never retries on
+//! its own, so every attempt passes through the caller's backoff and breaker.
 //!
 //! What an answer means for the next attempt is in [`Error`]: 2xx is
 //! delivered; 5xx, 408, 429, timeouts, refused or reset connections, DNS and
