@@ -9,7 +9,9 @@
 //!
 //! Phases 1 to 3 run `ROUNDS` times (default 3), in turn, so that a change
 //! in the machine's load moves the bare and the service figures of a round
-//! alike; the medians of the rounds' ratios are printed last.
+//! alike; odd rounds run them in the order 1, 2, 3 and even rounds 3, 2, 1,
+//! so that a load growing or fading through a round favours no phase. The
+//! medians of the rounds' ratios are printed last.
 //!
 //! `EVENTS_PER_POST` (default 1) makes the service phases POST arrays of
 //! that many events (one request, one commit for all of them); the bare
@@ -305,6 +307,38 @@ async fn serve_phase(
     }
 }
 
+/// Phase 1: the bare client; its requests a second and CPU per request.
+async fn bare_phase(healthy: &Receiver, concurrency: usize, secs: f64) -> (f64, String) {
+    let cpu = cpu_time();
+    let sent = drive(healthy.url.clone(), concurrency, secs, 1).await;
+    (
+        sent as f64 / secs,
+        cpu_per(cpu, Duration::ZERO, sent as f64),
+    )
+}
+
+/// Phase 3: the service with a dead endpoint too; what it measured and the
+/// CPU per healthy delivery.
+async fn dead_phase(
+    healthy: &Receiver,
+    dead: &Receiver,
+    concurrency: usize,
+    secs: f64,
+    batch: usize,
+) -> (Phase, String) {
+    let cpu = cpu_time();
+    let phase = serve_phase(
+        &[&healthy.url, &dead.url],
+        healthy,
+        concurrency,
+        secs,
+        batch,
+    )
+    .await;
+    let per = cpu_per(cpu, phase.child_cpu, phase.n as f64);
+    (phase, per)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -346,41 +380,49 @@ async fn main() {
     for &concurrency in &concurrencies {
         let (mut ratios, mut drops, mut delivered_rates) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
-            println!("concurrency {concurrency}, round {round} of {rounds}");
-            let cpu = cpu_time();
-            let sent = drive(healthy.url.clone(), concurrency, secs, 1).await;
-            let bare = sent as f64 / secs;
+            // Odd rounds run bare, serve, serve+dead; even rounds the
+            // reverse, so that a load that grows or fades during a round
+            // favours no phase.
+            let forward = round % 2 == 1;
             println!(
-                "  bare       reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency}; {})",
-                cpu_per(cpu, Duration::ZERO, sent as f64)
+                "concurrency {concurrency}, round {round} of {rounds} ({})",
+                if forward {
+                    "bare, serve, serve+dead"
+                } else {
+                    "serve+dead, serve, bare"
+                }
             );
-
+            let (mut bare_run, mut dead_run) = (None, None);
+            if forward {
+                bare_run = Some(bare_phase(&healthy, concurrency, secs).await);
+            } else {
+                dead_run = Some(dead_phase(&healthy, &dead, concurrency, secs, batch).await);
+            }
             let cpu = cpu_time();
             let serve = serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
+            let serve_cpu = cpu_per(cpu, serve.child_cpu, serve.n as f64);
+            if forward {
+                dead_run = Some(dead_phase(&healthy, &dead, concurrency, secs, batch).await);
+            } else {
+                bare_run = Some(bare_phase(&healthy, concurrency, secs).await);
+            }
+            let ((bare, bare_cpu), (dead_too, dead_cpu)) =
+                (bare_run.expect("ran"), dead_run.expect("ran"));
             println!(
-                "  serve      events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {}, {:.0} µs of them in the store's writer)",
+                "  bare       reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency}; {bare_cpu})"
+            );
+            println!(
+                "  serve      events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {serve_cpu}, {:.0} µs of them in the store's writer)",
                 serve.accepted,
                 serve.delivered,
                 serve.delivered / bare,
-                cpu_per(cpu, serve.child_cpu, serve.n as f64),
                 serve.store_cpu.as_secs_f64() * 1e6 / (serve.n.max(1) as f64)
             );
-
-            let cpu = cpu_time();
-            let dead_too = serve_phase(
-                &[&healthy.url, &dead.url],
-                &healthy,
-                concurrency,
-                secs,
-                batch,
-            )
-            .await;
             let drop = (dead_too.delivered / serve.delivered - 1.0) * 100.0;
             println!(
-                "  serve+dead events accepted {:>9.0}/s, healthy delivered {:>9.0}/s ({drop:+.1}% vs serve; {} healthy delivery, {:.0} µs of them in the store's writer)",
+                "  serve+dead events accepted {:>9.0}/s, healthy delivered {:>9.0}/s ({drop:+.1}% vs serve; {dead_cpu} healthy delivery, {:.0} µs of them in the store's writer)",
                 dead_too.accepted,
                 dead_too.delivered,
-                cpu_per(cpu, dead_too.child_cpu, dead_too.n as f64),
                 dead_too.store_cpu.as_secs_f64() * 1e6 / (dead_too.n.max(1) as f64)
             );
             ratios.push(serve.delivered / bare);
