@@ -646,6 +646,9 @@ async fn slack_messages_carry_text_and_channel() {
         serde_json::json!({"text": format!("INSERT order {}", e.entity_id)})
     );
     assert_eq!(seen[0].path, "/services/T/B/X");
+    for request in &seen {
+        assert_eq!(request.headers["content-type"], "application/json");
+    }
     // The webhook executor performs Slack actions too; other kinds are refused.
     executor().execute(&e, &plain).await.unwrap();
     let log = ActionConfig::Log(breakwater::traits::LogAction {

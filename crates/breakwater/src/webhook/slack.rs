@@ -1,7 +1,8 @@
 //! Slack incoming webhooks: a webhook with Slack's payload.
 
 use async_trait::async_trait;
-use http::{HeaderMap, Method};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method};
 use tokio::time::Instant;
 
 use super::{classify, elapsed_ms, not_mine, Request, WebhookExecutor};
@@ -10,8 +11,9 @@ use crate::traits::{
     EntityEvent, Error, Result, SlackAction,
 };
 
-/// Performs `slack` actions: a `POST` of `{"text": ..., "channel": ...}` to
-/// the incoming-webhook URL (unsigned: Slack authenticates by the URL).
+/// Performs `slack` actions: a `POST` of `{"text": ..., "channel": ...}`
+/// (`Content-Type: application/json`) to the incoming-webhook URL
+/// (unsigned: Slack authenticates by the URL).
 ///
 /// `text` is the rendered `message_template`, or `EVENT_TYPE entity_type
 /// entity_id` without one; `channel` is sent only when set. Answers are
@@ -74,11 +76,13 @@ pub(crate) async fn deliver(
     }
     let body = serde_json::to_vec(&payload)
         .map_err(|e| Error::permanent(format!("cannot encode the Slack message: {e}")))?;
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let delivered = http
         .send(Request {
             method: Method::POST,
             url,
-            headers: HeaderMap::new(),
+            headers,
             body,
             sign: None,
         })
