@@ -75,8 +75,9 @@ pub(crate) fn retry_after(headers: &HeaderMap, cap: Duration, now: SystemTime) -
         .to_str()
         .ok()?
         .trim();
-    let wait = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Seconds; more than a u64 holds is "longer than the cap".
+        value.parse::<u64>().map_or(cap, Duration::from_secs)
     } else {
         let at = httpdate::parse_http_date(value).ok()?;
         at.duration_since(now).unwrap_or(Duration::ZERO)
@@ -152,6 +153,15 @@ mod tests {
             "a date in the past means now"
         );
         assert_eq!(retry_after(&headers("86400"), CAP, now), Some(CAP));
+        assert_eq!(
+            retry_after(&headers("99999999999999999999999"), CAP, now),
+            Some(CAP),
+            "more seconds than a u64 holds is still a wait, at the cap"
+        );
+        assert_eq!(
+            retry_after(&headers(" 30 "), CAP, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             retry_after(&headers("Thu, 01 Jan 2099 00:00:00 GMT"), CAP, now),
             Some(CAP)
