@@ -23,7 +23,9 @@ pub struct WebhookAction {
     /// HTTP method, `POST` by default.
     #[serde(default = "default_method")]
     pub method: String,
-    /// Extra request headers.
+    /// Extra request headers. Those that frame the request (`Host`,
+    /// `Content-Length`, `Transfer-Encoding`, `Connection` and the other
+    /// hop-by-hop headers) are the HTTP client's and refused here.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Body template (see the module docs for its variables); the event as
@@ -266,7 +268,23 @@ pub(crate) fn webhook_method(method: &str) -> Result<Method, ActionConfigError> 
         })
 }
 
-/// A webhook's extra headers, checked by `http`'s own types.
+/// Headers that frame the request or its connection: the client writes
+/// them from the URL and the body, and one set by hand would cut the body
+/// short, hang the request or name another host than the one connected to.
+const CLIENT_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A webhook's extra headers, checked by `http`'s own types; those in
+/// [`CLIENT_HEADERS`] are refused.
 pub(crate) fn webhook_headers(
     headers: &BTreeMap<String, String>,
 ) -> Result<HeaderMap, ActionConfigError> {
@@ -278,6 +296,15 @@ pub(crate) fn webhook_headers(
                 format!("{name:?} is not a valid header name"),
             ));
         };
+        if CLIENT_HEADERS.contains(&header.as_str()) {
+            return Err(ActionConfigError::new(
+                "webhook.headers",
+                format!(
+                    "{name:?} is set by the HTTP client from the URL and the body, \
+                     not by an action"
+                ),
+            ));
+        }
         let Ok(v) = HeaderValue::from_str(value) else {
             let message = match value
                 .bytes()
@@ -287,9 +314,7 @@ pub(crate) fn webhook_headers(
                     "the value of {name:?} holds the control byte {:#04x} at {i}",
                     value.as_bytes()[i]
                 ),
-                None => format!(
-                    "the value of {name:?} is not a valid header value (visible ASCII, space and tab only)"
-                ),
+                None => format!("the value of {name:?} is not a valid header value"),
             };
             return Err(ActionConfigError::new("webhook.headers", message));
         };
@@ -320,13 +345,35 @@ pub(crate) fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
 /// The shortest signing key accepted.
 const MIN_KEY_BYTES: usize = 16;
 
+/// Whether `a` is an address an email can go to: `user@host` or
+/// `Name <user@host>`. With the `webhook` feature this is the SMTP
+/// executor's own parser (lettre's), so that what validates is what sends.
+#[cfg(feature = "webhook")]
 fn is_plausible_email(a: &str) -> bool {
-    match a.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty() && domain.contains('.') && !a.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
+    a.parse::<lettre::message::Mailbox>().is_ok()
+}
+
+/// Whether `a` is an address an email can go to: `user@host` or
+/// `Name <user@host>`.
+#[cfg(not(feature = "webhook"))]
+fn is_plausible_email(a: &str) -> bool {
+    let a = a.trim();
+    let addr = match a.split_once('<') {
+        Some((name, rest)) => match rest.strip_suffix('>') {
+            Some(addr) if !name.contains('>') => addr,
+            _ => return false,
+        },
+        None => a,
+    };
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
+    let atom = |c: char| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-.".contains(c);
+    let label = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-');
+    !local.is_empty()
+        && local.chars().all(atom)
+        && ((domain.starts_with('[') && domain.ends_with(']') && domain.len() > 2)
+            || domain.split('.').all(label))
 }
 
 #[cfg(test)]
@@ -444,6 +491,28 @@ mod tests {
             "email.subject"
         );
         assert!(email(vec!["a@b.c"], "hi").validate().is_ok());
+        // What validates is what the SMTP executor can send to.
+        for good in [
+            "Ops <ops@example.com>",
+            "ops@localhost",
+            "first.last+tag@mail.example.org",
+        ] {
+            assert!(email(vec![good], "hi").validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "a@b.c>",
+            "a b@c.d",
+            "@x.y",
+            "ops@",
+            "<ops@example.com",
+            "x@y..z",
+        ] {
+            assert_eq!(
+                email(vec![bad], "hi").validate().unwrap_err().field,
+                "email.to",
+                "{bad}"
+            );
+        }
         let log = ActionConfig::Log(LogAction {
             level: "loud".into(),
             message_template: None,
@@ -490,6 +559,34 @@ mod tests {
             signing_secret: None,
         });
         assert_eq!(bad_name.validate().unwrap_err().field, "webhook.headers");
+    }
+
+    #[test]
+    fn headers_that_frame_the_request_are_refused() {
+        let with = |name: &str| {
+            ActionConfig::Webhook(WebhookAction {
+                url: "http://a".into(),
+                method: "POST".into(),
+                headers: BTreeMap::from([(name.into(), "3".into())]),
+                body_template: None,
+                signing_secret: None,
+            })
+        };
+        for name in [
+            "Content-Length",
+            "host",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+        ] {
+            let err = with(name).validate().unwrap_err();
+            assert_eq!(err.field, "webhook.headers", "{name}");
+            assert!(err.message.contains(name), "{name}: {err}");
+            assert!(err.message.contains("HTTP client"), "{name}: {err}");
+        }
+        for name in ["Content-Type", "Authorization", "X-Host", "Accept"] {
+            assert!(with(name).validate().is_ok(), "{name}");
+        }
     }
 
     fn signed(secret: &str) -> ActionConfig {
