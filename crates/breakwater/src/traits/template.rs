@@ -6,26 +6,52 @@
 //! `{{ data.field }}`, `{{ changes.field.old }}`, `{{ user_id }}`,
 //! `{{ timestamp }}`. A field the event does not have renders empty (also
 //! deeper down: `{{ data.a.b.c }}`), so one event without an optional field
-//! does not fail its action. `{{ data | tojson }}` writes JSON. A syntax error
-//! is found by `ActionConfig::validate()`, naming the field. Rendering runs on
-//! a fuel budget, so no template can spin for long.
+//! does not fail its action. A syntax error is found by
+//! `ActionConfig::validate()`, naming the field. Rendering runs on a fuel
+//! budget, so no template can spin for long.
+//!
+//! Values render as the event's JSON has them, without quotes around
+//! strings: `{{ data.name }}` gives `Ada`, `{{ data.paid }}` gives `true`,
+//! `{{ data.note }}` gives `null` when the field is null, and objects and
+//! arrays give compact JSON (`{"a":1}`, `[1,2,3]`). Inside a JSON body, use
+//! the `tojson` filter for a value that may be missing or hold quotes:
+//! `{{ data.name | tojson }}` gives `"Ada"`, quoted and escaped (`null` when
+//! the field is missing), and `{{ data | tojson }}` the whole object.
 
-use minijinja::value::{Serde, Value};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::{Serde, Value, ValueKind};
+use minijinja::{Environment, Error as TemplateError, ErrorKind, Output, State, UndefinedBehavior};
 
 use super::error::{ActionConfigError, Error};
 use super::event::EntityEvent;
 
-/// Instructions one rendering may run: far above any sensible template,
-/// far below a runaway loop.
-const FUEL: u64 = 100_000;
+/// Instructions one rendering may run: a loop over an array of 100 000
+/// items fits, a runaway loop stops within a fraction of a second.
+const FUEL: u64 = 1_000_000;
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     // A missing field renders empty, however deep (the documented choice).
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     env.set_fuel(Some(FUEL));
+    env.set_formatter(as_json);
     env
+}
+
+/// Writes a value as the event's JSON has it: booleans, null, objects and
+/// arrays as JSON (minijinja's own formatting would write Python's `True`,
+/// `None` and `{'a': 1}`); strings, numbers and what is missing as usual.
+fn as_json(out: &mut Output, state: &mut State, value: &Value) -> Result<(), TemplateError> {
+    match value.kind() {
+        ValueKind::Bool | ValueKind::None | ValueKind::Seq | ValueKind::Map => {
+            let json = serde_json::to_string(value).map_err(|e| {
+                TemplateError::new(ErrorKind::BadSerialization, "cannot write a value as JSON")
+                    .with_source(e)
+            })?;
+            out.write_str(&json)?;
+            Ok(())
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
 }
 
 /// Checks that `source` compiles.
@@ -117,6 +143,40 @@ mod tests {
         let json = render("t", "{{ data | tojson }}", &event()).unwrap();
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back, event().data);
+    }
+
+    #[test]
+    fn values_render_as_json() {
+        let mut e = event();
+        e.data = serde_json::json!({
+            "paid": true, "note": null, "obj": {"a": 1}, "list": [1, 2, 3],
+            "price": 9.5, "name": "Ada \"the\" first"
+        });
+        let out = render(
+            "t",
+            "{{ data.paid }} {{ data.note }} {{ data.obj }} {{ data.list }} {{ data.price }} {{ data.name }}",
+            &e,
+        )
+        .unwrap();
+        assert_eq!(out, r#"true null {"a":1} [1,2,3] 9.5 Ada "the" first"#);
+        let body = render(
+            "t",
+            r#"{"name": {{ data.name | tojson }}, "paid": {{ data.paid }}, "missing": {{ data.nope | tojson }}}"#,
+            &e,
+        );
+        // Quoted and escaped; a missing field is `null`: valid JSON either way.
+        let back: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
+        assert_eq!(back["name"], "Ada \"the\" first");
+        assert_eq!(back["paid"], true);
+        assert_eq!(back["missing"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn loops_over_large_arrays_fit_the_fuel() {
+        let mut e = event();
+        e.data = serde_json::json!({ "items": (0..20_000).collect::<Vec<_>>() });
+        let out = render("t", "{% for i in data.items %}{{ i }},{% endfor %}", &e).unwrap();
+        assert!(out.starts_with("0,1,2,") && out.ends_with("19999,"));
     }
 
     #[test]
