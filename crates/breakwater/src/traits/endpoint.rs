@@ -32,8 +32,11 @@ pub(crate) fn parse_url(url: &str) -> Result<UrlParts, String> {
 
 /// Parses an `http` or `https` URL with a host and a non-zero port: the
 /// URL a request is sent to, and its key parts.
+///
+/// Errors quote the URL without its path, query and user info, which may
+/// hold secrets (a Slack webhook's path is its token).
 pub(crate) fn parse_http_url(url: &str) -> Result<(Url, UrlParts), String> {
-    let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    let parsed = Url::parse(url).map_err(|e| format!("{} is not a valid URL: {e}", shown(url)))?;
     let scheme = match parsed.scheme() {
         "http" => "http",
         "https" => "https",
@@ -45,15 +48,31 @@ pub(crate) fn parse_http_url(url: &str) -> Result<(Url, UrlParts), String> {
     };
     let host = match parsed.host_str() {
         Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
-        _ => return Err(format!("{url:?} has no host")),
+        _ => return Err(format!("{} has no host", shown(url))),
     };
     let port = parsed
         .port_or_known_default()
-        .ok_or_else(|| format!("{url:?} has no port"))?;
+        .ok_or_else(|| format!("{} has no port", shown(url)))?;
     if port == 0 {
-        return Err(format!("{url:?}: port 0 is not a port (1..=65535)"));
+        return Err(format!("{}: port 0 is not a port (1..=65535)", shown(url)));
     }
     Ok((parsed, UrlParts { scheme, host, port }))
+}
+
+/// `url` quoted for an error message: its scheme and host (and port), with
+/// `/...` for a path, query or fragment left out and without user info.
+fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let more = if end < rest.len() { "/..." } else { "" };
+    let prefix = if scheme.is_empty() && !url.contains("://") {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{:?}", format!("{prefix}{host}{more}"))
 }
 
 /// The breaker key of a URL: `scheme://host:port`, or the URL itself when it
@@ -104,6 +123,24 @@ mod tests {
         ] {
             let err = parse_url(url).unwrap_err();
             assert!(err.contains(want), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_leave_out_paths_and_user_info() {
+        for (url, shown_as) in [
+            (
+                "https://hooks.slack.com:99999/services/T/B/SECRETTOKEN",
+                "\"https://hooks.slack.com:99999/...\"",
+            ),
+            ("http://user:pass@h:0/x?token=1", "\"http://h:0/...\""),
+            ("nonsense", "\"nonsense\""),
+        ] {
+            let err = parse_url(url).unwrap_err();
+            assert!(err.contains(shown_as), "{url}: {err}");
+            for secret in ["SECRETTOKEN", "pass", "token"] {
+                assert!(!err.contains(secret), "{url}: {err}");
+            }
         }
     }
 
