@@ -343,6 +343,9 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
+/// The longest wait a configuration may ask for, in milliseconds: one year.
+const MAX_WAIT_MS: u64 = 365 * 24 * 3600 * 1000;
+
 fn line_at(source: &str, offset: usize) -> usize {
     source[..offset.min(source.len())]
         .bytes()
@@ -456,6 +459,17 @@ impl Config {
                         &[Step::Key("retry"), Step::Key("backoff_ms")],
                         "must be > 0",
                     );
+                }
+                for (name, ms) in [
+                    ("backoff_ms", r.backoff_ms),
+                    ("max_backoff_ms", r.max_backoff_ms),
+                ] {
+                    if ms > MAX_WAIT_MS {
+                        c.problem(
+                            &[Step::Key("retry"), Step::Key(name)],
+                            format!("must be at most {MAX_WAIT_MS} (one year), got {ms}"),
+                        );
+                    }
                 }
                 if r.max_backoff_ms < r.backoff_ms {
                     c.problem(
@@ -723,6 +737,22 @@ type = "sms"
             "{err}"
         );
         assert!(err.problems[4].message.contains("UPSERT"), "{err}");
+    }
+
+    /// Regression: a backoff beyond the timer's range panicked the timer
+    /// task, and every waiting action stayed put until a restart.
+    #[test]
+    fn waits_longer_than_a_year_are_refused() {
+        let src = EXAMPLE
+            .replace("backoff_ms = 200", "backoff_ms = 9223372036854775807")
+            .replace(
+                "max_backoff_ms = 600000",
+                "max_backoff_ms = 9223372036854775807",
+            );
+        let err = Config::parse(&src).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["retry.backoff_ms", "retry.max_backoff_ms"], "{err}");
+        assert!(err.problems[0].message.contains("one year"), "{err}");
     }
 
     #[test]

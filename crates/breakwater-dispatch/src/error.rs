@@ -29,6 +29,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request asks for more than the service can ever take at once.
+    #[error("{0}")]
+    TooMuchWork(String),
+    /// The route exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The service cannot take the work now; retry after the given time.
     #[error("{message}")]
     Unavailable {
@@ -49,7 +55,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::TooMuchWork(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -60,7 +67,8 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::PayloadTooLarge { .. } | Self::TooMuchWork(_) => "payload_too_large",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -74,6 +82,7 @@ impl From<AcceptError> for ApiError {
                 message: e.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+            AcceptError::TooManyActions { .. } => Self::TooMuchWork(e.to_string()),
             AcceptError::ShuttingDown => Self::Unavailable {
                 message: e.to_string(),
                 retry_after: Duration::from_secs(5),

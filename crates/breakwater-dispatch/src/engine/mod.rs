@@ -76,6 +76,18 @@ pub enum AcceptError {
         /// Actions currently held.
         pending: usize,
     },
+    /// The request asks for more actions than the queue holds at all: it
+    /// can never be taken whole, so it is not worth retrying as it is.
+    #[error(
+        "the request asks for {wanted} actions, more than the {cap} the delivery queue \
+         holds (delivery.max_pending); send its events in smaller arrays"
+    )]
+    TooManyActions {
+        /// Actions the request asks for.
+        wanted: usize,
+        /// `delivery.max_pending`.
+        cap: usize,
+    },
     /// The engine is shutting down.
     #[error("the service is shutting down")]
     ShuttingDown,
@@ -492,6 +504,9 @@ impl Engine {
         }
         let wanted: usize = events.iter().map(|e| e.actions.len()).sum();
         let cap = self.settings().delivery.max_pending;
+        if wanted > cap {
+            return Err(AcceptError::TooManyActions { wanted, cap });
+        }
         let mut held = self.inner.held.load(Ordering::Acquire);
         loop {
             if held + wanted > cap && wanted > 0 {
@@ -1003,7 +1018,9 @@ async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingActi
             () = stop.cancelled() => return,
             msg = rx.recv() => match msg {
                 Some((action, wait)) => {
-                    queue.insert(action, wait);
+                    // The timer wheel holds about two years; the
+                    // configuration allows one at most.
+                    queue.insert(action, wait.min(schedule::MAX_WAIT));
                 }
                 None => return,
             },

@@ -10,6 +10,8 @@ use crate::config::RetryConfig;
 pub const MIN_PARK: Duration = Duration::from_millis(50);
 /// The park used when an open circuit gives no `retry_after`.
 pub const DEFAULT_PARK: Duration = Duration::from_secs(1);
+/// The longest any action waits in the timer: one year.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A `Retry-After` hint is honoured up to this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
