@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::engine::{Engine, Routes};
+use crate::error::ApiError;
 use crate::routes;
 
 /// Bearer tokens read from the environment.
@@ -26,8 +27,12 @@ use crate::routes;
 pub struct Tokens {
     /// Required by the admin routes; they always answer 401 when `None`.
     pub admin: Option<String>,
-    /// Required by `POST /events` when set.
+    /// Required by `POST /events` when `intake_required`.
     pub intake: Option<String>,
+    /// Whether the configuration names an intake token: then `POST /events`
+    /// answers 401 without it, and always when its variable is unset or
+    /// empty (a missing secret never opens the door).
+    pub intake_required: bool,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -36,29 +41,59 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("admin", &self.admin.as_ref().map(|_| "<set>"))
             .field("intake", &self.intake.as_ref().map(|_| "<set>"))
+            .field("intake_required", &self.intake_required)
             .finish()
     }
 }
 
 impl Tokens {
     /// The tokens named by `config` (an unset or empty variable is no token).
+    /// A token the configuration names but the environment lacks is logged
+    /// at warn: its routes then refuse every request.
     pub fn from_env(config: &Config) -> Self {
         let read = |name: &Option<String>| {
             name.as_deref()
                 .and_then(|n| std::env::var(n).ok())
                 .filter(|v| !v.is_empty())
         };
-        Self {
+        let tokens = Self {
             admin: read(&config.admin_token_env),
             intake: read(&config.intake_token_env),
+            intake_required: config.intake_token_env.is_some(),
+        };
+        for (key, name, token, routes) in [
+            (
+                "admin_token_env",
+                &config.admin_token_env,
+                &tokens.admin,
+                "the admin routes",
+            ),
+            (
+                "intake_token_env",
+                &config.intake_token_env,
+                &tokens.intake,
+                "POST /events",
+            ),
+        ] {
+            if let (Some(name), None) = (name, token) {
+                tracing::warn!(
+                    "{key} names {name}, which is unset or empty: {routes} answer 401 to every request"
+                );
+            }
         }
+        tokens
     }
 }
 
 /// Whether `header` (an `Authorization` value) carries `expected` as a
 /// bearer token, compared in constant time.
 pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+    // The scheme is case-insensitive (RFC 9110), the token is not.
+    let Some(given) = header
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
+    else {
         return false;
     };
     bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes()))
@@ -151,6 +186,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(routes::ops::health))
         .route("/breakers", get(routes::ops::breakers))
         .route("/breakers/{endpoint}/{op}", post(routes::admin::breaker))
+        // Errors in JSON here too, as everywhere else.
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::NotFound(format!("no route {}", uri.path()))
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+            },
+        )
         .with_state(state)
 }
 
@@ -165,5 +209,8 @@ mod tests {
         assert!(!bearer_matches(Some("Bearer s3cretX"), "s3cret"));
         assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
         assert!(!bearer_matches(None, "s3cret"));
+        assert!(bearer_matches(Some("bearer s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer S3CRET"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer"), "s3cret"));
     }
 }

@@ -460,6 +460,82 @@ async fn a_full_queue_answers_503_with_retry_after_and_drops_nothing_accepted() 
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Regression: unknown routes, wrong methods and undecodable paths
+/// answered empty or plain-text bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_body_is_json() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(
+        &dir,
+        &config_toml(&dir.path().join("t.db"), &[&receiver.url], ""),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for (method, path, status, kind) in [
+        ("GET", "/nope", 404, "not_found"),
+        ("GET", "/events", 405, "method_not_allowed"),
+        ("PUT", "/events", 405, "method_not_allowed"),
+        ("GET", "/events/%FF%FE", 400, "bad_request"),
+        ("POST", "/breakers/%FF/reset", 400, "bad_request"),
+    ] {
+        let r = client
+            .request(
+                method.parse().unwrap(),
+                format!("http://{}{path}", svc.addr),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], kind, "{method} {path}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Regression: an array asking for more actions than `max_pending` got a
+/// 503 "queue full (0 actions pending)" that no retry could ever pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_larger_than_the_queue_is_413_not_a_503_forever() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        &dir.path().join("t.db"),
+        &[&receiver.url],
+        "[delivery]\nmax_pending = 5\n",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let events: Vec<serde_json::Value> = ids.iter().map(|id| event(Some(*id))).collect();
+    let r = post_events(&base, &serde_json::Value::Array(events)).await;
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("retry-after").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+    assert!(
+        body["message"].as_str().unwrap().contains("max_pending"),
+        "{body}"
+    );
+    for id in &ids {
+        assert!(svc.state.engine.store().event(*id).await.unwrap().is_none());
+    }
+    // Five fit.
+    let five: Vec<serde_json::Value> = ids[..5].iter().map(|id| event(Some(*id))).collect();
+    assert_eq!(
+        post_events(&base, &serde_json::Value::Array(five))
+            .await
+            .status(),
+        202
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_can_require_its_own_token() {
     std::env::set_var("BW_TEST_INTAKE_TOKEN", "intake-secret");
@@ -491,6 +567,31 @@ async fn intake_can_require_its_own_token() {
         .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(svc.state.engine.store().counts().await.unwrap().len(), 1);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Regression: a configured intake token whose variable was unset let
+/// every request in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_token_missing_from_the_environment_lets_nothing_in() {
+    std::env::remove_var("BW_TEST_INTAKE_TOKEN_UNSET");
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "intake_token_env = \"BW_TEST_INTAKE_TOKEN_UNSET\"\n{}",
+        config_toml(&dir.path().join("t.db"), &[&receiver.url], "")
+    );
+    let svc = start(&dir, &toml).await;
+    let url = format!("http://{}/events", svc.addr);
+    let client = reqwest::Client::new();
+    for auth in [None, Some(""), Some("anything")] {
+        let mut request = client.post(&url).json(&event(None));
+        if let Some(token) = auth {
+            request = request.bearer_auth(token);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401, "{auth:?}");
+    }
+    assert!(svc.state.engine.store().counts().await.unwrap().is_empty());
     svc.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -14,9 +15,10 @@ use crate::error::ApiError;
 /// path, e.g. `http%3A%2F%2F127.0.0.1%3A9000`); answers the breaker's view.
 pub async fn breaker(
     State(state): State<Arc<AppState>>,
-    Path((endpoint, op)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<BreakerView>, ApiError> {
+    let Path((endpoint, op)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -111,11 +112,17 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if let Some(token) = state.tokens().intake {
+    let tokens = state.tokens();
+    if tokens.intake_required {
         let auth = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if !bearer_matches(auth, &token) {
+        // Configured but missing from the environment: nothing gets in.
+        if !tokens
+            .intake
+            .as_deref()
+            .is_some_and(|token| bearer_matches(auth, token))
+        {
             return Err(ApiError::Unauthorized);
         }
     }
@@ -155,8 +162,9 @@ pub async fn post(
 /// `GET /events/{id}`.
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<EventRecord>, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let id: Uuid = id
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("{id:?} is not an event id: {e}")))?;
