@@ -19,17 +19,33 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A loopback socket address: the demo serves nothing beyond this machine.
+fn loopback(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|e| format!("not a socket address \"ip:port\" ({e})"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!(
+            "{} is not a loopback address; the demo listens on loopback only (e.g. 127.0.0.1:9464)",
+            addr.ip()
+        ))
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the service at work on loopback: a healthy, a flaky and a
     /// dead-then-recovering receiver, a live table, a summary.
     Demo {
-        /// How long to generate events, in seconds.
-        #[arg(long, default_value_t = 30)]
+        /// How long to generate events, in seconds (4 to 86400).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(4..=86_400))]
         duration: u64,
-        /// Where `/metrics` (and the whole API) is served meanwhile.
-        #[arg(long, default_value = "127.0.0.1:9464")]
+        /// Where `/metrics` (and the whole API) is served meanwhile: a
+        /// loopback address.
+        #[arg(long, default_value = "127.0.0.1:9464", value_parser = loopback)]
         listen: SocketAddr,
     },
     /// Run the service.
@@ -127,7 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 init_tracing();
             }
             let ok = runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
-                duration: std::time::Duration::from_secs(duration.max(4)),
+                duration: std::time::Duration::from_secs(duration),
                 listen,
             }))?;
             Ok(if ok {

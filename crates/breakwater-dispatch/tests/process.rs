@@ -246,6 +246,29 @@ fn every_command_has_help() {
     }
 }
 
+/// Regression: `--duration 10000000000000000000` panicked on an Instant
+/// overflow, and `--listen 0.0.0.0:0` was taken.
+#[test]
+fn demo_refuses_durations_and_addresses_out_of_range() {
+    for args in [
+        &["demo", "--duration", "10000000000000000000"][..],
+        &["demo", "--duration", "0"],
+        &["demo", "--listen", "0.0.0.0:0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_breakwater"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[1]),
+            "{args:?} names the option: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn check_config_lists_every_problem_with_its_line_and_fails() {
     let dir = tempfile::tempdir().unwrap();
