@@ -739,6 +739,17 @@ type = "sms"
         assert!(err.problems[4].message.contains("UPSERT"), "{err}");
     }
 
+    /// The configuration shown in `docs/service.md` is valid as written.
+    #[test]
+    fn the_documented_example_is_valid() {
+        let doc = include_str!("../../../docs/service.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("its end");
+        if let Err(e) = Config::parse(&doc[start..end]) {
+            panic!("docs/service.md's example: {e}");
+        }
+    }
+
     /// Regression: a backoff beyond the timer's range panicked the timer
     /// task, and every waiting action stayed put until a restart.
     #[test]
