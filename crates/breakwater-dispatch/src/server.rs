@@ -2,8 +2,8 @@
 //!
 //! SIGHUP re-reads the configuration file: a file with problems is refused
 //! (each logged) and the old configuration keeps running; a good one is put
-//! in force with every breaker keeping its state. SIGTERM (or Ctrl-C) stops
-//! intake (new `POST /events` get 503 and the listener closes), lets running
+//! in force with every breaker keeping its state (`listen` and `store` need
+//! a restart). SIGTERM (or Ctrl-C) stops intake (the listener closes), lets running
 //! deliveries finish within `shutdown_grace_ms`, and leaves everything else
 //! stored for the next start.
 
@@ -100,18 +100,18 @@ impl Running {
 /// Re-reads `path` and puts it in force, or logs why not.
 pub fn reload(state: &AppState, path: &Path) -> bool {
     match Config::load(path) {
-        Ok(config) => match state.reload(config) {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), "configuration reloaded");
-                true
+        Ok(config) => {
+            let old = state.config();
+            if config.listen != old.listen || config.store != old.store {
+                tracing::warn!(
+                    "listen and store take effect at the next start only; \
+                     the service keeps {} and {}",
+                    old.listen,
+                    old.store.display()
+                );
             }
-            Err(refused) => {
-                for (endpoint, reason) in refused {
-                    tracing::warn!(%endpoint, %reason, "breaker settings refused on reload");
-                }
-                true
-            }
-        },
+            reload_checked(state, path, config)
+        }
         Err(e) => {
             for p in &e.problems {
                 tracing::error!(problem = %p, "new configuration refused; the old one keeps running");
@@ -121,6 +121,18 @@ pub fn reload(state: &AppState, path: &Path) -> bool {
     }
 }
 
+/// Puts a checked `config` in force.
+fn reload_checked(state: &AppState, path: &Path, config: Config) -> bool {
+    if let Err(refused) = state.reload(config) {
+        for (endpoint, reason) in refused {
+            tracing::warn!(%endpoint, %reason, "breaker settings refused on reload");
+        }
+    } else {
+        tracing::info!(path = %path.display(), "configuration reloaded");
+    }
+    true
+}
+
 /// `breakwater serve --config FILE`: runs until SIGTERM or Ctrl-C.
 ///
 /// # Errors
@@ -128,6 +140,9 @@ pub fn reload(state: &AppState, path: &Path) -> bool {
 /// When the configuration, the store or the listener fails at start.
 pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // One instance per store file: a second one would deliver everything
+    // the first does, again.
+    let _lock = lock_store(&config.store)?;
     let store = Arc::new(
         SqliteStore::open(&config.store)
             .with_context(|| format!("opening the store {}", config.store.display()))?,
@@ -143,6 +158,36 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     running.shutdown(grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes `<store>.lock`, held until the returned file is dropped (or the
+/// process ends, however it ends).
+///
+/// # Errors
+///
+/// When another process holds it, or it cannot be created.
+pub fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("creating the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another breakwater serve is running on the store {} (it holds {}); \
+             run one instance per store file",
+            store.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 #[cfg(unix)]

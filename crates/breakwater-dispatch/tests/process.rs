@@ -246,6 +246,48 @@ fn every_command_has_help() {
     }
 }
 
+/// Regression: two `serve` processes on one store both ran and delivered
+/// every action twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_the_same_store_is_refused() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        config_toml(&dir.path().join("one.db"), &[&receiver.url], ""),
+    )
+    .unwrap();
+    let first = Service::start(&config);
+    let out = Command::new(env!("CARGO_BIN_EXE_breakwater"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("BREAKWATER_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("another breakwater serve"), "{stderr}");
+    // The first one is untouched, and the store is free once it stops.
+    assert_eq!(
+        reqwest::get(format!("{}/health", first.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    first.signal(Signal::SIGTERM);
+    drop(first);
+    let again = Service::start(&config);
+    assert_eq!(
+        reqwest::get(format!("{}/health", again.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
 /// Regression: `--duration 10000000000000000000` panicked on an Instant
 /// overflow, and `--listen 0.0.0.0:0` was taken.
 #[test]
