@@ -40,7 +40,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let events: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let tasks: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
-    let v7 = args.get(3).map_or(true, |s| s != "v4");
+    let v7 = args.get(3).is_none_or(|s| s != "v4");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("writer.db");
     let store = Arc::new(SqliteStore::open(&path).unwrap());
