@@ -13,7 +13,7 @@ use breakwater::traits::{
 };
 use breakwater::CircuitState;
 use breakwater_dispatch::config::Config;
-use breakwater_dispatch::engine::{actions_for, Engine};
+use breakwater_dispatch::engine::{actions_for, AdminOp, Engine};
 use breakwater_dispatch::metrics::Metrics;
 use breakwater_dispatch::store::{
     ActionId, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent, PendingAction, Store,
@@ -354,6 +354,37 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
     until(|| view(dead).delivered == 120).await;
     assert_eq!(engine.held(), 0);
     assert_eq!(store.with_status(ActionStatus::Delivered).len(), 240);
+}
+
+/// Regression: behind a forced-open breaker every parked action was
+/// parked again each second and counted as deferred each time.
+#[tokio::test(start_paused = true)]
+async fn a_forced_open_breaker_defers_each_action_once_and_close_delivers_them() {
+    let store = Arc::new(MemoryStore::default());
+    let exec = Arc::new(TestExecutor::default());
+    exec.healed.store(1, Ordering::SeqCst);
+    let config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    let healthy = "http://healthy.test:80";
+    let view = |endpoint: &str| {
+        engine
+            .breaker_views()
+            .into_iter()
+            .find(|v| v.endpoint == endpoint)
+            .unwrap()
+    };
+    engine.accept(events(&config, 1)).await.unwrap();
+    until(|| view(healthy).delivered == 1).await;
+    assert!(engine.admin(healthy, AdminOp::Open).await.unwrap());
+    engine.accept(events(&config, 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(view(healthy).deferred, 10, "each action once");
+    assert_eq!(view(healthy).delivered, 1);
+    assert!(engine.admin(healthy, AdminOp::Close).await.unwrap());
+    until(|| view(healthy).delivered == 11).await;
+    assert_eq!(view(healthy).deferred, 10);
 }
 
 #[tokio::test(start_paused = true)]

@@ -112,12 +112,13 @@ impl Engine {
             Outcome::CircuitOpen { retry_after } => {
                 let wait = schedule::park_for(retry_after);
                 let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                m.deferred.get_or_create(&label).inc();
-                lane.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                // Written on the first park only: the store then shows the
-                // action parked; re-parks while the circuit stays open change
-                // nothing durable and would only load the writer.
+                // Counted and written on the first park only: the store then
+                // shows the action parked, and `deferred` counts actions; a
+                // re-park while the circuit stays open (every second while it
+                // is forced open) changes nothing durable.
                 if !action.parked {
+                    m.deferred.get_or_create(&label).inc();
+                    lane.stats.deferred.fetch_add(1, Ordering::Relaxed);
                     action.parked = true;
                     self.record(
                         Update::Parked {

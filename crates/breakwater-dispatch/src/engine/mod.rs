@@ -126,7 +126,7 @@ pub struct BreakerView {
     pub blocked: u64,
     /// Actions delivered.
     pub delivered: u64,
-    /// Times actions were parked by the open circuit.
+    /// Actions parked by the open circuit (each once, however often re-parked).
     pub deferred: u64,
     /// Attempts that failed and were retried.
     pub retried: u64,
