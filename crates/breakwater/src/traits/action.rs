@@ -332,7 +332,11 @@ pub(crate) fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
     }
     let key = BASE64
         .decode(encoded)
-        .map_err(|e| format!("is not valid base64 after the whsec_ prefix ({e})"))?;
+        // The decoder's own message names a byte of the secret and where it
+        // is: not repeated.
+        .map_err(|_| {
+            "is not valid standard base64 (after an optional whsec_ prefix)".to_string()
+        })?;
     if key.len() < MIN_KEY_BYTES {
         return Err(format!(
             "decodes to {} bytes; a signing key needs at least {MIN_KEY_BYTES}",
@@ -605,7 +609,7 @@ mod tests {
             .validate()
             .is_ok());
         for (secret, want) in [
-            ("whsec_not base64!", "not valid base64"),
+            ("whsec_not base64!", "not valid standard base64"),
             ("whsec_c2hvcnQ=", "decodes to 5 bytes"),
             ("whsec_", "must not be empty"),
             ("", "must not be empty"),
