@@ -311,30 +311,82 @@ impl<'a> Checker<'a> {
         });
     }
 
-    /// Deserializes `value` as `T`, recording the problem (with the unknown
-    /// or mistyped key's own path when serde names it) on failure.
+    /// Deserializes `value` as `T`, recording every problem on failure,
+    /// each at its own key when one key is at fault.
+    ///
+    /// serde stops at the first bad field and its message does not always
+    /// name it ("invalid type: string, expected usize"). So for a table the
+    /// key at fault is found by leaving keys out: the one whose absence makes
+    /// the message change. It is recorded, left out, and the rest is tried
+    /// again, so that one mistake does not hide the next; when the rest is
+    /// good it is returned, for the caller's own checks.
     fn parse<T: DeserializeOwned>(&mut self, path: &[Step<'_>], value: toml::Value) -> Option<T> {
-        match T::deserialize(value) {
-            Ok(v) => Some(v),
+        let mut message = match T::deserialize(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e.message().to_string(),
+        };
+        let toml::Value::Table(mut table) = value else {
+            self.problem(path, message);
+            return None;
+        };
+        let mut left_out: Vec<String> = Vec::new();
+        loop {
+            if left_out
+                .iter()
+                .any(|k| message == format!("missing field `{k}`"))
+            {
+                // Only what was left out is missing now: nothing more to find.
+                return None;
+            }
+            let Some(key) = unknown_field(&message).or_else(|| at_fault::<T>(&table, &message))
+            else {
+                self.problem(path, message);
+                return None;
+            };
+            let mut full: Vec<Step<'_>> = path.to_vec();
+            full.push(Step::Key(&key));
+            let line = self.line_of(&full);
+            self.problems.push(Problem {
+                path: Self::path_string(&full),
+                line,
+                message,
+            });
+            table.remove(&key);
+            left_out.push(key);
+            message = match T::deserialize(toml::Value::Table(table.clone())) {
+                // The rest is good: the caller checks it too (its problems
+                // are recorded, so the configuration is refused all the same).
+                Ok(rest) => return Some(rest),
+                Err(e) => e.message().to_string(),
+            };
+        }
+    }
+}
+
+/// The key of `table` that `message` (the error of deserializing it as `T`)
+/// is about: the one whose absence changes the message. A key whose absence
+/// only makes it missing counts when no other key does (a required key that
+/// is mistyped), except `type`, the tag that every action needs first.
+fn at_fault<T: DeserializeOwned>(table: &toml::Table, message: &str) -> Option<String> {
+    let mut fallback = None;
+    for key in table.keys() {
+        let mut without = table.clone();
+        without.remove(key);
+        match T::deserialize(toml::Value::Table(without)) {
+            Ok(_) => return Some(key.clone()),
             Err(e) => {
-                let message = e.message().to_string();
-                let mut full: Vec<Step<'_>> = path.to_vec();
-                let unknown = unknown_field(&message);
-                if let Some(field) = unknown.as_deref() {
-                    full.push(Step::Key(field));
-                    let line = self.line_of(&full);
-                    self.problems.push(Problem {
-                        path: Self::path_string(&full),
-                        line,
-                        message,
-                    });
-                } else {
-                    self.problem(path, message);
+                let m = e.message();
+                if m == format!("missing field `{key}`") {
+                    if fallback.is_none() && key != "type" {
+                        fallback = Some(key.clone());
+                    }
+                } else if m != message {
+                    return Some(key.clone());
                 }
-                None
             }
         }
     }
+    fallback
 }
 
 /// The field serde names in an "unknown field `x`" message.
@@ -546,9 +598,11 @@ fn breaker_section(c: &mut Checker<'_>, v: &toml::Value) -> BreakerConfig {
     let mut defaults_table = table.clone();
     let endpoints = defaults_table.remove("endpoints");
     let mut out = BreakerConfig::default();
+    let mut defaults_ok = false;
     if let Some(d) =
         c.parse::<CircuitBreakerConfig>(&base, toml::Value::Table(defaults_table.clone()))
     {
+        defaults_ok = d.validate().is_ok();
         if let Err(e) = d.validate() {
             for p in e.problems() {
                 c.problem(
@@ -575,6 +629,9 @@ fn breaker_section(c: &mut Checker<'_>, v: &toml::Value) -> BreakerConfig {
             Step::Key("endpoints"),
             Step::Key(endpoint),
         ];
+        if let Some(problem) = endpoint_key_problem(endpoint) {
+            c.problem(&path, problem);
+        }
         let Some(over) = over.as_table() else {
             c.problem(&path, "expected a table");
             continue;
@@ -583,7 +640,12 @@ fn breaker_section(c: &mut Checker<'_>, v: &toml::Value) -> BreakerConfig {
         merged.extend(over.clone());
         if let Some(cfg) = c.parse::<CircuitBreakerConfig>(&path, toml::Value::Table(merged)) {
             if let Err(e) = cfg.validate() {
-                for p in e.problems() {
+                // A problem of the defaults is reported once, at the defaults.
+                for p in e
+                    .problems()
+                    .iter()
+                    .filter(|p| defaults_ok || over.contains_key(p.field))
+                {
                     let mut full = path.to_vec();
                     full.push(Step::Key(p.field));
                     c.problem(&full, p.message.clone());
@@ -593,6 +655,31 @@ fn breaker_section(c: &mut Checker<'_>, v: &toml::Value) -> BreakerConfig {
         }
     }
     out
+}
+
+/// Why `key` is not an endpoint as actions name them (`scheme://host:port`),
+/// if it is not: an override under another key would never apply.
+fn endpoint_key_problem(key: &str) -> Option<String> {
+    let action = ActionConfig::Webhook(breakwater::traits::WebhookAction {
+        url: key.to_string(),
+        method: "POST".into(),
+        headers: Default::default(),
+        body_template: None,
+        signing_secret: None,
+    });
+    if let Err(e) = action.validate() {
+        return Some(format!(
+            "not an endpoint (scheme://host:port): {}",
+            e.message
+        ));
+    }
+    let canonical = action.endpoint();
+    (canonical != key).then(|| {
+        format!(
+            "an endpoint is written scheme://host:port, as actions' URLs are keyed: \
+             {canonical:?}; this key would never match one"
+        )
+    })
 }
 
 fn observers(c: &mut Checker<'_>, v: &toml::Value) -> Vec<Observer> {
@@ -730,7 +817,7 @@ type = "sms"
                     "circuit_breaker.endpoints.\"http://a:1\".sample_sise",
                     Some(6)
                 ),
-                ("observers[0]", Some(7)),
+                ("observers[0].event_type", Some(10)),
                 ("observers[0].actions[0].url", Some(13)),
                 ("observers[0].actions[1]", Some(14)),
             ],
@@ -748,6 +835,73 @@ type = "sms"
         if let Err(e) = Config::parse(&doc[start..end]) {
             panic!("docs/service.md's example: {e}");
         }
+    }
+
+    /// Regression: a type error was reported at its table's header line
+    /// without the key, and one problem per table hid the others.
+    #[test]
+    fn every_mistyped_key_is_named_at_its_own_line() {
+        let src = "[delivery]\nmax_in_flight_per_endpoint = 4\nmax_pending = \"x\"\n\
+                   [circuit_breaker]\nsample_size = \"twenty\"\nfailure_threshold = 1.5\n\
+                   open_timout_ms = 100\n[retry]\nmax_attempts = 0\nbogus = 1\n";
+        let err = Config::parse(src).unwrap_err();
+        let got: Vec<(&str, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("delivery.max_pending", Some(3)),
+                ("circuit_breaker.sample_size", Some(5)),
+                ("circuit_breaker.failure_threshold", Some(6)),
+                ("circuit_breaker.open_timout_ms", Some(7)),
+                ("retry.max_attempts", Some(9)),
+                ("retry.bogus", Some(10)),
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mistyped_action_fields_are_named() {
+        let src = EXAMPLE.replace(
+            "url = \"http://127.0.0.1:9000/hooks/orders\"",
+            "url = 5\nmethod = 7",
+        );
+        let err = Config::parse(&src).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "observers[0].actions[0].url",
+                "observers[0].actions[0].method"
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn breaker_overrides_must_be_keyed_by_endpoint() {
+        for key in [
+            "http://127.0.0.1:9000/",
+            "http://127.0.0.1:9000/path",
+            "garbage",
+            "HTTP://Host:80",
+        ] {
+            let src = format!("[circuit_breaker.endpoints.\"{key}\"]\nopen_timeout_ms = 1000\n");
+            let err = Config::parse(&src).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{key}: {err}");
+            assert!(
+                err.problems[0]
+                    .path
+                    .starts_with("circuit_breaker.endpoints."),
+                "{err}"
+            );
+        }
+        let ok = "[circuit_breaker.endpoints.\"http://127.0.0.1:9000\"]\nopen_timeout_ms = 1000\n";
+        assert!(Config::parse(ok).is_ok());
     }
 
     /// Regression: a backoff beyond the timer's range panicked the timer

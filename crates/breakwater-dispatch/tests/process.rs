@@ -326,8 +326,9 @@ fn check_config_lists_every_problem_with_its_line_and_fails() {
         "line 1: listen:",
         "line 2: bogus:",
         "line 4: retry.max_attempts:",
+        "line 12: observers[0].actions[0].signing_secret:",
         "line 13: observers[0].actions[0].bogus_key:",
-        "4 problem(s)",
+        "5 problem(s)",
     ] {
         assert!(out.contains(want), "{want} missing from\n{out}");
     }
