@@ -8,7 +8,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{parse_url, url_endpoint};
+use super::endpoint::{request_url, url_endpoint};
 use super::error::ActionConfigError;
 use super::template;
 
@@ -184,9 +184,7 @@ impl ActionConfig {
     pub(crate) fn validated_endpoint(&self) -> Result<String, ActionConfigError> {
         match self {
             Self::Webhook(w) => {
-                let key = parse_url(&w.url)
-                    .map_err(|m| ActionConfigError::new("webhook.url", m))?
-                    .key();
+                let key = request_url(&w.url, "webhook.url")?.1.key();
                 webhook_method(&w.method)?;
                 webhook_headers(&w.headers)?;
                 if let Some(t) = &w.body_template {
@@ -199,9 +197,7 @@ impl ActionConfig {
                 Ok(key)
             }
             Self::Slack(s) => {
-                let key = parse_url(&s.webhook_url)
-                    .map_err(|m| ActionConfigError::new("slack.webhook_url", m))?
-                    .key();
+                let key = request_url(&s.webhook_url, "slack.webhook_url")?.1.key();
                 if let Some(t) = &s.message_template {
                     template::check("slack.message_template", t)?;
                 }
@@ -412,7 +408,7 @@ mod tests {
     #[test]
     fn validation_keys_every_action_as_endpoint_does() {
         let actions: Vec<ActionConfig> = [
-            r#"{"type":"webhook","url":"https://User:pw@Hooks.Example.com/a/b?c=1"}"#,
+            r#"{"type":"webhook","url":"https://Hooks.Example.com/a/b?c=1"}"#,
             r#"{"type":"webhook","url":"http://[::1]:8080/x"}"#,
             r#"{"type":"webhook","url":"http://a.example\\@b.example/"}"#,
             r#"{"type":"slack","webhook_url":"https://hooks.slack.com/services/T/B/X"}"#,
@@ -563,6 +559,30 @@ mod tests {
             signing_secret: None,
         });
         assert_eq!(bad_name.validate().unwrap_err().field, "webhook.headers");
+    }
+
+    #[test]
+    fn urls_with_user_info_are_refused_without_repeating_it() {
+        let hook = ActionConfig::Webhook(WebhookAction {
+            url: "https://alice:pa55word@hooks.example.com/x".into(),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body_template: None,
+            signing_secret: None,
+        });
+        let err = hook.validate().unwrap_err();
+        assert_eq!(err.field, "webhook.url");
+        assert!(err.message.contains("Authorization"), "{err}");
+        assert!(
+            !err.message.contains("pa55word") && !err.message.contains("alice"),
+            "{err}"
+        );
+        let slack = ActionConfig::Slack(SlackAction {
+            webhook_url: "https://u@hooks.slack.com/services/T/B/X".into(),
+            channel: None,
+            message_template: None,
+        });
+        assert_eq!(slack.validate().unwrap_err().field, "slack.webhook_url");
     }
 
     #[test]

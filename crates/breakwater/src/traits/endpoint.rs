@@ -59,6 +59,30 @@ pub(crate) fn parse_http_url(url: &str) -> Result<(Url, UrlParts), String> {
     Ok((parsed, UrlParts { scheme, host, port }))
 }
 
+/// The URL an action sends its requests to, checked as
+/// [`parse_http_url`] does and without user info: `user:password@` in a
+/// URL is not sent by the executors (a header is the place for
+/// credentials), and it would show in the client's debug logs. The error
+/// names `field`.
+pub(crate) fn request_url(
+    url: &str,
+    field: &'static str,
+) -> Result<(Url, UrlParts), super::ActionConfigError> {
+    let (parsed, parts) =
+        parse_http_url(url).map_err(|m| super::ActionConfigError::new(field, m))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(super::ActionConfigError::new(
+            field,
+            format!(
+                "{} holds user info (user:password@), which is not sent; put credentials \
+                 in a header such as Authorization",
+                shown(url)
+            ),
+        ));
+    }
+    Ok((parsed, parts))
+}
+
 /// `url` quoted for an error message: its scheme and host (and port), with
 /// `/...` for a path, query or fragment left out and without user info.
 fn shown(url: &str) -> String {

@@ -41,7 +41,7 @@ pub(crate) mod template;
 pub(crate) use self::action::{signing_key, webhook_headers, webhook_method};
 pub use self::action::{ActionConfig, EmailAction, LogAction, SlackAction, WebhookAction};
 #[cfg(feature = "webhook")]
-pub(crate) use self::endpoint::parse_http_url;
+pub(crate) use self::endpoint::request_url;
 pub use self::error::{ActionConfigError, Error, Result};
 pub use self::event::{EntityEvent, EventKind, FieldChange};
 pub use self::executor::{ActionExecutor, ActionResult, CircuitBreakerActionExecutor};

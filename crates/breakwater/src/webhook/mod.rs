@@ -88,7 +88,7 @@ pub use self::signing::SigningKey;
 pub use self::slack::SlackExecutor;
 use crate::traits::cache::BoundedCache;
 use crate::traits::{
-    parse_http_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
+    request_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
     ActionExecutor, ActionResult, EntityEvent, Error, Result, WebhookAction,
 };
 
@@ -406,8 +406,7 @@ struct Prepared {
 impl Prepared {
     /// Checks `action`; the error names the field at fault.
     fn new(action: &WebhookAction) -> Result<Self> {
-        let (url, _) =
-            parse_http_url(&action.url).map_err(|m| ActionConfigError::new("webhook.url", m))?;
+        let (url, _) = request_url(&action.url, "webhook.url")?;
         let method = webhook_method(&action.method)?;
         let mut headers = webhook_headers(&action.headers)?;
         if !headers.contains_key(CONTENT_TYPE) {

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::{classify, elapsed_ms, not_mine, Request, WebhookExecutor};
 use crate::traits::{
-    parse_http_url, template, ActionConfig, ActionConfigError, ActionExecutor, ActionResult,
-    EntityEvent, Error, Result, SlackAction,
+    request_url, template, ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error, Result,
+    SlackAction,
 };
 
 /// Performs `slack` actions: a `POST` of `{"text": ..., "channel": ...}`
@@ -64,8 +64,7 @@ pub(crate) async fn deliver(
     action: &SlackAction,
 ) -> Result<ActionResult> {
     let started = Instant::now();
-    let (url, _) = parse_http_url(&action.webhook_url)
-        .map_err(|m| ActionConfigError::new("slack.webhook_url", m))?;
+    let (url, _) = request_url(&action.webhook_url, "slack.webhook_url")?;
     let text = match &action.message_template {
         Some(t) => template::render("slack.message_template", t, event)?,
         None => default_text(event),
