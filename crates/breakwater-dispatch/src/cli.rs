@@ -180,7 +180,27 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let open = |path: &PathBuf| -> anyhow::Result<Arc<SqliteStore>> {
         let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Reading a store that is not there would create an empty one.
+        if !config.store.exists() {
+            anyhow::bail!(
+                "no store at {} (the configuration's `store`, relative to the working \
+                 directory); `serve` creates it",
+                config.store.display()
+            );
+        }
         Ok(Arc::new(SqliteStore::open_shared(&config.store)?))
+    };
+    // Ids asked for that were not dead letters: the command fails.
+    let missed = |asked: usize, done: u64, verb: &str| {
+        let missed = asked.saturating_sub(usize::try_from(done).unwrap_or(usize::MAX));
+        if asked > 0 && missed > 0 {
+            eprintln!(
+                "{missed} of the {asked} id(s) given are not dead letters; nothing {verb} for them"
+            );
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     };
     match command {
         DlqCommand::List { config, limit } => {
@@ -197,24 +217,39 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
                     d.last_error.as_deref().unwrap_or("")
                 );
             }
-            println!("{} dead letter(s)", letters.len());
+            if letters.len() == limit {
+                println!(
+                    "{} dead letter(s) shown, the first ones; there may be more (--limit)",
+                    letters.len()
+                );
+            } else {
+                println!("{} dead letter(s)", letters.len());
+            }
             store.close().await;
         }
-        DlqCommand::Replay { config, ids } => {
+        DlqCommand::Replay { config, mut ids } => {
             let store = open(&config)?;
+            ids.sort_unstable();
+            ids.dedup();
+            let asked = ids.len();
             let n = store
                 .replay_dead_letters((!ids.is_empty()).then_some(ids))
                 .await?;
             println!("{n} dead letter(s) queued for delivery again");
             store.close().await;
+            return Ok(missed(asked, n, "queued"));
         }
-        DlqCommand::Purge { config, ids } => {
+        DlqCommand::Purge { config, mut ids } => {
             let store = open(&config)?;
+            ids.sort_unstable();
+            ids.dedup();
+            let asked = ids.len();
             let n = store
                 .purge_dead_letters((!ids.is_empty()).then_some(ids))
                 .await?;
             println!("{n} dead letter(s) deleted");
             store.close().await;
+            return Ok(missed(asked, n, "deleted"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -376,8 +376,23 @@ async fn dlq_lists_replays_and_purges() {
         receiver.hits().iter().any(|h| h.answered == 200)
     })
     .await;
+    // An id that is no dead letter (any more) fails the command.
+    let (ok, out) = run(&["dlq", "replay", "--config", p, &first_id]);
+    assert!(!ok && out.contains("0 dead letter(s) queued"), "{out}");
+    let (ok, out) = run(&["dlq", "list", "--config", p, "--limit", "1"]);
+    assert!(ok && out.contains("there may be more"), "{out}");
     let (ok, out) = run(&["dlq", "purge", "--config", p]);
     assert!(ok && out.contains("1 dead letter(s) deleted"), "{out}");
     let (_, out) = run(&["dlq", "list", "--config", p]);
     assert!(out.contains("0 dead letter(s)"), "{out}");
+    // A store that is not there is not created by looking at it.
+    let missing = dir.path().join("m.toml");
+    std::fs::write(
+        &missing,
+        config_toml(&dir.path().join("nothing.db"), &[&receiver.url], ""),
+    )
+    .unwrap();
+    let (ok, _) = run(&["dlq", "list", "--config", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(!dir.path().join("nothing.db").exists());
 }

@@ -376,7 +376,7 @@ fn apply_one(t: &Transaction<'_>, u: &Update) -> rusqlite::Result<()> {
         } => t
             .prepare_cached(
                 "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
-             not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
+             last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
             )?
             .execute(params![id, attempts, status, now])?,
         Update::Retry {
