@@ -118,6 +118,10 @@ pub struct DeliveryConfig {
     /// Actions held in memory (queued, parked or running) before `POST
     /// /events` answers 503, `>= 1`. Default 100000.
     pub max_pending: usize,
+    /// Actions one endpoint may hold of those, `>= 1`; half of
+    /// `max_pending` when not set, so that an endpoint that is down (its
+    /// actions parked or waiting to retry) leaves room for the others.
+    pub max_pending_per_endpoint: Option<usize>,
     /// Largest accepted `POST /events` body, in bytes. Default 1048576.
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for running deliveries. Default 10000.
@@ -129,11 +133,22 @@ pub struct DeliveryConfig {
     pub keep_delivered_hours: u64,
 }
 
+impl DeliveryConfig {
+    /// Actions one endpoint may hold: `max_pending_per_endpoint`, or half
+    /// of `max_pending` (at least 1).
+    pub fn endpoint_cap(&self) -> usize {
+        self.max_pending_per_endpoint
+            .unwrap_or(self.max_pending / 2)
+            .max(1)
+    }
+}
+
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             max_in_flight_per_endpoint: 64,
             max_pending: 100_000,
+            max_pending_per_endpoint: None,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             keep_delivered_hours: 168,
@@ -543,6 +558,12 @@ impl Config {
                     if value == 0 {
                         c.problem(&[Step::Key("delivery"), Step::Key(name)], "must be >= 1");
                     }
+                }
+                if d.max_pending_per_endpoint == Some(0) {
+                    c.problem(
+                        &[Step::Key("delivery"), Step::Key("max_pending_per_endpoint")],
+                        "must be >= 1",
+                    );
                 }
                 config.delivery = d;
             }

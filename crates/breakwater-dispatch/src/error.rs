@@ -83,6 +83,10 @@ impl From<AcceptError> for ApiError {
                 retry_after: Duration::from_secs(1),
             },
             AcceptError::TooManyActions { .. } => Self::TooMuchWork(e.to_string()),
+            AcceptError::EndpointFull { .. } => Self::Unavailable {
+                message: e.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
             AcceptError::ShuttingDown => Self::Unavailable {
                 message: e.to_string(),
                 retry_after: Duration::from_secs(5),

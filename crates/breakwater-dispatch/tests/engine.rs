@@ -350,9 +350,11 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
     assert_eq!(view(dead).deferred, deferred + 100);
 
     // They wait for the breaker's opening to end, then are delivered.
+    assert!(view(dead).pending >= 100);
     exec.healed.store(1, Ordering::SeqCst);
     until(|| view(dead).delivered == 120).await;
     assert_eq!(engine.held(), 0);
+    assert_eq!((view(dead).pending, view(healthy).pending), (0, 0));
     assert_eq!(store.with_status(ActionStatus::Delivered).len(), 240);
 }
 

@@ -422,7 +422,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_drops_nothing_accepted() 
     let toml = config_toml(
         &dir.path().join("t.db"),
         &[&receiver.url],
-        "[delivery]\nmax_pending = 10\n",
+        "[delivery]\nmax_pending = 10\nmax_pending_per_endpoint = 10\n",
     );
     let svc = start(&dir, &toml).await;
     let base = format!("http://{}", svc.addr);
@@ -498,6 +498,52 @@ async fn every_error_body_is_json() {
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Regression: a dead endpoint's parked actions filled `max_pending`, and
+/// intake refused the events of a healthy endpoint too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_fills_its_share_of_the_queue_not_the_whole_queue() {
+    let healthy = Receiver::start(200).await;
+    let dead = Receiver::start(500).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Orders go to the dead receiver, invoices to the healthy one.
+    let toml = format!(
+        "{}[[observers]]\nname = \"invoices\"\nentity_type = \"Invoice\"\nevent_type = \"INSERT\"\n\
+         [[observers.actions]]\ntype = \"webhook\"\nurl = \"{}\"\n",
+        config_toml(
+            &dir.path().join("t.db"),
+            &[&dead.url],
+            "[delivery]\nmax_pending = 10\n",
+        ),
+        healthy.url
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    // Half of the queue for the dead endpoint, then 503 naming it.
+    let mut refused = None;
+    for i in 0..10 {
+        let r = post_events(&base, &event(None)).await;
+        if r.status() == 503 {
+            refused = Some((i, r.text().await.unwrap()));
+            break;
+        }
+        assert_eq!(r.status(), 202);
+    }
+    let (i, body) = refused.expect("the dead endpoint's share ran out");
+    assert_eq!(i, 5, "max_pending / 2 for one endpoint");
+    assert!(body.contains("max_pending_per_endpoint"), "{body}");
+    // The healthy endpoint's events are still taken and delivered.
+    let mut invoice = event(None);
+    invoice["entity_type"] = "Invoice".into();
+    let id = Uuid::new_v4();
+    invoice["id"] = id.to_string().into();
+    assert_eq!(post_events(&base, &invoice).await.status(), 202);
+    wait_until("the invoice", LIMIT, || {
+        healthy.delivered().contains_key(&id)
+    })
+    .await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Regression: an array asking for more actions than `max_pending` got a
 /// 503 "queue full (0 actions pending)" that no retry could ever pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,7 +553,7 @@ async fn an_array_larger_than_the_queue_is_413_not_a_503_forever() {
     let toml = config_toml(
         &dir.path().join("t.db"),
         &[&receiver.url],
-        "[delivery]\nmax_pending = 5\n",
+        "[delivery]\nmax_pending = 5\nmax_pending_per_endpoint = 5\n",
     );
     let svc = start(&dir, &toml).await;
     let base = format!("http://{}", svc.addr);

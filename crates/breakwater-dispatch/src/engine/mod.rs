@@ -80,13 +80,29 @@ pub enum AcceptError {
     /// can never be taken whole, so it is not worth retrying as it is.
     #[error(
         "the request asks for {wanted} actions, more than the {cap} the delivery queue \
-         holds (delivery.max_pending); send its events in smaller arrays"
+         holds ({setting}); send its events in smaller arrays"
     )]
     TooManyActions {
-        /// Actions the request asks for.
+        /// Actions the request asks for (of one endpoint, for
+        /// `max_pending_per_endpoint`).
         wanted: usize,
-        /// `delivery.max_pending`.
+        /// The limit.
         cap: usize,
+        /// The setting that makes it: `delivery.max_pending` or
+        /// `delivery.max_pending_per_endpoint`.
+        setting: &'static str,
+    },
+    /// One endpoint holds as many actions as it may; the request asks for
+    /// more of them. Other endpoints' events are still taken.
+    #[error(
+        "the endpoint {endpoint} holds {pending} actions, as many as it may \
+         (delivery.max_pending_per_endpoint); it is probably down or slow"
+    )]
+    EndpointFull {
+        /// The endpoint.
+        endpoint: String,
+        /// Its actions currently held.
+        pending: usize,
     },
     /// The engine is shutting down.
     #[error("the service is shutting down")]
@@ -134,6 +150,9 @@ pub struct BreakerView {
     pub dead_lettered: u64,
     /// Deliveries running now.
     pub in_flight: usize,
+    /// Actions held in memory for it (queued, parked, waiting to retry or
+    /// running), against `max_pending_per_endpoint`.
+    pub pending: usize,
 }
 
 #[derive(Debug, Default)]
@@ -154,9 +173,20 @@ struct Lane {
     size: AtomicUsize,
     disabled: Mutex<Option<String>>,
     stats: LaneStats,
+    /// This endpoint's actions held in memory (queued, parked, waiting to
+    /// retry or running), against `max_pending_per_endpoint`.
+    held: AtomicUsize,
 }
 
 impl Lane {
+    /// One of this endpoint's actions is no longer held.
+    fn let_go(&self) {
+        // Never below zero, even if an action were let go twice.
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
     fn disabled(&self) -> Option<String> {
         self.disabled
             .lock()
@@ -455,6 +485,7 @@ impl Engine {
             size: AtomicUsize::new(size),
             disabled: Mutex::new(None),
             stats: LaneStats::default(),
+            held: AtomicUsize::new(0),
         });
         lanes.insert(endpoint.to_string(), lane.clone());
         drop(lanes);
@@ -503,9 +534,48 @@ impl Engine {
             return Err(AcceptError::ShuttingDown);
         }
         let wanted: usize = events.iter().map(|e| e.actions.len()).sum();
-        let cap = self.settings().delivery.max_pending;
+        let delivery = self.settings().delivery;
+        let cap = delivery.max_pending;
         if wanted > cap {
-            return Err(AcceptError::TooManyActions { wanted, cap });
+            return Err(AcceptError::TooManyActions {
+                wanted,
+                cap,
+                setting: "delivery.max_pending",
+            });
+        }
+        // Each endpoint's share, and which event asks for which (to give
+        // back a duplicate's share).
+        let mut lanes: Vec<(Arc<Lane>, usize)> = Vec::new();
+        let mut asks: Vec<(usize, usize)> = Vec::with_capacity(wanted);
+        for (i, e) in events.iter().enumerate() {
+            for a in &e.actions {
+                let at = match lanes.iter().position(|(l, _)| l.endpoint == a.endpoint()) {
+                    Some(at) => at,
+                    None => {
+                        lanes.push((self.lane(a.endpoint()), 0));
+                        lanes.len() - 1
+                    }
+                };
+                lanes[at].1 += 1;
+                asks.push((i, at));
+            }
+        }
+        let per = delivery.endpoint_cap();
+        for (lane, n) in &lanes {
+            if *n > per {
+                return Err(AcceptError::TooManyActions {
+                    wanted: *n,
+                    cap: per,
+                    setting: "delivery.max_pending_per_endpoint",
+                });
+            }
+            let pending = lane.held.load(Ordering::Acquire);
+            if pending + n > per {
+                return Err(AcceptError::EndpointFull {
+                    endpoint: lane.endpoint.clone(),
+                    pending,
+                });
+            }
         }
         let mut held = self.inner.held.load(Ordering::Acquire);
         loop {
@@ -523,15 +593,30 @@ impl Engine {
             }
         }
         self.publish_depth();
+        for (lane, n) in &lanes {
+            lane.held.fetch_add(*n, Ordering::AcqRel);
+        }
         let events = self.park_refused(events);
         let result = self.inner.store.insert(events).await;
         let inserted = match result {
             Ok(i) => i,
             Err(e) => {
                 self.release(wanted);
+                for (lane, n) in &lanes {
+                    for _ in 0..*n {
+                        lane.let_go();
+                    }
+                }
                 return Err(e.into());
             }
         };
+        for (i, outcome) in inserted.iter().enumerate() {
+            if matches!(outcome, Inserted::Duplicate) {
+                for (_, at) in asks.iter().filter(|(e, _)| *e == i) {
+                    lanes[*at].0.let_go();
+                }
+            }
+        }
         let mut used = 0;
         for outcome in &inserted {
             match outcome {
@@ -650,14 +735,16 @@ impl Engine {
                     // The lane's worker stopped (shutdown): the action stays stored.
                     drop(e);
                     self.release(1);
+                    lane.let_go();
                 }
             }
         }
     }
 
     fn later(&self, action: PendingAction, wait: Duration) {
-        if self.inner.timer.send((action, wait)).is_err() {
+        if let Err(e) = self.inner.timer.send((action, wait)) {
             self.release(1);
+            self.lane(&e.0 .0.endpoint).let_go();
         }
     }
 
@@ -683,6 +770,9 @@ impl Engine {
             if n > 0 {
                 self.inner.held.fetch_add(n, Ordering::AcqRel);
                 self.publish_depth();
+            }
+            for a in &claimed {
+                self.lane(&a.endpoint).held.fetch_add(1, Ordering::AcqRel);
             }
             for a in claimed {
                 self.route(a);
@@ -899,6 +989,7 @@ impl Engine {
                         .size
                         .load(Ordering::Relaxed)
                         .saturating_sub(lane.limit.available_permits()),
+                    pending: lane.held.load(Ordering::Relaxed),
                 }
             })
             .collect();
