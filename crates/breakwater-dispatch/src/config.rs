@@ -733,7 +733,18 @@ fn observers(c: &mut Checker<'_>, v: &toml::Value) -> Vec<Observer> {
                         Step::Index(j),
                     ];
                     if let Some(a) = c.parse::<ActionConfig>(&apath, action) {
-                        if let Err(e) = a.validate() {
+                        if matches!(a, ActionConfig::Email(_)) {
+                            // Refused here rather than dead-lettered at the
+                            // first event.
+                            let mut full = apath.to_vec();
+                            full.push(Step::Key("type"));
+                            c.problem(
+                                &full,
+                                "the service sends webhook, slack and log actions; it has no \
+                                 SMTP settings for email (send email from a webhook receiver, \
+                                 or with the library's EmailExecutor)",
+                            );
+                        } else if let Err(e) = a.validate() {
                             let field = e.field.split_once('.').map_or(e.field, |(_, f)| f);
                             let mut full = apath.to_vec();
                             full.push(Step::Key(field));
@@ -845,6 +856,18 @@ type = "sms"
             "{err}"
         );
         assert!(err.problems[4].message.contains("UPSERT"), "{err}");
+    }
+
+    #[test]
+    fn email_actions_are_refused_with_a_reason() {
+        let src = format!(
+            "{EXAMPLE}[[observers.actions]]\ntype = \"email\"\nto = [\"ops@example.com\"]\n\
+             subject = \"s\"\nbody_template = \"b\"\n"
+        );
+        let err = Config::parse(&src).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].path.ends_with(".type"), "{err}");
+        assert!(err.problems[0].message.contains("SMTP"), "{err}");
     }
 
     /// The configuration shown in `docs/service.md` is valid as written.
