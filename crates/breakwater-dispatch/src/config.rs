@@ -815,6 +815,14 @@ signing_secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
         assert_eq!(c.endpoints(), ["http://127.0.0.1:9000"]);
     }
 
+    /// Each problem's key path and line.
+    fn paths_and_lines(err: &ConfigError) -> Vec<(&str, Option<usize>)> {
+        err.problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.line))
+            .collect()
+    }
+
     #[test]
     fn every_problem_is_reported_with_path_and_line() {
         let src = r#"listen = "nowhere"
@@ -834,13 +842,8 @@ url = "ftp://x"
 type = "sms"
 "#;
         let err = Config::parse(src).unwrap_err();
-        let got: Vec<_> = err
-            .problems
-            .iter()
-            .map(|p| (p.path.as_str(), p.line))
-            .collect();
         assert_eq!(
-            got,
+            paths_and_lines(&err),
             [
                 ("listen", Some(1)),
                 ("bogus", Some(2)),
@@ -889,13 +892,8 @@ type = "sms"
                    [circuit_breaker]\nsample_size = \"twenty\"\nfailure_threshold = 1.5\n\
                    open_timout_ms = 100\n[retry]\nmax_attempts = 0\nbogus = 1\n";
         let err = Config::parse(src).unwrap_err();
-        let got: Vec<(&str, Option<usize>)> = err
-            .problems
-            .iter()
-            .map(|p| (p.path.as_str(), p.line))
-            .collect();
         assert_eq!(
-            got,
+            paths_and_lines(&err),
             [
                 ("delivery.max_pending", Some(3)),
                 ("circuit_breaker.sample_size", Some(5)),
