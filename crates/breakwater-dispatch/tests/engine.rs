@@ -13,7 +13,7 @@ use breakwater::traits::{
 };
 use breakwater::CircuitState;
 use breakwater_dispatch::config::Config;
-use breakwater_dispatch::engine::{actions_for, AdminOp, Engine};
+use breakwater_dispatch::engine::{actions_for, AdminOp, BreakerView, Engine};
 use breakwater_dispatch::metrics::Metrics;
 use breakwater_dispatch::store::{
     ActionId, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent, PendingAction, Store,
@@ -278,6 +278,15 @@ async fn parked_actions_use_no_attempt_and_the_healthy_endpoint_is_not_held_up()
     assert!(store.with_status(ActionStatus::DeadLettered).is_empty());
 }
 
+/// `endpoint`'s row of `/breakers`.
+fn view(engine: &Engine, endpoint: &str) -> BreakerView {
+    engine
+        .breaker_views()
+        .into_iter()
+        .find(|v| v.endpoint == endpoint)
+        .unwrap()
+}
+
 fn events(config: &Config, n: usize) -> Vec<NewEvent> {
     (0..n)
         .map(|i| {
@@ -304,13 +313,7 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
         .await
         .unwrap();
     let (healthy, dead) = ("http://healthy.test:80", "http://dead.test:80");
-    let view = |endpoint: &str| {
-        engine
-            .breaker_views()
-            .into_iter()
-            .find(|v| v.endpoint == endpoint)
-            .unwrap()
-    };
+    let view = |endpoint: &str| view(&engine, endpoint);
     // The dead endpoint's failures open its breaker.
     engine.accept(events(&config, 20)).await.unwrap();
     until(|| view(healthy).delivered == 20).await;
@@ -370,13 +373,7 @@ async fn a_forced_open_breaker_defers_each_action_once_and_close_delivers_them()
         .await
         .unwrap();
     let healthy = "http://healthy.test:80";
-    let view = |endpoint: &str| {
-        engine
-            .breaker_views()
-            .into_iter()
-            .find(|v| v.endpoint == endpoint)
-            .unwrap()
-    };
+    let view = |endpoint: &str| view(&engine, endpoint);
     engine.accept(events(&config, 1)).await.unwrap();
     until(|| view(healthy).delivered == 1).await;
     assert!(engine.admin(healthy, AdminOp::Open).await.unwrap());

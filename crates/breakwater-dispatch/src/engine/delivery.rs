@@ -80,7 +80,7 @@ impl Engine {
 
     /// Keeps `action` in the store until its endpoint is enabled again.
     pub(super) fn hold(&self, action: PendingAction) {
-        self.lane(&action.endpoint).let_go();
+        self.lane(&action.endpoint).let_go(1);
         self.record(Update::Held { id: action.id }, 1);
     }
 
@@ -95,7 +95,7 @@ impl Engine {
         let m = &self.inner.metrics;
         match classify(result) {
             Outcome::Delivered { status } => {
-                lane.let_go();
+                lane.let_go(1);
                 action.attempts += 1;
                 self.attempt(&lane.endpoint, "success");
                 self.record(
@@ -217,7 +217,7 @@ impl Engine {
         error: String,
         status: Option<u16>,
     ) {
-        lane.let_go();
+        lane.let_go(1);
         tracing::info!(endpoint = %lane.endpoint, action = action.id, %error, "dead-lettered");
         self.record(
             Update::DeadLetter {

@@ -179,12 +179,14 @@ struct Lane {
 }
 
 impl Lane {
-    /// One of this endpoint's actions is no longer held.
-    fn let_go(&self) {
+    /// `n` of this endpoint's actions are no longer held.
+    fn let_go(&self, n: usize) {
         // Never below zero, even if an action were let go twice.
         let _ = self
             .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(n))
+            });
     }
 
     fn disabled(&self) -> Option<String> {
@@ -603,9 +605,7 @@ impl Engine {
             Err(e) => {
                 self.release(wanted);
                 for (lane, n) in &lanes {
-                    for _ in 0..*n {
-                        lane.let_go();
-                    }
+                    lane.let_go(*n);
                 }
                 return Err(e.into());
             }
@@ -613,7 +613,7 @@ impl Engine {
         for (i, outcome) in inserted.iter().enumerate() {
             if matches!(outcome, Inserted::Duplicate) {
                 for (_, at) in asks.iter().filter(|(e, _)| *e == i) {
-                    lanes[*at].0.let_go();
+                    lanes[*at].0.let_go(1);
                 }
             }
         }
@@ -735,7 +735,7 @@ impl Engine {
                     // The lane's worker stopped (shutdown): the action stays stored.
                     drop(e);
                     self.release(1);
-                    lane.let_go();
+                    lane.let_go(1);
                 }
             }
         }
@@ -744,7 +744,7 @@ impl Engine {
     fn later(&self, action: PendingAction, wait: Duration) {
         if let Err(e) = self.inner.timer.send((action, wait)) {
             self.release(1);
-            self.lane(&e.0 .0.endpoint).let_go();
+            self.lane(&e.0 .0.endpoint).let_go(1);
         }
     }
 
