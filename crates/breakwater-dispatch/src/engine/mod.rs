@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use breakwater::traits::{ActionExecutor, CircuitBreakerActionExecutor, EntityEvent, EventKind};
-use breakwater::EndpointHealth;
 use breakwater::RegistryLimits;
 use breakwater::{
     CircuitSnapshot, CircuitState, DegradationLevel, GracefulDegradation, PerEndpointCircuitBreaker,
@@ -367,18 +366,9 @@ impl Engine {
                 tracing::warn!(%endpoint, error = %e, "breaker override refused");
             }
         }
-        let source = breakers.clone();
-        let degradation = GracefulDegradation::per_endpoint(move || {
-            source
-                .statistics()
-                .into_iter()
-                .map(|s| EndpointHealth {
-                    endpoint: s.endpoint,
-                    state: s.metrics.state,
-                    failure_rate: s.metrics.failure_rate,
-                })
-                .collect::<Vec<_>>()
-        });
+        // Judged rates: an endpoint is not degraded before its window holds
+        // `minimum_calls` outcomes.
+        let degradation = GracefulDegradation::per_endpoint(breakers.clone());
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let (snap_tx, snap_rx) = mpsc::unbounded_channel();
         let (record_tx, record_rx) = mpsc::unbounded_channel();

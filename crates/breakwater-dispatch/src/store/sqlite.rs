@@ -366,77 +366,85 @@ fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
     }
 }
 
-fn apply_one(t: &Transaction<'_>, u: &Update) -> rusqlite::Result<()> {
-    let now = now_ms();
+/// The statement of each kind of [`Update`], in the order of
+/// [`update_kind`].
+const UPDATE_SQL: [&str; 8] = [
+    "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
+     last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
+    "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
+     last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1",
+    "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
+     WHERE id = ?1 AND status IN ('pending', 'parked')",
+    "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
+     last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1",
+    "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1",
+    "UPDATE actions SET claimed = 0, updated_at = ?2
+     WHERE id = ?1 AND status IN ('pending', 'parked')",
+    "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
+     ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot",
+    "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
+     ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
+     disabled_reason = excluded.disabled_reason",
+];
+
+/// Where `u`'s statement is in [`UPDATE_SQL`].
+fn update_kind(u: &Update) -> usize {
     match u {
-        Update::Delivered {
-            id,
-            attempts,
-            status,
-        } => t
-            .prepare_cached(
-                "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
-             last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts, status, now])?,
-        Update::Retry {
-            id,
-            attempts,
-            not_before_ms,
-            error,
-            status,
-        } => t
-            .prepare_cached(
-                "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
-             last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts, not_before_ms, error, status, now])?,
-        Update::Parked { id, until_ms } => t
-            .prepare_cached(
-                "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
-             WHERE id = ?1 AND status IN ('pending', 'parked')",
-            )?
-            .execute(params![id, until_ms, now])?,
-        Update::DeadLetter {
-            id,
-            attempts,
-            error,
-            status,
-        } => t
-            .prepare_cached(
-                "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
-             last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts, error, status, now])?,
-        Update::Held { id } => t
-            .prepare_cached(
-                "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1",
-            )?
-            .execute(params![id, now])?,
-        Update::Released { id } => t
-            .prepare_cached(
-                "UPDATE actions SET claimed = 0, updated_at = ?2
-             WHERE id = ?1 AND status IN ('pending', 'parked')",
-            )?
-            .execute(params![id, now])?,
-        Update::Snapshot { endpoint, snapshot } => t
-            .prepare_cached(
-                "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
-             ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot",
-            )?
-            .execute(params![endpoint, snapshot])?,
-        Update::EndpointDisabled {
-            endpoint,
-            disabled,
-            reason,
-        } => t
-            .prepare_cached(
-                "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
-             ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
-             disabled_reason = excluded.disabled_reason",
-            )?
-            .execute(params![endpoint, disabled, reason])?,
-    };
+        Update::Delivered { .. } => 0,
+        Update::Retry { .. } => 1,
+        Update::Parked { .. } => 2,
+        Update::DeadLetter { .. } => 3,
+        Update::Held { .. } => 4,
+        Update::Released { .. } => 5,
+        Update::Snapshot { .. } => 6,
+        Update::EndpointDisabled { .. } => 7,
+    }
+}
+
+/// Applies `updates` in order. Each kind's statement is prepared once for
+/// the lot: one taken from the cache by its text costs a hash of that text
+/// every time.
+fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let mut prepared: [Option<rusqlite::CachedStatement<'_>>; UPDATE_SQL.len()] =
+        Default::default();
+    for u in updates {
+        let kind = update_kind(u);
+        let stmt = match &mut prepared[kind] {
+            Some(stmt) => stmt,
+            slot => slot.insert(t.prepare_cached(UPDATE_SQL[kind])?),
+        };
+        match u {
+            Update::Delivered {
+                id,
+                attempts,
+                status,
+            } => stmt.execute(params![id, attempts, status, now])?,
+            Update::Retry {
+                id,
+                attempts,
+                not_before_ms,
+                error,
+                status,
+            } => stmt.execute(params![id, attempts, not_before_ms, error, status, now])?,
+            Update::Parked { id, until_ms } => stmt.execute(params![id, until_ms, now])?,
+            Update::DeadLetter {
+                id,
+                attempts,
+                error,
+                status,
+            } => stmt.execute(params![id, attempts, error, status, now])?,
+            Update::Held { id } | Update::Released { id } => stmt.execute(params![id, now])?,
+            Update::Snapshot { endpoint, snapshot } => {
+                stmt.execute(params![endpoint, snapshot])?
+            }
+            Update::EndpointDisabled {
+                endpoint,
+                disabled,
+                reason,
+            } => stmt.execute(params![endpoint, disabled, reason])?,
+        };
+    }
     Ok(())
 }
 
@@ -446,14 +454,24 @@ impl Store for SqliteStore {
         self.write(move |t| {
             let now = now_ms();
             let mut out = Vec::with_capacity(events.len());
+            // Prepared once a batch: a statement taken from the cache by its
+            // text costs a hash of that text each time.
+            let mut insert_event = t.prepare_cached(
+                "INSERT INTO events (id, body, accepted_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO NOTHING",
+            )?;
+            let mut insert_action = t.prepare_cached(
+                "INSERT INTO actions (event, observer, endpoint, action_type, action,
+                 status, not_before, claimed, accepted_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+            )?;
             for NewEvent { event, actions } in events {
                 let body = serde_json::to_string(&event).unwrap_or_default();
-                let added = t
-                    .prepare_cached(
-                        "INSERT INTO events (id, body, accepted_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(id) DO NOTHING",
-                    )?
-                    .execute(params![event.id.to_string(), body, now])?;
+                let added = insert_event.execute(params![
+                    &*event.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+                    body,
+                    now
+                ])?;
                 if added == 0 {
                     out.push(Inserted::Duplicate);
                     continue;
@@ -462,12 +480,7 @@ impl Store for SqliteStore {
                 let event = Arc::new(event);
                 let mut pending = Vec::with_capacity(actions.len());
                 for a in actions {
-                    t.prepare_cached(
-                        "INSERT INTO actions (event, observer, endpoint, action_type, action,
-                         status, not_before, claimed, accepted_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
-                    )?
-                    .execute(params![
+                    insert_action.execute(params![
                         seq,
                         a.observer(),
                         a.endpoint(),
@@ -533,12 +546,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
-        self.write(move |t| {
-            for u in &updates {
-                apply_one(t, u)?;
-            }
-            Ok(())
-        })
+        self.write(move |t| apply_all(t, &updates))
         .await
     }
 
