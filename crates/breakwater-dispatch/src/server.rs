@@ -123,13 +123,14 @@ pub fn reload(state: &AppState, path: &Path) -> bool {
 
 /// Puts a checked `config` in force.
 fn reload_checked(state: &AppState, path: &Path, config: Config) -> bool {
+    // The rest of the file is in force even when an endpoint's breaker
+    // keeps its old settings.
     if let Err(refused) = state.reload(config) {
         for (endpoint, reason) in refused {
             tracing::warn!(%endpoint, %reason, "breaker settings refused on reload");
         }
-    } else {
-        tracing::info!(path = %path.display(), "configuration reloaded");
     }
+    tracing::info!(path = %path.display(), "configuration reloaded");
     true
 }
 

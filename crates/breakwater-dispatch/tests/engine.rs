@@ -550,3 +550,37 @@ async fn shutdown_writes_queued_outcomes_before_closing_the_store() {
     assert_eq!(store.refused.load(Ordering::SeqCst), 0);
     assert_eq!(store.inner.with_status(ActionStatus::Delivered).len(), 40);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_with_longer_windows_applies_to_live_breakers_and_keeps_their_state() {
+    let store = Arc::new(MemoryStore::default());
+    let exec = Arc::new(TestExecutor::default());
+    let mut config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    let (healthy, dead) = ("http://healthy.test:80", "http://dead.test:80");
+    engine.accept(events(&config, 20)).await.unwrap();
+    until(|| view(&engine, healthy).delivered == 20).await;
+    let dead_breaker = engine.breakers().get(dead).unwrap();
+    until(|| dead_breaker.state() == CircuitState::Open).await;
+    let kept = engine.breakers().get(healthy).unwrap().snapshot().outcomes;
+
+    // Longer windows than the breakers were built with, by default and for
+    // one endpoint.
+    config.circuit_breaker.defaults.sample_size = 50;
+    config.circuit_breaker.defaults.minimum_calls = Some(50);
+    let mut longer = config.circuit_breaker.defaults.clone();
+    longer.sample_size = 200;
+    longer.minimum_calls = Some(200);
+    config
+        .circuit_breaker
+        .endpoints
+        .insert(healthy.to_string(), longer);
+    engine.reload(&config).unwrap();
+    let healthy_breaker = engine.breakers().get(healthy).unwrap();
+    assert_eq!(healthy_breaker.config().sample_size, 200);
+    assert_eq!(healthy_breaker.snapshot().outcomes, kept, "outcomes kept");
+    assert_eq!(dead_breaker.config().sample_size, 50);
+    assert_eq!(dead_breaker.state(), CircuitState::Open, "state kept");
+}

@@ -622,3 +622,37 @@ async fn a_reqwest_client_behind_the_layer_is_classified_by_status() {
     assert_eq!(breaker.metrics().failures, 2);
     server.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_made_after_the_open_timeout_is_admitted_though_poll_ready_found_it_open() {
+    let breaker = breaker(1);
+    let (inner, mut handle) = mock::pair::<&'static str, Response>();
+    let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(inner);
+    for _ in 0..2 {
+        let fut = svc.ready().await.unwrap().call("req");
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_error(Boom(1));
+        fut.await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    // Made ready while Open; the open timeout runs out before the call.
+    svc.ready().await.unwrap();
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    let fut = svc.call("probe");
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, "probe");
+    send.send_response(status(200));
+    fut.await.unwrap();
+    assert_eq!(breaker.metrics().half_open_tests, 1);
+
+    // An inner service that is not ready while the breaker refuses: the
+    // call is still a rejection, and the inner service is never called.
+    breaker.force_open();
+    handle.allow(0);
+    svc.ready().await.unwrap();
+    breaker.reset();
+    let err = svc.call("req").await.unwrap_err();
+    assert_eq!(open_of(&err).retry_after, Some(Duration::ZERO));
+    assert!(handle.poll_request().is_pending(), "the mock saw a request");
+}

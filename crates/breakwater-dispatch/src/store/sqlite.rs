@@ -435,9 +435,7 @@ fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Result<()> {
                 status,
             } => stmt.execute(params![id, attempts, error, status, now])?,
             Update::Held { id } | Update::Released { id } => stmt.execute(params![id, now])?,
-            Update::Snapshot { endpoint, snapshot } => {
-                stmt.execute(params![endpoint, snapshot])?
-            }
+            Update::Snapshot { endpoint, snapshot } => stmt.execute(params![endpoint, snapshot])?,
             Update::EndpointDisabled {
                 endpoint,
                 disabled,
@@ -468,7 +466,10 @@ impl Store for SqliteStore {
             for NewEvent { event, actions } in events {
                 let body = serde_json::to_string(&event).unwrap_or_default();
                 let added = insert_event.execute(params![
-                    &*event.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+                    &*event
+                        .id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
                     body,
                     now
                 ])?;
@@ -546,8 +547,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
-        self.write(move |t| apply_all(t, &updates))
-        .await
+        self.write(move |t| apply_all(t, &updates)).await
     }
 
     async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>> {

@@ -17,7 +17,10 @@
 //!   or HalfOpen with every probe slot busy) the service is ready at once
 //!   without waiting for the inner service, and the next `call` is that
 //!   rejection, so an Open breaker fails fast even in front of an inner
-//!   service that is never ready. Otherwise `poll_ready` waits for the inner
+//!   service that is never ready. (The inner service is asked anyway,
+//!   without waiting: if it was ready and the open timeout has run out by
+//!   the time of the `call`, the breaker admits that call as a probe.)
+//!   Otherwise `poll_ready` waits for the inner
 //!   service (backpressure is unchanged) and the breaker decides in `call`;
 //!   a probe slot is thus only taken by a request that exists. A rejection
 //!   decided in `call` keeps the readiness the inner service granted for the
@@ -167,8 +170,12 @@ pub struct CircuitBreakerService<S, C = AllErrors> {
     breaker: Arc<CircuitBreaker>,
     classify: C,
     /// Set by a `poll_ready` that found the breaker refusing (and so did not
-    /// wait for the inner service): the next `call` is a rejection.
+    /// wait for the inner service): the next `call` is a rejection, unless
+    /// the inner service was ready all the same and the breaker admits the
+    /// call by then.
     refusing: bool,
+    /// Whether the inner service answered ready to the last `poll_ready`.
+    inner_ready: bool,
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
@@ -179,6 +186,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
             refusing: false,
+            inner_ready: false,
         }
     }
 }
@@ -191,6 +199,7 @@ impl<S> CircuitBreakerService<S> {
             breaker,
             classify: AllErrors,
             refusing: false,
+            inner_ready: false,
         }
     }
 }
@@ -203,6 +212,7 @@ impl<S, C> CircuitBreakerService<S, C> {
             breaker: self.breaker,
             classify,
             refusing: self.refusing,
+            inner_ready: self.inner_ready,
         }
     }
 
@@ -243,21 +253,32 @@ where
         // without the inner service, so there is nothing to wait for. Asked
         // again on every poll, so that a service polled ready long before
         // its call does not keep a rejection the breaker no longer makes.
+        // The inner service is still asked (not waited for): when it is
+        // ready and the open timeout runs out before the call, the call
+        // goes through as the breaker decides then.
         match self.breaker.peek_refusal() {
             Some(_) => {
                 self.refusing = true;
+                self.inner_ready = match self.inner.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => false,
+                };
                 Poll::Ready(Ok(()))
             }
             None => {
                 self.refusing = false;
-                self.inner.poll_ready(cx).map_err(Into::into)
+                let ready = self.inner.poll_ready(cx).map_err(Into::into);
+                self.inner_ready = matches!(ready, Poll::Ready(Ok(())));
+                ready
             }
         }
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if std::mem::take(&mut self.refusing) {
+        let inner_ready = std::mem::take(&mut self.inner_ready);
+        if std::mem::take(&mut self.refusing) && !inner_ready {
             // Decided by `poll_ready`: the inner service was not made ready
             // and must not be called. The wait is the breaker's current
             // advice (zero if it has let probes through since).
@@ -268,6 +289,8 @@ where
                 .unwrap_or(Some(std::time::Duration::ZERO));
             return ResponseFuture::rejected(CircuitOpen::new(retry_after));
         }
+        // The breaker decides now: a call made after the open timeout ran
+        // out is admitted, even if `poll_ready` found it refusing.
         guarded_call(&self.breaker, &mut self.inner, &self.classify, req)
     }
 }

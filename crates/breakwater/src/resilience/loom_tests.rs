@@ -710,6 +710,9 @@ fn a_late_ticker_never_ends_the_next_opening() {
 enum Write {
     Record(u8),
     Clear,
+    /// Resizes the window to this length (at most one a plan: the
+    /// breaker's configuration lock orders resizes).
+    Resize(usize),
 }
 
 /// Runs one thread per entry of `plan` on a count window of `size`
@@ -729,6 +732,7 @@ fn race_window(size: usize, plan: &'static [Write]) {
                     window.record(pos, outcome);
                 }
                 Write::Clear => window.clear(),
+                Write::Resize(size) => window.resize(size, cursor.load(Ordering::Relaxed)),
             })
         })
         .collect();
@@ -737,6 +741,7 @@ fn race_window(size: usize, plan: &'static [Write]) {
     }
     // Read every slot once: with at least `size` positions written, the
     // positions before the next one cover the whole ring.
+    let size = window.size();
     let next = cursor.load(Ordering::Relaxed).max(size as u64);
     let slots = window.outcomes(next);
     let tally = window.tally();
@@ -767,6 +772,23 @@ fn window_tallies_match_the_slots_after_concurrent_records() {
                 Write::Record(FAILURE),
                 Write::Record(SUCCESS | SLOW),
                 Write::Record(FAILURE | SLOW),
+            ],
+        );
+    });
+}
+
+/// Records racing with the window's growth into a new ring keep the
+/// tallies equal to what the ring in use holds: a record that wrote to the
+/// old ring after it was swept takes its outcome back.
+#[test]
+fn window_tallies_match_the_slots_when_the_window_grows_during_records() {
+    model(3, || {
+        race_window(
+            2,
+            &[
+                Write::Record(FAILURE),
+                Write::Resize(4),
+                Write::Record(SUCCESS),
             ],
         );
     });

@@ -565,20 +565,17 @@ impl CircuitBreaker {
     }
 
     /// Applies a new configuration while calls run. The state, the backoff
-    /// streak and the window's outcomes are kept (the most recent ones that
-    /// fit a shorter window; a time window starts empty when its length
-    /// changes); an opening in progress keeps its deadline. A Closed
+    /// streak and the window's outcomes are kept (all of them in a longer
+    /// window, the most recent ones that fit a shorter one; a time window
+    /// starts empty when its length changes); an opening in progress keeps its deadline. A Closed
     /// breaker whose window already crosses the new thresholds opens at once.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming every invalid field, or `sample_size` when it
-    /// grows past the window allocated at construction (build a new breaker
-    /// with [`restore`](Self::restore) to keep the state). Nothing changes
-    /// on error.
+    /// A [`ConfigError`] naming every invalid field. Nothing changes on
+    /// error.
     pub fn update_config(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        self.check_update(&config)?;
         let mut guard = self
             .shared
             .config
@@ -620,23 +617,6 @@ impl CircuitBreaker {
     pub(crate) fn is_idle_half_open(&self) -> bool {
         let w = self.shared.core.word();
         w.state() == CircuitState::HalfOpen && w.is_automatic() && w.in_flight() == 0
-    }
-
-    /// Whether this breaker can take `config` (a valid one) at run time:
-    /// its count window cannot grow past the length it was built with.
-    pub(crate) fn check_update(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
-        let capacity = self.shared.core.window_capacity();
-        if config.window_ms.is_none() && config.sample_size > capacity {
-            return Err(ConfigError::single(
-                "sample_size",
-                format!(
-                    "cannot grow past {capacity} on a running breaker, got {}; \
-                     build a new one with CircuitBreaker::restore(config, breaker.snapshot())",
-                    config.sample_size
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// The breaker's state in a serialisable form, to survive a restart.

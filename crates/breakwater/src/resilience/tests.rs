@@ -887,8 +887,6 @@ async fn update_config_keeps_state_and_outcomes() {
     assert_eq!(cb.state(), CircuitState::Open, "state kept");
     assert_eq!(cb.retry_after(), left, "the opening keeps its deadline");
 
-    let err = cb.update_config(config(1_000)).unwrap_err();
-    assert!(err.names("sample_size"), "{err}");
     let err = cb
         .update_config(CircuitBreakerConfig {
             failure_threshold: 2.0,
@@ -1185,50 +1183,92 @@ async fn breakers_made_together_open_for_different_lengths() {
     assert_eq!(lengths.len(), N, "openings of the same length");
 }
 
-/// A breaker that another thread makes from the overrides of before a
-/// change, between the change's check and its update, can refuse it (its
-/// window is too short): the change then fails and the override is what it
-/// was, for `set_config` and for `remove_config`.
+#[tokio::test(start_paused = true)]
+async fn update_config_grows_the_window_keeping_its_outcomes() {
+    let cb = CircuitBreaker::new(config(4));
+    fail(&cb).await.unwrap_err();
+    ok(&cb).await.unwrap();
+    ok(&cb).await.unwrap();
+    let grown = |n| CircuitBreakerConfig {
+        minimum_calls: Some(1),
+        failure_threshold: 0.9,
+        ..config(n)
+    };
+    cb.update_config(grown(8)).unwrap();
+    assert_eq!(cb.snapshot().outcomes, "FSS", "every outcome kept");
+    assert_eq!(cb.config().sample_size, 8);
+    // The longer window fills past the old length and then slides.
+    for _ in 0..6 {
+        ok(&cb).await.unwrap();
+    }
+    assert_eq!(cb.metrics().window_len, 8);
+    assert_eq!(cb.failure_rate(), 0.0, "the failure slid out after 8");
+    // Growing again, past the first growth, and shrinking back.
+    cb.update_config(grown(100)).unwrap();
+    for _ in 0..50 {
+        fail(&cb).await.unwrap_err();
+    }
+    assert_eq!(cb.metrics().window_len, 58);
+    assert_eq!(cb.state(), CircuitState::Closed, "50 of 58 is under 0.9");
+    cb.update_config(grown(10)).unwrap();
+    assert_eq!(cb.metrics().window_len, 10);
+    assert_eq!(cb.failure_rate(), 1.0, "the last ten were failures");
+    assert_eq!(cb.state(), CircuitState::Open, "judged at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_window_grows_while_calls_record_and_keeps_its_tallies() {
+    // Calls on four threads while the window grows and shrinks: once they
+    // are done, the tallies are exactly what the ring in use holds.
+    let cb = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        failure_threshold: 1.0,
+        ..config(4)
+    }));
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let cb = cb.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20_000u64 {
+                let permit = cb.try_acquire().unwrap();
+                if (i + t) % 3 == 0 {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+            }
+        }));
+    }
+    for n in [8, 16, 5, 64, 3, 200, 50] {
+        tokio::task::yield_now().await;
+        cb.update_config(CircuitBreakerConfig {
+            failure_threshold: 1.0,
+            ..config(n)
+        })
+        .unwrap();
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let outcomes = cb.snapshot().outcomes;
+    let m = cb.metrics();
+    assert_eq!(m.window_len as usize, outcomes.len(), "{outcomes}");
+    assert_eq!(m.window_len, 50);
+    let failures = outcomes.chars().filter(|&c| c == 'F').count() as f64;
+    assert!((cb.failure_rate() - failures / 50.0).abs() < 1e-12);
+}
+
 #[test]
-fn a_change_refused_by_a_breaker_made_meanwhile_leaves_the_override_as_it_was() {
-    use super::per_endpoint::{RaceWork, RACE};
+fn an_endpoint_override_can_grow_a_live_breaker() {
     let window = |sample_size| CircuitBreakerConfig {
         sample_size,
         ..Default::default()
     };
-    let race = |on: bool| {
-        RACE.with(|r| {
-            *r.borrow_mut() = on.then(|| {
-                Box::new(|registry: &PerEndpointCircuitBreaker| {
-                    registry.get_or_create("e");
-                }) as RaceWork
-            });
-        });
-    };
     let registry = PerEndpointCircuitBreaker::new(window(10));
-
-    // No override before: none after.
-    race(true);
-    let err = registry.set_config("e", window(100)).unwrap_err();
-    assert!(err.names("sample_size"), "{err}");
-    assert_eq!(registry.config_for("e"), window(10));
-    assert_eq!(registry.get_or_create("e").config(), window(10));
-
-    // An override before: the same one after.
-    race(false);
-    assert!(registry.remove("e"));
-    registry.set_config("e", window(20)).unwrap();
-    race(true);
-    assert!(registry.set_config("e", window(100)).is_err());
-    assert_eq!(registry.config_for("e"), window(20));
-
-    // Removing an override that the breaker made meanwhile needs.
-    race(false);
-    let registry = PerEndpointCircuitBreaker::new(window(100));
-    registry.set_config("e", window(10)).unwrap();
-    race(true);
-    let err = registry.remove_config("e").unwrap_err();
-    assert!(err.names("sample_size"), "{err}");
-    assert_eq!(registry.config_for("e"), window(10));
-    race(false);
+    let live = registry.get_or_create("e");
+    live.try_acquire().unwrap().failure();
+    registry.set_config("e", window(100)).unwrap();
+    assert_eq!(live.config(), window(100));
+    assert_eq!(live.snapshot().outcomes, "F", "its outcome kept");
+    assert_eq!(registry.remove_config("e").unwrap(), Some(window(100)));
+    assert_eq!(live.config(), window(10));
 }

@@ -18,6 +18,8 @@
 //! never stays in the emptied window: the count window takes it back, the
 //! time window writes it under the tag of the clear it predates.
 
+use std::sync::OnceLock;
+
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Slot value of an empty slot.
@@ -69,7 +71,7 @@ pub(crate) struct Recorded {
 /// The last `size` outcomes, in a ring.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    slots: Box<[AtomicU8]>,
+    ring: Ring,
     size: AtomicU64,
     /// `u64::MAX / size + 1`: turns `pos % size` into two multiplications
     /// (a division costs tens of cycles, more than the rest of a record).
@@ -79,10 +81,64 @@ pub(crate) struct CountWindow {
     slow: AtomicU32,
 }
 
+/// The slots of a count window, and the larger ring that replaced them when
+/// the window grew past their number (rare: only a new configuration does
+/// it). Rings are only added, never freed while the window lives, so that a
+/// call still writing to an old one needs no lock.
+#[derive(Debug)]
+struct Ring {
+    slots: Box<[AtomicU8]>,
+    larger: OnceLock<Box<Ring>>,
+    /// Set (Release) once `larger` holds the next ring: what readers load
+    /// (Acquire) before following it. The same as the lock's own ordering,
+    /// but made of the atomics the model checker sees.
+    grown: AtomicU8,
+}
+
+impl Ring {
+    fn new(len: usize) -> Self {
+        Self {
+            slots: (0..len.max(1)).map(|_| AtomicU8::new(EMPTY)).collect(),
+            larger: OnceLock::new(),
+            grown: AtomicU8::new(0),
+        }
+    }
+
+    /// The ring in use: the last one added. One load when the window never
+    /// grew.
+    #[inline]
+    fn newest(&self) -> &Ring {
+        let mut ring = self;
+        while ring.grown.load(Ordering::Acquire) != 0 {
+            match ring.larger.get() {
+                Some(next) => ring = next,
+                None => break,
+            }
+        }
+        ring
+    }
+
+    /// Adds a ring of `len` slots after this one (the newest).
+    fn grow(&self, len: usize) {
+        if self.larger.set(Box::new(Ring::new(len))).is_ok() {
+            self.grown.store(1, Ordering::Release);
+        }
+    }
+
+    /// Every ring, oldest first.
+    fn all(&self) -> impl Iterator<Item = &Ring> {
+        std::iter::successors(Some(self), |r| {
+            (r.grown.load(Ordering::Acquire) != 0)
+                .then(|| r.larger.get().map(|b| &**b))
+                .flatten()
+        })
+    }
+}
+
 impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
         Self {
-            slots: (0..size.max(1)).map(|_| AtomicU8::new(EMPTY)).collect(),
+            ring: Ring::new(size),
             size: AtomicU64::new(size.max(1) as u64),
             reciprocal: AtomicU64::new(reciprocal(size.max(1) as u64)),
             filled: AtomicU32::new(0),
@@ -96,9 +152,22 @@ impl CountWindow {
         self.size.load(Ordering::Relaxed) as usize
     }
 
-    /// The most slots this window can ever use.
-    pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+    /// The ring in use and the slot of the `pos`-th outcome in it.
+    #[inline]
+    fn slot(&self, pos: u64) -> (&Ring, &AtomicU8) {
+        // The index first, then the ring: a window that grows stores its
+        // new length only after adding the ring that holds it (Release on
+        // both sides), so the ring read here is at least that long.
+        let index = self.index(pos);
+        let ring = self.ring.newest();
+        let slots = &ring.slots;
+        // Never out of bounds even if the two loads raced anyway.
+        let index = if index < slots.len() {
+            index
+        } else {
+            index % slots.len()
+        };
+        (ring, &slots[index])
     }
 
     /// Records `outcome` as the `pos`-th outcome. Returns what happened:
@@ -112,12 +181,24 @@ impl CountWindow {
         // below the threshold). In the single total order one of them sees
         // both. On x86 this costs nothing: the read-modify-writes are locked
         // instructions anyway, and SeqCst loads are plain loads.
-        let slot = &self.slots[self.index(pos)];
+        let (ring, slot) = self.slot(pos);
         if slot.load(Ordering::SeqCst) == outcome {
             return Recorded::default();
         }
         let old = slot.swap(outcome, Ordering::SeqCst);
         self.adjust(old, outcome);
+        if !std::ptr::eq(ring, self.ring.newest()) {
+            // The window grew meanwhile and no longer reads this ring: take
+            // the outcome back, unless the growth's sweep of the old ring
+            // already did. (Had the swap come after that sweep, it read
+            // what the sweep wrote and so sees the new ring here.)
+            if slot
+                .compare_exchange(outcome, EMPTY, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.adjust(outcome, EMPTY);
+            }
+        }
         Recorded {
             wrote: true,
             rise: old == EMPTY || outcome & (FAILURE | SLOW) != 0,
@@ -127,7 +208,7 @@ impl CountWindow {
     /// Takes back an outcome recorded at `pos` that turned out to be stale,
     /// if its slot still holds it.
     pub(crate) fn undo(&self, pos: u64, outcome: u8) {
-        let slot = &self.slots[self.index(pos)];
+        let (_, slot) = self.slot(pos);
         if slot
             .compare_exchange(outcome, EMPTY, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -141,10 +222,10 @@ impl CountWindow {
     /// one outcome leaves the window early).
     #[inline]
     fn index(&self, pos: u64) -> usize {
-        let size = self.size.load(Ordering::Relaxed);
+        let size = self.size.load(Ordering::Acquire);
         let m = self.reciprocal.load(Ordering::Relaxed);
-        // Lemire's fastmod. Always < size, and size <= slots.len() even if
-        // a resize lands between the two loads.
+        // Lemire's fastmod. Always < size even if a resize lands between
+        // the two loads.
         let low = m.wrapping_mul(pos as u32 as u64);
         ((low as u128 * size as u128) >> 64) as usize
     }
@@ -169,7 +250,11 @@ impl CountWindow {
 
     /// Empties the window.
     pub(crate) fn clear(&self) {
-        for slot in self.slots.iter() {
+        Self::clear_ring(self, self.ring.newest());
+    }
+
+    fn clear_ring(&self, ring: &Ring) {
+        for slot in ring.slots.iter() {
             let old = slot.swap(EMPTY, Ordering::SeqCst);
             self.adjust(old, EMPTY);
         }
@@ -182,7 +267,7 @@ impl CountWindow {
         let len = (self.filled.load(Ordering::Relaxed) as u64).min(size);
         let start = next_pos.saturating_sub(size);
         let mut all: Vec<u8> = (start..next_pos)
-            .map(|pos| self.slots[self.index(pos)].load(Ordering::Relaxed))
+            .map(|pos| self.slot(pos).1.load(Ordering::Relaxed))
             .filter(|&o| o != EMPTY)
             .collect();
         let extra = all.len().saturating_sub(len as usize);
@@ -190,17 +275,34 @@ impl CountWindow {
         all
     }
 
-    /// Changes the window's length (at most its capacity), keeping the most
-    /// recent outcomes that fit. `next_pos` is the position the next outcome
-    /// will take.
+    /// Changes the window's length, keeping the most recent outcomes that
+    /// fit. `next_pos` is the position the next outcome will take. Not to
+    /// be called by two threads at once (the breaker's configuration lock
+    /// orders them).
     pub(crate) fn resize(&self, size: usize, next_pos: u64) {
-        let size = size.clamp(1, self.capacity()) as u64;
+        let size = size.max(1);
         let kept = self.outcomes(next_pos);
         self.clear();
-        self.reciprocal.store(reciprocal(size), Ordering::Relaxed);
-        self.size.store(size, Ordering::Relaxed);
-        let keep = kept.len().min(size as usize);
+        let old = self.ring.newest();
+        if size > old.slots.len() {
+            // Before the new length (Release on both): whoever reads the
+            // length below also finds this ring.
+            old.grow(size);
+        }
+        self.reciprocal
+            .store(reciprocal(size as u64), Ordering::Relaxed);
+        self.size.store(size as u64, Ordering::Release);
+        let keep = kept.len().min(size);
         self.replay(&kept[kept.len() - keep..], next_pos);
+        // A call that read the old ring just before the new one was added
+        // may have written to it after it was cleared: take that back, so
+        // that the tallies count only what the ring in use holds (a call
+        // that writes there after this sweep takes its own outcome back).
+        for ring in self.ring.all() {
+            if !std::ptr::eq(ring, self.ring.newest()) {
+                self.clear_ring(ring);
+            }
+        }
     }
 
     /// Writes `outcomes` (oldest first) as the ones just before `next_pos`.

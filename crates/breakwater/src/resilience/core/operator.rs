@@ -77,11 +77,6 @@ impl Core {
         self.count.size()
     }
 
-    /// The most outcomes the count window can hold without a new breaker.
-    pub(crate) fn window_capacity(&self) -> usize {
-        self.count.capacity()
-    }
-
     /// Holds the breaker Open until reset or forced closed.
     pub(crate) fn force_open(&self, t: u64, sink: &mut impl FnMut(Change)) {
         self.rewrite(|w| w.forced_open(), false, t, sink);

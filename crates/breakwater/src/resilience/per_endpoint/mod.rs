@@ -655,9 +655,8 @@ impl PerEndpointCircuitBreaker {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming every invalid field, or `sample_size` when
-    /// it grows past the window the endpoint's current breaker was built
-    /// with. Nothing changes on error.
+    /// A [`ConfigError`] naming every invalid field. Nothing changes on
+    /// error.
     ///
     /// # Examples
     ///
@@ -680,10 +679,6 @@ impl PerEndpointCircuitBreaker {
         config: CircuitBreakerConfig,
     ) -> Result<(), ConfigError> {
         config.validate()?;
-        if let Some(breaker) = self.get_untouched(endpoint) {
-            breaker.check_update(&config)?;
-        }
-        self.between_check_and_change();
         // The override first, then the breaker: a breaker created meanwhile
         // reads the overrides under its shard's lock and is in the map
         // before that lock is released, so either it got the new
@@ -708,17 +703,13 @@ impl PerEndpointCircuitBreaker {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `sample_size` when the default window is
-    /// longer than the one the endpoint's breaker was built with. Nothing
-    /// changes on error.
+    /// A [`ConfigError`] when the endpoint's breaker refuses the default
+    /// configuration, which a configuration the registry was built with
+    /// never makes it do. Nothing changes on error.
     pub fn remove_config(
         &self,
         endpoint: &str,
     ) -> Result<Option<CircuitBreakerConfig>, ConfigError> {
-        if let Some(breaker) = self.get_untouched(endpoint) {
-            breaker.check_update(&self.default_config)?;
-        }
-        self.between_check_and_change();
         let Some(removed) = self.write_overrides().remove(endpoint) else {
             return Ok(None);
         };
@@ -731,19 +722,6 @@ impl PerEndpointCircuitBreaker {
             }
         }
         Ok(Some(removed))
-    }
-
-    /// Where another thread may make an endpoint's breaker from the
-    /// overrides of before a change: after the change's check of the current
-    /// breaker, before the overrides change. Unit tests put that thread's
-    /// work here ([`RACE`]); otherwise it does nothing.
-    fn between_check_and_change(&self) {
-        #[cfg(all(test, not(breakwater_loom)))]
-        RACE.with(|race| {
-            if let Some(work) = &*race.borrow() {
-                work(self);
-            }
-        });
     }
 
     /// Puts back the override `endpoint` had before a failed change.
@@ -874,16 +852,4 @@ impl PerEndpointCircuitBreaker {
     fn write_overrides(&self) -> RwLockWriteGuard<'_, Overrides> {
         self.overrides.write().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Work a unit test runs as "another thread" at `between_check_and_change`.
-#[cfg(all(test, not(breakwater_loom)))]
-pub(crate) type RaceWork = Box<dyn Fn(&PerEndpointCircuitBreaker)>;
-
-#[cfg(all(test, not(breakwater_loom)))]
-thread_local! {
-    /// What "another thread" does at [`PerEndpointCircuitBreaker`]'s
-    /// `between_check_and_change`, in unit tests.
-    pub(crate) static RACE: std::cell::RefCell<Option<RaceWork>> =
-        const { std::cell::RefCell::new(None) };
 }
