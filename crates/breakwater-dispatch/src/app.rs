@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::registry::Registry;
@@ -173,13 +173,33 @@ impl AppState {
     }
 }
 
+/// Applies the body limit in force (a reload may change it) to the request.
+async fn body_limit(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tower::{Layer, ServiceExt};
+    let limit = state.config().delivery.max_body_bytes;
+    match DefaultBodyLimit::max(limit)
+        .layer(next)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
 /// The router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.config().delivery.max_body_bytes;
     Router::new()
         .route(
             "/events",
-            post(routes::events::post).layer(DefaultBodyLimit::max(limit)),
+            post(routes::events::post).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                body_limit,
+            )),
         )
         .route("/events/{id}", get(routes::events::get))
         .route("/metrics", get(routes::ops::metrics))

@@ -261,6 +261,23 @@ async fn gone_disables_the_endpoint_and_keeps_its_actions_for_replay() {
     .await;
     let rec = engine.store().event(ids[4]).await.unwrap().unwrap();
     assert_eq!(rec.actions[0].status, ActionStatus::Held);
+    // The attempts that were answered 410 show on their actions; actions
+    // that came after the endpoint was disabled were held untried.
+    let mut tried = 0;
+    for id in &ids {
+        let rec = engine.store().event(*id).await.unwrap().unwrap();
+        let a = &rec.actions[0];
+        assert_eq!(a.status, ActionStatus::Held);
+        if a.attempts > 0 {
+            tried += 1;
+            assert_eq!((a.attempts, a.last_status), (1, Some(410)), "{a:?}");
+            let error = a.last_error.as_deref().unwrap_or_default();
+            assert!(error.contains("410"), "{error}");
+        } else {
+            assert_eq!((a.last_status, a.last_error.as_deref()), (None, None));
+        }
+    }
+    assert!(tried >= 1);
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -744,5 +761,59 @@ async fn delivered_events_past_their_keeping_time_are_removed() {
         metrics.contains("breakwater_dispatch_events_pruned_total 1"),
         "{metrics}"
     );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_body_limit() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let with_limit = |bytes: usize| {
+        config_toml(
+            &db,
+            &[&receiver.url],
+            &format!("[delivery]\nmax_body_bytes = {bytes}\n"),
+        )
+    };
+    let svc = start(&dir, &with_limit(2048)).await;
+    let base = format!("http://{}", svc.addr);
+    let good = event(None).to_string();
+    let body = format!(
+        "[{}]",
+        std::iter::repeat_n(good.as_str(), 20)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(body.len() > 2048 && body.len() < 100_000);
+    let post = |body: String| {
+        let base = base.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/events"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = post(body.clone()).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("2048"), "{text}");
+
+    let reload = |bytes| {
+        svc.state
+            .reload(breakwater_dispatch::config::Config::parse(&with_limit(bytes)).unwrap())
+            .unwrap()
+    };
+    reload(100_000);
+    assert_eq!(post(body.clone()).await.0, 202, "the larger limit applies");
+    reload(100);
+    assert!(good.len() > 100);
+    let (status, text) = post(good).await;
+    assert_eq!(status, 413, "the smaller limit applies: {text}");
+    assert!(text.contains("100-byte"), "{text}");
     svc.shutdown(Duration::from_secs(5)).await;
 }

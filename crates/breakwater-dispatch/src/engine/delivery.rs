@@ -9,7 +9,7 @@ use breakwater::traits::{ActionExecutor, ActionResult, Error};
 use super::schedule::{self, AfterFailure};
 use super::{unix_ms, Engine, Lane};
 use crate::metrics::{AttemptLabel, Metrics};
-use crate::store::{PendingAction, Update};
+use crate::store::{GoneAttempt, PendingAction, Update};
 
 /// What an attempt came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,10 +78,17 @@ impl Engine {
             .inc();
     }
 
-    /// Keeps `action` in the store until its endpoint is enabled again.
-    pub(super) fn hold(&self, action: PendingAction) {
+    /// Keeps `action` in the store until its endpoint is enabled again;
+    /// `gone` is the attempt answered `410 Gone`, if one was made.
+    pub(super) fn hold(&self, action: PendingAction, gone: Option<GoneAttempt>) {
         self.lane(&action.endpoint).let_go(1);
-        self.record(Update::Held { id: action.id }, 1);
+        self.record(
+            Update::Held {
+                id: action.id,
+                gone,
+            },
+            1,
+        );
     }
 
     /// Runs one attempt of `action` and acts on the outcome.
@@ -153,12 +160,17 @@ impl Engine {
                         Update::EndpointDisabled {
                             endpoint: lane.endpoint.clone(),
                             disabled: true,
-                            reason: Some(message),
+                            reason: Some(message.clone()),
                         },
                         0,
                     );
                 }
-                self.hold(action);
+                action.attempts += 1;
+                let gone = GoneAttempt {
+                    attempts: action.attempts,
+                    error: message,
+                };
+                self.hold(action, Some(gone));
             }
             Outcome::Permanent { message, status } => {
                 action.attempts += 1;

@@ -1070,7 +1070,7 @@ async fn lane_task(
             },
         };
         if lane.disabled().is_some() {
-            engine.hold(action);
+            engine.hold(action, None);
             continue;
         }
         let permit = tokio::select! {

@@ -284,6 +284,9 @@ pub enum Update {
     Held {
         /// The action.
         id: ActionId,
+        /// The attempt that was answered `410 Gone`, when one was made
+        /// (an action for an endpoint already disabled is held untried).
+        gone: Option<GoneAttempt>,
     },
     /// Handed back unfinished (shutdown): pending and unclaimed again.
     Released {
@@ -306,6 +309,15 @@ pub enum Update {
         /// Why, when disabled.
         reason: Option<String>,
     },
+}
+
+/// The attempt that disabled an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoneAttempt {
+    /// Attempts made so far, this one included.
+    pub attempts: u32,
+    /// What the endpoint answered.
+    pub error: String,
 }
 
 /// A dead-lettered action, for `dlq list`.

@@ -368,7 +368,7 @@ fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
 
 /// The statement of each kind of [`Update`], in the order of
 /// [`update_kind`].
-const UPDATE_SQL: [&str; 8] = [
+const UPDATE_SQL: [&str; 9] = [
     "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
      last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
     "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
@@ -385,6 +385,8 @@ const UPDATE_SQL: [&str; 8] = [
     "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
      ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
      disabled_reason = excluded.disabled_reason",
+    "UPDATE actions SET status = 'held', claimed = 0, attempts = ?2, last_error = ?3,
+     last_status = 410, updated_at = ?4 WHERE id = ?1",
 ];
 
 /// Where `u`'s statement is in [`UPDATE_SQL`].
@@ -394,7 +396,8 @@ fn update_kind(u: &Update) -> usize {
         Update::Retry { .. } => 1,
         Update::Parked { .. } => 2,
         Update::DeadLetter { .. } => 3,
-        Update::Held { .. } => 4,
+        Update::Held { gone: None, .. } => 4,
+        Update::Held { gone: Some(_), .. } => 8,
         Update::Released { .. } => 5,
         Update::Snapshot { .. } => 6,
         Update::EndpointDisabled { .. } => 7,
@@ -434,7 +437,13 @@ fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Result<()> {
                 error,
                 status,
             } => stmt.execute(params![id, attempts, error, status, now])?,
-            Update::Held { id } | Update::Released { id } => stmt.execute(params![id, now])?,
+            Update::Held { id, gone: None } | Update::Released { id } => {
+                stmt.execute(params![id, now])?
+            }
+            Update::Held {
+                id,
+                gone: Some(gone),
+            } => stmt.execute(params![id, gone.attempts, gone.error, now])?,
             Update::Snapshot { endpoint, snapshot } => stmt.execute(params![endpoint, snapshot])?,
             Update::EndpointDisabled {
                 endpoint,
