@@ -56,22 +56,43 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
         .map(|(i, item)| {
             serde_json::from_str::<Incoming>(item.get())
                 .map(|e| e.into_event(received))
-                .map_err(|e| {
+                .map_err(|_| {
                     let at = if single {
                         String::from("event")
                     } else {
                         format!("events[{i}]")
                     };
-                    ApiError::BadRequest(format!("{at}: {e}"))
+                    ApiError::BadRequest(format!("{at}{}", field_error(item.get())))
                 })
         })
         .collect()
 }
 
+/// What is wrong with `item` (an event that did not parse), naming the
+/// field at fault: `.timestamp: premature end of input`, or `: missing
+/// field `entity_id`` when the fault is the object's. Read again, on this
+/// error path only, through a deserializer that tracks where it is.
+fn field_error(item: &str) -> String {
+    let mut de = serde_json::Deserializer::from_str(item);
+    match serde_path_to_error::deserialize::<_, Incoming>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                format!(": {inner}")
+            } else {
+                format!(".{path}: {inner}")
+            }
+        }
+        // Cannot happen (the same text failed before); say what we know.
+        Ok(_) => ": not a valid event".into(),
+    }
+}
+
 /// An event as posted: [`EntityEvent`]'s fields, with `id` and `timestamp`
 /// optional. Read straight from the body, without a tree of values.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an event object")]
 struct Incoming {
     #[serde(default)]
     id: Option<Uuid>,
@@ -183,6 +204,52 @@ mod tests {
 
     const EVENT: &str = r#"{"event_type":"INSERT","entity_type":"Order",
         "entity_id":"1f0e0a52-3f8e-4f7c-b7a4-52b3c4c0d9a1","data":{},"timestamp":"2026-01-22T10:00:00Z"}"#;
+
+    /// The 400 message for `body`.
+    fn problem(body: &str) -> String {
+        match parse_events(body.as_bytes()) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("expected a 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_at_its_field() {
+        let cases = [
+            (
+                EVENT.replace("\"2026-01-22T10:00:00Z\"", "\"yesterday\""),
+                "event.timestamp: ",
+            ),
+            (EVENT.replace("\"INSERT\"", "null"), "event.event_type: "),
+            (
+                EVENT.replace("\"INSERT\"", "\"insert\""),
+                "event.event_type: unknown variant `insert`",
+            ),
+            (EVENT.replace("1f0e0a52-3f8e", "zz"), "event.entity_id: "),
+            (
+                EVENT.replace("\"data\":{}", "\"data\":{},\"changes\":{\"a\":{\"old\":1}}"),
+                "event.changes.a: missing field `new`",
+            ),
+            (
+                EVENT.replace(",\"data\":{}", ""),
+                "event: missing field `data`",
+            ),
+        ];
+        for (body, says) in cases {
+            let m = problem(&body);
+            assert!(m.starts_with(says), "{m:?} for {body}");
+        }
+        let m = problem(&format!(
+            "[{EVENT},{}]",
+            EVENT.replace("1f0e0a52-3f8e", "zz")
+        ));
+        assert!(m.starts_with("events[1].entity_id: "), "{m}");
+        let m = problem(&format!("[{EVENT},7]"));
+        assert!(
+            m.starts_with("events[1]: invalid type: integer `7`, expected an event object"),
+            "{m}"
+        );
+    }
 
     #[test]
     fn one_event_or_an_array_with_optional_ids() {
