@@ -362,7 +362,8 @@ async fn actions_for_an_open_circuit_are_stored_parked_at_intake() {
 }
 
 /// Regression: behind a forced-open breaker every parked action was
-/// parked again each second and counted as deferred each time.
+/// parked again each second and counted as deferred each time (and then
+/// still refused by the breaker each second).
 #[tokio::test(start_paused = true)]
 async fn a_forced_open_breaker_defers_each_action_once_and_close_delivers_them() {
     let store = Arc::new(MemoryStore::default());
@@ -381,6 +382,17 @@ async fn a_forced_open_breaker_defers_each_action_once_and_close_delivers_them()
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(view(healthy).deferred, 10, "each action once");
     assert_eq!(view(healthy).delivered, 1);
+    // While they wait, nothing asks the breaker again: no requeue loop.
+    let breaker = engine.breakers().get(healthy).unwrap();
+    let blocked = breaker.metrics().blocked;
+    assert!(blocked <= 10, "{blocked} refusals for 10 actions");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        breaker.metrics().blocked,
+        blocked,
+        "refused again while waiting"
+    );
+    assert_eq!(engine.held(), 10);
     assert!(engine.admin(healthy, AdminOp::Close).await.unwrap());
     until(|| view(healthy).delivered == 11).await;
     assert_eq!(view(healthy).deferred, 10);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breakwater::traits::{ActionExecutor, ActionResult, Error};
+use breakwater::CircuitState;
 
 use super::schedule::{self, AfterFailure};
 use super::{unix_ms, Engine, Lane};
@@ -67,6 +68,30 @@ pub(crate) fn classify(result: Result<ActionResult, Error>) -> Outcome {
 }
 
 impl Engine {
+    /// Whether `endpoint`'s breaker is Open. (A refusal with no
+    /// `retry_after` from an Open breaker means it was forced open; a
+    /// HalfOpen breaker with every probe slot busy gives no wait either.)
+    pub(super) fn is_open(&self, endpoint: &str) -> bool {
+        self.inner
+            .breakers
+            .get(endpoint)
+            .is_some_and(|b| b.state() == CircuitState::Open)
+    }
+
+    /// Keeps `action`, refused by a forced-open breaker (Open with no wait
+    /// to advise: an operator forced it), with no timer and no retry until
+    /// the breaker leaves Open; the transition then wakes it
+    /// ([`Engine::wake_released`]).
+    pub(super) fn wait_for_release(&self, lane: &Lane, action: PendingAction) {
+        lane.until_released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(action);
+        // Released meanwhile (the wake-up may have come before the push):
+        // let it go now.
+        self.wake_released(lane);
+    }
+
     fn attempt(&self, endpoint: &str, outcome: &'static str) {
         self.inner
             .metrics
@@ -123,8 +148,8 @@ impl Engine {
                 let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
                 // Counted and written on the first park only: the store then
                 // shows the action parked, and `deferred` counts actions; a
-                // re-park while the circuit stays open (every second while it
-                // is forced open) changes nothing durable.
+                // re-park while the circuit stays open changes nothing
+                // durable.
                 if !action.parked {
                     m.deferred.get_or_create(&label).inc();
                     lane.stats.deferred.fetch_add(1, Ordering::Relaxed);
@@ -137,7 +162,11 @@ impl Engine {
                         0,
                     );
                 }
-                self.later(action, wait);
+                if retry_after.is_none() && self.is_open(&lane.endpoint) {
+                    self.wait_for_release(lane, action);
+                } else {
+                    self.later(action, wait);
+                }
             }
             Outcome::Gone { message } => {
                 self.attempt(&lane.endpoint, "gone");

@@ -175,6 +175,9 @@ struct Lane {
     /// This endpoint's actions held in memory (queued, parked, waiting to
     /// retry or running), against `max_pending_per_endpoint`.
     held: AtomicUsize,
+    /// Actions refused by a forced-open breaker: no timer, no retry; they
+    /// wait here until the breaker leaves Open (see [`Engine::wake_released`]).
+    until_released: Mutex<Vec<PendingAction>>,
 }
 
 impl Lane {
@@ -478,6 +481,7 @@ impl Engine {
             disabled: Mutex::new(None),
             stats: LaneStats::default(),
             held: AtomicUsize::new(0),
+            until_released: Mutex::new(Vec::new()),
         });
         lanes.insert(endpoint.to_string(), lane.clone());
         drop(lanes);
@@ -618,6 +622,11 @@ impl Engine {
                         if a.parked {
                             if self.refused(&a.endpoint) {
                                 self.count_deferred(&a.endpoint);
+                                if self.forced_open(&a.endpoint) {
+                                    let lane = self.lane(&a.endpoint);
+                                    self.wait_for_release(&lane, a);
+                                    continue;
+                                }
                             } else {
                                 a.not_before_ms = None;
                             }
@@ -675,6 +684,15 @@ impl Engine {
         refused
     }
 
+    /// Whether `endpoint`'s breaker is held Open by an operator: Open with
+    /// no end it could advise.
+    fn forced_open(&self, endpoint: &str) -> bool {
+        self.inner
+            .breakers
+            .get(endpoint)
+            .is_some_and(|b| b.state() == CircuitState::Open && b.retry_after().is_none())
+    }
+
     /// Counts one action deferred by `endpoint`'s open circuit.
     fn count_deferred(&self, endpoint: &str) {
         self.inner
@@ -728,6 +746,24 @@ impl Engine {
                     lane.let_go(1);
                 }
             }
+        }
+    }
+
+    /// Queues again the actions that waited for `lane`'s forced-open breaker,
+    /// once it is no longer Open.
+    fn wake_released(&self, lane: &Lane) {
+        if self.is_open(&lane.endpoint) {
+            return;
+        }
+        let waiting = std::mem::take(
+            &mut *lane
+                .until_released
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for mut action in waiting {
+            action.not_before_ms = None;
+            self.route(action);
         }
     }
 
@@ -1114,6 +1150,9 @@ async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingActi
     }
 }
 
+/// On each breaker transition (the endpoints come from the breakers'
+/// listeners): wakes the actions a forced opening kept waiting, and saves
+/// the breakers' snapshots.
 async fn snapshot_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<String>) {
     while let Some(first) = rx.recv().await {
         let mut endpoints = vec![first];
@@ -1122,6 +1161,20 @@ async fn snapshot_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<String>) 
         }
         endpoints.sort();
         endpoints.dedup();
+        // A breaker that left Open lets go of the actions its forced
+        // opening kept waiting.
+        for endpoint in &endpoints {
+            let lane = engine
+                .inner
+                .lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(endpoint)
+                .cloned();
+            if let Some(lane) = lane {
+                engine.wake_released(&lane);
+            }
+        }
         let updates = endpoints
             .into_iter()
             .filter_map(|endpoint| {
