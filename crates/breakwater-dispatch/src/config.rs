@@ -657,7 +657,12 @@ fn breaker_section(c: &mut Checker<'_>, v: &toml::Value) -> BreakerConfig {
             c.problem(&path, "expected a table");
             continue;
         };
-        let mut merged = defaults_table.clone();
+        // Over the defaults as they were read: a key of the defaults that
+        // was refused (and reported) there is not reported again here.
+        let mut merged = match toml::Value::try_from(&out.defaults) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => defaults_table.clone(),
+        };
         merged.extend(over.clone());
         if let Some(cfg) = c.parse::<CircuitBreakerConfig>(&path, toml::Value::Table(merged)) {
             if let Err(e) = cfg.validate() {
@@ -744,11 +749,13 @@ fn observers(c: &mut Checker<'_>, v: &toml::Value) -> Vec<Observer> {
                                  SMTP settings for email (send email from a webhook receiver, \
                                  or with the library's EmailExecutor)",
                             );
-                        } else if let Err(e) = a.validate() {
-                            let field = e.field.split_once('.').map_or(e.field, |(_, f)| f);
-                            let mut full = apath.to_vec();
-                            full.push(Step::Key(field));
-                            c.problem(&full, e.message.clone());
+                        } else {
+                            for e in a.problems() {
+                                let field = e.field.split_once('.').map_or(e.field, |(_, f)| f);
+                                let mut full = apath.to_vec();
+                                full.push(Step::Key(field));
+                                c.problem(&full, e.message.clone());
+                            }
                         }
                         parsed.push(a);
                     }
@@ -859,6 +866,57 @@ type = "sms"
             "{err}"
         );
         assert!(err.problems[4].message.contains("UPSERT"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_of_one_action_is_reported() {
+        let src = r#"[[observers]]
+name = "o"
+entity_type = "Order"
+event_type = "INSERT"
+[[observers.actions]]
+type = "webhook"
+url = "http://127.0.0.1:9000/h"
+method = "TRACE"
+signing_secret = "whsec_!!!notbase64"
+headers = { Host = "elsewhere" }
+"#;
+        let err = Config::parse(src).unwrap_err();
+        assert_eq!(
+            paths_and_lines(&err),
+            [
+                ("observers[0].actions[0].method", Some(8)),
+                ("observers[0].actions[0].signing_secret", Some(9)),
+                ("observers[0].actions[0].headers", Some(10)),
+            ],
+            "{err}"
+        );
+        assert!(!err.to_string().contains("notbase64"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_default_is_reported_once_not_again_under_each_override() {
+        let src = r#"[circuit_breaker]
+sample_size = "twenty"
+unknown_cb = 1
+[circuit_breaker.endpoints."http://a:1"]
+open_timeout_ms = 1000
+[circuit_breaker.endpoints."http://b:2"]
+failure_threshold = 3.0
+"#;
+        let err = Config::parse(src).unwrap_err();
+        assert_eq!(
+            paths_and_lines(&err),
+            [
+                ("circuit_breaker.sample_size", Some(2)),
+                ("circuit_breaker.unknown_cb", Some(3)),
+                (
+                    "circuit_breaker.endpoints.\"http://b:2\".failure_threshold",
+                    Some(7)
+                ),
+            ],
+            "{err}"
+        );
     }
 
     #[test]

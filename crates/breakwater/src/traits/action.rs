@@ -179,64 +179,141 @@ impl ActionConfig {
         self.validated_endpoint().map(drop)
     }
 
+    /// Every problem [`validate`](Self::validate) would find, not only the
+    /// first: for a configuration checker that reports them all at once.
+    /// Empty when the action is valid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater::traits::{ActionConfig, WebhookAction};
+    ///
+    /// let hook = ActionConfig::Webhook(WebhookAction {
+    ///     url: "https://hooks.example.com/x".into(),
+    ///     method: "TRACE".into(),
+    ///     headers: Default::default(),
+    ///     body_template: None,
+    ///     signing_secret: Some("whsec_short".into()),
+    /// });
+    /// let fields: Vec<&str> = hook.problems().iter().map(|p| p.field).collect();
+    /// assert_eq!(fields, ["webhook.method", "webhook.signing_secret"]);
+    /// assert_eq!(hook.validate().unwrap_err().field, "webhook.method");
+    /// ```
+    pub fn problems(&self) -> Vec<ActionConfigError> {
+        let mut all = Vec::new();
+        self.check(&mut |p| {
+            all.push(p);
+            true
+        });
+        all
+    }
+
     /// [`ActionConfig::validate`], returning [`ActionConfig::endpoint`] from
     /// the same parse of the URL.
     pub(crate) fn validated_endpoint(&self) -> Result<String, ActionConfigError> {
+        let mut first = None;
+        let key = self.check(&mut |p| {
+            first = Some(p);
+            false
+        });
+        match (first, key) {
+            (Some(problem), _) => Err(problem),
+            (None, Some(key)) => Ok(key),
+            // Unreachable: no key is only given with a problem.
+            (None, None) => Ok(self.endpoint()),
+        }
+    }
+
+    /// Runs every check in order, giving each problem to `found`, which
+    /// says whether to go on; returns the endpoint key when the URL is good.
+    fn check(&self, found: &mut dyn FnMut(ActionConfigError) -> bool) -> Option<String> {
+        // Each check's problem, if any; false once `found` says stop.
+        let mut go = |r: Result<(), ActionConfigError>| match r {
+            Ok(()) => true,
+            Err(p) => found(p),
+        };
         match self {
             Self::Webhook(w) => {
-                let key = request_url(&w.url, "webhook.url")?.1.key();
-                webhook_method(&w.method)?;
-                webhook_headers(&w.headers)?;
-                if let Some(t) = &w.body_template {
-                    template::check("webhook.body_template", t)?;
-                }
-                if let Some(secret) = &w.signing_secret {
-                    signing_key(secret)
-                        .map_err(|m| ActionConfigError::new("webhook.signing_secret", m))?;
-                }
-                Ok(key)
+                let key = match request_url(&w.url, "webhook.url") {
+                    Ok((_, url)) => Some(url.key()),
+                    Err(p) => {
+                        if !go(Err(p)) {
+                            return None;
+                        }
+                        None
+                    }
+                };
+                let _ = go(webhook_method(&w.method).map(drop))
+                    && go(webhook_headers(&w.headers).map(drop))
+                    && go(w
+                        .body_template
+                        .as_deref()
+                        .map_or(Ok(()), |t| template::check("webhook.body_template", t)))
+                    && go(w.signing_secret.as_deref().map_or(Ok(()), |secret| {
+                        signing_key(secret)
+                            .map(drop)
+                            .map_err(|m| ActionConfigError::new("webhook.signing_secret", m))
+                    }));
+                key
             }
             Self::Slack(s) => {
-                let key = request_url(&s.webhook_url, "slack.webhook_url")?.1.key();
-                if let Some(t) = &s.message_template {
-                    template::check("slack.message_template", t)?;
-                }
-                Ok(key)
+                let key = match request_url(&s.webhook_url, "slack.webhook_url") {
+                    Ok((_, url)) => Some(url.key()),
+                    Err(p) => {
+                        if !go(Err(p)) {
+                            return None;
+                        }
+                        None
+                    }
+                };
+                let _ = go(s
+                    .message_template
+                    .as_deref()
+                    .map_or(Ok(()), |t| template::check("slack.message_template", t)));
+                key
             }
             Self::Email(e) => {
+                let mut ok = true;
                 if e.to.is_empty() {
-                    return Err(ActionConfigError::new(
+                    ok = go(Err(ActionConfigError::new(
                         "email.to",
                         "needs at least one recipient",
-                    ));
+                    )));
                 }
-                if let Some(bad) = e.to.iter().find(|a| !is_plausible_email(a)) {
-                    return Err(ActionConfigError::new(
-                        "email.to",
-                        format!("{bad:?} is not an email address"),
-                    ));
+                for bad in e.to.iter().filter(|a| !is_plausible_email(a)) {
+                    ok = ok
+                        && go(Err(ActionConfigError::new(
+                            "email.to",
+                            format!("{bad:?} is not an email address"),
+                        )));
                 }
-                if e.subject.trim().is_empty() {
-                    return Err(ActionConfigError::new("email.subject", "must not be empty"));
-                }
-                template::check("email.subject", &e.subject)?;
-                template::check("email.body_template", &e.body_template)?;
-                Ok(self.endpoint())
+                ok = ok
+                    && go(if e.subject.trim().is_empty() {
+                        Err(ActionConfigError::new("email.subject", "must not be empty"))
+                    } else {
+                        template::check("email.subject", &e.subject)
+                    });
+                ok = ok && go(template::check("email.body_template", &e.body_template));
+                ok.then(|| self.endpoint())
             }
             Self::Log(l) => {
-                if !["trace", "debug", "info", "warn", "error"].contains(&l.level.as_str()) {
-                    return Err(ActionConfigError::new(
+                let level_ok =
+                    ["trace", "debug", "info", "warn", "error"].contains(&l.level.as_str());
+                let ok = go(if level_ok {
+                    Ok(())
+                } else {
+                    Err(ActionConfigError::new(
                         "log.level",
                         format!(
                             "must be trace, debug, info, warn or error, got {:?}",
                             l.level
                         ),
-                    ));
-                }
-                if let Some(t) = &l.message_template {
-                    template::check("log.message_template", t)?;
-                }
-                Ok(self.endpoint())
+                    ))
+                }) && go(l
+                    .message_template
+                    .as_deref()
+                    .map_or(Ok(()), |t| template::check("log.message_template", t)));
+                ok.then(|| self.endpoint())
             }
         }
     }
