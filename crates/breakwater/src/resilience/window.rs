@@ -72,6 +72,9 @@ pub(crate) struct Recorded {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     ring: Ring,
+    /// Set (Release) once the window first grew past `ring`: until then a
+    /// call reads `ring` without following the chain.
+    grown: AtomicU8,
     size: AtomicU64,
     /// `u64::MAX / size + 1`: turns `pos % size` into two multiplications
     /// (a division costs tens of cycles, more than the rest of a record).
@@ -104,9 +107,8 @@ impl Ring {
         }
     }
 
-    /// The ring in use: the last one added. One load when the window never
-    /// grew.
-    #[inline]
+    /// The ring in use: the last one added.
+    #[inline(always)]
     fn newest(&self) -> &Ring {
         let mut ring = self;
         while ring.grown.load(Ordering::Acquire) != 0 {
@@ -139,6 +141,7 @@ impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
         Self {
             ring: Ring::new(size),
+            grown: AtomicU8::new(0),
             size: AtomicU64::new(size.max(1) as u64),
             reciprocal: AtomicU64::new(reciprocal(size.max(1) as u64)),
             filled: AtomicU32::new(0),
@@ -149,25 +152,34 @@ impl CountWindow {
 
     /// The number of outcomes the window holds when full.
     pub(crate) fn size(&self) -> usize {
-        self.size.load(Ordering::Relaxed) as usize
+        self.size.load(Ordering::SeqCst) as usize
     }
 
-    /// The ring in use and the slot of the `pos`-th outcome in it.
-    #[inline]
-    fn slot(&self, pos: u64) -> (&Ring, &AtomicU8) {
-        // The index first, then the ring: a window that grows stores its
+    /// The ring in use.
+    #[inline(always)]
+    fn ring(&self) -> &Ring {
+        if self.grown.load(Ordering::Acquire) == 0 {
+            &self.ring
+        } else {
+            self.ring.newest()
+        }
+    }
+
+    /// The slot of the `pos`-th outcome in the ring in use, and its index.
+    #[inline(always)]
+    fn slot(&self, pos: u64) -> (usize, &AtomicU8) {
+        // The length first, then the ring: a window that grows stores its
         // new length only after adding the ring that holds it (Release on
         // both sides), so the ring read here is at least that long.
         let index = self.index(pos);
-        let ring = self.ring.newest();
-        let slots = &ring.slots;
-        // Never out of bounds even if the two loads raced anyway.
-        let index = if index < slots.len() {
-            index
-        } else {
-            index % slots.len()
-        };
-        (ring, &slots[index])
+        let slots = &self.ring().slots;
+        // No call on this path (a call here costs every breaker call the
+        // registers it saves), and never out of bounds even if the loads
+        // above raced anyway.
+        match slots.get(index) {
+            Some(slot) => (index, slot),
+            None => (index, &slots[index % slots.len()]),
+        }
     }
 
     /// Records `outcome` as the `pos`-th outcome. Returns what happened:
@@ -181,28 +193,39 @@ impl CountWindow {
         // below the threshold). In the single total order one of them sees
         // both. On x86 this costs nothing: the read-modify-writes are locked
         // instructions anyway, and SeqCst loads are plain loads.
-        let (ring, slot) = self.slot(pos);
+        let (index, slot) = self.slot(pos);
         if slot.load(Ordering::SeqCst) == outcome {
             return Recorded::default();
         }
         let old = slot.swap(outcome, Ordering::SeqCst);
         self.adjust(old, outcome);
-        if !std::ptr::eq(ring, self.ring.newest()) {
-            // The window grew meanwhile and no longer reads this ring: take
-            // the outcome back, unless the growth's sweep of the old ring
-            // already did. (Had the swap come after that sweep, it read
-            // what the sweep wrote and so sees the new ring here.)
-            if slot
+        // The window was resized meanwhile and no longer reads this slot
+        // (beyond a shorter length, or in a ring a longer window left):
+        // take the outcome back, unless the resize's sweep already did.
+        // (Had the swap come after that sweep, it read what the sweep
+        // wrote, and so sees the new length and ring here.)
+        if (index >= self.size() || self.in_old_ring(slot))
+            && slot
                 .compare_exchange(outcome, EMPTY, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
-            {
-                self.adjust(outcome, EMPTY);
-            }
+        {
+            self.adjust(outcome, EMPTY);
         }
         Recorded {
             wrote: true,
             rise: old == EMPTY || outcome & (FAILURE | SLOW) != 0,
         }
+    }
+
+    /// Whether `slot` is in a ring the window no longer reads.
+    #[inline(always)]
+    fn in_old_ring(&self, slot: &AtomicU8) -> bool {
+        self.grown.load(Ordering::Acquire) != 0
+            && !self
+                .ring()
+                .slots
+                .as_ptr_range()
+                .contains(&std::ptr::from_ref(slot))
     }
 
     /// Takes back an outcome recorded at `pos` that turned out to be stale,
@@ -250,7 +273,7 @@ impl CountWindow {
 
     /// Empties the window.
     pub(crate) fn clear(&self) {
-        Self::clear_ring(self, self.ring.newest());
+        Self::clear_ring(self, self.ring());
     }
 
     fn clear_ring(&self, ring: &Ring) {
@@ -283,23 +306,32 @@ impl CountWindow {
         let size = size.max(1);
         let kept = self.outcomes(next_pos);
         self.clear();
-        let old = self.ring.newest();
+        let old = self.ring();
         if size > old.slots.len() {
             // Before the new length (Release on both): whoever reads the
             // length below also finds this ring.
             old.grow(size);
+            self.grown.store(1, Ordering::Release);
         }
         self.reciprocal
             .store(reciprocal(size as u64), Ordering::Relaxed);
-        self.size.store(size as u64, Ordering::Release);
+        self.size.store(size as u64, Ordering::SeqCst);
         let keep = kept.len().min(size);
         self.replay(&kept[kept.len() - keep..], next_pos);
-        // A call that read the old ring just before the new one was added
-        // may have written to it after it was cleared: take that back, so
-        // that the tallies count only what the ring in use holds (a call
-        // that writes there after this sweep takes its own outcome back).
+        // A call that read the old length or ring just before they changed
+        // may have written, after the clear above, to a slot the window no
+        // longer reads (beyond the new length, or in the old ring): take
+        // that back, so that the tallies count only what the window holds.
+        // A call that writes there after this sweep takes its own outcome
+        // back (see `record`).
+        let in_use = self.ring();
         for ring in self.ring.all() {
-            if !std::ptr::eq(ring, self.ring.newest()) {
+            if std::ptr::eq(ring, in_use) {
+                for slot in &ring.slots[size.min(ring.slots.len())..] {
+                    let old = slot.swap(EMPTY, Ordering::SeqCst);
+                    self.adjust(old, EMPTY);
+                }
+            } else {
                 self.clear_ring(ring);
             }
         }
