@@ -59,6 +59,20 @@ fn open_of(err: &BoxError) -> CircuitOpen {
 
 mod support;
 
+/// Two requests the mock answers with an error: enough to open
+/// [`breaker`]'s breaker.
+async fn fail_twice<S>(svc: &mut S, handle: &mut mock::Handle<&'static str, Response>)
+where
+    S: Service<&'static str, Response = Response, Error = BoxError>,
+{
+    for _ in 0..2 {
+        let fut = svc.ready().await.unwrap().call("req");
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_error(Boom(1));
+        fut.await.unwrap_err();
+    }
+}
+
 use support::{send, send_sync, Boom};
 
 #[tokio::test(start_paused = true)]
@@ -76,12 +90,7 @@ async fn rejections_never_reach_the_inner_service() {
 
     // Opened by failures: the rejection says how long to wait.
     breaker.reset();
-    for _ in 0..2 {
-        let fut = svc.ready().await.unwrap().call("req");
-        let (_, send) = handle.next_request().await.unwrap();
-        send.send_error(Boom(1));
-        fut.await.unwrap_err();
-    }
+    fail_twice(&mut svc, &mut handle).await;
     assert_eq!(breaker.state(), CircuitState::Open);
     tokio::time::advance(Duration::from_millis(400)).await;
     for _ in 0..3 {
@@ -628,12 +637,7 @@ async fn a_call_made_after_the_open_timeout_is_admitted_though_poll_ready_found_
     let breaker = breaker(1);
     let (inner, mut handle) = mock::pair::<&'static str, Response>();
     let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(inner);
-    for _ in 0..2 {
-        let fut = svc.ready().await.unwrap().call("req");
-        let (_, send) = handle.next_request().await.unwrap();
-        send.send_error(Boom(1));
-        fut.await.unwrap_err();
-    }
+    fail_twice(&mut svc, &mut handle).await;
     assert_eq!(breaker.state(), CircuitState::Open);
     // Made ready while Open; the open timeout runs out before the call.
     svc.ready().await.unwrap();

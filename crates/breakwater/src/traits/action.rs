@@ -234,16 +234,9 @@ impl ActionConfig {
         };
         match self {
             Self::Webhook(w) => {
-                let key = match request_url(&w.url, "webhook.url") {
-                    Ok((_, url)) => Some(url.key()),
-                    Err(p) => {
-                        if !go(Err(p)) {
-                            return None;
-                        }
-                        None
-                    }
-                };
-                let _ = go(webhook_method(&w.method).map(drop))
+                let (key, on) = url_key(&w.url, "webhook.url", &mut go);
+                let _ = on
+                    && go(webhook_method(&w.method).map(drop))
                     && go(webhook_headers(&w.headers).map(drop))
                     && go(w
                         .body_template
@@ -257,19 +250,12 @@ impl ActionConfig {
                 key
             }
             Self::Slack(s) => {
-                let key = match request_url(&s.webhook_url, "slack.webhook_url") {
-                    Ok((_, url)) => Some(url.key()),
-                    Err(p) => {
-                        if !go(Err(p)) {
-                            return None;
-                        }
-                        None
-                    }
-                };
-                let _ = go(s
-                    .message_template
-                    .as_deref()
-                    .map_or(Ok(()), |t| template::check("slack.message_template", t)));
+                let (key, on) = url_key(&s.webhook_url, "slack.webhook_url", &mut go);
+                let _ = on
+                    && go(s
+                        .message_template
+                        .as_deref()
+                        .map_or(Ok(()), |t| template::check("slack.message_template", t)));
                 key
             }
             Self::Email(e) => {
@@ -316,6 +302,19 @@ impl ActionConfig {
                 ok.then(|| self.endpoint())
             }
         }
+    }
+}
+
+/// The endpoint key of a good `url`, or its problem given to `go`; and
+/// whether to go on checking.
+fn url_key(
+    url: &str,
+    field: &'static str,
+    go: &mut impl FnMut(Result<(), ActionConfigError>) -> bool,
+) -> (Option<String>, bool) {
+    match request_url(url, field) {
+        Ok((_, url)) => (Some(url.key()), true),
+        Err(p) => (None, go(Err(p))),
     }
 }
 
