@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breakwater::traits::{ActionExecutor, ActionResult, Error};
-use breakwater::CircuitState;
 
 use super::schedule::{self, AfterFailure};
 use super::{unix_ms, Engine, Lane};
@@ -68,16 +67,6 @@ pub(crate) fn classify(result: Result<ActionResult, Error>) -> Outcome {
 }
 
 impl Engine {
-    /// Whether `endpoint`'s breaker is Open. (A refusal with no
-    /// `retry_after` from an Open breaker means it was forced open; a
-    /// HalfOpen breaker with every probe slot busy gives no wait either.)
-    pub(super) fn is_open(&self, endpoint: &str) -> bool {
-        self.inner
-            .breakers
-            .get(endpoint)
-            .is_some_and(|b| b.state() == CircuitState::Open)
-    }
-
     /// Keeps `action`, refused by a forced-open breaker (Open with no wait
     /// to advise: an operator forced it), with no timer and no retry until
     /// the breaker leaves Open; the transition then wakes it
@@ -162,7 +151,7 @@ impl Engine {
                         0,
                     );
                 }
-                if retry_after.is_none() && self.is_open(&lane.endpoint) {
+                if self.forced_open(&lane.endpoint) {
                     self.wait_for_release(lane, action);
                 } else {
                     self.later(action, wait);

@@ -685,7 +685,8 @@ impl Engine {
     }
 
     /// Whether `endpoint`'s breaker is held Open by an operator: Open with
-    /// no end it could advise.
+    /// no end it could advise. (A HalfOpen breaker with every probe slot
+    /// busy advises no wait either, but is not Open.)
     fn forced_open(&self, endpoint: &str) -> bool {
         self.inner
             .breakers
@@ -752,7 +753,7 @@ impl Engine {
     /// Queues again the actions that waited for `lane`'s forced-open breaker,
     /// once it is no longer Open.
     fn wake_released(&self, lane: &Lane) {
-        if self.is_open(&lane.endpoint) {
+        if self.forced_open(&lane.endpoint) {
             return;
         }
         let waiting = std::mem::take(

@@ -366,41 +366,45 @@ fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
     }
 }
 
-/// The statement of each kind of [`Update`], in the order of
-/// [`update_kind`].
-const UPDATE_SQL: [&str; 9] = [
-    "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
-     last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1",
-    "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
-     last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1",
-    "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
-     WHERE id = ?1 AND status IN ('pending', 'parked')",
-    "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
-     last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1",
-    "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1",
-    "UPDATE actions SET claimed = 0, updated_at = ?2
-     WHERE id = ?1 AND status IN ('pending', 'parked')",
-    "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
-     ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot",
-    "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
-     ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
-     disabled_reason = excluded.disabled_reason",
-    "UPDATE actions SET status = 'held', claimed = 0, attempts = ?2, last_error = ?3,
-     last_status = 410, updated_at = ?4 WHERE id = ?1",
-];
-
-/// Where `u`'s statement is in [`UPDATE_SQL`].
-fn update_kind(u: &Update) -> usize {
+/// The statement of `u`'s kind.
+fn update_sql(u: &Update) -> &'static str {
     match u {
-        Update::Delivered { .. } => 0,
-        Update::Retry { .. } => 1,
-        Update::Parked { .. } => 2,
-        Update::DeadLetter { .. } => 3,
-        Update::Held { gone: None, .. } => 4,
-        Update::Held { gone: Some(_), .. } => 8,
-        Update::Released { .. } => 5,
-        Update::Snapshot { .. } => 6,
-        Update::EndpointDisabled { .. } => 7,
+        Update::Delivered { .. } => {
+            "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
+             last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1"
+        }
+        Update::Retry { .. } => {
+            "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
+             last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1"
+        }
+        Update::Parked { .. } => {
+            "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
+             WHERE id = ?1 AND status IN ('pending', 'parked')"
+        }
+        Update::DeadLetter { .. } => {
+            "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
+             last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1"
+        }
+        Update::Held { gone: None, .. } => {
+            "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1"
+        }
+        Update::Held { gone: Some(_), .. } => {
+            "UPDATE actions SET status = 'held', claimed = 0, attempts = ?2, last_error = ?3,
+             last_status = 410, updated_at = ?4 WHERE id = ?1"
+        }
+        Update::Released { .. } => {
+            "UPDATE actions SET claimed = 0, updated_at = ?2
+             WHERE id = ?1 AND status IN ('pending', 'parked')"
+        }
+        Update::Snapshot { .. } => {
+            "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
+             ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot"
+        }
+        Update::EndpointDisabled { .. } => {
+            "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
+             disabled_reason = excluded.disabled_reason"
+        }
     }
 }
 
@@ -409,14 +413,18 @@ fn update_kind(u: &Update) -> usize {
 /// every time.
 fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Result<()> {
     let now = now_ms();
-    let mut prepared: [Option<rusqlite::CachedStatement<'_>>; UPDATE_SQL.len()] =
-        Default::default();
+    // A few kinds at most: found by the statement's address.
+    let mut prepared: Vec<(&'static str, rusqlite::CachedStatement<'_>)> = Vec::new();
     for u in updates {
-        let kind = update_kind(u);
-        let stmt = match &mut prepared[kind] {
-            Some(stmt) => stmt,
-            slot => slot.insert(t.prepare_cached(UPDATE_SQL[kind])?),
+        let sql = update_sql(u);
+        let at = match prepared.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
+            Some(at) => at,
+            None => {
+                prepared.push((sql, t.prepare_cached(sql)?));
+                prepared.len() - 1
+            }
         };
+        let stmt = &mut prepared[at].1;
         match u {
             Update::Delivered {
                 id,

@@ -169,13 +169,10 @@ pub struct CircuitBreakerService<S, C = AllErrors> {
     inner: S,
     breaker: Arc<CircuitBreaker>,
     classify: C,
-    /// Set by a `poll_ready` that found the breaker refusing (and so did not
-    /// wait for the inner service): the next `call` is a rejection, unless
-    /// the inner service was ready all the same and the breaker admits the
-    /// call by then.
+    /// Set by a `poll_ready` that found the breaker refusing and the inner
+    /// service not ready (and so did not wait for it): the next `call` is a
+    /// rejection.
     refusing: bool,
-    /// Whether the inner service answered ready to the last `poll_ready`.
-    inner_ready: bool,
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
@@ -186,7 +183,6 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
             refusing: false,
-            inner_ready: false,
         }
     }
 }
@@ -199,7 +195,6 @@ impl<S> CircuitBreakerService<S> {
             breaker,
             classify: AllErrors,
             refusing: false,
-            inner_ready: false,
         }
     }
 }
@@ -212,7 +207,6 @@ impl<S, C> CircuitBreakerService<S, C> {
             breaker: self.breaker,
             classify,
             refusing: self.refusing,
-            inner_ready: self.inner_ready,
         }
     }
 
@@ -258,27 +252,23 @@ where
         // goes through as the breaker decides then.
         match self.breaker.peek_refusal() {
             Some(_) => {
-                self.refusing = true;
-                self.inner_ready = match self.inner.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => true,
+                self.refusing = match self.inner.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => false,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                    Poll::Pending => false,
+                    Poll::Pending => true,
                 };
                 Poll::Ready(Ok(()))
             }
             None => {
                 self.refusing = false;
-                let ready = self.inner.poll_ready(cx).map_err(Into::into);
-                self.inner_ready = matches!(ready, Poll::Ready(Ok(())));
-                ready
+                self.inner.poll_ready(cx).map_err(Into::into)
             }
         }
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let inner_ready = std::mem::take(&mut self.inner_ready);
-        if std::mem::take(&mut self.refusing) && !inner_ready {
+        if std::mem::take(&mut self.refusing) {
             // Decided by `poll_ready`: the inner service was not made ready
             // and must not be called. The wait is the breaker's current
             // advice (zero if it has let probes through since).
