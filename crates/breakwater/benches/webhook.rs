@@ -20,9 +20,10 @@
 //!
 //! After the run it prints each executor time divided by `bare_reqwest`'s,
 //! from criterion's medians, and then from a paired run: requests of the
-//! four kinds, and a fifth (a client with the executor's settings: connect
-//! and total timeouts, a user agent, sending the three headers) that shows
-//! what those settings cost, taken in turn, each timed alone, the order rotating every
+//! four kinds, and a fifth (a client with the executor's limits set on
+//! reqwest: connect and total timeouts, a user agent, sending the three
+//! headers) that shows what those limits cost the usual way (the executor
+//! keeps its total timeout itself, one timer a request), taken in turn, each timed alone, the order rotating every
 //! round, so that a load that changes during the run weighs on all alike;
 //! the medians of each kind and their ratios are printed. Every kind gets new
 //! connections every 500 rounds (a request's time depends on its
@@ -83,7 +84,8 @@ struct Setup {
     event: EntityEvent,
     body: Vec<u8>,
     bare: reqwest::Client,
-    /// A client with the executor's settings (timeouts, user agent).
+    /// A client with the executor's limits set on reqwest (timeouts, user
+    /// agent).
     configured: reqwest::Client,
     executor: WebhookExecutor,
     signed: ActionConfig,

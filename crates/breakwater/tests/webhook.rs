@@ -542,6 +542,20 @@ async fn every_status_class_and_loopback_transport_error_is_classified() {
         drop(socket);
     })
     .await;
+    // Answers, then stalls in the middle of the body: the total timeout
+    // covers the read of the answer too.
+    let stalls = |head: &'static [u8]| {
+        raw_server(move |mut socket| async move {
+            let _ = socket.write_all(head).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        })
+    };
+    let stalls_2xx = stalls(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart").await;
+    let stalls_503 = stalls(
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\npart",
+    )
+    .await;
     let (_plain, plain) = Receiver::start([]).await;
     let transport: Vec<(&str, String, Kind)> = vec![
         (
@@ -563,6 +577,16 @@ async fn every_status_class_and_loopback_transport_error_is_classified() {
             "closes mid-response",
             format!("http://{cut_off}/"),
             Kind::Transient(None),
+        ),
+        (
+            "a 2xx whose body stalls",
+            format!("http://{stalls_2xx}/"),
+            Kind::Timeout(Duration::from_millis(300)),
+        ),
+        (
+            "a 503 whose body stalls: the status decides",
+            format!("http://{stalls_503}/"),
+            Kind::Transient(Some(Duration::from_secs(7))),
         ),
         (
             "TLS to a plain HTTP server",

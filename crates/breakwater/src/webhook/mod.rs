@@ -193,7 +193,9 @@ impl WebhookExecutorBuilder {
         }
         let client = reqwest::Client::builder()
             .connect_timeout(l.connect_timeout)
-            .timeout(l.timeout)
+            // The total timeout is `send`'s: one timer for the request and
+            // the read of its answer, rather than reqwest's boxed one that
+            // moves into the response and is polled for every body frame.
             .redirect(reqwest::redirect::Policy::none())
             // Attempts are the caller's to repeat (with its backoff and
             // breaker), never the client's. Zero retries also spares
@@ -367,12 +369,25 @@ impl WebhookExecutor {
         let mut request = reqwest::Request::new(method, url);
         *request.headers_mut() = headers;
         *request.body_mut() = Some(body.into());
-        let mut response = self.client.execute(request).await.map_err(transport)?;
+        // One timer for the request and the read of its answer.
+        let deadline = tokio::time::sleep(l.timeout);
+        tokio::pin!(deadline);
+        let mut response = tokio::select! {
+            biased;
+            sent = self.client.execute(request) => sent.map_err(transport)?,
+            () = &mut deadline => return Err(Error::Timeout(l.timeout)),
+        };
         let status = response.status();
         let mut taken = Vec::new();
-        let read = read_capped(&mut response, l.max_response_bytes, &mut taken).await;
+        let read = tokio::select! {
+            biased;
+            read = read_capped(&mut response, l.max_response_bytes, &mut taken) => {
+                read.map_err(transport)
+            }
+            () = &mut deadline => Err(Error::Timeout(l.timeout)),
+        };
         if status.is_success() {
-            read.map_err(transport)?;
+            read?;
             return Ok(Delivered {
                 status,
                 body: taken,
