@@ -286,6 +286,16 @@ async fn a_caller_can_give_its_own_message_id() {
     let seen = &receiver.seen()[0];
     assert_eq!(seen.headers["webhook-id"], "msg_delivery_17");
     assert_eq!(&seen.body[..], br#"{"order": 42}"#);
+
+    // An id that cannot be a header value is the caller's mistake: refused
+    // for good, and nothing is sent.
+    let refused = executor()
+        .execute_with_id(&event(), &action, "msg_1\r\nx-injected: 1")
+        .await
+        .unwrap_err();
+    assert!(refused.is_permanent(), "{refused:?}");
+    assert!(refused.to_string().contains("message id"), "{refused}");
+    assert_eq!(receiver.seen().len(), 1);
 }
 
 /// An executor keeps what it parsed of an action (URL, headers, template,

@@ -347,18 +347,28 @@ impl WebhookExecutor {
             const ID: HeaderName = HeaderName::from_static(signing::ID_HEADER);
             const TIMESTAMP: HeaderName = HeaderName::from_static(signing::TIMESTAMP_HEADER);
             const SIGNATURE: HeaderName = HeaderName::from_static(signing::SIGNATURE_HEADER);
-            let id_value = HeaderValue::from_str(id).map_err(|_| {
-                Error::permanent(format!("the message id {id:?} is not a valid header value"))
-            })?;
+            // The three values in one buffer, shared by the three headers:
+            // reqwest copies the header map for every request, and a value
+            // of its own would cost an allocation there too.
             let timestamp = unix_seconds(SystemTime::now());
-            let signature = key.sign(id, timestamp, &body);
+            let mut values = Vec::with_capacity(id.len() + 20 + signing::SIGNATURE_LEN);
+            values.extend_from_slice(id.as_bytes());
+            let id_end = values.len();
+            values.extend_from_slice(itoa::Buffer::new().format(timestamp).as_bytes());
+            let timestamp_end = values.len();
+            key.sign_into(id, timestamp, &body, &mut values);
+            let values = bytes::Bytes::from(values);
+            let id_value =
+                HeaderValue::from_maybe_shared(values.slice(..id_end)).map_err(|_| {
+                    Error::permanent(format!("the message id {id:?} is not a valid header value"))
+                })?;
+            let value = |bytes| {
+                HeaderValue::from_maybe_shared(bytes)
+                    .map_err(|_| Error::permanent("the signature is not a valid header value"))
+            };
             headers.insert(ID, id_value);
-            headers.insert(TIMESTAMP, HeaderValue::from(timestamp));
-            headers.insert(
-                SIGNATURE,
-                HeaderValue::from_str(&signature)
-                    .map_err(|_| Error::permanent("the signature is not a valid header value"))?,
-            );
+            headers.insert(TIMESTAMP, value(values.slice(id_end..timestamp_end))?);
+            headers.insert(SIGNATURE, value(values.slice(timestamp_end..))?);
         }
         let l = self.limits;
         let transport = |e: reqwest::Error| {

@@ -61,6 +61,10 @@ impl PartialEq for SigningKey {
 
 impl Eq for SigningKey {}
 
+/// The length of a `webhook-signature` value: `v1,` and a 32-byte tag in
+/// base64.
+pub(crate) const SIGNATURE_LEN: usize = 3 + 44;
+
 impl SigningKey {
     /// Decodes a secret: `whsec_` (optional) followed by the base64 of at
     /// least 16 bytes.
@@ -92,12 +96,23 @@ impl SigningKey {
 
     /// The `webhook-signature` value for one attempt: `v1,<base64>`.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let tag = self.mac(id, timestamp, body).finalize().into_bytes();
         // "v1," and the 44 characters of a 32-byte tag in base64.
-        let mut signature = String::with_capacity(47);
-        signature.push_str("v1,");
-        BASE64.encode_string(tag, &mut signature);
-        signature
+        let mut signature = Vec::with_capacity(SIGNATURE_LEN);
+        self.sign_into(id, timestamp, body, &mut signature);
+        String::from_utf8(signature).expect("base64 is ASCII")
+    }
+
+    /// Appends the `webhook-signature` value, [`SIGNATURE_LEN`] bytes, to
+    /// `out`.
+    pub(crate) fn sign_into(&self, id: &str, timestamp: i64, body: &[u8], out: &mut Vec<u8>) {
+        let tag = self.mac(id, timestamp, body).finalize().into_bytes();
+        out.extend_from_slice(b"v1,");
+        let start = out.len();
+        out.resize(start + SIGNATURE_LEN - 3, 0);
+        let written = BASE64
+            .encode_slice(tag, &mut out[start..])
+            .expect("44 bytes hold a 32-byte tag in base64");
+        debug_assert_eq!(written, SIGNATURE_LEN - 3);
     }
 
     /// Whether `header` (one or more space-separated `v1,<base64>`
