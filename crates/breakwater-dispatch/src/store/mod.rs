@@ -129,6 +129,12 @@ impl NewAction {
     pub fn json(&self) -> &str {
         &self.json
     }
+
+    /// The shared observer name and JSON: clones of one configured action
+    /// share them, so a store can know an action it has seen by address.
+    pub(crate) fn shared(&self) -> (&Arc<str>, &Arc<str>) {
+        (&self.observer, &self.json)
+    }
 }
 
 /// One event to store, with the actions its observers ask for.

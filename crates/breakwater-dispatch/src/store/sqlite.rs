@@ -9,6 +9,7 @@
 //! after its commit, so what was answered survives a process kill (the WAL
 //! is in the OS) and a power loss (the WAL was fsynced).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -20,7 +21,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    ActionId, ActionRecord, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent,
+    ActionId, ActionRecord, ActionStatus, DeadLetter, EventRecord, Inserted, NewAction, NewEvent,
     PendingAction, Store, StoreError, StoreResult, Update,
 };
 
@@ -28,7 +29,7 @@ use super::{
 const MAX_BATCH: usize = 1024;
 
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Transaction<'_>) -> Done + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>, &mut SpecIds) -> Done + Send>;
 
 /// SQLite storage (see the [module docs](self)).
 pub struct SqliteStore {
@@ -44,8 +45,12 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 /// The schema's version, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
+/// Version 4. An action row points at its observer and action, kept once in
+/// `action_specs`, rather than holding their text: a configured action is
+/// the same for every event, and its text was a third of what storing an
+/// event wrote.
 /// Version 3. Every index but the event ids' grows at its end: actions point
 /// at their event by its sequence number, not by its random id, so that
 /// storing an event touches one page at a random place rather than two.
@@ -65,13 +70,18 @@ CREATE TABLE IF NOT EXISTS events (
     accepted_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);
-CREATE TABLE IF NOT EXISTS actions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event INTEGER NOT NULL REFERENCES events(seq),
+CREATE TABLE IF NOT EXISTS action_specs (
+    id INTEGER PRIMARY KEY,
     observer TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     action_type TEXT NOT NULL,
     action TEXT NOT NULL,
+    UNIQUE (observer, endpoint, action_type, action)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event INTEGER NOT NULL REFERENCES events(seq),
+    spec INTEGER NOT NULL REFERENCES action_specs(id),
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before INTEGER,
@@ -104,22 +114,23 @@ ORDER BY e.accepted_at LIMIT ?2";
 /// The oldest pending and parked actions not claimed, at most `?1`, with
 /// their events.
 const CLAIM_QUERY: &str = "
-SELECT a.id, a.observer, a.endpoint, a.action, a.attempts, a.not_before,
+SELECT a.id, s.observer, s.endpoint, s.action, a.attempts, a.not_before,
        a.accepted_at, a.status, e.body
-FROM actions a JOIN events e ON e.seq = a.event
+FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
 WHERE a.status <> 'delivered' AND a.status IN ('pending', 'parked') AND a.claimed = 0
 ORDER BY a.id LIMIT ?1";
 
 /// Makes the actions held for endpoint `?1` pending again, at time `?2`.
 const RELEASE_HELD_QUERY: &str = "
 UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL, updated_at = ?2
-WHERE status <> 'delivered' AND status = 'held' AND endpoint = ?1";
+WHERE status <> 'delivered' AND status = 'held'
+  AND spec IN (SELECT id FROM action_specs WHERE endpoint = ?1)";
 
 /// The first `?1` dead-lettered actions.
 const DEAD_LETTERS_QUERY: &str = "
-SELECT a.id, e.id AS event_id, a.observer, a.action_type, a.endpoint, a.status,
+SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
        a.attempts, a.not_before, a.last_error, a.last_status
-FROM actions a JOIN events e ON e.seq = a.event
+FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
 WHERE a.status <> 'delivered' AND a.status = 'dead_lettered'
 ORDER BY a.id LIMIT ?1";
 
@@ -137,18 +148,51 @@ DROP INDEX IF EXISTS actions_by_status;
 DROP INDEX IF EXISTS actions_by_event;
 ";
 
-/// Copies version 0's rows into version 1's tables (created in between).
-const COPY_0_TO_1: &str = "
+/// Copies version 0's rows into the current tables (created in between).
+const COPY_0: &str = "
 INSERT INTO events (seq, id, body, accepted_at)
     SELECT rowid, id, body, accepted_at FROM events_v0 ORDER BY rowid;
-INSERT INTO actions (id, event, observer, endpoint, action_type, action, status, attempts,
-                     not_before, last_error, last_status, claimed, accepted_at, updated_at)
-    SELECT a.id, e.rowid, a.observer, a.endpoint, a.action_type, a.action, a.status,
-           a.attempts, a.not_before, a.last_error, a.last_status, a.claimed, a.accepted_at,
-           a.updated_at
-    FROM actions_v0 a JOIN events_v0 e ON e.id = a.event_id ORDER BY a.id;
+INSERT INTO action_specs (observer, endpoint, action_type, action)
+    SELECT observer, endpoint, action_type, action FROM actions_v0
+    GROUP BY observer, endpoint, action_type, action ORDER BY MIN(id);
+INSERT INTO actions (id, event, spec, status, attempts, not_before, last_error, last_status,
+                     claimed, accepted_at, updated_at)
+    SELECT a.id, e.rowid, s.id, a.status, a.attempts, a.not_before, a.last_error,
+           a.last_status, a.claimed, a.accepted_at, a.updated_at
+    FROM actions_v0 a JOIN events_v0 e ON e.id = a.event_id
+    JOIN action_specs s ON s.observer = a.observer AND s.endpoint = a.endpoint
+        AND s.action_type = a.action_type AND s.action = a.action
+    ORDER BY a.id;
 DROP TABLE actions_v0;
 DROP TABLE events_v0;
+";
+
+/// From versions 1 to 3 (each action row held its observer and action) to
+/// version 4, in one transaction with [`COPY_3`].
+const MIGRATE_3_TO_4: &str = "
+ALTER TABLE actions RENAME TO actions_v3;
+DROP INDEX IF EXISTS actions_by_status;
+DROP INDEX IF EXISTS actions_by_event;
+";
+
+/// Copies version 3's actions into version 4's tables (created in
+/// between), ids and the id sequence included.
+const COPY_3: &str = "
+INSERT INTO action_specs (observer, endpoint, action_type, action)
+    SELECT observer, endpoint, action_type, action FROM actions_v3
+    GROUP BY observer, endpoint, action_type, action ORDER BY MIN(id);
+INSERT INTO actions (id, event, spec, status, attempts, not_before, last_error, last_status,
+                     claimed, accepted_at, updated_at)
+    SELECT a.id, a.event, s.id, a.status, a.attempts, a.not_before, a.last_error,
+           a.last_status, a.claimed, a.accepted_at, a.updated_at
+    FROM actions_v3 a
+    JOIN action_specs s ON s.observer = a.observer AND s.endpoint = a.endpoint
+        AND s.action_type = a.action_type AND s.action = a.action
+    ORDER BY a.id;
+DELETE FROM sqlite_sequence WHERE name = 'actions';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'actions', seq FROM sqlite_sequence WHERE name = 'actions_v3';
+DROP TABLE actions_v3;
 ";
 
 /// Creates the schema, or brings an older one up to date.
@@ -170,10 +214,20 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         [],
         |r| r.get(0),
     )?;
+    // Versions 1 to 3 kept each action's observer and action in its row.
+    let text_actions: bool = t.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('actions') WHERE name = 'observer')",
+        [],
+        |r| r.get(0),
+    )?;
     if old_events {
         t.execute_batch(MIGRATE_0_TO_1)?;
         t.execute_batch(SCHEMA)?;
-        t.execute_batch(COPY_0_TO_1)?;
+        t.execute_batch(COPY_0)?;
+    } else if text_actions {
+        t.execute_batch(MIGRATE_3_TO_4)?;
+        t.execute_batch(SCHEMA)?;
+        t.execute_batch(COPY_3)?;
     } else {
         if version < 3 {
             t.execute_batch("DROP INDEX IF EXISTS actions_by_status;")?;
@@ -243,9 +297,17 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.write_with_specs(move |t, _| f(t)).await
+    }
+
+    /// [`write`](Self::write), with the writer's [`SpecIds`].
+    async fn write_with_specs<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut SpecIds) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |t| {
-            let result = f(t);
+        let job: Job = Box::new(move |t, specs| {
+            let result = f(t, specs);
             Box::new(move |committed: Result<(), String>| {
                 let out = match (result, committed) {
                     (Ok(v), Ok(())) => Ok(v),
@@ -280,7 +342,78 @@ impl SqliteStore {
     }
 }
 
+/// The most action specs [`SpecIds`] remembers; past it, it starts again.
+const MAX_SPECS: usize = 4096;
+
+/// The `action_specs` ids of the actions the writer has stored, known by the
+/// address of their shared observer name and JSON ([`NewAction::shared`]):
+/// the engine makes each configured action once and clones it for every
+/// event, so after its first event an action's spec costs a hash lookup,
+/// not a query comparing its text.
+///
+/// It holds a clone of both, so no other text can take their address while
+/// it remembers them. An action made anew for every event (as callers of
+/// [`NewAction::new`] may) is looked up by its text each time, and a spec
+/// is found, not stored twice.
+///
+/// [`NewAction::shared`]: super::NewAction
+#[derive(Default)]
+struct SpecIds {
+    by_address: HashMap<(usize, usize), KnownSpec>,
+}
+
+/// A spec's id, and the texts whose addresses name it, held.
+struct KnownSpec {
+    id: i64,
+    _held: (Arc<str>, Arc<str>),
+}
+
+impl SpecIds {
+    /// The id of `action`'s spec, stored first if it is new.
+    fn id(&mut self, t: &Transaction<'_>, action: &NewAction) -> rusqlite::Result<i64> {
+        let (observer, json) = action.shared();
+        let key = (
+            Arc::as_ptr(observer).cast::<u8>() as usize,
+            Arc::as_ptr(json).cast::<u8>() as usize,
+        );
+        if let Some(known) = self.by_address.get(&key) {
+            return Ok(known.id);
+        }
+        let text = params![
+            action.observer(),
+            action.endpoint(),
+            action.action().action_type(),
+            action.json()
+        ];
+        let found: Option<i64> = t
+            .prepare_cached(
+                "SELECT id FROM action_specs
+                 WHERE observer = ?1 AND endpoint = ?2 AND action_type = ?3 AND action = ?4",
+            )?
+            .query_row(text, |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                t.prepare_cached(
+                    "INSERT INTO action_specs (observer, endpoint, action_type, action)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(text)?;
+                t.last_insert_rowid()
+            }
+        };
+        if self.by_address.len() >= MAX_SPECS {
+            self.by_address.clear();
+        }
+        let held = (observer.clone(), json.clone());
+        self.by_address.insert(key, KnownSpec { id, _held: held });
+        Ok(id)
+    }
+}
+
 fn writer(conn: &mut Connection, rx: &mpsc::Receiver<Job>) {
+    let mut specs = SpecIds::default();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -296,10 +429,12 @@ fn writer(conn: &mut Connection, rx: &mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        let done: Vec<Done> = jobs.into_iter().map(|j| j(&tx)).collect();
+        let done: Vec<Done> = jobs.into_iter().map(|j| j(&tx, &mut specs)).collect();
         let committed = tx.commit().map_err(|e| e.to_string());
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
+            // Specs stored in the lost transaction are gone with it.
+            specs = SpecIds::default();
         }
         for d in done {
             d(committed.clone());
@@ -466,7 +601,7 @@ fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Result<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
-        self.write(move |t| {
+        self.write_with_specs(move |t, specs| {
             let now = now_ms();
             let mut out = Vec::with_capacity(events.len());
             // Prepared once a batch: a statement taken from the cache by its
@@ -476,9 +611,9 @@ impl Store for SqliteStore {
                  ON CONFLICT(id) DO NOTHING",
             )?;
             let mut insert_action = t.prepare_cached(
-                "INSERT INTO actions (event, observer, endpoint, action_type, action,
-                 status, not_before, claimed, accepted_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+                "INSERT INTO actions (event, spec, status, not_before, claimed, accepted_at,
+                 updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
             )?;
             for NewEvent { event, actions } in events {
                 let body = serde_json::to_string(&event).unwrap_or_default();
@@ -500,10 +635,7 @@ impl Store for SqliteStore {
                 for a in actions {
                     insert_action.execute(params![
                         seq,
-                        a.observer(),
-                        a.endpoint(),
-                        a.action().action_type(),
-                        a.json(),
+                        specs.id(t, &a)?,
                         if a.parked_until_ms().is_some() {
                             "parked"
                         } else {
@@ -580,9 +712,10 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             let mut stmt = c.prepare_cached(
-                "SELECT a.id, e.id AS event_id, a.observer, a.action_type, a.endpoint, a.status,
+                "SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
                         a.attempts, a.not_before, a.last_error, a.last_status
                  FROM actions a JOIN events e ON e.seq = a.event
+                 JOIN action_specs s ON s.id = a.spec
                  WHERE a.event = ?1 ORDER BY a.id",
             )?;
             let actions = stmt
@@ -702,7 +835,6 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewAction;
     use breakwater::traits::{EventKind, LogAction};
 
     fn event() -> EntityEvent {
@@ -1186,6 +1318,220 @@ mod tests {
             )
             .unwrap();
         assert_eq!(old, 0, "the old tables are gone");
+    }
+
+    fn spec_rows(path: &Path) -> Vec<(i64, String, String)> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare("SELECT id, observer, endpoint FROM action_specs ORDER BY id")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows
+    }
+
+    #[tokio::test]
+    async fn an_action_is_stored_once_as_a_spec_however_it_was_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("specs.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let shared = log_action();
+        let webhook = |url: &str| {
+            NewAction::new(
+                "hooks",
+                serde_json::from_value(serde_json::json!({"type": "webhook", "url": url})).unwrap(),
+            )
+        };
+        // Clones of one action, the same action made anew, another observer
+        // and two endpoints.
+        let mut inserted = Vec::new();
+        for actions in [
+            vec![shared.clone(), shared.clone()],
+            vec![log_action(), webhook("http://127.0.0.1:9/a")],
+            vec![
+                NewAction::new("other", shared.action().as_ref().clone()),
+                webhook("http://127.0.0.1:9/a"),
+                webhook("http://127.0.0.1:9/b"),
+            ],
+        ] {
+            let e = event();
+            store
+                .insert(vec![NewEvent {
+                    event: e.clone(),
+                    actions,
+                }])
+                .await
+                .unwrap();
+            inserted.push(e.id);
+        }
+        let rec = store.event(inserted[2]).await.unwrap().unwrap();
+        let seen: Vec<_> = rec
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.observer.as_str(),
+                    a.action_type.as_str(),
+                    a.endpoint.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("other", "log", "log"),
+                ("hooks", "webhook", "http://127.0.0.1:9"),
+                ("hooks", "webhook", "http://127.0.0.1:9"),
+            ]
+        );
+        store.close().await;
+        let specs: Vec<_> = spec_rows(&path)
+            .into_iter()
+            .map(|(_, o, e)| format!("{o} {e}"))
+            .collect();
+        assert_eq!(
+            specs,
+            vec![
+                "o log",
+                "hooks http://127.0.0.1:9",
+                "other log",
+                "hooks http://127.0.0.1:9",
+            ],
+            "one row for each distinct observer and action"
+        );
+        // Reopened: a known action finds its row again.
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .insert(vec![NewEvent {
+                event: event(),
+                actions: vec![log_action(), webhook("http://127.0.0.1:9/b")],
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+        assert_eq!(spec_rows(&path).len(), 4);
+    }
+
+    /// Versions 1 to 3: each action row held its observer and action.
+    const SCHEMA_V3: &str = "
+        CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+            body TEXT NOT NULL, accepted_at INTEGER NOT NULL);
+        CREATE INDEX events_by_time ON events(accepted_at);
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event INTEGER NOT NULL REFERENCES events(seq),
+            observer TEXT NOT NULL, endpoint TEXT NOT NULL, action_type TEXT NOT NULL,
+            action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            not_before INTEGER, last_error TEXT, last_status INTEGER,
+            claimed INTEGER NOT NULL DEFAULT 0, accepted_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL);
+        CREATE INDEX actions_by_status ON actions(status, claimed, id)
+            WHERE status <> 'delivered';
+        CREATE INDEX actions_by_event ON actions(event);
+        CREATE TABLE endpoints (endpoint TEXT PRIMARY KEY, snapshot TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0, disabled_reason TEXT);
+        PRAGMA user_version = 3;
+    ";
+
+    #[tokio::test]
+    async fn a_version_3_database_keeps_every_action_its_ids_and_their_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let (a, b) = (event(), event());
+        let log = serde_json::to_string(log_action().action().as_ref()).unwrap();
+        let hook = r#"{"type":"webhook","url":"http://127.0.0.1:9/x"}"#;
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V3).unwrap();
+            for (seq, e) in [(1, &a), (2, &b)] {
+                c.execute(
+                    "INSERT INTO events VALUES (?1, ?2, ?3, 1000)",
+                    params![seq, e.id.to_string(), serde_json::to_string(e).unwrap()],
+                )
+                .unwrap();
+            }
+            for (id, event, endpoint, action, status) in [
+                (1, 1, "log", log.as_str(), "delivered"),
+                (2, 1, "http://127.0.0.1:9", hook, "held"),
+                (3, 2, "log", log.as_str(), "pending"),
+                (4, 2, "http://127.0.0.1:9", hook, "dead_lettered"),
+                (5, 2, "log", log.as_str(), "pending"),
+            ] {
+                let kind = if endpoint == "log" { "log" } else { "webhook" };
+                c.execute(
+                    "INSERT INTO actions (id, event, observer, endpoint, action_type, action,
+                     status, attempts, last_error, accepted_at, updated_at)
+                     VALUES (?1, ?2, 'o', ?3, ?4, ?5, ?6, 2, 'boom', 1000, 1000)",
+                    params![id, event, endpoint, kind, action, status],
+                )
+                .unwrap();
+            }
+            // The newest action is gone: its id must not be given again.
+            c.execute("DELETE FROM actions WHERE id = 5", []).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let rec = store.event(a.id).await.unwrap().unwrap();
+        let seen: Vec<_> = rec
+            .actions
+            .iter()
+            .map(|r| (r.id, r.status, r.endpoint.as_str(), r.attempts))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, ActionStatus::Delivered, "log", 2),
+                (2, ActionStatus::Held, "http://127.0.0.1:9", 2)
+            ]
+        );
+        let dead = store.dead_letters(10).await.unwrap();
+        assert_eq!(
+            dead.iter()
+                .map(|d| (d.id, d.event_id, d.action_type.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(4, b.id, "webhook")]
+        );
+        assert_eq!(store.release_held("http://127.0.0.1:9").await.unwrap(), 1);
+        let claimed = store.claim(10).await.unwrap();
+        assert_eq!(
+            claimed
+                .iter()
+                .map(|p| (p.id, p.endpoint.as_str(), p.action.action_type()))
+                .collect::<Vec<_>>(),
+            vec![(2, "http://127.0.0.1:9", "webhook"), (3, "log", "log")]
+        );
+        let ins = store
+            .insert(vec![NewEvent {
+                event: event(),
+                actions: vec![log_action()],
+            }])
+            .await
+            .unwrap();
+        let Inserted::New(new) = &ins[0] else {
+            panic!("{ins:?}")
+        };
+        assert_eq!(new[0].id, 6, "ids go on after the last one given");
+        store.close().await;
+        assert_eq!(
+            spec_rows(&path),
+            vec![
+                (1, "o".into(), "log".into()),
+                (2, "o".into(), "http://127.0.0.1:9".into())
+            ],
+            "the new action found the migrated spec"
+        );
+        let c = Connection::open(&path).unwrap();
+        let (version, old): (i64, i64) = c
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%_v3')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, old), (SCHEMA_VERSION, 0));
     }
 
     #[test]
