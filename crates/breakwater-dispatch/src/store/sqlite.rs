@@ -220,6 +220,16 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         [],
         |r| r.get(0),
     )?;
+    // A file with tables of its own, not a new one.
+    let upgrading = version > 0 || old_events;
+    let started = std::time::Instant::now();
+    if upgrading {
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "bringing the store's schema up to date (one transaction; every row is kept)"
+        );
+    }
     if old_events {
         t.execute_batch(MIGRATE_0_TO_1)?;
         t.execute_batch(SCHEMA)?;
@@ -236,6 +246,13 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     t.commit()?;
+    if upgrading {
+        tracing::info!(
+            to = SCHEMA_VERSION,
+            took_ms = started.elapsed().as_millis() as u64,
+            "the store's schema is up to date"
+        );
+    }
     Ok(())
 }
 
@@ -1545,6 +1562,49 @@ mod tests {
         assert_eq!((version, old), (SCHEMA_VERSION, 0));
         let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
         assert_eq!(page, 4096, "an older file keeps its page size");
+    }
+
+    /// What `f` logs at info and above, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn an_upgrade_is_logged_before_and_after_and_a_new_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("v3.db");
+        Connection::open(&old)
+            .unwrap()
+            .execute_batch(SCHEMA_V3)
+            .unwrap();
+        let log = logged(|| drop(SqliteStore::open(&old).unwrap()));
+        assert!(
+            log.contains("bringing the store's schema up to date") && log.contains("from=3"),
+            "{log}"
+        );
+        assert!(log.contains("the store's schema is up to date"), "{log}");
+        let log = logged(|| drop(SqliteStore::open(&dir.path().join("new.db")).unwrap()));
+        assert!(!log.contains("schema"), "{log}");
     }
 
     #[test]
