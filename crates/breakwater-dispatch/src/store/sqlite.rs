@@ -148,21 +148,18 @@ DROP INDEX IF EXISTS actions_by_status;
 DROP INDEX IF EXISTS actions_by_event;
 ";
 
-/// Copies version 0's rows into the current tables (created in between).
-const COPY_0: &str = "
+/// Copies version 0's events into the current table (created in between)
+/// and its actions into `actions_v3`, as a version-3 file holds them (their
+/// id sequence with them), for [`COPY_3`] to finish.
+const COPY_0_TO_3: &str = "
 INSERT INTO events (seq, id, body, accepted_at)
     SELECT rowid, id, body, accepted_at FROM events_v0 ORDER BY rowid;
-INSERT INTO action_specs (observer, endpoint, action_type, action)
-    SELECT observer, endpoint, action_type, action FROM actions_v0
-    GROUP BY observer, endpoint, action_type, action ORDER BY MIN(id);
-INSERT INTO actions (id, event, spec, status, attempts, not_before, last_error, last_status,
-                     claimed, accepted_at, updated_at)
-    SELECT a.id, e.rowid, s.id, a.status, a.attempts, a.not_before, a.last_error,
-           a.last_status, a.claimed, a.accepted_at, a.updated_at
-    FROM actions_v0 a JOIN events_v0 e ON e.id = a.event_id
-    JOIN action_specs s ON s.observer = a.observer AND s.endpoint = a.endpoint
-        AND s.action_type = a.action_type AND s.action = a.action
-    ORDER BY a.id;
+CREATE TABLE actions_v3 AS
+    SELECT a.id, e.rowid AS event, a.observer, a.endpoint, a.action_type, a.action, a.status,
+           a.attempts, a.not_before, a.last_error, a.last_status, a.claimed, a.accepted_at,
+           a.updated_at
+    FROM actions_v0 a JOIN events_v0 e ON e.id = a.event_id ORDER BY a.id;
+UPDATE sqlite_sequence SET name = 'actions_v3' WHERE name = 'actions_v0';
 DROP TABLE actions_v0;
 DROP TABLE events_v0;
 ";
@@ -192,6 +189,7 @@ INSERT INTO actions (id, event, spec, status, attempts, not_before, last_error, 
 DELETE FROM sqlite_sequence WHERE name = 'actions';
 INSERT INTO sqlite_sequence (name, seq)
     SELECT 'actions', seq FROM sqlite_sequence WHERE name = 'actions_v3';
+DELETE FROM sqlite_sequence WHERE name = 'actions_v3';
 DROP TABLE actions_v3;
 ";
 
@@ -233,7 +231,8 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if old_events {
         t.execute_batch(MIGRATE_0_TO_1)?;
         t.execute_batch(SCHEMA)?;
-        t.execute_batch(COPY_0)?;
+        t.execute_batch(COPY_0_TO_3)?;
+        t.execute_batch(COPY_3)?;
     } else if text_actions {
         t.execute_batch(MIGRATE_3_TO_4)?;
         t.execute_batch(SCHEMA)?;
@@ -1343,6 +1342,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(old, 0, "the old tables are gone");
+        let sequences: Vec<(String, i64)> = c
+            .prepare("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(sequences, vec![("actions".to_string(), new[0].id)]);
     }
 
     fn spec_rows(path: &Path) -> Vec<(i64, String, String)> {
