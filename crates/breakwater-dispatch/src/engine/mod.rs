@@ -1064,9 +1064,9 @@ impl Engine {
 /// A batch of fewer than [`RECORD_LINGER_BELOW`] outcomes waits
 /// [`RECORD_LINGER`] for more (not when a flush is asked for). Without that,
 /// deliveries that finish one by one while no events come in (a backlog
-/// being worked off) were written a dozen a commit, each commit with its
-/// own fsync and thread hand-offs, and the store's writer took twice its
-/// usual CPU an action.
+/// being worked off) were written about a dozen a commit, each commit with
+/// its own fsync and thread hand-offs (some 2 000 commits a second under
+/// load, against 300 to 700 with the wait).
 ///
 /// A delivery does not wait for its outcome to be written, so its
 /// concurrency permit is free for the next action during the commit. An
