@@ -11,6 +11,10 @@
 //! gives events posted without one). Prints the writer thread's CPU time
 //! per event, the events a second and the database's size.
 
+/// The allocator the `breakwater` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

@@ -119,6 +119,15 @@ async fn kill_9_mid_run_loses_nothing_answered_202() {
         all.iter().all(|id| got.contains_key(id))
     })
     .await;
+    drop(svc);
+    // The kills left no row pointing at nothing.
+    let db = rusqlite::Connection::open(dir.path().join("k.db")).unwrap();
+    let broken: i64 = db
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(broken, 0, "rows pointing at nothing after kill -9");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
