@@ -11,8 +11,10 @@
 //! When the reservation fails, intake answers 503 and nothing is stored.
 //!
 //! Waiting actions (retry backoff, or parked by an open circuit until its
-//! `retry_after`) sit in one [`DelayQueue`](tokio_util::time::DelayQueue):
-//! a timer wheel entry each, no task and no polling while they wait.
+//! `retry_after`) sit in one [`DelayQueue`](tokio_util::time::DelayQueue),
+//! grouped by the millisecond they are due (one timer entry for all the
+//! actions parked until the end of one opening): no task and no polling
+//! while they wait.
 //!
 //! Every action runs through a [`CircuitBreakerActionExecutor`] over the engine's [`PerEndpointCircuitBreaker`]. Outcomes:
 //! delivered; refused by an open circuit (parked, no attempt used);
@@ -1149,25 +1151,80 @@ async fn lane_task(
 }
 
 async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingAction, Duration)>) {
-    let mut queue = tokio_util::time::DelayQueue::new();
+    let mut timer = Timer::new(tokio::time::Instant::now());
     let stop = engine.inner.stop.clone();
     loop {
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
             msg = rx.recv() => match msg {
-                Some((action, wait)) => {
-                    // The timer wheel holds about two years; the
-                    // configuration allows one at most.
-                    queue.insert(action, wait.min(schedule::MAX_WAIT));
-                }
+                Some((action, wait)) => timer.insert(action, wait, tokio::time::Instant::now()),
                 None => return,
             },
-            Some(expired) = std::future::poll_fn(|cx| queue.poll_expired(cx)), if !queue.is_empty() => {
-                let mut action = expired.into_inner();
-                action.not_before_ms = None;
-                engine.route(action);
+            Some(due) = std::future::poll_fn(|cx| timer.poll_due(cx)), if !timer.is_empty() => {
+                for mut action in due {
+                    action.not_before_ms = None;
+                    engine.route(action);
+                }
             }
+        }
+    }
+}
+
+/// The waiting actions, grouped by the millisecond they are due: one
+/// [`DelayQueue`](tokio_util::time::DelayQueue) entry for each group. The
+/// actions an open circuit parks during one opening all wait for its end,
+/// so thousands of them cost one timer entry and a `Vec` slot each.
+struct Timer {
+    /// Time zero of the group keys.
+    start: tokio::time::Instant,
+    /// One entry for each group, keyed by its due time in milliseconds
+    /// after `start`.
+    queue: tokio_util::time::DelayQueue<u64>,
+    groups: HashMap<u64, Vec<PendingAction>>,
+}
+
+impl Timer {
+    fn new(start: tokio::time::Instant) -> Self {
+        Self {
+            start,
+            queue: tokio_util::time::DelayQueue::new(),
+            groups: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Holds `action` until `wait` after `now`, rounded up to the next
+    /// millisecond (the timer's resolution).
+    fn insert(&mut self, action: PendingAction, wait: Duration, now: tokio::time::Instant) {
+        // The timer wheel holds about two years; the configuration allows
+        // one at most.
+        let due = now.saturating_duration_since(self.start) + wait.min(schedule::MAX_WAIT);
+        let key = u64::try_from(due.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        match self.groups.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut group) => group.get_mut().push(action),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(vec![action]);
+                self.queue
+                    .insert_at(key, self.start + Duration::from_millis(key));
+            }
+        }
+    }
+
+    /// The next group whose time has come, if any.
+    fn poll_due(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Vec<PendingAction>>> {
+        match self.queue.poll_expired(cx) {
+            std::task::Poll::Ready(Some(expired)) => std::task::Poll::Ready(Some(
+                self.groups.remove(expired.get_ref()).unwrap_or_default(),
+            )),
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 }
@@ -1242,5 +1299,89 @@ async fn prune_task(engine: Engine) {
             _ = tick.tick() => {}
         }
         engine.prune().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use breakwater::traits::{ActionConfig, WebhookAction};
+    use tokio::time::Instant;
+
+    fn action(id: i64) -> PendingAction {
+        PendingAction {
+            id,
+            event: Arc::new(EntityEvent::new(
+                EventKind::Insert,
+                "Order",
+                uuid::Uuid::new_v4(),
+                serde_json::json!({}),
+            )),
+            observer: "o".into(),
+            endpoint: "e".into(),
+            action: Arc::new(ActionConfig::Webhook(WebhookAction {
+                url: "http://127.0.0.1:9/hook".into(),
+                method: "POST".into(),
+                headers: Default::default(),
+                body_template: None,
+                signing_secret: None,
+            })),
+            attempts: 0,
+            accepted_at_ms: 0,
+            not_before_ms: None,
+            parked: false,
+        }
+    }
+
+    /// The groups that come due within `within`, in order, as action ids.
+    async fn due(timer: &mut Timer, within: Duration) -> Vec<(u128, Vec<i64>)> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let deadline = tokio::time::sleep(within);
+        tokio::pin!(deadline);
+        while !timer.is_empty() {
+            tokio::select! {
+                () = &mut deadline => break,
+                Some(group) = std::future::poll_fn(|cx| timer.poll_due(cx)) => {
+                    let ids = group.iter().map(|a| a.id).collect();
+                    out.push((start.elapsed().as_millis(), ids));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_actions_due_in_one_millisecond_share_one_timer_entry() {
+        let now = Instant::now();
+        let mut timer = Timer::new(now);
+        let ms = Duration::from_millis;
+        timer.insert(action(1), ms(100), now);
+        timer.insert(action(2), ms(50), now);
+        // Parked during one opening: the same end, asked at other times.
+        timer.insert(action(3), ms(99), now + ms(1));
+        timer.insert(action(4), Duration::from_micros(99_600), now);
+        // Not due in time: stays.
+        timer.insert(action(5), ms(10_000), now);
+        assert_eq!(timer.queue.len(), 3, "three due times");
+        let got = due(&mut timer, ms(1_000)).await;
+        assert_eq!(got, vec![(50, vec![2]), (100, vec![1, 3, 4])]);
+        assert!(!timer.is_empty());
+        assert_eq!(due(&mut timer, ms(10_000)).await, vec![(9_000, vec![5])]);
+        assert!(timer.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_parked_actions_take_one_timer_entry() {
+        let now = Instant::now();
+        let mut timer = Timer::new(now);
+        for id in 0..10_000 {
+            timer.insert(action(id), Duration::from_secs(5), now);
+        }
+        assert_eq!(timer.queue.len(), 1);
+        let got = due(&mut timer, Duration::from_secs(6)).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 5_000);
+        assert_eq!(got[0].1, (0..10_000).collect::<Vec<_>>());
     }
 }
