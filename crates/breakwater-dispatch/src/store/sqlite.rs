@@ -29,7 +29,9 @@ use super::{
 const MAX_BATCH: usize = 1024;
 
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Transaction<'_>, &mut SpecIds) -> Done + Send>;
+/// A write: run in the batch's transaction, it says whether it succeeded,
+/// and what to do once the batch is committed or undone.
+type Job = Box<dyn FnOnce(&Transaction<'_>, &mut SpecIds) -> (bool, Done) + Send>;
 
 /// SQLite storage (see the [module docs](self)).
 pub struct SqliteStore {
@@ -45,8 +47,13 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 /// The schema's version, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
+/// Version 5. An event row holds the ids of its first and last actions
+/// (an event's actions are stored together, so their ids follow each
+/// other): its actions are found by a range of the actions' own key rather
+/// than through an index on `actions(event)`, one index fewer to keep up for
+/// every action stored.
 /// Version 4. An action row points at its observer and action, kept once in
 /// `action_specs`, rather than holding their text: a configured action is
 /// the same for every event, and its text was a third of what storing an
@@ -67,7 +74,9 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL,
-    accepted_at INTEGER NOT NULL
+    accepted_at INTEGER NOT NULL,
+    first_action INTEGER,
+    last_action INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);
 CREATE TABLE IF NOT EXISTS action_specs (
@@ -93,7 +102,6 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, claimed, id)
     WHERE status <> 'delivered';
-CREATE INDEX IF NOT EXISTS actions_by_event ON actions(event);
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     snapshot TEXT,
@@ -103,12 +111,15 @@ CREATE TABLE IF NOT EXISTS endpoints (
 ";
 
 /// The oldest events accepted before `?1` with nothing left to deliver (an
-/// event without actions has none), at most `?2`; read through
-/// `events_by_time`, so only events older than `?1` are looked at.
+/// event without actions has none), at most `?2`, with the range of their
+/// actions' ids; read through `events_by_time`, so only events older than
+/// `?1` are looked at.
 const PRUNE_QUERY: &str = "
-SELECT e.seq FROM events e
+SELECT e.seq, e.first_action, e.last_action FROM events e
 WHERE e.accepted_at < ?1
-  AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.event = e.seq AND a.status <> 'delivered')
+  AND NOT EXISTS (SELECT 1 FROM actions a
+                  WHERE a.id BETWEEN e.first_action AND e.last_action
+                    AND a.event = e.seq AND a.status <> 'delivered')
 ORDER BY e.accepted_at LIMIT ?2";
 
 /// The oldest pending and parked actions not claimed, at most `?1`, with
@@ -193,6 +204,16 @@ DELETE FROM sqlite_sequence WHERE name = 'actions_v3';
 DROP TABLE actions_v3;
 ";
 
+/// From versions before 5: each event's range of action ids, from its
+/// actions (one pass over them, sorted by event), and the index on
+/// `actions(event)` that the ranges replace.
+const FILL_RANGES: &str = "
+UPDATE events SET first_action = r.first, last_action = r.last
+FROM (SELECT event, MIN(id) AS first, MAX(id) AS last FROM actions GROUP BY event) AS r
+WHERE r.event = events.seq;
+DROP INDEX IF EXISTS actions_by_event;
+";
+
 /// Creates the schema, or brings an older one up to date.
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -243,6 +264,19 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         }
         t.execute_batch(SCHEMA)?;
     }
+    // Versions 1 to 4 kept their events table: it gets the range columns.
+    let ranged: bool = t.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'first_action')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !ranged {
+        t.execute_batch(
+            "ALTER TABLE events ADD COLUMN first_action INTEGER;
+             ALTER TABLE events ADD COLUMN last_action INTEGER;",
+        )?;
+    }
+    t.execute_batch(FILL_RANGES)?;
     t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     t.commit()?;
     if upgrading {
@@ -337,14 +371,16 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |t, specs| {
             let result = f(t, specs);
-            Box::new(move |committed: Result<(), String>| {
+            let ok = result.is_ok();
+            let done: Done = Box::new(move |committed: Result<(), String>| {
                 let out = match (result, committed) {
                     (Ok(v), Ok(())) => Ok(v),
                     (Err(e), _) => Err(StoreError::from(e)),
                     (_, Err(e)) => Err(StoreError::Backend(e)),
                 };
                 let _ = tx.send(out);
-            })
+            });
+            (ok, done)
         });
         {
             let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -385,10 +421,16 @@ const MAX_SPECS: usize = 4096;
 /// [`NewAction::new`] may) is looked up by its text each time, and a spec
 /// is found, not stored twice.
 ///
+/// It also remembers the id the next action stored will get, so that an
+/// event row can name its actions before they are stored.
+///
 /// [`NewAction::shared`]: super::NewAction
 #[derive(Default)]
 struct SpecIds {
     by_address: HashMap<(usize, usize), KnownSpec>,
+    /// The id SQLite gives the next action stored, once read; forgotten
+    /// with the rest when a commit fails or a job stops half way.
+    next_action: Option<i64>,
 }
 
 /// A spec's id, and the texts whose addresses name it, held.
@@ -458,11 +500,35 @@ fn writer(conn: &mut Connection, rx: &mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        let done: Vec<Done> = jobs.into_iter().map(|j| j(&tx, &mut specs)).collect();
-        let committed = tx.commit().map_err(|e| e.to_string());
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "commit failed");
-            // Specs stored in the lost transaction are gone with it.
+        let mut failed = false;
+        let done: Vec<Done> = jobs
+            .into_iter()
+            .map(|j| {
+                let (ok, done) = j(&tx, &mut specs);
+                failed |= !ok;
+                done
+            })
+            .collect();
+        // A job that failed half way (say, the disk filled while it stored
+        // an event's second action) may have left some of its rows: the
+        // whole batch is undone rather than commit an event without its
+        // actions, which a retry of the event would then find stored. Every
+        // job of the batch reports the failure.
+        let committed = if failed {
+            tracing::error!("a write failed: its batch is undone");
+            if let Err(e) = tx.rollback() {
+                tracing::error!(error = %e, "undoing a failed batch failed");
+            }
+            Err("a write in the same batch failed; the batch was undone".to_string())
+        } else {
+            tx.commit().map_err(|e| {
+                tracing::error!(error = %e, "commit failed");
+                e.to_string()
+            })
+        };
+        if committed.is_err() {
+            // Specs (and the next action id) of the lost transaction are
+            // gone with it.
             specs = SpecIds::default();
         }
         for d in done {
@@ -636,7 +702,8 @@ impl Store for SqliteStore {
             // Prepared once a batch: a statement taken from the cache by its
             // text costs a hash of that text each time.
             let mut insert_event = t.prepare_cached(
-                "INSERT INTO events (id, body, accepted_at) VALUES (?1, ?2, ?3)
+                "INSERT INTO events (id, body, accepted_at, first_action, last_action)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO NOTHING",
             )?;
             let mut insert_action = t.prepare_cached(
@@ -644,15 +711,32 @@ impl Store for SqliteStore {
                  updated_at)
                  VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
             )?;
+            // The ids SQLite will give the actions (the next of the
+            // AUTOINCREMENT sequence, one after the other), so that the
+            // event row can say which they are when it is stored first.
+            let mut next_id: i64 = match specs.next_action.take() {
+                Some(next) => next,
+                None => t
+                    .prepare_cached(
+                        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence
+                                              WHERE name = 'actions'), 0),
+                                    COALESCE((SELECT MAX(id) FROM actions), 0)) + 1",
+                    )?
+                    .query_row([], |r| r.get(0))?,
+            };
             for NewEvent { event, actions } in events {
                 let body = serde_json::to_string(&event).unwrap_or_default();
+                let n = i64::try_from(actions.len()).unwrap_or(i64::MAX);
+                let range = (n > 0).then(|| (next_id, next_id + n - 1));
                 let added = insert_event.execute(params![
                     &*event
                         .id
                         .hyphenated()
                         .encode_lower(&mut Uuid::encode_buffer()),
                     body,
-                    now
+                    now,
+                    range.map(|r| r.0),
+                    range.map(|r| r.1),
                 ])?;
                 if added == 0 {
                     out.push(Inserted::Duplicate);
@@ -661,6 +745,7 @@ impl Store for SqliteStore {
                 let seq = t.last_insert_rowid();
                 let event = Arc::new(event);
                 let mut pending = Vec::with_capacity(actions.len());
+                let mut got = None;
                 for a in actions {
                     insert_action.execute(params![
                         seq,
@@ -673,8 +758,10 @@ impl Store for SqliteStore {
                         a.parked_until_ms(),
                         now
                     ])?;
+                    let id = t.last_insert_rowid();
+                    got = Some(got.map_or((id, id), |(first, _)| (first, id)));
                     pending.push(PendingAction {
-                        id: t.last_insert_rowid(),
+                        id,
                         event: event.clone(),
                         observer: a.observer().to_string(),
                         endpoint: a.endpoint().to_string(),
@@ -685,8 +772,24 @@ impl Store for SqliteStore {
                         parked: a.parked_until_ms().is_some(),
                     });
                 }
+                if got != range {
+                    // Not the ids foreseen (nothing here should make it so):
+                    // the event row says which they are.
+                    t.prepare_cached(
+                        "UPDATE events SET first_action = ?1, last_action = ?2 WHERE seq = ?3",
+                    )?
+                    .execute(params![
+                        got.map(|r| r.0),
+                        got.map(|r| r.1),
+                        seq
+                    ])?;
+                }
+                next_id = got.map_or(next_id, |(_, last)| last + 1);
                 out.push(Inserted::New(pending));
             }
+            // Kept only when the job ran to its end (an error above leaves
+            // it unset: the next job reads it again).
+            specs.next_action = Some(next_id);
             Ok(out)
         })
         .await
@@ -694,14 +797,19 @@ impl Store for SqliteStore {
 
     async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {
         self.write(move |t| {
-            let seqs: Vec<i64> = t
+            let seqs: Vec<(i64, Option<i64>, Option<i64>)> = t
                 .prepare_cached(PRUNE_QUERY)?
-                .query_map(params![before_ms, limit as i64], |r| r.get(0))?
+                .query_map(params![before_ms, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect::<Result<_, _>>()?;
-            let mut actions = t.prepare_cached("DELETE FROM actions WHERE event = ?1")?;
+            let mut actions =
+                t.prepare_cached("DELETE FROM actions WHERE id BETWEEN ?1 AND ?2 AND event = ?3")?;
             let mut events = t.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
-            for seq in &seqs {
-                actions.execute(params![seq])?;
+            for (seq, first, last) in &seqs {
+                if let (Some(first), Some(last)) = (first, last) {
+                    actions.execute(params![first, last, seq])?;
+                }
                 events.execute(params![seq])?;
             }
             Ok(seqs.len() as u64)
@@ -730,14 +838,14 @@ impl Store for SqliteStore {
 
     async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>> {
         self.read(move |c| {
-            let found: Option<(i64, i64)> = c
+            let found: Option<(i64, i64, Option<i64>, Option<i64>)> = c
                 .query_row(
-                    "SELECT seq, accepted_at FROM events WHERE id = ?1",
+                    "SELECT seq, accepted_at, first_action, last_action FROM events WHERE id = ?1",
                     params![id.to_string()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
-            let Some((seq, accepted)) = found else {
+            let Some((seq, accepted, first, last)) = found else {
                 return Ok(None);
             };
             let mut stmt = c.prepare_cached(
@@ -745,10 +853,10 @@ impl Store for SqliteStore {
                         a.attempts, a.not_before, a.last_error, a.last_status
                  FROM actions a JOIN events e ON e.seq = a.event
                  JOIN action_specs s ON s.id = a.spec
-                 WHERE a.event = ?1 ORDER BY a.id",
+                 WHERE a.id BETWEEN ?1 AND ?2 AND a.event = ?3 ORDER BY a.id",
             )?;
             let actions = stmt
-                .query_map(params![seq], row_to_record)?
+                .query_map(params![first, last, seq], row_to_record)?
                 .collect::<Result<_, _>>()?;
             Ok(Some(EventRecord {
                 id,
@@ -1094,6 +1202,283 @@ mod tests {
             .unwrap();
         assert!(matches!(again[0], Inserted::New(_)));
         store.close().await;
+        assert_references_hold(&path);
+    }
+
+    /// Each stored event's `(first_action, last_action)`, by event id.
+    fn ranges(path: &Path) -> HashMap<String, (Option<i64>, Option<i64>)> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare("SELECT id, first_action, last_action FROM events")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows
+    }
+
+    fn ids(inserted: &Inserted) -> Vec<i64> {
+        match inserted {
+            Inserted::New(actions) => actions.iter().map(|a| a.id).collect(),
+            Inserted::Duplicate => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_events_actions_are_found_by_their_id_range_and_no_id_is_used_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ranges.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let [two, none, one, later] = [event(), event(), event(), event()];
+        let first = store
+            .insert(vec![
+                NewEvent {
+                    event: two.clone(),
+                    actions: vec![log_action(), log_action()],
+                },
+                // A duplicate in the same batch takes no ids.
+                NewEvent {
+                    event: two.clone(),
+                    actions: vec![log_action()],
+                },
+                NewEvent {
+                    event: none.clone(),
+                    actions: Vec::new(),
+                },
+                NewEvent {
+                    event: one.clone(),
+                    actions: vec![log_action()],
+                },
+            ])
+            .await
+            .unwrap();
+        assert!(matches!(first[1], Inserted::Duplicate));
+        assert_eq!(
+            [ids(&first[0]), ids(&first[3])],
+            [vec![1, 2], vec![3]],
+            "ids follow each other"
+        );
+        let r = ranges(&path);
+        assert_eq!(r[&two.id.to_string()], (Some(1), Some(2)));
+        assert_eq!(r[&none.id.to_string()], (None, None));
+        assert_eq!(r[&one.id.to_string()], (Some(3), Some(3)));
+        assert_eq!(store.event(two.id).await.unwrap().unwrap().actions.len(), 2);
+        assert!(store
+            .event(none.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .actions
+            .is_empty());
+        // The newest action leaves (purged from the dead letters): its id is
+        // not handed out again.
+        store
+            .apply(vec![Update::DeadLetter {
+                id: 3,
+                attempts: 1,
+                error: "HTTP 400".into(),
+                status: Some(400),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.purge_dead_letters(Some(vec![3])).await.unwrap(), 1);
+        let next = store
+            .insert(vec![NewEvent {
+                event: later.clone(),
+                actions: vec![log_action()],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(ids(&next[0]), vec![4]);
+        assert!(store
+            .event(one.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .actions
+            .is_empty());
+        store.close().await;
+        // Pruning and looking up read a range of the actions' key; there is
+        // no index on `actions(event)` to keep up.
+        let c = Connection::open(&path).unwrap();
+        let steps = plan(&c, PRUNE_QUERY, params![0, 10]).join("; ");
+        assert!(
+            steps.contains("SEARCH a USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+            "{steps}"
+        );
+        let indexes: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'actions_by_event'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        drop(c);
+        assert_references_hold(&path);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_half_way_undoes_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("undo.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // The writer is held inside one job while the next two are queued,
+        // so that those two are committed, or not, together.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let held = store.write(move |_| {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        });
+        tokio::pin!(held);
+        assert!(futures_util::poll!(&mut held).is_pending());
+        started_rx.recv().unwrap();
+        let e = event();
+        let good = store.insert(vec![NewEvent {
+            event: e.clone(),
+            actions: vec![log_action()],
+        }]);
+        let bad = store.write(|t| {
+            t.execute(
+                "INSERT INTO events (id, body, accepted_at) VALUES ('half', '{}', 0)",
+                [],
+            )?;
+            t.execute("INSERT INTO nowhere VALUES (1)", [])?;
+            Ok(())
+        });
+        tokio::pin!(good, bad);
+        assert!(futures_util::poll!(&mut good).is_pending());
+        assert!(futures_util::poll!(&mut bad).is_pending());
+        go_tx.send(()).unwrap();
+        held.await.unwrap();
+        let bad = bad.await.unwrap_err().to_string();
+        assert!(bad.contains("nowhere"), "{bad}");
+        let good = good.await.unwrap_err().to_string();
+        assert!(good.contains("the batch was undone"), "{good}");
+        // Neither the half-done write nor the other one is stored, so the
+        // event is stored anew when it comes again, with its action.
+        assert!(store.event(e.id).await.unwrap().is_none());
+        let c = Connection::open(&path).unwrap();
+        let half: i64 = c
+            .query_row("SELECT COUNT(*) FROM events WHERE id = 'half'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(half, 0);
+        let again = store
+            .insert(vec![NewEvent {
+                event: e.clone(),
+                actions: vec![log_action()],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(ids(&again[0]), vec![1]);
+        assert_eq!(store.event(e.id).await.unwrap().unwrap().actions.len(), 1);
+        store.close().await;
+        assert_references_hold(&path);
+    }
+
+    /// Version 4's tables, as a file written by an older binary has them.
+    const SCHEMA_V4: &str = "
+        CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+            body TEXT NOT NULL, accepted_at INTEGER NOT NULL);
+        CREATE INDEX events_by_time ON events(accepted_at);
+        CREATE TABLE action_specs (id INTEGER PRIMARY KEY, observer TEXT NOT NULL,
+            endpoint TEXT NOT NULL, action_type TEXT NOT NULL, action TEXT NOT NULL,
+            UNIQUE (observer, endpoint, action_type, action));
+        CREATE TABLE actions (id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event INTEGER NOT NULL REFERENCES events(seq),
+            spec INTEGER NOT NULL REFERENCES action_specs(id), status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, not_before INTEGER, last_error TEXT,
+            last_status INTEGER, claimed INTEGER NOT NULL DEFAULT 0,
+            accepted_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        CREATE INDEX actions_by_status ON actions(status, claimed, id)
+            WHERE status <> 'delivered';
+        CREATE INDEX actions_by_event ON actions(event);
+        CREATE TABLE endpoints (endpoint TEXT PRIMARY KEY, snapshot TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0, disabled_reason TEXT);
+    ";
+
+    #[tokio::test]
+    async fn a_version_4_database_gets_each_events_action_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let [two, none, one] = [event(), event(), event()];
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V4).unwrap();
+            let log = serde_json::to_string(log_action().action().as_ref()).unwrap();
+            c.execute(
+                "INSERT INTO action_specs VALUES (1, 'o', 'log', 'log', ?1)",
+                params![log],
+            )
+            .unwrap();
+            for (seq, e) in [(1, &two), (2, &none), (3, &one)] {
+                c.execute(
+                    "INSERT INTO events VALUES (?1, ?2, ?3, 1000)",
+                    params![seq, e.id.to_string(), serde_json::to_string(e).unwrap()],
+                )
+                .unwrap();
+            }
+            // Ids 3, 4 and 6 were purged; 6 was the newest ever handed out.
+            for (id, seq, status) in [
+                (1, 1, "delivered"),
+                (2, 1, "pending"),
+                (5, 3, "delivered"),
+                (6, 3, "dead_lettered"),
+            ] {
+                c.execute(
+                    "INSERT INTO actions (id, event, spec, status, accepted_at, updated_at)
+                     VALUES (?1, ?2, 1, ?3, 1000, 1000)",
+                    params![id, seq, status],
+                )
+                .unwrap();
+            }
+            c.execute_batch("DELETE FROM actions WHERE id = 6; PRAGMA user_version = 4;")
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let r = ranges(&path);
+        assert_eq!(r[&two.id.to_string()], (Some(1), Some(2)));
+        assert_eq!(r[&none.id.to_string()], (None, None));
+        assert_eq!(r[&one.id.to_string()], (Some(5), Some(5)));
+        assert_eq!(store.event(two.id).await.unwrap().unwrap().actions.len(), 2);
+        assert_eq!(store.event(one.id).await.unwrap().unwrap().actions.len(), 1);
+        // Pruning finds the old events with nothing left to deliver, and
+        // removes their actions with them.
+        let cutoff = now_ms();
+        assert_eq!(store.prune_delivered(cutoff, 10).await.unwrap(), 2);
+        assert!(store.event(one.id).await.unwrap().is_none());
+        assert!(store.event(none.id).await.unwrap().is_none());
+        let kept = store.event(two.id).await.unwrap().unwrap();
+        assert_eq!(
+            kept.actions.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let new = store
+            .insert(vec![NewEvent {
+                event: event(),
+                actions: vec![log_action()],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(ids(&new[0]), vec![7], "the sequence goes on past 6");
+        store.close().await;
+        let c = Connection::open(&path).unwrap();
+        let (version, left): (i64, i64) = c
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT COUNT(*) FROM actions)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((version, left), (SCHEMA_VERSION, 3));
+        drop(c);
         assert_references_hold(&path);
     }
 
