@@ -152,7 +152,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Dlq { command } => runtime()?.block_on(dlq(command)),
+        Command::Dlq { command } => {
+            // Logs on stderr, the listing on stdout: an older file being
+            // brought up to date says so.
+            init_tracing();
+            runtime()?.block_on(dlq(command))
+        }
     }
 }
 
