@@ -39,7 +39,11 @@
 //! this process, so both the client and the server side) spent per request
 //! or per delivered event, and how much of it the store's writer thread
 //! used: a figure that other load on the machine moves far less than the
-//! rates.
+//! rates. The last line also gives the median, over the rounds, of the CPU
+//! of a bare request divided by that of a served event: when the client,
+//! the service and the receiver keep every core busy, as on a small
+//! machine, this is what the rate ratio comes to, without the swings of
+//! the machine's speed between one phase and the next.
 
 /// The allocator the `breakwater` binary uses, so that the service in this
 /// process runs as it does there.
@@ -70,16 +74,18 @@ struct Receiver {
 
 /// CPU microseconds spent per item between `since` and now, `extra`
 /// (another process's) included.
-fn cpu_per(since: Option<Duration>, extra: Duration, items: f64) -> String {
+fn cpu_per(since: Option<Duration>, extra: Duration, items: f64) -> Option<f64> {
     match (since, cpu_time()) {
-        (Some(a), Some(b)) if items > 0.0 => {
-            format!(
-                "{:.0} µs CPU each",
-                (b - a + extra).as_secs_f64() * 1e6 / items
-            )
-        }
-        _ => "CPU unknown".to_string(),
+        (Some(a), Some(b)) if items > 0.0 => Some((b - a + extra).as_secs_f64() * 1e6 / items),
+        _ => None,
     }
+}
+
+fn show_cpu(us: Option<f64>) -> String {
+    us.map_or_else(
+        || "CPU unknown".to_string(),
+        |us| format!("{us:.0} µs CPU each"),
+    )
 }
 
 fn now_us() -> u64 {
@@ -308,7 +314,7 @@ async fn serve_phase(
 }
 
 /// Phase 1: the bare client; its requests a second and CPU per request.
-async fn bare_phase(healthy: &Receiver, concurrency: usize, secs: f64) -> (f64, String) {
+async fn bare_phase(healthy: &Receiver, concurrency: usize, secs: f64) -> (f64, Option<f64>) {
     let cpu = cpu_time();
     let sent = drive(healthy.url.clone(), concurrency, secs, 1).await;
     (
@@ -325,7 +331,7 @@ async fn dead_phase(
     concurrency: usize,
     secs: f64,
     batch: usize,
-) -> (Phase, String) {
+) -> (Phase, Option<f64>) {
     let cpu = cpu_time();
     let phase = serve_phase(
         &[&healthy.url, &dead.url],
@@ -379,6 +385,7 @@ async fn main() {
     let mut best: f64 = 0.0;
     for &concurrency in &concurrencies {
         let (mut ratios, mut drops, mut delivered_rates) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu_ratios = Vec::new();
         for round in 1..=rounds {
             // Odd rounds run bare, serve, serve+dead; even rounds the
             // reverse, so that a load that grows or fades during a round
@@ -409,30 +416,37 @@ async fn main() {
             let ((bare, bare_cpu), (dead_too, dead_cpu)) =
                 (bare_run.expect("ran"), dead_run.expect("ran"));
             println!(
-                "  bare       reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency}; {bare_cpu})"
+                "  bare       reqwest -> receiver: {bare:>9.0} req/s (concurrency {concurrency}; {})",
+                show_cpu(bare_cpu)
             );
             println!(
-                "  serve      events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {serve_cpu}, {:.0} µs of them in the store's writer)",
+                "  serve      events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({:.2}x bare, {batch} event(s) a POST; {}, {:.0} µs of them in the store's writer)",
                 serve.accepted,
                 serve.delivered,
                 serve.delivered / bare,
+                show_cpu(serve_cpu),
                 serve.store_cpu.as_secs_f64() * 1e6 / (serve.n.max(1) as f64)
             );
             let drop = (dead_too.delivered / serve.delivered - 1.0) * 100.0;
             println!(
-                "  serve+dead events accepted {:>9.0}/s, healthy delivered {:>9.0}/s ({drop:+.1}% vs serve; {dead_cpu} healthy delivery, {:.0} µs of them in the store's writer)",
+                "  serve+dead events accepted {:>9.0}/s, healthy delivered {:>9.0}/s ({drop:+.1}% vs serve; {} healthy delivery, {:.0} µs of them in the store's writer)",
                 dead_too.accepted,
                 dead_too.delivered,
+                show_cpu(dead_cpu),
                 dead_too.store_cpu.as_secs_f64() * 1e6 / (dead_too.n.max(1) as f64)
             );
             ratios.push(serve.delivered / bare);
+            if let (Some(b), Some(s)) = (bare_cpu, serve_cpu) {
+                cpu_ratios.push(b / s);
+            }
             drops.push(drop);
             delivered_rates.push(serve.accepted.min(serve.delivered));
         }
         println!(
-            "concurrency {concurrency}, median of {rounds} round(s): serve {:.2}x bare, healthy rate with a dead endpoint {:+.1}%",
+            "concurrency {concurrency}, median of {rounds} round(s): serve {:.2}x bare, healthy rate with a dead endpoint {:+.1}%; CPU of a bare request / of a served event {:.2}",
             median(ratios),
-            median(drops)
+            median(drops),
+            median(cpu_ratios)
         );
         best = best.max(median(delivered_rates));
     }
