@@ -1162,7 +1162,7 @@ async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingActi
                 None => return,
             },
             Some(due) = std::future::poll_fn(|cx| timer.poll_due(cx)), if !timer.is_empty() => {
-                for mut action in due {
+                for mut action in due.into_iter().flatten() {
                     action.not_before_ms = None;
                     engine.route(action);
                 }
@@ -1174,15 +1174,20 @@ async fn timer_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<(PendingActi
 /// The waiting actions, grouped by the millisecond they are due: one
 /// [`DelayQueue`](tokio_util::time::DelayQueue) entry for each group. The
 /// actions an open circuit parks during one opening all wait for its end,
-/// so thousands of them cost one timer entry and a `Vec` slot each.
+/// so thousands of them cost one timer entry and a slot each.
 struct Timer {
     /// Time zero of the group keys.
     start: tokio::time::Instant,
     /// One entry for each group, keyed by its due time in milliseconds
     /// after `start`.
     queue: tokio_util::time::DelayQueue<u64>,
-    groups: HashMap<u64, Vec<PendingAction>>,
+    /// Each group in chunks of [`TIMER_CHUNK`], in the order they came: a
+    /// group of a hundred thousand grows without copying what it holds.
+    groups: HashMap<u64, Vec<Vec<PendingAction>>>,
 }
+
+/// The actions in one chunk of a [`Timer`] group.
+const TIMER_CHUNK: usize = 256;
 
 impl Timer {
     fn new(start: tokio::time::Instant) -> Self {
@@ -1205,9 +1210,19 @@ impl Timer {
         let due = now.saturating_duration_since(self.start) + wait.min(schedule::MAX_WAIT);
         let key = u64::try_from(due.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         match self.groups.entry(key) {
-            std::collections::hash_map::Entry::Occupied(mut group) => group.get_mut().push(action),
+            std::collections::hash_map::Entry::Occupied(mut group) => {
+                let chunks = group.get_mut();
+                match chunks.last_mut() {
+                    Some(last) if last.len() < TIMER_CHUNK => last.push(action),
+                    _ => {
+                        let mut chunk = Vec::with_capacity(TIMER_CHUNK);
+                        chunk.push(action);
+                        chunks.push(chunk);
+                    }
+                }
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(vec![action]);
+                slot.insert(vec![vec![action]]);
                 self.queue
                     .insert_at(key, self.start + Duration::from_millis(key));
             }
@@ -1218,7 +1233,7 @@ impl Timer {
     fn poll_due(
         &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Vec<PendingAction>>> {
+    ) -> std::task::Poll<Option<Vec<Vec<PendingAction>>>> {
         match self.queue.poll_expired(cx) {
             std::task::Poll::Ready(Some(expired)) => std::task::Poll::Ready(Some(
                 self.groups.remove(expired.get_ref()).unwrap_or_default(),
@@ -1343,7 +1358,7 @@ mod tests {
             tokio::select! {
                 () = &mut deadline => break,
                 Some(group) = std::future::poll_fn(|cx| timer.poll_due(cx)) => {
-                    let ids = group.iter().map(|a| a.id).collect();
+                    let ids = group.iter().flatten().map(|a| a.id).collect();
                     out.push((start.elapsed().as_millis(), ids));
                 }
             }
