@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use breakwater::traits::{ActionExecutor, ActionResult, Error};
 
+use super::lane::Lane;
 use super::schedule::{self, AfterFailure};
-use super::{unix_ms, Engine, Lane};
+use super::{unix_ms, Engine};
 use crate::metrics::{AttemptLabel, Metrics};
 use crate::store::{GoneAttempt, PendingAction, Update};
 

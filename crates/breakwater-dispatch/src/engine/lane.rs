@@ -1,0 +1,209 @@
+//! Lanes: each endpoint's queue, worker and concurrency limit, and the
+//! routing of actions to them (now, or through the timer).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{unix_ms, Engine};
+use crate::metrics::Metrics;
+use crate::store::PendingAction;
+
+#[derive(Debug, Default)]
+pub(super) struct LaneStats {
+    pub(super) delivered: AtomicU64,
+    pub(super) deferred: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) dead_lettered: AtomicU64,
+}
+
+/// One endpoint's queue, worker and concurrency limit.
+#[derive(Debug)]
+pub(super) struct Lane {
+    pub(super) endpoint: String,
+    pub(super) tx: mpsc::UnboundedSender<PendingAction>,
+    pub(super) limit: Arc<Semaphore>,
+    /// Permits the semaphore was sized with (changed on reload).
+    pub(super) size: AtomicUsize,
+    pub(super) disabled: Mutex<Option<String>>,
+    pub(super) stats: LaneStats,
+    /// This endpoint's actions held in memory (queued, parked, waiting to
+    /// retry or running), against `max_pending_per_endpoint`.
+    pub(super) held: AtomicUsize,
+    /// Actions refused by a forced-open breaker: no timer, no retry; they
+    /// wait here until the breaker leaves Open (see [`Engine::wake_released`]).
+    pub(super) until_released: Mutex<Vec<PendingAction>>,
+}
+
+impl Lane {
+    /// `n` of this endpoint's actions are no longer held.
+    pub(super) fn let_go(&self, n: usize) {
+        // Never below zero, even if an action were let go twice.
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(n))
+            });
+    }
+
+    pub(super) fn disabled(&self) -> Option<String> {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn resize(&self, want: usize) {
+        let have = self.size.swap(want, Ordering::AcqRel);
+        if want > have {
+            self.limit.add_permits(want - have);
+        } else if have > want {
+            // Permits in use come back and are forgotten as they return.
+            let limit = self.limit.clone();
+            let mut excess = have - want;
+            tokio::spawn(async move {
+                while excess > 0 {
+                    match limit.acquire().await {
+                        Ok(p) => {
+                            p.forget();
+                            excess -= 1;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Engine {
+    /// The lane of `endpoint`, created (with its worker and its breaker's
+    /// snapshot listener) on first use.
+    pub(super) fn lane(&self, endpoint: &str) -> Arc<Lane> {
+        let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lanes.get(endpoint) {
+            return l.clone();
+        }
+        let size = self
+            .inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .delivery
+            .max_in_flight_per_endpoint;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(Lane {
+            endpoint: endpoint.to_string(),
+            tx,
+            limit: Arc::new(Semaphore::new(size)),
+            size: AtomicUsize::new(size),
+            disabled: Mutex::new(None),
+            stats: LaneStats::default(),
+            held: AtomicUsize::new(0),
+            until_released: Mutex::new(Vec::new()),
+        });
+        lanes.insert(endpoint.to_string(), lane.clone());
+        drop(lanes);
+        // Every endpoint's series exist from the start, at zero, so that
+        // rates and alerts see them before the first event.
+        let m = &self.inner.metrics;
+        let label = Metrics::endpoint(endpoint);
+        drop(m.delivered.get_or_create(&label));
+        drop(m.deferred.get_or_create(&label));
+        drop(m.retried.get_or_create(&label));
+        drop(m.dead_lettered.get_or_create(&label));
+        drop(m.endpoint_disabled.get_or_create(&label));
+        let snapshots = self.inner.snapshots.clone();
+        let key = endpoint.to_string();
+        self.inner.breakers.get_or_create(endpoint).add_listener(
+            move |_: &breakwater::Transition| {
+                let _ = snapshots.send(key.clone());
+            },
+        );
+        tokio::spawn(lane_task(self.clone(), lane.clone(), rx));
+        lane
+    }
+
+    /// Sends a held action to its lane now, or to the timer when it must wait.
+    pub(super) fn route(&self, action: PendingAction) {
+        let wait = action
+            .not_before_ms
+            .map(|t| t.saturating_sub(unix_ms()))
+            .filter(|ms| *ms > 0);
+        match wait {
+            Some(ms) => self.later(action, Duration::from_millis(ms.unsigned_abs())),
+            None => {
+                let lane = self.lane(&action.endpoint);
+                if let Err(e) = lane.tx.send(action) {
+                    // The lane's worker stopped (shutdown): the action stays stored.
+                    drop(e);
+                    self.release(1);
+                    lane.let_go(1);
+                }
+            }
+        }
+    }
+
+    /// Queues again the actions that waited for `lane`'s forced-open breaker,
+    /// once it is no longer Open.
+    pub(super) fn wake_released(&self, lane: &Lane) {
+        if self.forced_open(&lane.endpoint) {
+            return;
+        }
+        let waiting = std::mem::take(
+            &mut *lane
+                .until_released
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for mut action in waiting {
+            action.not_before_ms = None;
+            self.route(action);
+        }
+    }
+
+    pub(super) fn later(&self, action: PendingAction, wait: Duration) {
+        if let Err(e) = self.inner.timer.send((action, wait)) {
+            self.release(1);
+            self.lane(&e.0 .0.endpoint).let_go(1);
+        }
+    }
+}
+
+pub(super) async fn lane_task(
+    engine: Engine,
+    lane: Arc<Lane>,
+    mut rx: mpsc::UnboundedReceiver<PendingAction>,
+) {
+    let stop = engine.inner.stop.clone();
+    loop {
+        let action = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            a = rx.recv() => match a {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        if lane.disabled().is_some() {
+            engine.hold(action, None);
+            continue;
+        }
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            p = lane.limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let e = engine.clone();
+        let l = lane.clone();
+        engine.inner.deliveries.spawn(async move {
+            e.deliver(&l, action).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,107 @@
+//! The outcome recorder: delivery outcomes written to the store in batches.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Engine;
+use crate::store::Update;
+
+/// The most delivery outcomes written to the store in one call.
+const RECORD_BATCH: usize = 1024;
+/// Below this many outcomes, the recorder waits [`RECORD_LINGER`] for more
+/// before writing them.
+const RECORD_LINGER_BELOW: usize = 128;
+/// How long the recorder waits for more outcomes when it has few.
+const RECORD_LINGER: Duration = Duration::from_millis(1);
+/// How long shutdown waits for the last outcomes to be written.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// A message to the outcome recorder.
+pub(super) enum Record {
+    /// Write `update`; then `release` actions stop counting as held.
+    Update { update: Update, release: usize },
+    /// Answered once everything sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+impl Engine {
+    /// Queues `update` for the outcome recorder; `release` actions stop
+    /// counting as held once it is written.
+    pub(super) fn record(&self, update: Update, release: usize) {
+        if self
+            .inner
+            .records
+            .send(Record::Update { update, release })
+            .is_err()
+        {
+            // The recorder stopped (shutdown): the action stays as stored.
+            self.release(release);
+        }
+    }
+
+    /// Waits until every outcome queued so far is written.
+    pub(super) async fn flush_records(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.records.send(Record::Flush(tx)).is_ok()
+            && tokio::time::timeout(FLUSH_GRACE, rx).await.is_err()
+        {
+            tracing::warn!("delivery outcomes not written by the shutdown deadline");
+        }
+    }
+}
+
+/// Writes delivery outcomes in batches: whatever has queued up while the
+/// previous batch was being written goes to the store in one call (one
+/// transaction), and only then do its actions stop counting as held.
+///
+/// A batch of fewer than [`RECORD_LINGER_BELOW`] outcomes waits
+/// [`RECORD_LINGER`] for more (not when a flush is asked for). Without that,
+/// deliveries that finish one by one while no events come in (a backlog
+/// being worked off) were written about a dozen a commit, each commit with
+/// its own fsync and thread hand-offs (some 2 000 commits a second under
+/// load, against 300 to 700 with the wait).
+///
+/// A delivery does not wait for its outcome to be written, so its
+/// concurrency permit is free for the next action during the commit. An
+/// outcome lost in a crash leaves its action pending in the store, and it
+/// is delivered again after the restart (at-least-once).
+pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<Record>) {
+    let mut buf = Vec::with_capacity(RECORD_BATCH);
+    while rx.recv_many(&mut buf, RECORD_BATCH).await > 0 {
+        if buf.len() < RECORD_LINGER_BELOW && !buf.iter().any(|r| matches!(r, Record::Flush(_))) {
+            tokio::time::sleep(RECORD_LINGER).await;
+            while buf.len() < RECORD_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => buf.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut updates = Vec::with_capacity(buf.len());
+        let mut release = 0;
+        let mut flushed = Vec::new();
+        for r in buf.drain(..) {
+            match r {
+                Record::Update { update, release: n } => {
+                    updates.push(update);
+                    release += n;
+                }
+                Record::Flush(done) => flushed.push(done),
+            }
+        }
+        if !updates.is_empty() {
+            if let Err(e) = engine.inner.store.apply(updates).await {
+                tracing::error!(error = %e, "recording delivery outcomes failed");
+            }
+        }
+        engine.release(release);
+        let last = !flushed.is_empty() && engine.is_stopping();
+        for done in flushed {
+            let _ = done.send(());
+        }
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The statements that read, claim and update actions, and the rows they
+//! read.
+
+use std::sync::Arc;
+
+use breakwater::traits::{ActionConfig, EntityEvent};
+use rusqlite::{params, Transaction};
+
+use super::{now_ms, rfc3339};
+use crate::store::{ActionId, ActionRecord, ActionStatus, PendingAction, Update};
+
+/// The oldest events accepted before `?1` with nothing left to deliver (an
+/// event without actions has none), at most `?2`, with the range of their
+/// actions' ids; read through `events_by_time`, so only events older than
+/// `?1` are looked at.
+pub(super) const PRUNE_QUERY: &str = "
+SELECT e.seq, e.first_action, e.last_action FROM events e
+WHERE e.accepted_at < ?1
+  AND NOT EXISTS (SELECT 1 FROM actions a
+                  WHERE a.id BETWEEN e.first_action AND e.last_action
+                    AND a.event = e.seq AND a.status <> 'delivered')
+ORDER BY e.accepted_at LIMIT ?2";
+
+/// The oldest pending and parked actions not claimed, at most `?1`, with
+/// their events.
+pub(super) const CLAIM_QUERY: &str = "
+SELECT a.id, s.observer, s.endpoint, s.action, a.attempts, a.not_before,
+       a.accepted_at, a.status, e.body
+FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
+WHERE a.status <> 'delivered' AND a.status IN ('pending', 'parked') AND a.claimed = 0
+ORDER BY a.id LIMIT ?1";
+
+/// Makes the actions held for endpoint `?1` pending again, at time `?2`.
+pub(super) const RELEASE_HELD_QUERY: &str = "
+UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL, updated_at = ?2
+WHERE status <> 'delivered' AND status = 'held'
+  AND spec IN (SELECT id FROM action_specs WHERE endpoint = ?1)";
+
+/// The first `?1` dead-lettered actions.
+pub(super) const DEAD_LETTERS_QUERY: &str = "
+SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
+       a.attempts, a.not_before, a.last_error, a.last_status
+FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
+WHERE a.status <> 'delivered' AND a.status = 'dead_lettered'
+ORDER BY a.id LIMIT ?1";
+
+/// When the oldest action still to be delivered was accepted.
+pub(super) const OLDEST_PENDING_QUERY: &str = "
+SELECT MIN(accepted_at) FROM actions
+WHERE status <> 'delivered' AND status IN ('pending', 'parked', 'held')";
+
+pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingAction> {
+    let body: String = row.get("body")?;
+    let action: String = row.get("action")?;
+    let event: EntityEvent = serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let action: ActionConfig = serde_json::from_str(&action).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(PendingAction {
+        id: row.get("id")?,
+        event: Arc::new(event),
+        observer: row.get("observer")?,
+        endpoint: row.get("endpoint")?,
+        action: Arc::new(action),
+        attempts: row.get("attempts")?,
+        accepted_at_ms: row.get("accepted_at")?,
+        not_before_ms: row.get("not_before")?,
+        parked: row.get::<_, String>("status")? == "parked",
+    })
+}
+
+pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
+    let event_id: String = row.get("event_id")?;
+    let status: String = row.get("status")?;
+    let not_before: Option<i64> = row.get("not_before")?;
+    let status = ActionStatus::parse(&status);
+    Ok(ActionRecord {
+        id: row.get("id")?,
+        event_id: event_id.parse().unwrap_or_default(),
+        observer: row.get("observer")?,
+        action_type: row.get("action_type")?,
+        endpoint: row.get("endpoint")?,
+        status,
+        attempts: row.get("attempts")?,
+        not_before: not_before
+            .filter(|_| matches!(status, ActionStatus::Pending | ActionStatus::Parked))
+            .map(rfc3339),
+        last_error: row.get("last_error")?,
+        last_status: row.get("last_status")?,
+    })
+}
+
+pub(super) fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
+    match ids {
+        None => String::new(),
+        Some(ids) => format!(
+            " AND id IN ({})",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        ),
+    }
+}
+
+/// The statement of `u`'s kind.
+fn update_sql(u: &Update) -> &'static str {
+    match u {
+        Update::Delivered { .. } => {
+            "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
+             last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1"
+        }
+        Update::Retry { .. } => {
+            "UPDATE actions SET status = 'pending', attempts = ?2, not_before = ?3,
+             last_error = ?4, last_status = ?5, updated_at = ?6 WHERE id = ?1"
+        }
+        Update::Parked { .. } => {
+            "UPDATE actions SET status = 'parked', not_before = ?2, updated_at = ?3
+             WHERE id = ?1 AND status IN ('pending', 'parked')"
+        }
+        Update::DeadLetter { .. } => {
+            "UPDATE actions SET status = 'dead_lettered', attempts = ?2, last_error = ?3,
+             last_status = ?4, claimed = 0, not_before = NULL, updated_at = ?5 WHERE id = ?1"
+        }
+        Update::Held { gone: None, .. } => {
+            "UPDATE actions SET status = 'held', claimed = 0, updated_at = ?2 WHERE id = ?1"
+        }
+        Update::Held { gone: Some(_), .. } => {
+            "UPDATE actions SET status = 'held', claimed = 0, attempts = ?2, last_error = ?3,
+             last_status = 410, updated_at = ?4 WHERE id = ?1"
+        }
+        Update::Released { .. } => {
+            "UPDATE actions SET claimed = 0, updated_at = ?2
+             WHERE id = ?1 AND status IN ('pending', 'parked')"
+        }
+        Update::Snapshot { .. } => {
+            "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
+             ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot"
+        }
+        Update::EndpointDisabled { .. } => {
+            "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
+             disabled_reason = excluded.disabled_reason"
+        }
+    }
+}
+
+/// Applies `updates` in order. Each kind's statement is prepared once for
+/// the lot: one taken from the cache by its text costs a hash of that text
+/// every time.
+pub(super) fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Result<()> {
+    let now = now_ms();
+    // A few kinds at most: found by the statement's address.
+    let mut prepared: Vec<(&'static str, rusqlite::CachedStatement<'_>)> = Vec::new();
+    for u in updates {
+        let sql = update_sql(u);
+        let at = match prepared.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
+            Some(at) => at,
+            None => {
+                prepared.push((sql, t.prepare_cached(sql)?));
+                prepared.len() - 1
+            }
+        };
+        let stmt = &mut prepared[at].1;
+        match u {
+            Update::Delivered {
+                id,
+                attempts,
+                status,
+            } => stmt.execute(params![id, attempts, status, now])?,
+            Update::Retry {
+                id,
+                attempts,
+                not_before_ms,
+                error,
+                status,
+            } => stmt.execute(params![id, attempts, not_before_ms, error, status, now])?,
+            Update::Parked { id, until_ms } => stmt.execute(params![id, until_ms, now])?,
+            Update::DeadLetter {
+                id,
+                attempts,
+                error,
+                status,
+            } => stmt.execute(params![id, attempts, error, status, now])?,
+            Update::Held { id, gone: None } | Update::Released { id } => {
+                stmt.execute(params![id, now])?
+            }
+            Update::Held {
+                id,
+                gone: Some(gone),
+            } => stmt.execute(params![id, gone.attempts, gone.error, now])?,
+            Update::Snapshot { endpoint, snapshot } => stmt.execute(params![endpoint, snapshot])?,
+            Update::EndpointDisabled {
+                endpoint,
+                disabled,
+                reason,
+            } => stmt.execute(params![endpoint, disabled, reason])?,
+        };
+    }
+    Ok(())
+}
