@@ -110,18 +110,37 @@ impl RetryConfig {
 }
 
 /// The `[delivery]` section.
+///
+/// The `max_pending*` settings bound what each endpoint keeps *in memory*
+/// (its window: actions queued, parked, waiting to retry or running). They
+/// never refuse an event: an endpoint's actions beyond its window stay only
+/// in the store (its backlog on disk) and are read back, oldest due first,
+/// as the window makes room. `max_backlog_per_endpoint` bounds the backlog
+/// on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Deliveries running at once to one endpoint, `>= 1`. Default 64.
     pub max_in_flight_per_endpoint: usize,
-    /// Actions held in memory (queued, parked or running) before `POST
-    /// /events` answers 503, `>= 1`. Default 100000.
+    /// Actions held in memory by all endpoints together, `>= 1`. Default
+    /// 100000.
     pub max_pending: usize,
-    /// Actions one endpoint may hold of those, `>= 1`; half of
-    /// `max_pending` when not set, so that an endpoint that is down (its
-    /// actions parked or waiting to retry) leaves room for the others.
+    /// Actions one endpoint may hold in memory, `>= 1`; a tenth of
+    /// `max_pending` (at least 1) when not set.
     pub max_pending_per_endpoint: Option<usize>,
+    /// Bytes of events held in memory by all endpoints together (each
+    /// action counts its event's size in memory), `>= 1`. Default 67108864
+    /// (64 MiB).
+    pub max_pending_bytes: usize,
+    /// Bytes one endpoint may hold in memory, `>= 1`; a quarter of
+    /// `max_pending_bytes` when not set. An endpoint that holds nothing
+    /// always takes its next action, however large.
+    pub max_pending_bytes_per_endpoint: Option<usize>,
+    /// Actions one endpoint may have waiting in the store (in memory or
+    /// not); past it, its new actions are stored dead-lettered at once with
+    /// the reason, and their events are accepted as usual. 0 means no
+    /// limit. Default 10000000.
+    pub max_backlog_per_endpoint: u64,
     /// Largest accepted `POST /events` body, in bytes. Default 1048576.
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for running deliveries. Default 10000.
@@ -134,11 +153,20 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    /// Actions one endpoint may hold: `max_pending_per_endpoint`, or half
-    /// of `max_pending` (at least 1).
+    /// Actions one endpoint may hold in memory: `max_pending_per_endpoint`,
+    /// or a tenth of `max_pending` (at least 1).
     pub fn endpoint_cap(&self) -> usize {
         self.max_pending_per_endpoint
-            .unwrap_or(self.max_pending / 2)
+            .unwrap_or(self.max_pending / 10)
+            .max(1)
+    }
+
+    /// Bytes one endpoint may hold in memory:
+    /// `max_pending_bytes_per_endpoint`, or a quarter of
+    /// `max_pending_bytes` (at least 1).
+    pub fn endpoint_bytes_cap(&self) -> usize {
+        self.max_pending_bytes_per_endpoint
+            .unwrap_or(self.max_pending_bytes / 4)
             .max(1)
     }
 }
@@ -149,6 +177,9 @@ impl Default for DeliveryConfig {
             max_in_flight_per_endpoint: 64,
             max_pending: 100_000,
             max_pending_per_endpoint: None,
+            max_pending_bytes: 64 << 20,
+            max_pending_bytes_per_endpoint: None,
+            max_backlog_per_endpoint: 10_000_000,
             max_body_bytes: 1 << 20,
             shutdown_grace_ms: 10_000,
             keep_delivered_hours: 168,
@@ -553,17 +584,23 @@ impl Config {
                 for (name, value) in [
                     ("max_in_flight_per_endpoint", d.max_in_flight_per_endpoint),
                     ("max_pending", d.max_pending),
+                    ("max_pending_bytes", d.max_pending_bytes),
                     ("max_body_bytes", d.max_body_bytes),
                 ] {
                     if value == 0 {
                         c.problem(&[Step::Key("delivery"), Step::Key(name)], "must be >= 1");
                     }
                 }
-                if d.max_pending_per_endpoint == Some(0) {
-                    c.problem(
-                        &[Step::Key("delivery"), Step::Key("max_pending_per_endpoint")],
-                        "must be >= 1",
-                    );
+                for (name, value) in [
+                    ("max_pending_per_endpoint", d.max_pending_per_endpoint),
+                    (
+                        "max_pending_bytes_per_endpoint",
+                        d.max_pending_bytes_per_endpoint,
+                    ),
+                ] {
+                    if value == Some(0) {
+                        c.problem(&[Step::Key("delivery"), Step::Key(name)], "must be >= 1");
+                    }
                 }
                 config.delivery = d;
             }

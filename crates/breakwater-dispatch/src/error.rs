@@ -29,9 +29,6 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The request asks for more than the service can ever take at once.
-    #[error("{0}")]
-    TooMuchWork(String),
     /// The route exists, but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -55,19 +52,20 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::PayloadTooLarge { .. } | Self::TooMuchWork(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The `error` field of its body.
+    pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
-            Self::PayloadTooLarge { .. } | Self::TooMuchWork(_) => "payload_too_large",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
@@ -78,15 +76,6 @@ impl ApiError {
 impl From<AcceptError> for ApiError {
     fn from(e: AcceptError) -> Self {
         match e {
-            AcceptError::Full { .. } => Self::Unavailable {
-                message: e.to_string(),
-                retry_after: Duration::from_secs(1),
-            },
-            AcceptError::TooManyActions { .. } => Self::TooMuchWork(e.to_string()),
-            AcceptError::EndpointFull { .. } => Self::Unavailable {
-                message: e.to_string(),
-                retry_after: Duration::from_secs(1),
-            },
             AcceptError::ShuttingDown => Self::Unavailable {
                 message: e.to_string(),
                 retry_after: Duration::from_secs(5),
@@ -137,8 +126,8 @@ mod tests {
         assert_eq!(ApiError::BadRequest("x".into()).status(), 400);
         assert_eq!(ApiError::Unauthorized.status(), 401);
         assert_eq!(ApiError::PayloadTooLarge { limit: 1 }.status(), 413);
-        let full: ApiError = AcceptError::Full { pending: 3 }.into();
-        let r = full.into_response();
+        let failed: ApiError = AcceptError::Store(StoreError::Closed).into();
+        let r = failed.into_response();
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }

@@ -26,6 +26,14 @@ pub struct AttemptLabel {
     pub outcome: &'static str,
 }
 
+/// The `reason` label of intake refusals.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `bad_request`, `unauthorized`, `payload_too_large`, `unavailable`
+    /// (the store failed or the service is stopping) or `internal`.
+    pub reason: &'static str,
+}
+
 /// Every series the service publishes itself.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -43,6 +51,16 @@ pub struct Metrics {
     pub retried: Family<EndpointLabel, Counter>,
     /// Actions moved to the dead-letter table.
     pub dead_lettered: Family<EndpointLabel, Counter>,
+    /// Actions dead-lettered at intake because their endpoint's backlog was
+    /// over `max_backlog_per_endpoint` (also counted in `dead_lettered`).
+    pub over_quota: Family<EndpointLabel, Counter>,
+    /// Each endpoint's waiting actions in the store (pending or parked, in
+    /// memory or not).
+    pub backlog: Family<EndpointLabel, Gauge>,
+    /// Age of each endpoint's oldest waiting action.
+    pub backlog_oldest_age_seconds: Family<EndpointLabel, Gauge>,
+    /// `POST /events` requests refused, by reason.
+    pub intake_refused: Family<ReasonLabel, Counter>,
     /// Attempts by outcome.
     pub attempts: Family<AttemptLabel, Counter>,
     /// Endpoints disabled by `410 Gone` (1 while disabled).
@@ -65,6 +83,10 @@ impl Default for Metrics {
             deferred: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
+            over_quota: Family::default(),
+            backlog: Family::default(),
+            backlog_oldest_age_seconds: Family::default(),
+            intake_refused: Family::default(),
             attempts: Family::default(),
             endpoint_disabled: Family::default(),
             queue_depth: Gauge::default(),
@@ -115,6 +137,26 @@ impl Metrics {
             self.dead_lettered.clone(),
         );
         r.register(
+            "actions_over_quota",
+            "Actions dead-lettered at intake: their endpoint's backlog was over max_backlog_per_endpoint",
+            self.over_quota.clone(),
+        );
+        r.register(
+            "backlog_actions",
+            "Waiting actions in the store (pending or parked, in memory or not), by endpoint",
+            self.backlog.clone(),
+        );
+        r.register(
+            "backlog_oldest_age_seconds",
+            "Age of each endpoint's oldest waiting action",
+            self.backlog_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "intake_refused",
+            "POST /events requests refused, by reason",
+            self.intake_refused.clone(),
+        );
+        r.register(
             "attempts",
             "Delivery attempts by outcome",
             self.attempts.clone(),
@@ -161,11 +203,24 @@ mod tests {
             .get_or_create(&Metrics::endpoint("http://a:1"))
             .inc();
         m.queue_depth.set(3);
+        let hook = Metrics::endpoint("http://a:1");
+        m.backlog.get_or_create(&hook).set(7);
+        m.backlog_oldest_age_seconds.get_or_create(&hook).set(5);
+        m.over_quota.get_or_create(&hook).inc();
+        m.intake_refused
+            .get_or_create(&ReasonLabel {
+                reason: "unavailable",
+            })
+            .inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         for name in [
             "breakwater_dispatch_actions_dead_lettered_total{endpoint=\"http://a:1\"} 1",
             "breakwater_dispatch_queue_depth 3",
+            "breakwater_dispatch_backlog_actions{endpoint=\"http://a:1\"} 7",
+            "breakwater_dispatch_backlog_oldest_age_seconds{endpoint=\"http://a:1\"} 5",
+            "breakwater_dispatch_actions_over_quota_total{endpoint=\"http://a:1\"} 1",
+            "breakwater_dispatch_intake_refused_total{reason=\"unavailable\"} 1",
             "breakwater_dispatch_oldest_pending_age_seconds 0",
             "breakwater_dispatch_delivery_latency_seconds_count 0",
         ] {

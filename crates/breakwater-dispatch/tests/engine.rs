@@ -16,8 +16,8 @@ use breakwater_dispatch::config::Config;
 use breakwater_dispatch::engine::{actions_for, AdminOp, BreakerView, Engine};
 use breakwater_dispatch::metrics::Metrics;
 use breakwater_dispatch::store::{
-    ActionId, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent, PendingAction, Store,
-    StoreResult, Update,
+    ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, Inserted, NewEvent,
+    PendingAction, Store, StoreResult, Update,
 };
 use uuid::Uuid;
 
@@ -31,6 +31,8 @@ struct MemoryStore {
     park_writes: AtomicUsize,
     /// The cutoff of every `prune_delivered` call.
     prunes: Mutex<Vec<i64>>,
+    /// Backlogged actions, unclaimed, in the order stored.
+    backlog: Mutex<Vec<PendingAction>>,
 }
 
 #[async_trait]
@@ -56,13 +58,11 @@ impl Store for MemoryStore {
                     *n += 1;
                     *n
                 };
-                let status = if a.parked_until_ms().is_some() {
-                    ActionStatus::Parked
-                } else {
-                    ActionStatus::Pending
-                };
-                self.status.lock().unwrap().insert(id, (status, 0));
-                pending.push(PendingAction {
+                self.status.lock().unwrap().insert(id, (a.status(), 0));
+                if a.dead_letter_reason().is_some() {
+                    continue;
+                }
+                let action = PendingAction {
                     id,
                     event: event.clone(),
                     observer: a.observer().to_string(),
@@ -72,7 +72,13 @@ impl Store for MemoryStore {
                     accepted_at_ms: 0,
                     not_before_ms: a.parked_until_ms(),
                     parked: a.parked_until_ms().is_some(),
-                });
+                    size: 0,
+                };
+                if a.is_backlogged() {
+                    self.backlog.lock().unwrap().push(action);
+                } else {
+                    pending.push(action);
+                }
             }
             out.push(Inserted::New(pending));
         }
@@ -82,7 +88,47 @@ impl Store for MemoryStore {
         self.prunes.lock().unwrap().push(before_ms);
         Ok(0)
     }
-    async fn claim(&self, _limit: usize) -> StoreResult<Vec<PendingAction>> {
+    async fn claim_backlog(
+        &self,
+        endpoint: &str,
+        limit: usize,
+        due_by_ms: i64,
+    ) -> StoreResult<Claimed> {
+        let mut backlog = self.backlog.lock().unwrap();
+        let due = |a: &PendingAction| a.not_before_ms.unwrap_or(a.accepted_at_ms);
+        let mut mine: Vec<usize> = (0..backlog.len())
+            .filter(|i| backlog[*i].endpoint == endpoint && due(&backlog[*i]) <= due_by_ms)
+            .collect();
+        mine.sort_by_key(|i| (due(&backlog[*i]), backlog[*i].id));
+        let more = mine.len() > limit;
+        mine.truncate(limit);
+        let ids: Vec<ActionId> = mine.iter().map(|i| backlog[*i].id).collect();
+        let mut actions: Vec<PendingAction> = Vec::new();
+        backlog.retain(|a| {
+            if ids.contains(&a.id) {
+                actions.push(a.clone());
+                false
+            } else {
+                true
+            }
+        });
+        actions.sort_by_key(|a| (due(a), a.id));
+        Ok(Claimed { actions, more })
+    }
+    async fn backlogged_endpoints(&self, due_by_ms: i64) -> StoreResult<Vec<String>> {
+        let mut out: Vec<String> = self
+            .backlog
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.not_before_ms.unwrap_or(a.accepted_at_ms) <= due_by_ms)
+            .map(|a| a.endpoint.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>> {
         Ok(Vec::new())
     }
     async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
@@ -463,8 +509,19 @@ impl Store for SlowStore {
     async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
         self.inner.insert(events).await
     }
-    async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>> {
-        self.inner.claim(limit).await
+    async fn claim_backlog(
+        &self,
+        endpoint: &str,
+        limit: usize,
+        due_by_ms: i64,
+    ) -> StoreResult<Claimed> {
+        self.inner.claim_backlog(endpoint, limit, due_by_ms).await
+    }
+    async fn backlogged_endpoints(&self, due_by_ms: i64) -> StoreResult<Vec<String>> {
+        self.inner.backlogged_endpoints(due_by_ms).await
+    }
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>> {
+        self.inner.backlogs().await
     }
     async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
         self.applies.fetch_add(1, Ordering::SeqCst);

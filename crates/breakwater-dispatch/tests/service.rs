@@ -432,48 +432,70 @@ async fn breaker_state_survives_a_restart() {
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Orders go to `urls` (a fan-out: one action per receiver for every
+/// event).
+fn fan_out(dir: &tempfile::TempDir, urls: &[&str], delivery: &str) -> String {
+    config_toml(
+        &dir.path().join("t.db"),
+        urls,
+        &format!("[delivery]\n{delivery}"),
+    )
+}
+
+/// The event ids in the order `receiver` first answered them 2xx.
+fn first_deliveries(receiver: &Receiver) -> Vec<Uuid> {
+    let mut seen = std::collections::HashSet::new();
+    receiver
+        .hits()
+        .into_iter()
+        .filter(|h| (200..300).contains(&h.answered))
+        .filter_map(|h| h.event_id)
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+/// Regression: an endpoint's actions were all held in memory, so a full
+/// window answered 503 to every event. Now the window spills to the
+/// endpoint's backlog on disk and nothing is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_answers_503_with_retry_after_and_drops_nothing_accepted() {
+async fn a_full_window_spills_to_the_backlog_and_nothing_is_refused_or_lost() {
     let receiver = Receiver::start(503).await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(
-        &dir.path().join("t.db"),
+    let toml = fan_out(
+        &dir,
         &[&receiver.url],
-        "[delivery]\nmax_pending = 10\nmax_pending_per_endpoint = 10\n",
+        "max_pending = 10\nmax_pending_per_endpoint = 10\n",
     );
     let svc = start(&dir, &toml).await;
     let base = format!("http://{}", svc.addr);
     let mut accepted = Vec::new();
-    let mut refused = None;
-    for _ in 0..20 {
+    for _ in 0..60 {
         let id = Uuid::new_v4();
         let r = post_events(&base, &event(Some(id))).await;
-        match r.status().as_u16() {
-            202 => accepted.push(id),
-            503 => {
-                refused = Some((id, r.headers()["retry-after"].to_str().unwrap().to_string()));
-                break;
-            }
-            other => panic!("unexpected {other}"),
-        }
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        accepted.push(id);
     }
-    assert_eq!(accepted.len(), 10, "exactly max_pending actions fit");
-    let (refused_id, retry_after) = refused.expect("the eleventh was refused");
-    assert!(retry_after.parse::<u64>().unwrap() >= 1);
-    let store = svc.state.engine.store().clone();
-    assert!(
-        store.event(refused_id).await.unwrap().is_none(),
-        "not stored"
-    );
+    let engine = svc.state.engine.clone();
+    assert!(engine.held() <= 10, "the window holds {}", engine.held());
+    let view = engine
+        .breaker_views()
+        .into_iter()
+        .find(|v| v.endpoint == receiver.endpoint)
+        .unwrap();
+    assert_eq!(view.backlog, 60, "{view:?}");
+    assert!(view.pending <= 10, "{view:?}");
     receiver.set(200);
     wait_until("every accepted event", LIMIT, || {
         let got = receiver.delivered();
         accepted.iter().all(|id| got.contains_key(id))
     })
     .await;
-    // Room again.
-    wait_until("the queue to drain", LIMIT, || svc.state.engine.held() == 0).await;
-    assert_eq!(post_events(&base, &event(None)).await.status(), 202);
+    assert!(receiver.delivered().values().all(|n| *n == 1), "none twice");
+    wait_until("the window to empty", LIMIT, || engine.held() == 0).await;
+    wait_until("the backlog to empty", LIMIT, || {
+        engine.breaker_views().iter().all(|v| v.backlog == 0)
+    })
+    .await;
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -515,87 +537,148 @@ async fn every_error_body_is_json() {
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Regression: a dead endpoint's parked actions filled `max_pending`, and
-/// intake refused the events of a healthy endpoint too.
+/// Regression: a dead endpoint's parked actions filled its share of the
+/// queue, and then every event that also fanned out to it was refused,
+/// the healthy endpoint's included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_endpoint_fills_its_share_of_the_queue_not_the_whole_queue() {
+async fn a_dead_endpoint_never_refuses_intake_and_its_backlog_comes_through_in_order() {
     let healthy = Receiver::start(200).await;
-    let dead = Receiver::start(500).await;
+    let dead = Receiver::start(503).await;
     let dir = tempfile::tempdir().unwrap();
-    // Orders go to the dead receiver, invoices to the healthy one.
-    let toml = format!(
-        "{}[[observers]]\nname = \"invoices\"\nentity_type = \"Invoice\"\nevent_type = \"INSERT\"\n\
-         [[observers.actions]]\ntype = \"webhook\"\nurl = \"{}\"\n",
-        config_toml(
-            &dir.path().join("t.db"),
-            &[&dead.url],
-            "[delivery]\nmax_pending = 10\n",
-        ),
-        healthy.url
+    let window = 5;
+    let toml = fan_out(
+        &dir,
+        &[&healthy.url, &dead.url],
+        &format!("max_pending = 100\nmax_pending_per_endpoint = {window}\n"),
     );
     let svc = start(&dir, &toml).await;
     let base = format!("http://{}", svc.addr);
-    // Half of the queue for the dead endpoint, then 503 naming it.
-    let mut refused = None;
-    for i in 0..10 {
-        let r = post_events(&base, &event(None)).await;
-        if r.status() == 503 {
-            refused = Some((i, r.text().await.unwrap()));
-            break;
-        }
-        assert_eq!(r.status(), 202);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let id = Uuid::now_v7();
+        let r = if i % 2 == 0 {
+            post_events(&base, &event(Some(id))).await
+        } else {
+            // Half in arrays of one, so both shapes are taken.
+            post_events(&base, &serde_json::json!([event(Some(id))])).await
+        };
+        assert_eq!(r.status(), 202, "event {i}: {}", r.text().await.unwrap());
+        ids.push(id);
     }
-    let (i, body) = refused.expect("the dead endpoint's share ran out");
-    assert_eq!(i, 5, "max_pending / 2 for one endpoint");
-    assert!(body.contains("max_pending_per_endpoint"), "{body}");
-    // The healthy endpoint's events are still taken and delivered.
-    let mut invoice = event(None);
-    invoice["entity_type"] = "Invoice".into();
-    let id = Uuid::new_v4();
-    invoice["id"] = id.to_string().into();
-    assert_eq!(post_events(&base, &invoice).await.status(), 202);
-    wait_until("the invoice", LIMIT, || {
-        healthy.delivered().contains_key(&id)
+    wait_until("the healthy endpoint to get every event", LIMIT, || {
+        healthy.delivered().len() == ids.len()
+    })
+    .await;
+    assert!(dead.delivered().is_empty());
+    let engine = svc.state.engine.clone();
+    let dead_view = || {
+        engine
+            .breaker_views()
+            .into_iter()
+            .find(|v| v.endpoint == dead.endpoint)
+            .unwrap()
+    };
+    assert!(dead_view().pending <= window, "{:?}", dead_view());
+    assert_eq!(dead_view().backlog, 200, "{:?}", dead_view());
+    dead.set(200);
+    wait_until("every event at the recovered endpoint", LIMIT, || {
+        dead.delivered().len() == ids.len()
+    })
+    .await;
+    assert!(dead.delivered().values().all(|n| *n == 1), "none twice");
+    // Oldest first: read back in the order accepted, so no action overtakes
+    // the backlog by more than what the window held.
+    let order = first_deliveries(&dead);
+    for (at, id) in order.iter().enumerate() {
+        let accepted = ids.iter().position(|i| i == id).unwrap();
+        assert!(
+            accepted <= at + 2 * window,
+            "event {accepted} delivered {at}th: {order:?}"
+        );
+    }
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `max_backlog_per_endpoint`: past it, the endpoint's new actions are
+/// dead-lettered with the reason and their events accepted; the other
+/// endpoint is not affected, and a replay delivers them once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_backlog_quota_an_endpoint_dead_letters_its_new_actions_and_events_are_accepted() {
+    let healthy = Receiver::start(200).await;
+    let dead = Receiver::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = fan_out(
+        &dir,
+        &[&healthy.url, &dead.url],
+        "max_pending_per_endpoint = 4\nmax_backlog_per_endpoint = 10\n",
+    );
+    let svc = start(&dir, &toml).await;
+    let base = format!("http://{}", svc.addr);
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let id = Uuid::now_v7();
+        assert_eq!(post_events(&base, &event(Some(id))).await.status(), 202);
+        ids.push(id);
+    }
+    wait_until("the healthy endpoint to get every event", LIMIT, || {
+        healthy.delivered().len() == ids.len()
+    })
+    .await;
+    let store = svc.state.engine.store().clone();
+    let last = store.event(ids[29]).await.unwrap().unwrap();
+    let over = last
+        .actions
+        .iter()
+        .find(|a| a.endpoint == dead.endpoint)
+        .unwrap();
+    assert_eq!(over.status, ActionStatus::DeadLettered, "{last:?}");
+    let reason = over.last_error.as_deref().unwrap();
+    assert!(reason.contains("max_backlog_per_endpoint = 10"), "{reason}");
+    let dead_letters = store.dead_letters(100).await.unwrap();
+    assert_eq!(dead_letters.len(), 20, "{dead_letters:?}");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        "breakwater_dispatch_actions_over_quota_total{{endpoint=\"{}\"}} 20",
+        dead.endpoint
+    );
+    assert!(metrics.contains(&series), "{series} not in\n{metrics}");
+    dead.set(200);
+    wait_until("the first ten at the recovered endpoint", LIMIT, || {
+        dead.delivered().len() == 10
+    })
+    .await;
+    assert_eq!(store.replay_dead_letters(None).await.unwrap(), 20);
+    svc.state.engine.wake();
+    wait_until("the replayed twenty", LIMIT, || {
+        dead.delivered().len() == ids.len()
     })
     .await;
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Regression: an array asking for more actions than `max_pending` got a
-/// 503 "queue full (0 actions pending)" that no retry could ever pass.
+/// Regression: an array asking for more actions than `max_pending` was
+/// refused (first with a 503 no retry could pass, then with a 413). A
+/// window bounds memory, not requests: the array is taken whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_array_larger_than_the_queue_is_413_not_a_503_forever() {
+async fn an_array_larger_than_the_window_is_taken_whole() {
     let receiver = Receiver::start(200).await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(
-        &dir.path().join("t.db"),
-        &[&receiver.url],
-        "[delivery]\nmax_pending = 5\nmax_pending_per_endpoint = 5\n",
-    );
+    let toml = fan_out(&dir, &[&receiver.url], "max_pending = 5\n");
     let svc = start(&dir, &toml).await;
     let base = format!("http://{}", svc.addr);
-    let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = (0..300).map(|_| Uuid::new_v4()).collect();
     let events: Vec<serde_json::Value> = ids.iter().map(|id| event(Some(*id))).collect();
     let r = post_events(&base, &serde_json::Value::Array(events)).await;
-    assert_eq!(r.status(), 413);
-    assert!(r.headers().get("retry-after").is_none());
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "payload_too_large");
-    assert!(
-        body["message"].as_str().unwrap().contains("max_pending"),
-        "{body}"
-    );
-    for id in &ids {
-        assert!(svc.state.engine.store().event(*id).await.unwrap().is_none());
-    }
-    // Five fit.
-    let five: Vec<serde_json::Value> = ids[..5].iter().map(|id| event(Some(*id))).collect();
-    assert_eq!(
-        post_events(&base, &serde_json::Value::Array(five))
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(r.status(), 202);
+    wait_until("every event", LIMIT, || {
+        receiver.delivered().len() == ids.len()
+    })
+    .await;
     svc.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -8,6 +8,7 @@ use breakwater::traits::{ActionExecutor, ActionResult, Error};
 
 use super::lane::Lane;
 use super::schedule::{self, AfterFailure};
+use super::window::Load;
 use super::{unix_ms, Engine};
 use crate::metrics::{AttemptLabel, Metrics};
 use crate::store::{GoneAttempt, PendingAction, Update};
@@ -96,13 +97,14 @@ impl Engine {
     /// Keeps `action` in the store until its endpoint is enabled again;
     /// `gone` is the attempt answered `410 Gone`, if one was made.
     pub(super) fn hold(&self, action: PendingAction, gone: Option<GoneAttempt>) {
-        self.lane(&action.endpoint).let_go(1);
+        let l = action.load();
+        self.lane(&action.endpoint).finish(l);
         self.record(
             Update::Held {
                 id: action.id,
                 gone,
             },
-            1,
+            l,
         );
     }
 
@@ -117,7 +119,7 @@ impl Engine {
         let m = &self.inner.metrics;
         match classify(result) {
             Outcome::Delivered { status } => {
-                lane.let_go(1);
+                lane.finish(action.load());
                 action.attempts += 1;
                 self.attempt(&lane.endpoint, "success");
                 self.record(
@@ -126,7 +128,7 @@ impl Engine {
                         attempts: action.attempts,
                         status,
                     },
-                    1,
+                    action.load(),
                 );
                 m.delivered.get_or_create(&label).inc();
                 lane.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -149,7 +151,7 @@ impl Engine {
                             id: action.id,
                             until_ms,
                         },
-                        0,
+                        Load::default(),
                     );
                 }
                 if self.forced_open(&lane.endpoint) {
@@ -181,7 +183,7 @@ impl Engine {
                             disabled: true,
                             reason: Some(message.clone()),
                         },
-                        0,
+                        Load::default(),
                     );
                 }
                 action.attempts += 1;
@@ -228,7 +230,7 @@ impl Engine {
                                 error: message,
                                 status,
                             },
-                            0,
+                            Load::default(),
                         );
                         m.retried.get_or_create(&label).inc();
                         lane.stats.retried.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +250,8 @@ impl Engine {
         error: String,
         status: Option<u16>,
     ) {
-        lane.let_go(1);
+        let l = action.load();
+        lane.finish(l);
         tracing::info!(endpoint = %lane.endpoint, action = action.id, %error, "dead-lettered");
         self.record(
             Update::DeadLetter {
@@ -257,7 +260,7 @@ impl Engine {
                 error,
                 status,
             },
-            1,
+            l,
         );
         self.inner
             .metrics

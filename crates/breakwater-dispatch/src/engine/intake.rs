@@ -1,5 +1,5 @@
-//! Intake: storing new events and queueing their actions, within the
-//! `max_pending` and `max_pending_per_endpoint` limits.
+//! Intake: storing new events and queueing their actions, each into its
+//! endpoint's window or its backlog (see [`window`](super::window)).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,47 +7,15 @@ use std::sync::Arc;
 use breakwater::CircuitState;
 
 use super::lane::Lane;
+use super::window::{event_size, Caps, Load};
 use super::{schedule, unix_ms, Engine};
 use crate::metrics::Metrics;
-use crate::store::{Inserted, NewEvent, StoreError};
+use crate::store::{Inserted, NewEvent, PendingAction, StoreError};
 
-/// Why intake was refused.
+/// Why intake was refused: only for reasons of the whole service, never
+/// because some endpoint is down or slow (its actions wait in its backlog).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AcceptError {
-    /// Too many actions are held in memory; try again later.
-    #[error("the delivery queue is full ({pending} actions pending)")]
-    Full {
-        /// Actions currently held.
-        pending: usize,
-    },
-    /// The request asks for more actions than the queue holds at all: it
-    /// can never be taken whole, so it is not worth retrying as it is.
-    #[error(
-        "the request asks for {wanted} actions, more than the {cap} the delivery queue \
-         holds ({setting}); send its events in smaller arrays"
-    )]
-    TooManyActions {
-        /// Actions the request asks for (of one endpoint, for
-        /// `max_pending_per_endpoint`).
-        wanted: usize,
-        /// The limit.
-        cap: usize,
-        /// The setting that makes it: `delivery.max_pending` or
-        /// `delivery.max_pending_per_endpoint`.
-        setting: &'static str,
-    },
-    /// One endpoint holds as many actions as it may; the request asks for
-    /// more of them. Other endpoints' events are still taken.
-    #[error(
-        "the endpoint {endpoint} holds {pending} actions, as many as it may \
-         (delivery.max_pending_per_endpoint); it is probably down or slow"
-    )]
-    EndpointFull {
-        /// The endpoint.
-        endpoint: String,
-        /// Its actions currently held.
-        pending: usize,
-    },
     /// The engine is shutting down.
     #[error("the service is shutting down")]
     ShuttingDown,
@@ -56,14 +24,30 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+/// What intake does with one action.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    /// Into its endpoint's window, counted for this load.
+    Window(Load),
+    /// Into its endpoint's backlog.
+    Backlog,
+    /// Dead-lettered at once: its endpoint's backlog is over its quota.
+    OverQuota,
+}
+
 impl Engine {
     /// Stores `events` with their actions and queues the new actions.
     /// Duplicate ids are accepted again without a second delivery.
     ///
+    /// An action whose endpoint's window is full (or whose endpoint has a
+    /// backlog already) is stored in that endpoint's backlog, to be read
+    /// back as the window makes room; one whose endpoint's backlog is over
+    /// `max_backlog_per_endpoint` is stored dead-lettered with the reason.
+    /// The events are accepted either way.
+    ///
     /// # Errors
     ///
-    /// [`AcceptError::Full`] when the actions would not fit in
-    /// `max_pending` (nothing is stored), a store failure, or shutdown.
+    /// A store failure (nothing of the request is stored), or shutdown.
     ///
     /// # Cancel safety
     ///
@@ -81,140 +65,165 @@ impl Engine {
         if self.is_stopping() {
             return Err(AcceptError::ShuttingDown);
         }
-        let wanted: usize = events.iter().map(|e| e.actions.len()).sum();
         let delivery = self.settings().delivery;
-        let cap = delivery.max_pending;
-        if wanted > cap {
-            return Err(AcceptError::TooManyActions {
-                wanted,
-                cap,
-                setting: "delivery.max_pending",
-            });
-        }
-        // Each endpoint's share, and which event asks for which (to give
-        // back a duplicate's share).
-        let mut lanes: Vec<(Arc<Lane>, usize)> = Vec::new();
-        let mut asks: Vec<(usize, usize)> = Vec::with_capacity(wanted);
-        for (i, e) in events.iter().enumerate() {
-            for a in &e.actions {
-                let at = match lanes.iter().position(|(l, _)| l.endpoint == a.endpoint()) {
+        let caps = Caps::of(&delivery);
+        let quota = delivery.max_backlog_per_endpoint;
+        let mut events = events;
+        // The endpoints asked for (with how long their open circuit parks
+        // an action), and each action's fate with its endpoint's place in
+        // `lanes`, event by event.
+        let mut lanes: Vec<Arc<Lane>> = Vec::new();
+        let mut parks: Vec<Option<i64>> = Vec::new();
+        let mut spilled: Vec<usize> = Vec::new();
+        let mut fates: Vec<Vec<(usize, Fate)>> = Vec::with_capacity(events.len());
+        for event in &mut events {
+            if event.actions.is_empty() {
+                fates.push(Vec::new());
+                continue;
+            }
+            let size = event_size(&event.event);
+            let mut mine = Vec::with_capacity(event.actions.len());
+            for action in &mut event.actions {
+                let at = match lanes.iter().position(|l| l.endpoint == action.endpoint()) {
                     Some(at) => at,
                     None => {
-                        lanes.push((self.lane(a.endpoint()), 0));
+                        lanes.push(self.lane(action.endpoint()));
+                        parks.push(self.park_until(action.endpoint()));
+                        spilled.push(0);
                         lanes.len() - 1
                     }
                 };
-                lanes[at].1 += 1;
-                asks.push((i, at));
+                let lane = &lanes[at];
+                if let Some(reason) = over_quota(lane, quota) {
+                    *action = action.clone().dead_lettered(reason);
+                    mine.push((at, Fate::OverQuota));
+                    continue;
+                }
+                let load = Load::one(size);
+                if lane
+                    .backlog
+                    .admit_or_spill(&lane.held, &self.inner.held, &caps, load)
+                {
+                    if let Some(until) = parks[at] {
+                        *action = action.clone().parked_until(until);
+                    }
+                    mine.push((at, Fate::Window(load)));
+                } else {
+                    spilled[at] += 1;
+                    *action = action.clone().backlogged();
+                    mine.push((at, Fate::Backlog));
+                }
             }
-        }
-        let per = delivery.endpoint_cap();
-        for (lane, n) in &lanes {
-            if *n > per {
-                return Err(AcceptError::TooManyActions {
-                    wanted: *n,
-                    cap: per,
-                    setting: "delivery.max_pending_per_endpoint",
-                });
-            }
-            let pending = lane.held.load(Ordering::Acquire);
-            if pending + n > per {
-                return Err(AcceptError::EndpointFull {
-                    endpoint: lane.endpoint.clone(),
-                    pending,
-                });
-            }
-        }
-        let mut held = self.inner.held.load(Ordering::Acquire);
-        loop {
-            if held + wanted > cap && wanted > 0 {
-                return Err(AcceptError::Full { pending: held });
-            }
-            match self.inner.held.compare_exchange_weak(
-                held,
-                held + wanted,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => held = now,
-            }
+            fates.push(mine);
         }
         self.publish_depth();
-        for (lane, n) in &lanes {
-            lane.held.fetch_add(*n, Ordering::AcqRel);
-        }
-        let events = self.park_refused(events);
         let result = self.inner.store.insert(events).await;
+        for (lane, n) in lanes.iter().zip(&spilled) {
+            // Stored or not, they are no longer being written.
+            lane.backlog.stored(*n);
+        }
         let inserted = match result {
             Ok(i) => i,
             Err(e) => {
-                self.release(wanted);
-                for (lane, n) in &lanes {
-                    lane.let_go(*n);
+                for (at, fate) in fates.iter().flatten() {
+                    if let Fate::Window(load) = fate {
+                        lanes[*at].let_go(*load);
+                        self.release(*load);
+                    }
                 }
                 return Err(e.into());
             }
         };
-        for (i, outcome) in inserted.iter().enumerate() {
-            if matches!(outcome, Inserted::Duplicate) {
-                for (_, at) in asks.iter().filter(|(e, _)| *e == i) {
-                    lanes[*at].0.let_go(1);
-                }
-            }
-        }
-        let mut used = 0;
-        for outcome in &inserted {
+        for (outcome, fates) in inserted.iter().zip(&fates) {
             match outcome {
                 Inserted::New(actions) => {
                     self.inner.metrics.events_accepted.inc();
-                    used += actions.len();
-                    for a in actions {
-                        let mut a = a.clone();
-                        if a.parked {
-                            if self.refused(&a.endpoint) {
-                                self.count_deferred(&a.endpoint);
-                                if self.forced_open(&a.endpoint) {
-                                    let lane = self.lane(&a.endpoint);
-                                    self.wait_for_release(&lane, a);
-                                    continue;
+                    let mut claimed = actions.iter();
+                    for (at, fate) in fates {
+                        let lane = &lanes[*at];
+                        match *fate {
+                            Fate::Window(load) => {
+                                lane.backlog.add_waiting(1);
+                                if let Some(a) = claimed.next() {
+                                    let mut a = a.clone();
+                                    a.size = load.bytes;
+                                    self.queue_new(a);
                                 }
-                            } else {
-                                a.not_before_ms = None;
                             }
+                            Fate::Backlog => lane.backlog.add_waiting(1),
+                            Fate::OverQuota => self.count_over_quota(lane),
                         }
-                        self.route(a);
                     }
                 }
                 Inserted::Duplicate => {
                     self.inner.metrics.events_duplicate.inc();
+                    for (at, fate) in fates {
+                        if let Fate::Window(load) = fate {
+                            lanes[*at].let_go(*load);
+                            self.release(*load);
+                        }
+                    }
                 }
             }
         }
-        self.release(wanted - used);
+        for (lane, n) in lanes.iter().zip(&spilled) {
+            if *n > 0 {
+                lane.backlog.wake.notify_one();
+            }
+        }
         Ok(inserted)
     }
 
-    /// Marks the actions whose endpoint's circuit is open to be stored
-    /// parked until it may let a call through, so that they wait in the
-    /// timer without a delivery task, an executor call or a second write to
-    /// park them. The breaker is asked for each once it is stored
-    /// ([`Engine::refused`]).
-    fn park_refused(&self, mut events: Vec<NewEvent>) -> Vec<NewEvent> {
-        for event in &mut events {
-            for action in &mut event.actions {
-                let Some(breaker) = self.inner.breakers.get(action.endpoint()) else {
-                    continue;
-                };
-                if breaker.state() != CircuitState::Open {
-                    continue;
+    /// Queues a new action taken into its window: an action stored parked
+    /// (its circuit was open) asks the breaker first, as a delivery would.
+    fn queue_new(&self, mut a: PendingAction) {
+        if a.parked {
+            if self.refused(&a.endpoint) {
+                self.count_deferred(&a.endpoint);
+                if self.forced_open(&a.endpoint) {
+                    let lane = self.lane(&a.endpoint);
+                    self.wait_for_release(&lane, a);
+                    return;
                 }
-                let wait = schedule::park_for(breaker.retry_after());
-                let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                *action = action.clone().parked_until(until_ms);
+            } else {
+                a.not_before_ms = None;
             }
         }
-        events
+        self.route(a);
+    }
+
+    /// Counts an action dead-lettered at intake because its endpoint's
+    /// backlog is over its quota; warns once a crossing.
+    fn count_over_quota(&self, lane: &Lane) {
+        let label = Metrics::endpoint(&lane.endpoint);
+        let m = &self.inner.metrics;
+        m.over_quota.get_or_create(&label).inc();
+        m.dead_lettered.get_or_create(&label).inc();
+        lane.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        if !lane.backlog.over_quota.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                endpoint = %lane.endpoint,
+                waiting = lane.backlog.waiting(),
+                quota = self.settings().delivery.max_backlog_per_endpoint,
+                "the endpoint's backlog is over delivery.max_backlog_per_endpoint: its new actions \
+                 are dead-lettered until it shrinks (their events are accepted)"
+            );
+        }
+    }
+
+    /// Until when an action for `endpoint` taken into its window now is
+    /// stored parked, when its circuit is open: it then waits in the timer
+    /// without a delivery task, an executor call or a second write to park
+    /// it. The breaker is asked for it once it is stored
+    /// ([`Engine::refused`]). (An action that joins the backlog is not
+    /// parked: it waits in the store, in the order accepted.)
+    fn park_until(&self, endpoint: &str) -> Option<i64> {
+        let breaker = self.inner.breakers.get(endpoint)?;
+        if breaker.state() != CircuitState::Open {
+            return None;
+        }
+        let wait = schedule::park_for(breaker.retry_after());
+        Some(unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// Asks `endpoint`'s breaker for a call, as a delivery would, for an
@@ -259,18 +268,39 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn release(&self, n: usize) {
-        if n > 0 {
-            self.inner.held.fetch_sub(n, Ordering::AcqRel);
+    /// `l` no longer counts against all windows together.
+    pub(super) fn release(&self, l: Load) {
+        if l != Load::default() {
+            self.inner.held.sub(l);
             self.publish_depth();
         }
     }
 
     pub(super) fn publish_depth(&self) {
-        let held = self.inner.held.load(Ordering::Acquire);
+        let held = self.inner.held.get().actions;
         self.inner
             .metrics
             .queue_depth
             .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
+}
+
+/// Why `lane`'s new actions are dead-lettered, when its backlog is over
+/// `quota` (0: no quota); clears the crossing when it is back under.
+fn over_quota(lane: &Lane, quota: u64) -> Option<String> {
+    if quota == 0 {
+        return None;
+    }
+    let waiting = lane.backlog.waiting();
+    if waiting < quota {
+        if lane.backlog.over_quota.swap(false, Ordering::AcqRel) {
+            tracing::info!(endpoint = %lane.endpoint, waiting, quota,
+                "the endpoint's backlog is back under delivery.max_backlog_per_endpoint");
+        }
+        return None;
+    }
+    Some(format!(
+        "not attempted: the endpoint's backlog held {waiting} actions, at its quota \
+         (delivery.max_backlog_per_endpoint = {quota}); replay it once the endpoint is back"
+    ))
 }

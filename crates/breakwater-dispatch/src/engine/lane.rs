@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::window::{pager_task, Backlog, Load, Usage};
 use super::{unix_ms, Engine};
 use crate::metrics::Metrics;
 use crate::store::PendingAction;
@@ -29,23 +30,32 @@ pub(super) struct Lane {
     pub(super) size: AtomicUsize,
     pub(super) disabled: Mutex<Option<String>>,
     pub(super) stats: LaneStats,
-    /// This endpoint's actions held in memory (queued, parked, waiting to
-    /// retry or running), against `max_pending_per_endpoint`.
-    pub(super) held: AtomicUsize,
+    /// This endpoint's window: its actions held in memory (queued, parked,
+    /// waiting to retry or running), against `max_pending_per_endpoint` and
+    /// `max_pending_bytes_per_endpoint`.
+    pub(super) held: Usage,
+    /// Its backlog: whether it has one, how large it is.
+    pub(super) backlog: Backlog,
     /// Actions refused by a forced-open breaker: no timer, no retry; they
     /// wait here until the breaker leaves Open (see [`Engine::wake_released`]).
     pub(super) until_released: Mutex<Vec<PendingAction>>,
 }
 
 impl Lane {
-    /// `n` of this endpoint's actions are no longer held.
-    pub(super) fn let_go(&self, n: usize) {
-        // Never below zero, even if an action were let go twice.
-        let _ = self
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
-                Some(h.saturating_sub(n))
-            });
+    /// `l` of this endpoint's window is no longer held; its pager is woken
+    /// when it has a backlog to read into the room.
+    pub(super) fn let_go(&self, l: Load) {
+        self.held.sub(l);
+        if self.backlog.is_on_disk() {
+            self.backlog.wake.notify_one();
+        }
+    }
+
+    /// An action of `l` is delivered, dead-lettered or held: it leaves the
+    /// window and stops waiting.
+    pub(super) fn finish(&self, l: Load) {
+        self.backlog.finished();
+        self.let_go(l);
     }
 
     pub(super) fn disabled(&self) -> Option<String> {
@@ -101,7 +111,8 @@ impl Engine {
             size: AtomicUsize::new(size),
             disabled: Mutex::new(None),
             stats: LaneStats::default(),
-            held: AtomicUsize::new(0),
+            held: Usage::default(),
+            backlog: Backlog::default(),
             until_released: Mutex::new(Vec::new()),
         });
         lanes.insert(endpoint.to_string(), lane.clone());
@@ -123,6 +134,7 @@ impl Engine {
             },
         );
         tokio::spawn(lane_task(self.clone(), lane.clone(), rx));
+        tokio::spawn(pager_task(self.clone(), lane.clone()));
         lane
     }
 
@@ -138,9 +150,9 @@ impl Engine {
                 let lane = self.lane(&action.endpoint);
                 if let Err(e) = lane.tx.send(action) {
                     // The lane's worker stopped (shutdown): the action stays stored.
-                    drop(e);
-                    self.release(1);
-                    lane.let_go(1);
+                    let l = e.0.load();
+                    self.release(l);
+                    lane.let_go(l);
                 }
             }
         }
@@ -166,8 +178,9 @@ impl Engine {
 
     pub(super) fn later(&self, action: PendingAction, wait: Duration) {
         if let Err(e) = self.inner.timer.send((action, wait)) {
-            self.release(1);
-            self.lane(&e.0 .0.endpoint).let_go(1);
+            let l = e.0 .0.load();
+            self.release(l);
+            self.lane(&e.0 .0.endpoint).let_go(l);
         }
     }
 }

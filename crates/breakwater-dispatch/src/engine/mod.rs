@@ -6,9 +6,13 @@
 //! runtime, so a dead endpoint never slows a healthy one: its worker waits
 //! on its own permits while the others keep going.
 //!
-//! Memory is bounded by `max_pending`: an action counts from the moment
-//! intake reserves room for it until it is delivered, dead-lettered or held.
-//! When the reservation fails, intake answers 503 and nothing is stored.
+//! Memory is bounded per endpoint and in all, in actions and in bytes: each
+//! endpoint keeps a *window* of its actions in memory, and the rest of its
+//! work waits in the store as its *backlog*, read back as the window makes
+//! room ([`window`]). An action counts from the moment intake takes it into
+//! a window until it is delivered, dead-lettered or held. Intake never
+//! refuses because an endpoint is down: only when the store fails or the
+//! service stops.
 //!
 //! Waiting actions (retry backoff, or parked by an open circuit until its
 //! `retry_after`) sit in one [`DelayQueue`](tokio_util::time::DelayQueue),
@@ -33,9 +37,10 @@ pub mod schedule;
 mod snapshot;
 mod sweep;
 mod timer;
+mod window;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -62,6 +67,7 @@ use record::{record_task, Record};
 use snapshot::snapshot_task;
 use sweep::sweep_task;
 use timer::timer_task;
+use window::Usage;
 
 /// An admin operation on one endpoint's breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +108,13 @@ pub struct BreakerView {
     /// Deliveries running now.
     pub in_flight: usize,
     /// Actions held in memory for it (queued, parked, waiting to retry or
-    /// running), against `max_pending_per_endpoint`.
+    /// running): its window, against `max_pending_per_endpoint`.
     pub pending: usize,
+    /// Its waiting actions in the store (pending or parked, in memory or
+    /// not), against `max_backlog_per_endpoint`.
+    pub backlog: u64,
+    /// Milliseconds since the oldest of them was accepted.
+    pub backlog_oldest_age_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,8 +133,8 @@ struct Inner {
     timer: mpsc::UnboundedSender<(PendingAction, Duration)>,
     snapshots: mpsc::UnboundedSender<String>,
     records: mpsc::UnboundedSender<Record>,
-    /// Actions held in memory (reserved, queued, parked or running).
-    held: AtomicUsize,
+    /// Actions held in memory by every window together.
+    held: Usage,
     sweep: Notify,
     metrics: Metrics,
     stop: CancellationToken,
@@ -139,7 +150,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("held", &self.inner.held.load(Ordering::Relaxed))
+            .field("held", &self.inner.held.get())
             .finish_non_exhaustive()
     }
 }
@@ -195,7 +206,7 @@ impl Engine {
             timer: timer_tx,
             snapshots: snap_tx,
             records: record_tx,
-            held: AtomicUsize::new(0),
+            held: Usage::default(),
             sweep: Notify::new(),
             metrics,
             stop: CancellationToken::new(),
@@ -227,6 +238,9 @@ impl Engine {
         for endpoint in config.endpoints() {
             engine.lane(&endpoint);
         }
+        // Each endpoint's backlog is counted before the first event, so
+        // that its quota holds from the start.
+        engine.count_backlogs().await;
         tokio::spawn(timer_task(engine.clone(), timer_rx));
         tokio::spawn(snapshot_task(engine.clone(), snap_rx));
         tokio::spawn(sweep_task(engine.clone()));
@@ -250,9 +264,25 @@ impl Engine {
         &self.inner.store
     }
 
-    /// Actions held in memory now.
+    /// Actions held in memory now (every endpoint's window together).
     pub fn held(&self) -> usize {
-        self.inner.held.load(Ordering::Acquire)
+        self.inner.held.get().actions
+    }
+
+    /// Bytes of events held in memory now, as the windows count them.
+    pub fn held_bytes(&self) -> usize {
+        self.inner.held.get().bytes
+    }
+
+    /// Every lane, in no order.
+    fn lanes(&self) -> Vec<Arc<Lane>> {
+        self.inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The degradation level over every endpoint's breaker.
@@ -367,27 +397,24 @@ impl Engine {
         }
         let released = self.inner.store.release_held(endpoint).await?;
         if released > 0 {
-            self.inner.sweep.notify_one();
+            lane.backlog.add_waiting(released);
+            lane.backlog.mark();
+            lane.backlog.wake.notify_one();
         }
         Ok(())
     }
 
-    /// Asks the engine to look for unclaimed work in the store now.
+    /// Asks the engine to look for unclaimed work in the store now (the
+    /// engine looks every second anyway).
     pub fn wake(&self) {
         self.inner.sweep.notify_one();
     }
 
     /// Every endpoint's breaker and delivery counters, sorted by endpoint.
     pub fn breaker_views(&self) -> Vec<BreakerView> {
-        let lanes: Vec<Arc<Lane>> = self
-            .inner
-            .lanes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut out: Vec<BreakerView> = lanes
+        let now = unix_ms();
+        let mut out: Vec<BreakerView> = self
+            .lanes()
             .iter()
             .map(|lane| {
                 let breaker = self.inner.breakers.get_or_create(&lane.endpoint);
@@ -415,7 +442,9 @@ impl Engine {
                         .size
                         .load(Ordering::Relaxed)
                         .saturating_sub(lane.limit.available_permits()),
-                    pending: lane.held.load(Ordering::Relaxed),
+                    pending: lane.held.get().actions,
+                    backlog: lane.backlog.waiting(),
+                    backlog_oldest_age_ms: lane.backlog.oldest_age_ms(now),
                 }
             })
             .collect();
@@ -423,9 +452,22 @@ impl Engine {
         out
     }
 
-    /// Refreshes the gauges read from the store (oldest pending age).
+    /// Refreshes the gauges read from the store (oldest pending age) and
+    /// each endpoint's backlog gauges.
     pub async fn refresh_gauges(&self) {
         self.publish_depth();
+        let now = unix_ms();
+        let m = &self.inner.metrics;
+        for lane in self.lanes() {
+            let label = Metrics::endpoint(&lane.endpoint);
+            m.backlog
+                .get_or_create(&label)
+                .set(i64::try_from(lane.backlog.waiting()).unwrap_or(i64::MAX));
+            let age = lane.backlog.oldest_age_ms(now).map_or(0, |ms| ms / 1000);
+            m.backlog_oldest_age_seconds
+                .get_or_create(&label)
+                .set(i64::try_from(age).unwrap_or(i64::MAX));
+        }
         if let Ok(oldest) = self.inner.store.oldest_pending_ms().await {
             let age = oldest.map_or(0, |t| (unix_ms() - t).max(0) / 1000);
             self.inner.metrics.oldest_pending_age_seconds.set(age);

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::window::Load;
 use super::Engine;
 use crate::store::Update;
 
@@ -19,16 +20,16 @@ const FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// A message to the outcome recorder.
 pub(super) enum Record {
-    /// Write `update`; then `release` actions stop counting as held.
-    Update { update: Update, release: usize },
+    /// Write `update`; then `release` stops counting as held.
+    Update { update: Update, release: Load },
     /// Answered once everything sent before it is written.
     Flush(oneshot::Sender<()>),
 }
 
 impl Engine {
-    /// Queues `update` for the outcome recorder; `release` actions stop
-    /// counting as held once it is written.
-    pub(super) fn record(&self, update: Update, release: usize) {
+    /// Queues `update` for the outcome recorder; `release` stops counting
+    /// as held once it is written.
+    pub(super) fn record(&self, update: Update, release: Load) {
         if self
             .inner
             .records
@@ -79,13 +80,13 @@ pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<
             }
         }
         let mut updates = Vec::with_capacity(buf.len());
-        let mut release = 0;
+        let mut release = Load::default();
         let mut flushed = Vec::new();
         for r in buf.drain(..) {
             match r {
                 Record::Update { update, release: n } => {
                     updates.push(update);
-                    release += n;
+                    release.add(n);
                 }
                 Record::Flush(done) => flushed.push(done),
             }

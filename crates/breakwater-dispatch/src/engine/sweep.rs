@@ -1,49 +1,59 @@
-//! The sweep: unclaimed work claimed from the store while there is room.
+//! The sweep: finds the endpoints whose backlog in the store has work due
+//! (after a restart, a replay, an endpoint enabled again, or actions that
+//! came due) and wakes their pagers; counts every endpoint's waiting
+//! actions now and then.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Engine;
+use super::window::PAGE_AHEAD_MS;
+use super::{unix_ms, Engine};
 
-/// Actions claimed from the store in one go.
-const CLAIM_BATCH: usize = 1000;
-/// How often the store is swept for unclaimed work (after a restart, a
-/// replay, or an endpoint enabled again).
+/// How often the store is swept for backlogs with work due.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often every endpoint's waiting actions are counted in the store
+/// (between counts, the engine adds what it stores and finishes).
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 impl Engine {
-    /// Claims unclaimed work from the store while there is room.
+    /// Marks the endpoints with backlogged work due and wakes their pagers.
     async fn sweep(&self) {
-        loop {
-            let cap = self.settings().delivery.max_pending;
-            let free = cap.saturating_sub(self.held()).min(CLAIM_BATCH);
-            if free == 0 || self.is_stopping() {
-                return;
-            }
-            // Counted once claimed, not reserved ahead: intake racing with
-            // a sweep may overshoot `max_pending` by at most one batch, but
-            // an empty sweep never makes intake refuse.
-            let claimed = match self.inner.store.claim(free).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming pending work failed");
-                    return;
+        if self.is_stopping() {
+            return;
+        }
+        let due_by = unix_ms().saturating_add(PAGE_AHEAD_MS);
+        match self.inner.store.backlogged_endpoints(due_by).await {
+            Ok(endpoints) => {
+                for endpoint in endpoints {
+                    let lane = self.lane(&endpoint);
+                    lane.backlog.mark();
+                    lane.backlog.wake.notify_one();
                 }
-            };
-            let n = claimed.len();
-            if n > 0 {
-                self.inner.held.fetch_add(n, Ordering::AcqRel);
-                self.publish_depth();
             }
-            for a in &claimed {
-                self.lane(&a.endpoint).held.fetch_add(1, Ordering::AcqRel);
+            Err(e) => tracing::error!(error = %e, "looking for backlogged work failed"),
+        }
+    }
+
+    /// Counts every endpoint's waiting actions in the store.
+    pub(super) async fn count_backlogs(&self) {
+        match self.inner.store.backlogs().await {
+            Ok(counts) => {
+                let lanes = self.lanes();
+                for lane in &lanes {
+                    let found = counts.iter().find(|b| b.endpoint == lane.endpoint);
+                    lane.backlog.counted(
+                        found.map_or(0, |b| b.waiting),
+                        found.and_then(|b| b.oldest_ms),
+                    );
+                }
+                for b in counts {
+                    if !lanes.iter().any(|l| l.endpoint == b.endpoint) {
+                        self.lane(&b.endpoint)
+                            .backlog
+                            .counted(b.waiting, b.oldest_ms);
+                    }
+                }
             }
-            for a in claimed {
-                self.route(a);
-            }
-            if n < free {
-                return;
-            }
+            Err(e) => tracing::warn!(error = %e, "counting the endpoints' backlogs failed"),
         }
     }
 }
@@ -52,9 +62,15 @@ pub(super) async fn sweep_task(engine: Engine) {
     let stop = engine.inner.stop.clone();
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut count = tokio::time::interval(COUNT_EVERY);
+    count.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
+            _ = count.tick() => {
+                engine.count_backlogs().await;
+                continue;
+            }
             _ = tick.tick() => {}
             () = engine.inner.sweep.notified() => {}
         }

@@ -135,6 +135,7 @@ mod tests {
             accepted_at_ms: 0,
             not_before_ms: None,
             parked: false,
+            size: 0,
         }
     }
 

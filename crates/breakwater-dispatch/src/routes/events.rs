@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::app::{bearer_matches, AppState};
 use crate::error::ApiError;
+use crate::metrics::ReasonLabel;
 use crate::store::{EventRecord, Inserted, NewEvent};
 
 /// Parses a `POST /events` body: one event or a non-empty array; `id` may
@@ -127,10 +128,28 @@ impl Incoming {
     }
 }
 
-/// `POST /events`.
+/// `POST /events`; a refusal is counted by its kind
+/// (`breakwater_dispatch_intake_refused_total`).
 pub async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let answer = intake(&state, &headers, body).await;
+    if let Err(e) = &answer {
+        state
+            .engine
+            .metrics()
+            .intake_refused
+            .get_or_create(&ReasonLabel { reason: e.kind() })
+            .inc();
+    }
+    answer
+}
+
+async fn intake(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tokens = state.tokens();

@@ -2,18 +2,22 @@
 //! breaker snapshots.
 //!
 //! The engine talks to storage only through [`Store`]. The trait is shaped
-//! for more than one backend:
+//! for more than one backend, and for backlogs larger than memory:
 //!
-//! - [`Store::insert`] stores events and their actions in one transaction
-//!   and hands the new actions back already *claimed* by this instance, so
-//!   intake never has to read them back.
-//! - [`Store::claim`] takes up to `limit` unclaimed pending actions. The
-//!   SQLite backend is single-instance and releases every claim when it
-//!   opens (a restarted process owns all the work again). A Postgres backend
-//!   would claim with `SELECT ... FOR UPDATE SKIP LOCKED` and stamp a lease
-//!   (`claimed_by`, `lease_until`) that the instance renews while it runs,
-//!   so that the work of an instance that died is claimed again by others
-//!   once its leases expire; the engine already re-claims periodically.
+//! - [`Store::insert`] stores events and their actions in one transaction.
+//!   Each action is stored *claimed* by this instance and handed back, so
+//!   intake never has to read it again, or *backlogged*
+//!   ([`NewAction::backlogged`]): left unclaimed in its endpoint's backlog,
+//!   because that endpoint's window in memory is full.
+//! - [`Store::claim_backlog`] claims a page of one endpoint's backlog,
+//!   earliest due first: the engine reads an endpoint's backlog back as its
+//!   window makes room, so memory stays flat however long it is down. A
+//!   backend keeps the backlog by endpoint and due time (SQLite: a partial
+//!   index of unclaimed waiting actions; Postgres: the same, claimed with
+//!   `FOR UPDATE SKIP LOCKED`).
+//! - [`Store::backlogged_endpoints`] names the endpoints with unclaimed
+//!   work: after a restart (the SQLite backend releases every claim when it
+//!   opens), a replay, or an endpoint enabled again.
 //! - [`Store::apply`] records outcomes; it may be batched and is not awaited
 //!   for durability by the engine (a lost outcome means one more delivery,
 //!   which at-least-once allows).
@@ -77,6 +81,8 @@ pub struct NewAction {
     endpoint: Arc<str>,
     json: Arc<str>,
     parked_until_ms: Option<i64>,
+    backlogged: bool,
+    dead_letter: Option<Arc<str>>,
 }
 
 impl NewAction {
@@ -92,7 +98,58 @@ impl NewAction {
             endpoint,
             json,
             parked_until_ms: None,
+            backlogged: false,
+            dead_letter: None,
         }
+    }
+
+    /// The same action, to be stored unclaimed in its endpoint's backlog
+    /// (the engine reads it back with [`Store::claim_backlog`]) rather than
+    /// claimed and handed back by [`Store::insert`].
+    #[must_use]
+    pub fn backlogged(self) -> Self {
+        Self {
+            backlogged: true,
+            ..self
+        }
+    }
+
+    /// Whether it is to be stored in its endpoint's backlog.
+    pub fn is_backlogged(&self) -> bool {
+        self.backlogged
+    }
+
+    /// The same action, to be stored dead-lettered at once, with `reason`
+    /// as its error (its endpoint's backlog is over its quota). It is never
+    /// handed back to deliver; a replay makes it pending.
+    #[must_use]
+    pub fn dead_lettered(self, reason: impl Into<Arc<str>>) -> Self {
+        Self {
+            dead_letter: Some(reason.into()),
+            ..self
+        }
+    }
+
+    /// Why it is to be stored dead-lettered, if it is.
+    pub fn dead_letter_reason(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    /// The status it is to be stored with: dead-lettered, parked or pending.
+    pub fn status(&self) -> ActionStatus {
+        if self.dead_letter.is_some() {
+            ActionStatus::DeadLettered
+        } else if self.parked_until_ms.is_some() {
+            ActionStatus::Parked
+        } else {
+            ActionStatus::Pending
+        }
+    }
+
+    /// Whether [`Store::insert`] hands it back claimed, to deliver now:
+    /// neither backlogged nor dead-lettered.
+    pub fn is_claimed(&self) -> bool {
+        !self.backlogged && self.dead_letter.is_none()
     }
 
     /// The same action, to be stored as parked by an open circuit until
@@ -149,7 +206,9 @@ pub struct NewEvent {
 /// The outcome of storing one [`NewEvent`].
 #[derive(Debug, Clone)]
 pub enum Inserted {
-    /// Stored now; its actions, claimed by this instance.
+    /// Stored now; its claimed actions ([`NewAction::is_claimed`]), in the
+    /// order they were given (its backlogged and dead-lettered actions are
+    /// stored, not handed back).
     New(Vec<PendingAction>),
     /// An event with this id was already stored: nothing was added.
     Duplicate,
@@ -176,6 +235,32 @@ pub struct PendingAction {
     pub not_before_ms: Option<i64>,
     /// Whether the store already records it as parked by an open circuit.
     pub parked: bool,
+    /// The bytes of memory the engine counts it for in its endpoint's
+    /// window (its event's size in memory). The engine sets it; a store
+    /// hands back 0.
+    pub size: usize,
+}
+
+/// A page of one endpoint's backlog, claimed ([`Store::claim_backlog`]).
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The actions claimed, earliest due first.
+    pub actions: Vec<PendingAction>,
+    /// Whether the endpoint's backlog still holds unclaimed actions due by
+    /// the same time (more than the page could take).
+    pub more: bool,
+}
+
+/// One endpoint's waiting actions ([`Store::backlogs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    /// The endpoint (breaker key).
+    pub endpoint: String,
+    /// Its actions pending or parked in the store, whether some instance
+    /// holds them in memory or not.
+    pub waiting: u64,
+    /// When the oldest of them was accepted (Unix ms), if any wait.
+    pub oldest_ms: Option<i64>,
 }
 
 /// Where an action stands.
@@ -195,6 +280,17 @@ pub enum ActionStatus {
 }
 
 impl ActionStatus {
+    /// The status as stores write it (its JSON name).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Parked => "parked",
+            Self::Delivered => "delivered",
+            Self::DeadLettered => "dead_lettered",
+            Self::Held => "held",
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Self {
         match s {
             "parked" => Self::Parked,
@@ -348,21 +444,48 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Stores `events` and their actions atomically; an event whose id is
     /// already stored is left alone. Returns once the batch is durable.
-    /// An action is stored pending, or parked until
-    /// [`NewAction::parked_until_ms`] when that is set; the
-    /// [`PendingAction`]s handed back say the same.
+    /// An action is stored with [`NewAction::status`] (dead-lettered with
+    /// its reason as the error, parked until
+    /// [`NewAction::parked_until_ms`], or pending); claimed and handed back
+    /// when [`NewAction::is_claimed`], else left unclaimed (a backlogged
+    /// action waits in its endpoint's backlog).
     ///
     /// # Errors
     ///
     /// A [`StoreError`]; nothing of the batch is stored then.
     async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>>;
 
-    /// Claims up to `limit` unclaimed pending, parked or retrying actions.
+    /// Claims up to `limit` of `endpoint`'s unclaimed pending and parked
+    /// actions due by `due_by_ms` (Unix ms: an action is due at its
+    /// `not_before`, or when it was accepted), earliest due first (then by
+    /// id), and says whether more due by then remain.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; nothing is claimed then.
+    async fn claim_backlog(
+        &self,
+        endpoint: &str,
+        limit: usize,
+        due_by_ms: i64,
+    ) -> StoreResult<Claimed>;
+
+    /// The endpoints that have unclaimed pending or parked actions due by
+    /// `due_by_ms` (Unix ms).
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>>;
+    async fn backlogged_endpoints(&self, due_by_ms: i64) -> StoreResult<Vec<String>>;
+
+    /// Every endpoint's waiting actions (pending or parked, claimed or
+    /// not): how many, and when the oldest was accepted. Endpoints with none
+    /// may be left out.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>>;
 
     /// Records outcomes.
     ///

@@ -25,14 +25,15 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use self::queries::{
-    apply_all, id_filter, row_to_pending, row_to_record, CLAIM_QUERY, DEAD_LETTERS_QUERY,
-    OLDEST_PENDING_QUERY, PRUNE_QUERY, RELEASE_HELD_QUERY,
+    apply_all, id_filter, row_to_pending, row_to_record, BACKLOGGED_QUERY, BACKLOGS_QUERY,
+    BACKLOG_LEFT_QUERY, BACKLOG_PAGE_QUERY, DEAD_LETTERS_QUERY, OLDEST_PENDING_QUERY, PRUNE_QUERY,
+    RELEASE_HELD_QUERY,
 };
 use self::schema::{migrate, open};
 use self::writer::{writer, Done, Job, SpecIds};
 use super::{
-    ActionId, ActionStatus, DeadLetter, EventRecord, Inserted, NewEvent, PendingAction, Store,
-    StoreError, StoreResult, Update,
+    ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, Inserted, NewEvent,
+    PendingAction, Store, StoreError, StoreResult, Update,
 };
 
 /// SQLite storage (see the [module docs](self)).
@@ -77,7 +78,13 @@ impl SqliteStore {
         let mut conn = open(path)?;
         migrate(&mut conn)?;
         if release_claims {
-            conn.execute("UPDATE actions SET claimed = 0 WHERE claimed = 1", [])?;
+            // Only waiting actions are ever claimed: read through
+            // `actions_by_status`, not the whole table.
+            conn.execute(
+                "UPDATE actions SET claimed = 0
+                 WHERE status <> 'delivered' AND status IN ('pending', 'parked') AND claimed = 1",
+                [],
+            )?;
         }
         let reader = open(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -164,9 +171,9 @@ impl Store for SqliteStore {
                  ON CONFLICT(id) DO NOTHING",
             )?;
             let mut insert_action = t.prepare_cached(
-                "INSERT INTO actions (event, spec, status, not_before, claimed, accepted_at,
-                 updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+                "INSERT INTO actions (event, spec, lane, status, not_before, last_error,
+                 claimed, accepted_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             )?;
             // The ids SQLite will give the actions (the next of the
             // AUTOINCREMENT sequence, one after the other), so that the
@@ -204,19 +211,23 @@ impl Store for SqliteStore {
                 let mut pending = Vec::with_capacity(actions.len());
                 let mut got = None;
                 for a in actions {
+                    let (spec, lane) = specs.id(t, &a)?;
                     insert_action.execute(params![
                         seq,
-                        specs.id(t, &a)?,
-                        if a.parked_until_ms().is_some() {
-                            "parked"
-                        } else {
-                            "pending"
-                        },
-                        a.parked_until_ms(),
+                        spec,
+                        lane,
+                        a.status().as_str(),
+                        a.parked_until_ms()
+                            .filter(|_| a.dead_letter_reason().is_none()),
+                        a.dead_letter_reason(),
+                        a.is_claimed(),
                         now
                     ])?;
                     let id = t.last_insert_rowid();
                     got = Some(got.map_or((id, id), |(first, _)| (first, id)));
+                    if !a.is_claimed() {
+                        continue;
+                    }
                     pending.push(PendingAction {
                         id,
                         event: event.clone(),
@@ -227,6 +238,7 @@ impl Store for SqliteStore {
                         accepted_at_ms: now,
                         not_before_ms: a.parked_until_ms(),
                         parked: a.parked_until_ms().is_some(),
+                        size: 0,
                     });
                 }
                 if got != range {
@@ -274,16 +286,60 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, limit: usize) -> StoreResult<Vec<PendingAction>> {
+    async fn claim_backlog(
+        &self,
+        endpoint: &str,
+        limit: usize,
+        due_by_ms: i64,
+    ) -> StoreResult<Claimed> {
+        let endpoint = endpoint.to_string();
         self.write(move |t| {
-            let mut stmt = t.prepare_cached(CLAIM_QUERY)?;
-            let rows: Vec<PendingAction> = stmt
-                .query_map(params![limit as i64], row_to_pending)?
+            let lane: Option<i64> = t
+                .prepare_cached("SELECT id FROM lanes WHERE endpoint = ?1")?
+                .query_row(params![endpoint], |r| r.get(0))
+                .optional()?;
+            let Some(lane) = lane else {
+                return Ok(Claimed::default());
+            };
+            let actions: Vec<PendingAction> = t
+                .prepare_cached(BACKLOG_PAGE_QUERY)?
+                .query_map(params![lane, due_by_ms, limit as i64], row_to_pending)?
                 .collect::<Result<_, _>>()?;
             let mut mark = t.prepare_cached("UPDATE actions SET claimed = 1 WHERE id = ?1")?;
-            for r in &rows {
-                mark.execute(params![r.id])?;
+            for a in &actions {
+                mark.execute(params![a.id])?;
             }
+            let more = t
+                .prepare_cached(BACKLOG_LEFT_QUERY)?
+                .query_row(params![lane, due_by_ms], |r| r.get(0))?;
+            Ok(Claimed { actions, more })
+        })
+        .await
+    }
+
+    async fn backlogged_endpoints(&self, due_by_ms: i64) -> StoreResult<Vec<String>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(BACKLOGGED_QUERY)?;
+            let rows = stmt
+                .query_map(params![due_by_ms], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(BACKLOGS_QUERY)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Backlog {
+                        endpoint: r.get(0)?,
+                        waiting: r.get::<_, i64>(1)?.max(0) as u64,
+                        oldest_ms: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .await

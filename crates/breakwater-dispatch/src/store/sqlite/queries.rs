@@ -21,20 +21,49 @@ WHERE e.accepted_at < ?1
                     AND a.event = e.seq AND a.status <> 'delivered')
 ORDER BY e.accepted_at LIMIT ?2";
 
-/// The oldest pending and parked actions not claimed, at most `?1`, with
-/// their events.
-pub(super) const CLAIM_QUERY: &str = "
+/// A page of endpoint number `?1`'s backlog: its unclaimed pending and
+/// parked actions due by `?2`, earliest due first, at most `?3`, with their
+/// events. Read through `actions_backlog` in its order (its `WHERE` repeats
+/// the index's word for word, as SQLite asks of a partial index).
+pub(super) const BACKLOG_PAGE_QUERY: &str = "
 SELECT a.id, s.observer, s.endpoint, s.action, a.attempts, a.not_before,
        a.accepted_at, a.status, e.body
 FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
-WHERE a.status <> 'delivered' AND a.status IN ('pending', 'parked') AND a.claimed = 0
-ORDER BY a.id LIMIT ?1";
+WHERE a.claimed = 0 AND a.status IN ('pending', 'parked') AND a.lane = ?1
+  AND COALESCE(a.not_before, a.accepted_at) <= ?2
+ORDER BY a.lane, COALESCE(a.not_before, a.accepted_at), a.id LIMIT ?3";
+
+/// Whether endpoint number `?1` has unclaimed waiting actions due by `?2`
+/// left.
+pub(super) const BACKLOG_LEFT_QUERY: &str = "
+SELECT EXISTS (SELECT 1 FROM actions
+               WHERE claimed = 0 AND status IN ('pending', 'parked') AND lane = ?1
+                 AND COALESCE(not_before, accepted_at) <= ?2)";
+
+/// The endpoints with unclaimed waiting actions due by `?1`.
+pub(super) const BACKLOGGED_QUERY: &str = "
+SELECT l.endpoint FROM lanes l
+WHERE EXISTS (SELECT 1 FROM actions a
+              WHERE a.claimed = 0 AND a.status IN ('pending', 'parked') AND a.lane = l.id
+                AND COALESCE(a.not_before, a.accepted_at) <= ?1)
+ORDER BY l.endpoint";
+
+/// Each endpoint's waiting actions: how many, and when the oldest (the
+/// lowest id: ids grow with acceptance) was accepted. Counted in
+/// `actions_by_status`, without reading the rows.
+pub(super) const BACKLOGS_QUERY: &str = "
+SELECT l.endpoint, c.n, (SELECT accepted_at FROM actions WHERE id = c.oldest)
+FROM (SELECT lane, COUNT(*) AS n, MIN(id) AS oldest FROM actions
+      WHERE status <> 'delivered' AND status IN ('pending', 'parked')
+      GROUP BY lane) c
+JOIN lanes l ON l.id = c.lane
+ORDER BY l.endpoint";
 
 /// Makes the actions held for endpoint `?1` pending again, at time `?2`.
 pub(super) const RELEASE_HELD_QUERY: &str = "
 UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL, updated_at = ?2
 WHERE status <> 'delivered' AND status = 'held'
-  AND spec IN (SELECT id FROM action_specs WHERE endpoint = ?1)";
+  AND lane = (SELECT id FROM lanes WHERE endpoint = ?1)";
 
 /// The first `?1` dead-lettered actions.
 pub(super) const DEAD_LETTERS_QUERY: &str = "
@@ -68,6 +97,7 @@ pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<Pendin
         accepted_at_ms: row.get("accepted_at")?,
         not_before_ms: row.get("not_before")?,
         parked: row.get::<_, String>("status")? == "parked",
+        size: 0,
     })
 }
 

@@ -8,8 +8,16 @@ use rusqlite::Connection;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema's version, kept in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
+/// Version 6. Every endpoint has a number (`lanes`), and each action row
+/// names its endpoint's: an endpoint's backlog (its actions waiting in the
+/// store and in no instance's memory: `claimed = 0`) is read through
+/// `actions_backlog`, by endpoint, earliest due first, a page at a time. The
+/// index holds only unclaimed waiting actions, so an action delivered from
+/// memory never enters it. `actions_by_status` is keyed by status, endpoint
+/// and id (no longer by the claim, which it does not need to be kept up
+/// for), so that an endpoint's held or waiting actions are read by range.
 /// Version 5. An event row holds the ids of its first and last actions
 /// (an event's actions are stored together, so their ids follow each
 /// other): its actions are found by a range of the actions' own key rather
@@ -40,12 +48,17 @@ CREATE TABLE IF NOT EXISTS events (
     last_action INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);
+CREATE TABLE IF NOT EXISTS lanes (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS action_specs (
     id INTEGER PRIMARY KEY,
     observer TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     action_type TEXT NOT NULL,
     action TEXT NOT NULL,
+    lane INTEGER NOT NULL DEFAULT 0,
     UNIQUE (observer, endpoint, action_type, action)
 );
 CREATE TABLE IF NOT EXISTS actions (
@@ -59,10 +72,14 @@ CREATE TABLE IF NOT EXISTS actions (
     last_status INTEGER,
     claimed INTEGER NOT NULL DEFAULT 0,
     accepted_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    lane INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, claimed, id)
+CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, lane, id)
     WHERE status <> 'delivered';
+CREATE INDEX IF NOT EXISTS actions_backlog
+    ON actions(lane, COALESCE(not_before, accepted_at), id)
+    WHERE claimed = 0 AND status IN ('pending', 'parked');
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     snapshot TEXT,
@@ -135,6 +152,27 @@ WHERE r.event = events.seq;
 DROP INDEX IF EXISTS actions_by_event;
 ";
 
+/// From versions before 6: the columns that name each action's endpoint,
+/// added to a file that has the tables but not the columns (version 4 and
+/// 5 files; older ones are copied into new tables). Run before [`SCHEMA`],
+/// whose indexes need them.
+const ADD_LANE_COLUMNS: &str = "
+ALTER TABLE action_specs ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE actions ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
+";
+
+/// From versions before 6: a number for every endpoint, and each spec and
+/// each action not yet delivered names it (a delivered action is never
+/// read by endpoint).
+const FILL_LANES: &str = "
+INSERT OR IGNORE INTO lanes (endpoint)
+    SELECT endpoint FROM action_specs GROUP BY endpoint ORDER BY MIN(id);
+UPDATE action_specs SET lane = (SELECT l.id FROM lanes l WHERE l.endpoint = action_specs.endpoint)
+WHERE lane = 0;
+UPDATE actions SET lane = (SELECT s.lane FROM action_specs s WHERE s.id = actions.spec)
+WHERE status <> 'delivered' AND lane = 0;
+";
+
 /// Creates the schema, or brings an older one up to date.
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -180,8 +218,16 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         t.execute_batch(SCHEMA)?;
         t.execute_batch(COPY_3)?;
     } else {
-        if version < 3 {
-            t.execute_batch("DROP INDEX IF EXISTS actions_by_status;")?;
+        // Every version before this one keyed `actions_by_status` otherwise.
+        t.execute_batch("DROP INDEX IF EXISTS actions_by_status;")?;
+        let unnumbered: bool = t.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('actions'))
+                AND NOT EXISTS (SELECT 1 FROM pragma_table_info('actions') WHERE name = 'lane')",
+            [],
+            |r| r.get(0),
+        )?;
+        if unnumbered {
+            t.execute_batch(ADD_LANE_COLUMNS)?;
         }
         t.execute_batch(SCHEMA)?;
     }
@@ -197,7 +243,10 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
              ALTER TABLE events ADD COLUMN last_action INTEGER;",
         )?;
     }
-    t.execute_batch(FILL_RANGES)?;
+    if version < 5 {
+        t.execute_batch(FILL_RANGES)?;
+    }
+    t.execute_batch(FILL_LANES)?;
     t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     t.commit()?;
     if upgrading {

@@ -25,6 +25,16 @@ fn log_action() -> NewAction {
     )
 }
 
+/// Claims up to `limit` of every endpoint's backlog, whatever its due time.
+async fn claim(store: &SqliteStore, limit: usize) -> StoreResult<Vec<PendingAction>> {
+    let mut out = Vec::new();
+    for endpoint in store.backlogged_endpoints(i64::MAX).await? {
+        let page = store.claim_backlog(&endpoint, limit, i64::MAX).await?;
+        out.extend(page.actions);
+    }
+    Ok(out)
+}
+
 #[tokio::test]
 async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +58,7 @@ async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
         .unwrap();
     assert!(matches!(again[0], Inserted::Duplicate));
     // Claimed at insert: nothing more to claim.
-    assert!(store.claim(10).await.unwrap().is_empty());
+    assert!(claim(&store, 10).await.unwrap().is_empty());
     let Inserted::New(actions) = &first[0] else {
         unreachable!()
     };
@@ -63,7 +73,7 @@ async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
     store.close().await;
     // A restart releases the claims: the undelivered action comes back.
     let store = SqliteStore::open(&path).unwrap();
-    let back = store.claim(10).await.unwrap();
+    let back = claim(&store, 10).await.unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].id, actions[1].id);
     assert_eq!(back[0].event.id, e.id);
@@ -99,13 +109,14 @@ async fn an_action_parked_at_intake_is_stored_parked_with_its_time() {
     assert_eq!(rec.actions[0].not_before, Some(rfc3339(until)));
     assert_eq!(rec.actions[1].status, ActionStatus::Pending);
     store.close().await;
-    // After a restart it comes back parked, with its time.
+    // After a restart it comes back parked, with its time, after the
+    // action due now (earliest due first).
     let store = SqliteStore::open(&path).unwrap();
-    let back = store.claim(10).await.unwrap();
+    let back = claim(&store, 10).await.unwrap();
     assert_eq!(back.len(), 2);
-    assert!(back[0].parked);
-    assert_eq!(back[0].not_before_ms, Some(until));
-    assert!(!back[1].parked);
+    assert!(!back[0].parked);
+    assert!(back[1].parked);
+    assert_eq!(back[1].not_before_ms, Some(until));
     store.close().await;
 }
 
@@ -219,7 +230,7 @@ async fn old_delivered_events_are_pruned_and_nothing_else() {
     );
     store.close().await;
     let store = SqliteStore::open(&path).unwrap();
-    let back = store.claim(10).await.unwrap();
+    let back = claim(&store, 10).await.unwrap();
     assert_eq!(
         back.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![ids[1][1]]
@@ -612,7 +623,7 @@ async fn delivered_actions_leave_the_status_index_and_a_version_2_file_is_brough
     // Two entries: the delivered action has none.
     assert_eq!(entries(&c), 2);
     for (sql, params) in [
-        (CLAIM_QUERY, vec![10]),
+        (BACKLOGS_QUERY, vec![]),
         (RELEASE_HELD_QUERY, vec![0, 0]),
         (DEAD_LETTERS_QUERY, vec![10]),
         (OLDEST_PENDING_QUERY, vec![]),
@@ -632,7 +643,7 @@ async fn delivered_actions_leave_the_status_index_and_a_version_2_file_is_brough
     .unwrap();
     drop(c);
     let store = SqliteStore::open(&path).unwrap();
-    let claimed = store.claim(10).await.unwrap();
+    let claimed = claim(&store, 10).await.unwrap();
     assert_eq!(
         claimed.iter().map(|p| p.id).collect::<Vec<_>>(),
         ids[1..].to_vec()
@@ -687,7 +698,7 @@ async fn dead_letters_are_listed_replayed_and_purged() {
             .unwrap(),
         1
     );
-    let claimed = store.claim(10).await.unwrap();
+    let claimed = claim(&store, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempts, 0);
     assert_eq!(store.purge_dead_letters(None).await.unwrap(), 1);
@@ -761,7 +772,7 @@ async fn a_database_of_the_first_schema_is_migrated_with_every_row() {
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].id, dead[0].event_id), (9, b.id));
     assert_eq!(dead[0].last_error.as_deref(), Some("boom"));
-    let claimed = store.claim(10).await.unwrap();
+    let claimed = claim(&store, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].id, claimed[0].event.id), (8, a.id));
     assert_eq!(store.snapshots().await.unwrap().len(), 1);
@@ -988,7 +999,7 @@ async fn a_version_3_database_keeps_every_action_its_ids_and_their_sequence() {
         vec![(4, b.id, "webhook")]
     );
     assert_eq!(store.release_held("http://127.0.0.1:9").await.unwrap(), 1);
-    let claimed = store.claim(10).await.unwrap();
+    let claimed = claim(&store, 10).await.unwrap();
     assert_eq!(
         claimed
             .iter()

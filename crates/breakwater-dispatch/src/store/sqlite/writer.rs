@@ -42,22 +42,29 @@ pub(super) struct SpecIds {
     pub(super) next_action: Option<i64>,
 }
 
-/// A spec's id, and the texts whose addresses name it, held.
+/// A spec's id and its endpoint's number, and the texts whose addresses
+/// name it, held.
 struct KnownSpec {
     id: i64,
+    lane: i64,
     _held: (Arc<str>, Arc<str>),
 }
 
 impl SpecIds {
-    /// The id of `action`'s spec, stored first if it is new.
-    pub(super) fn id(&mut self, t: &Transaction<'_>, action: &NewAction) -> rusqlite::Result<i64> {
+    /// The id of `action`'s spec and its endpoint's number (in `lanes`),
+    /// stored first if they are new.
+    pub(super) fn id(
+        &mut self,
+        t: &Transaction<'_>,
+        action: &NewAction,
+    ) -> rusqlite::Result<(i64, i64)> {
         let (observer, json) = action.shared();
         let key = (
             Arc::as_ptr(observer).cast::<u8>() as usize,
             Arc::as_ptr(json).cast::<u8>() as usize,
         );
         if let Some(known) = self.by_address.get(&key) {
-            return Ok(known.id);
+            return Ok((known.id, known.lane));
         }
         let text = params![
             action.observer(),
@@ -65,30 +72,50 @@ impl SpecIds {
             action.action().action_type(),
             action.json()
         ];
-        let found: Option<i64> = t
+        let found: Option<(i64, i64)> = t
             .prepare_cached(
-                "SELECT id FROM action_specs
+                "SELECT id, lane FROM action_specs
                  WHERE observer = ?1 AND endpoint = ?2 AND action_type = ?3 AND action = ?4",
             )?
-            .query_row(text, |r| r.get(0))
+            .query_row(text, |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let id = match found {
-            Some(id) => id,
+        let (id, lane) = match found {
+            Some(found) => found,
             None => {
                 t.prepare_cached(
-                    "INSERT INTO action_specs (observer, endpoint, action_type, action)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO lanes (endpoint) VALUES (?1) ON CONFLICT(endpoint) DO NOTHING",
                 )?
-                .execute(text)?;
-                t.last_insert_rowid()
+                .execute(params![action.endpoint()])?;
+                let lane: i64 = t
+                    .prepare_cached("SELECT id FROM lanes WHERE endpoint = ?1")?
+                    .query_row(params![action.endpoint()], |r| r.get(0))?;
+                t.prepare_cached(
+                    "INSERT INTO action_specs (observer, endpoint, action_type, action, lane)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    action.observer(),
+                    action.endpoint(),
+                    action.action().action_type(),
+                    action.json(),
+                    lane
+                ])?;
+                (t.last_insert_rowid(), lane)
             }
         };
         if self.by_address.len() >= MAX_SPECS {
             self.by_address.clear();
         }
         let held = (observer.clone(), json.clone());
-        self.by_address.insert(key, KnownSpec { id, _held: held });
-        Ok(id)
+        self.by_address.insert(
+            key,
+            KnownSpec {
+                id,
+                lane,
+                _held: held,
+            },
+        );
+        Ok((id, lane))
     }
 }
 
