@@ -26,7 +26,12 @@
 //!    (`max_in_flight_per_endpoint`), so the receiver sees as many requests
 //!    at once as from the bare client.
 //! 3. `serve+dead`: every event also asks for a webhook to a dead receiver
-//!    (503), so it gets half the actions; the healthy actions/s is compared.
+//!    (503), so it gets half the actions; the healthy actions/s is compared,
+//!    refusals at intake are counted (there should be none: the dead
+//!    endpoint's actions wait in its backlog on disk), and the service's
+//!    resident memory is sampled through the phase. In the first round the
+//!    dead receiver then recovers, and the rate at which it drains its
+//!    backlog is printed.
 //! 4. `latency`: once, events at half the best median rate of phase 2; p50/p99 from
 //!    acceptance to the receiver.
 //!
@@ -53,7 +58,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "support/proc.rs"]
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,11 +69,16 @@ use axum::Router;
 use breakwater_dispatch::config::Config;
 use breakwater_dispatch::server;
 use breakwater_dispatch::store::SqliteStore;
-use support::{cpu_time, stat_cpu_time, thread_cpu_time};
+use support::{cpu_time, rss, stat_cpu_time, thread_cpu_time};
 
 struct Receiver {
     url: String,
+    /// Requests answered (whatever the status).
     count: Arc<AtomicU64>,
+    /// Requests answered 2xx.
+    ok: Arc<AtomicU64>,
+    /// The status it answers.
+    status: Arc<AtomicU16>,
     latencies_us: Arc<Mutex<Vec<u64>>>,
 }
 
@@ -94,14 +104,25 @@ fn now_us() -> u64 {
 
 async fn receiver(status: u16) -> Receiver {
     let count = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let status = Arc::new(AtomicU16::new(status));
     let latencies_us = Arc::new(Mutex::new(Vec::new()));
-    let (c, l) = (count.clone(), latencies_us.clone());
+    let (c, k, s, l) = (
+        count.clone(),
+        ok.clone(),
+        status.clone(),
+        latencies_us.clone(),
+    );
     let app = Router::new().route(
         "/hook",
         post(move |body: Bytes| {
-            let (c, l) = (c.clone(), l.clone());
+            let (c, k, s, l) = (c.clone(), k.clone(), s.clone(), l.clone());
             async move {
                 c.fetch_add(1, Ordering::Relaxed);
+                let status = s.load(Ordering::Relaxed);
+                if (200..300).contains(&status) {
+                    k.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(sent) = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["data"]["sent_us"].as_u64())
@@ -118,6 +139,8 @@ async fn receiver(status: u16) -> Receiver {
     Receiver {
         url: format!("http://{addr}/hook"),
         count,
+        ok,
+        status,
         latencies_us,
     }
 }
@@ -142,19 +165,30 @@ fn body(batch: usize) -> serde_json::Value {
 }
 
 /// `concurrency` tasks POSTing `batch` events a request to `url` for
-/// `secs`; returns the events answered 2xx.
-async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> u64 {
+/// `secs`; returns the events answered 2xx and the requests answered
+/// otherwise (or not at all).
+async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> (u64, u64) {
     let client = reqwest::Client::new();
     let ok = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, ok, stop) = (client.clone(), url.clone(), ok.clone(), stop.clone());
+        let (client, url, ok, refused, stop) = (
+            client.clone(),
+            url.clone(),
+            ok.clone(),
+            refused.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = client.post(&url).json(&body(batch)).send().await {
-                    if r.status().is_success() {
+                match client.post(&url).json(&body(batch)).send().await {
+                    Ok(r) if r.status().is_success() => {
                         ok.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    _ => {
+                        refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -165,7 +199,7 @@ async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> u64 
     for t in tasks {
         let _ = t.await;
     }
-    ok.load(Ordering::Relaxed)
+    (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed))
 }
 
 /// The service's configuration: one observer with a webhook action to each
@@ -270,6 +304,15 @@ impl Service {
 struct Phase {
     /// Events a second accepted.
     accepted: f64,
+    /// Requests refused (or failed) at intake.
+    refused: u64,
+    /// The service process's largest resident memory while it was driven
+    /// and caught up, in bytes (this whole process's when the service runs
+    /// in it).
+    max_rss: u64,
+    /// When the dead receiver was made to recover after the phase: the
+    /// actions a second it then got until its backlog was drained.
+    drained: Option<f64>,
     /// Healthy actions a second delivered.
     delivered: f64,
     /// Healthy actions delivered.
@@ -280,19 +323,36 @@ struct Phase {
     child_cpu: Duration,
 }
 
-/// Runs the service on `urls`, drives it, waits for `healthy` to catch up.
+/// Runs the service on `urls`, drives it, waits for `healthy` to catch up;
+/// then, with `recover`, makes that receiver answer 200 and waits for it to
+/// get every accepted event's action.
 async fn serve_phase(
     urls: &[&str],
     healthy: &Receiver,
     concurrency: usize,
     secs: f64,
     batch: usize,
+    recover: Option<&Receiver>,
 ) -> Phase {
     let dir = tempfile::tempdir().unwrap();
     let (svc, addr) = Service::start(dir.path(), urls, concurrency).await;
     let before = healthy.count.load(Ordering::Relaxed);
     let started = Instant::now();
-    let accepted = drive(format!("http://{addr}/events"), concurrency, secs, batch).await;
+    let proc = svc.proc_dir();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (proc, sampling) = (proc.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut max = 0;
+            while sampling.load(Ordering::Relaxed) {
+                max = max.max(rss(&proc).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            max
+        })
+    };
+    let (accepted, refused) =
+        drive(format!("http://{addr}/events"), concurrency, secs, batch).await;
     let want = before + accepted;
     while healthy.count.load(Ordering::Relaxed) < want
         && started.elapsed() < Duration::from_secs_f64(secs * 10.0)
@@ -301,11 +361,32 @@ async fn serve_phase(
     }
     let took = started.elapsed().as_secs_f64();
     let delivered = healthy.count.load(Ordering::Relaxed) - before;
-    let store_cpu = thread_cpu_time(&svc.proc_dir(), "breakwater-store");
+    let drained = match recover {
+        Some(dead) => {
+            let before = dead.ok.load(Ordering::Relaxed);
+            let t = Instant::now();
+            dead.status.store(200, Ordering::Relaxed);
+            while dead.ok.load(Ordering::Relaxed) < before + accepted
+                && t.elapsed() < Duration::from_secs_f64(secs * 20.0)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            dead.status.store(503, Ordering::Relaxed);
+            let got = dead.ok.load(Ordering::Relaxed) - before;
+            Some(got as f64 / t.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
+    sampling.store(false, Ordering::Relaxed);
+    let max_rss = sampler.await.unwrap_or(0);
+    let store_cpu = thread_cpu_time(&proc, "breakwater-store");
     let child_cpu = svc.child_cpu();
     svc.stop().await;
     Phase {
         accepted: accepted as f64 / secs,
+        refused,
+        max_rss,
+        drained,
         delivered: delivered as f64 / took,
         n: delivered,
         store_cpu,
@@ -316,7 +397,7 @@ async fn serve_phase(
 /// Phase 1: the bare client; its requests a second and CPU per request.
 async fn bare_phase(healthy: &Receiver, concurrency: usize, secs: f64) -> (f64, Option<f64>) {
     let cpu = cpu_time();
-    let sent = drive(healthy.url.clone(), concurrency, secs, 1).await;
+    let (sent, _) = drive(healthy.url.clone(), concurrency, secs, 1).await;
     (
         sent as f64 / secs,
         cpu_per(cpu, Duration::ZERO, sent as f64),
@@ -324,13 +405,14 @@ async fn bare_phase(healthy: &Receiver, concurrency: usize, secs: f64) -> (f64, 
 }
 
 /// Phase 3: the service with a dead endpoint too; what it measured and the
-/// CPU per healthy delivery.
+/// CPU per healthy delivery (the drain, when `recover`, counted in it).
 async fn dead_phase(
     healthy: &Receiver,
     dead: &Receiver,
     concurrency: usize,
     secs: f64,
     batch: usize,
+    recover: bool,
 ) -> (Phase, Option<f64>) {
     let cpu = cpu_time();
     let phase = serve_phase(
@@ -339,6 +421,7 @@ async fn dead_phase(
         concurrency,
         secs,
         batch,
+        recover.then_some(dead),
     )
     .await;
     let per = cpu_per(cpu, phase.child_cpu, phase.n as f64);
@@ -403,13 +486,16 @@ async fn main() {
             if forward {
                 bare_run = Some(bare_phase(&healthy, concurrency, secs).await);
             } else {
-                dead_run = Some(dead_phase(&healthy, &dead, concurrency, secs, batch).await);
+                dead_run = Some(dead_phase(&healthy, &dead, concurrency, secs, batch, false).await);
             }
             let cpu = cpu_time();
-            let serve = serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch).await;
+            let serve =
+                serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch, None).await;
             let serve_cpu = cpu_per(cpu, serve.child_cpu, serve.n as f64);
             if forward {
-                dead_run = Some(dead_phase(&healthy, &dead, concurrency, secs, batch).await);
+                let recover = round == 1;
+                dead_run =
+                    Some(dead_phase(&healthy, &dead, concurrency, secs, batch, recover).await);
             } else {
                 bare_run = Some(bare_phase(&healthy, concurrency, secs).await);
             }
@@ -434,6 +520,16 @@ async fn main() {
                 dead_too.delivered,
                 show_cpu(dead_cpu),
                 dead_too.store_cpu.as_secs_f64() * 1e6 / (dead_too.n.max(1) as f64)
+            );
+            println!(
+                "             refused at intake: {} (serve: {}); largest RSS {} MiB (serve: {} MiB){}",
+                dead_too.refused,
+                serve.refused,
+                dead_too.max_rss >> 20,
+                serve.max_rss >> 20,
+                dead_too.drained.map_or(String::new(), |r| format!(
+                    "; the dead receiver, recovered, drained its backlog at {r:.0} actions/s"
+                ))
             );
             ratios.push(serve.delivered / bare);
             if let (Some(b), Some(s)) = (bare_cpu, serve_cpu) {

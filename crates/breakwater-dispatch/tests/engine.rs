@@ -201,15 +201,13 @@ impl MemoryStore {
 struct TestExecutor {
     calls: Mutex<HashMap<String, usize>>,
     healed: AtomicUsize,
+    /// The `data.i` of each event delivered to the dead endpoint, in order.
+    dead_order: Mutex<Vec<u64>>,
 }
 
 #[async_trait]
 impl ActionExecutor for TestExecutor {
-    async fn execute(
-        &self,
-        _e: &EntityEvent,
-        action: &ActionConfig,
-    ) -> Result<ActionResult, Error> {
+    async fn execute(&self, e: &EntityEvent, action: &ActionConfig) -> Result<ActionResult, Error> {
         let endpoint = action.endpoint();
         *self
             .calls
@@ -218,8 +216,13 @@ impl ActionExecutor for TestExecutor {
             .entry(endpoint.clone())
             .or_default() += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if endpoint.contains("dead") && self.healed.load(Ordering::SeqCst) == 0 {
-            return Err(Error::from_status(503, "HTTP 503", None));
+        if endpoint.contains("dead") {
+            if self.healed.load(Ordering::SeqCst) == 0 {
+                return Err(Error::from_status(503, "HTTP 503", None));
+            }
+            if let Some(i) = e.data["i"].as_u64() {
+                self.dead_order.lock().unwrap().push(i);
+            }
         }
         Ok(ActionResult {
             action_type: "webhook".into(),
@@ -232,7 +235,11 @@ impl ActionExecutor for TestExecutor {
 }
 
 fn config() -> Config {
-    Config::parse(
+    Config::parse(&config_text()).unwrap()
+}
+
+fn config_text() -> String {
+    String::from(
         r#"
 [circuit_breaker]
 sample_size = 10
@@ -259,7 +266,6 @@ type = "webhook"
 url = "http://dead.test/h"
 "#,
     )
-    .unwrap()
 }
 
 async fn until(mut f: impl FnMut() -> bool) {
@@ -323,6 +329,59 @@ async fn parked_actions_use_no_attempt_and_the_healthy_endpoint_is_not_held_up()
     until(|| engine.held() == 0).await;
     assert_eq!(store.with_status(ActionStatus::Delivered).len(), 2000);
     assert!(store.with_status(ActionStatus::DeadLettered).is_empty());
+}
+
+/// A dead endpoint holds at most its window in memory however many of its
+/// actions wait: the rest wait in the store's backlog, and once it heals they
+/// are read back a page at a time, oldest first, the window never over its
+/// size.
+#[tokio::test(start_paused = true)]
+async fn a_dead_endpoints_window_stays_bounded_and_its_backlog_is_read_back_oldest_first() {
+    let store = Arc::new(MemoryStore::default());
+    let exec = Arc::new(TestExecutor::default());
+    let config = Config::parse(&config_text().replace(
+        "max_in_flight_per_endpoint = 4",
+        "max_in_flight_per_endpoint = 4\nmax_pending_per_endpoint = 50",
+    ))
+    .unwrap();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    let all = events(&config, 1000);
+    for chunk in all.chunks(100) {
+        engine.accept(chunk.to_vec()).await.unwrap();
+    }
+    let healthy = "http://healthy.test:80";
+    let dead = "http://dead.test:80";
+    until(|| view(&engine, healthy).delivered == 1000).await;
+    let v = view(&engine, dead);
+    assert!(v.pending <= 50, "{v:?}");
+    assert_eq!(v.backlog, 1000, "{v:?}");
+    assert!(store.backlog.lock().unwrap().len() >= 950);
+    // A long outage: the window stays as it is, nothing is read back.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(view(&engine, dead).pending <= 50);
+    assert!(store.backlog.lock().unwrap().len() >= 950);
+    exec.healed.store(1, Ordering::SeqCst);
+    let mut largest = 0;
+    until(|| {
+        let v = view(&engine, dead);
+        largest = largest.max(v.pending);
+        v.delivered == 1000
+    })
+    .await;
+    assert!(largest <= 50, "the window held {largest}");
+    until(|| view(&engine, dead).backlog == 0).await;
+    let order = exec.dead_order.lock().unwrap().clone();
+    assert_eq!(order.len(), 1000, "each once");
+    for (at, i) in order.iter().enumerate() {
+        assert!(
+            *i as usize <= at + 50,
+            "event {i} was delivered {at}th, ahead of older ones"
+        );
+    }
+    until(|| engine.held() == 0).await;
+    assert_eq!(store.with_status(ActionStatus::Delivered).len(), 2000);
 }
 
 /// `endpoint`'s row of `/breakers`.

@@ -38,3 +38,17 @@ pub(crate) fn thread_cpu_time(proc: &std::path::Path, name: &str) -> Duration {
         .filter_map(|task| stat_cpu_time(&task.path().join("stat")))
         .sum()
 }
+
+/// Resident memory of the process whose `/proc` directory is `proc`, in
+/// bytes (`VmRSS`), if known.
+pub(crate) fn rss(proc: &std::path::Path) -> Option<u64> {
+    let status = std::fs::read_to_string(proc.join("status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}

@@ -33,23 +33,29 @@ impl Engine {
         }
     }
 
-    /// Counts every endpoint's waiting actions in the store.
+    /// Counts every endpoint's waiting actions in the store (which corrects
+    /// what the engine cannot see: a `dlq replay` or `purge` from another
+    /// process).
     pub(super) async fn count_backlogs(&self) {
+        let lanes = self.lanes();
+        let before: Vec<i64> = lanes.iter().map(|l| l.backlog.waiting_raw()).collect();
         match self.inner.store.backlogs().await {
             Ok(counts) => {
-                let lanes = self.lanes();
-                for lane in &lanes {
+                for (lane, before) in lanes.iter().zip(before) {
                     let found = counts.iter().find(|b| b.endpoint == lane.endpoint);
                     lane.backlog.counted(
+                        before,
                         found.map_or(0, |b| b.waiting),
                         found.and_then(|b| b.oldest_ms),
                     );
                 }
                 for b in counts {
                     if !lanes.iter().any(|l| l.endpoint == b.endpoint) {
-                        self.lane(&b.endpoint)
-                            .backlog
-                            .counted(b.waiting, b.oldest_ms);
+                        // An endpoint no longer configured, with work left:
+                        // a lane of its own delivers it.
+                        let lane = self.lane(&b.endpoint);
+                        lane.backlog
+                            .counted(lane.backlog.waiting_raw(), b.waiting, b.oldest_ms);
                     }
                 }
             }

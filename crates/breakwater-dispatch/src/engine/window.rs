@@ -257,13 +257,25 @@ impl Backlog {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// The raw count, to pass to [`Backlog::counted`] as it was before the
+    /// store was asked.
+    pub(super) fn waiting_raw(&self) -> i64 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
     /// The store's count: `waiting` actions, the oldest accepted at
-    /// `oldest_ms`.
-    pub(super) fn counted(&self, waiting: u64, oldest_ms: Option<i64>) {
-        self.waiting.store(
-            i64::try_from(waiting).unwrap_or(i64::MAX),
-            Ordering::Release,
-        );
+    /// `oldest_ms`; `before` is [`Backlog::waiting_raw`] from just before the
+    /// store was asked. What the engine stored and finished while the store
+    /// counted is kept on top of the count (an action stored or finished
+    /// across the very moment of the count may be off by one until the next
+    /// count).
+    pub(super) fn counted(&self, before: i64, waiting: u64, oldest_ms: Option<i64>) {
+        let count = i64::try_from(waiting).unwrap_or(i64::MAX);
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                Some(count.saturating_add(now - before))
+            });
         self.oldest_ms
             .store(oldest_ms.unwrap_or(0), Ordering::Release);
     }

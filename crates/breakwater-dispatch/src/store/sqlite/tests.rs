@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use breakwater::traits::{ActionConfig, EntityEvent, EventKind, LogAction};
 
+use super::queries::{BACKLOGGED_QUERY, BACKLOG_LEFT_QUERY, BACKLOG_PAGE_QUERY};
 use super::schema::{PAGE_SIZE, SCHEMA_VERSION};
 use super::*;
 use crate::store::NewAction;
@@ -1101,4 +1102,225 @@ fn a_database_of_a_newer_schema_is_refused_and_gets_no_tables() {
         .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
         .unwrap();
     assert_eq!(tables, 1, "nothing was created");
+}
+
+fn webhook_action(url: &str) -> NewAction {
+    NewAction::new(
+        "o",
+        ActionConfig::Webhook(breakwater::traits::WebhookAction {
+            url: url.into(),
+            method: "POST".into(),
+            headers: Default::default(),
+            body_template: None,
+            signing_secret: None,
+        }),
+    )
+}
+
+#[tokio::test]
+async fn an_endpoints_backlog_is_claimed_by_endpoint_and_due_time_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (a, b) = ("http://127.0.0.1:1", "http://127.0.0.1:2");
+    let later = now_ms() + 60_000;
+    // Per event: one action to `a` (backlogged; the second one parked until
+    // a minute from now), one to `b` (claimed at once, then backlogged).
+    let mut events = Vec::new();
+    for i in 0..5 {
+        let to_a = if i == 1 {
+            webhook_action(&format!("{a}/h")).parked_until(later)
+        } else {
+            webhook_action(&format!("{a}/h"))
+        };
+        let to_b = if i == 0 {
+            webhook_action(&format!("{b}/h"))
+        } else {
+            webhook_action(&format!("{b}/h")).backlogged()
+        };
+        events.push(NewEvent {
+            event: event(),
+            actions: vec![to_a.backlogged(), to_b],
+        });
+    }
+    let inserted = store.insert(events).await.unwrap();
+    let claimed: Vec<usize> = inserted
+        .iter()
+        .map(|i| match i {
+            Inserted::New(a) => a.len(),
+            Inserted::Duplicate => panic!("duplicate"),
+        })
+        .collect();
+    assert_eq!(
+        claimed,
+        [1, 0, 0, 0, 0],
+        "only the claimed action is handed back"
+    );
+    let now = now_ms() + 1_000;
+    let mut listed = store.backlogged_endpoints(now).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, [a, b]);
+    // `a`: the four due now, two a page, by id; the parked one not yet.
+    let page = store.claim_backlog(a, 2, now).await.unwrap();
+    let ids: Vec<i64> = page.actions.iter().map(|p| p.id).collect();
+    assert_eq!(ids, [1, 5]);
+    assert!(page.more);
+    let page = store.claim_backlog(a, 2, now).await.unwrap();
+    assert_eq!(
+        page.actions.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [7, 9]
+    );
+    assert!(!page.more, "the parked one is not due");
+    assert!(!store
+        .backlogged_endpoints(now)
+        .await
+        .unwrap()
+        .contains(&a.to_string()));
+    // Once due, it is found and claimed.
+    assert!(store
+        .backlogged_endpoints(later)
+        .await
+        .unwrap()
+        .contains(&a.to_string()));
+    let page = store.claim_backlog(a, 10, later).await.unwrap();
+    assert_eq!(page.actions.len(), 1);
+    assert!(page.actions[0].parked);
+    assert_eq!(page.actions[0].not_before_ms, Some(later));
+    // Every waiting action is counted, claimed or not.
+    let counts = store.backlogs().await.unwrap();
+    let waiting: Vec<(String, u64)> = counts
+        .iter()
+        .map(|c| (c.endpoint.clone(), c.waiting))
+        .collect();
+    assert_eq!(waiting, [(a.to_string(), 5), (b.to_string(), 5)]);
+    assert!(counts.iter().all(|c| c.oldest_ms.is_some()));
+    // An unknown endpoint has nothing.
+    let none = store
+        .claim_backlog("http://nope:1", 10, later)
+        .await
+        .unwrap();
+    assert!(none.actions.is_empty() && !none.more);
+    store.close().await;
+    // The page is read through the backlog index, in its order: no sort.
+    let c = Connection::open(&path).unwrap();
+    let steps = plan(&c, BACKLOG_PAGE_QUERY, params![1, now, 10]);
+    assert!(
+        steps.iter().any(|s| s.contains("actions_backlog")),
+        "{steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+        "{steps:?}"
+    );
+    for sql in [BACKLOG_LEFT_QUERY, BACKLOGGED_QUERY] {
+        let n = if sql == BACKLOG_LEFT_QUERY { 2 } else { 1 };
+        let args: Vec<i64> = [1, now].into_iter().take(n).collect();
+        let steps = plan(&c, sql, rusqlite::params_from_iter(args));
+        assert!(
+            steps.iter().any(|s| s.contains("actions_backlog")),
+            "{sql}: {steps:?}"
+        );
+    }
+    drop(c);
+    assert_references_hold(&path);
+}
+
+#[tokio::test]
+async fn an_action_over_its_endpoints_quota_is_stored_dead_lettered_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("q.db")).unwrap();
+    let e = event();
+    let inserted = store
+        .insert(vec![NewEvent {
+            event: e.clone(),
+            actions: vec![log_action().dead_lettered("over its quota"), log_action()],
+        }])
+        .await
+        .unwrap();
+    let Inserted::New(claimed) = &inserted[0] else {
+        panic!("not stored")
+    };
+    assert_eq!(claimed.len(), 1);
+    let rec = store.event(e.id).await.unwrap().unwrap();
+    assert_eq!(rec.actions[0].status, ActionStatus::DeadLettered);
+    assert_eq!(rec.actions[0].last_error.as_deref(), Some("over its quota"));
+    assert_eq!(rec.actions[1].status, ActionStatus::Pending);
+    assert_eq!(store.dead_letters(10).await.unwrap().len(), 1);
+    assert_eq!(store.replay_dead_letters(None).await.unwrap(), 1);
+    assert_eq!(claim(&store, 10).await.unwrap().len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_version_5_database_gets_a_number_for_each_endpoint_and_its_waiting_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.db");
+    let (a, b) = ("http://127.0.0.1:1", "http://127.0.0.1:2");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let events = (0..3)
+            .map(|_| NewEvent {
+                event: event(),
+                actions: vec![
+                    webhook_action(&format!("{a}/h")),
+                    webhook_action(&format!("{b}/h")),
+                ],
+            })
+            .collect();
+        store.insert(events).await.unwrap();
+        store
+            .apply(vec![Update::Delivered {
+                id: 1,
+                attempts: 1,
+                status: Some(200),
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    // Back to version 5: no endpoint numbers, the index it had.
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "DROP INDEX actions_backlog;
+             DROP INDEX actions_by_status;
+             ALTER TABLE actions DROP COLUMN lane;
+             ALTER TABLE action_specs DROP COLUMN lane;
+             DROP TABLE lanes;
+             CREATE INDEX actions_by_status ON actions(status, claimed, id)
+                 WHERE status <> 'delivered';
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let mut listed = store.backlogged_endpoints(i64::MAX).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, [a, b]);
+    let page = store.claim_backlog(a, 10, i64::MAX).await.unwrap();
+    assert_eq!(
+        page.actions.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [3, 5]
+    );
+    let page = store.claim_backlog(b, 10, i64::MAX).await.unwrap();
+    assert_eq!(
+        page.actions.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [2, 4, 6]
+    );
+    store.close().await;
+    let c = Connection::open(&path).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let unnumbered: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM actions WHERE lane = 0 AND status <> 'delivered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unnumbered, 0);
+    drop(c);
+    assert_references_hold(&path);
 }
