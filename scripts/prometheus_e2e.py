@@ -11,13 +11,23 @@ scrapes it with deploy/prometheus/alerts.yml loaded. Then:
   breaker held open through the exporter's control route, and false once it
   is reset; while held, the alert must be pending.
 
-The dispatch group's rules need the breakwater-dispatch service's series.
-With --dispatch-bin (the `breakwater` binary), its `demo` runs on loopback
-and is scraped too: every series those rules use must then have data, and
-each rule must evaluate (their thresholds, a backlog growing for 15 minutes
-or a dead letter, are not reached in a short run; alerts_test.yml proves
-them firing). Without it the rules are only checked to evaluate, and the run
-says so.
+The dispatch group's rules and the dashboard's dispatch panels need the
+breakwater-dispatch service's series. With --dispatch-bin (the `breakwater`
+binary), its `demo` runs on loopback and is scraped too, and one malformed
+event is posted to it (so that `breakwater_dispatch_intake_refused_total`
+has a series: the demo itself is never refused). Then every series those
+rules and panels use must have data, every dispatch panel must return data,
+and every dispatch rule must evaluate and, with its thresholds turned into
+`bool` comparisons (same series, same label matching, 0 or 1 instead of
+filtered), return data: their thresholds (a backlog growing for 15 minutes,
+a dead letter) are not reached in a short run; alerts_test.yml proves them
+firing. The only exceptions are the families in MAY_BE_ABSENT, which the
+service creates at their first event and the demo cannot cause (an action
+dead-lettered over its endpoint's backlog quota): when one has no series, the
+expressions that read it must still evaluate without error, and the run
+lists them as not proven (WARNING lines) without failing. Without
+--dispatch-bin the dispatch rules and panels are only checked to evaluate,
+and the run says so.
 
 Everything started is stopped at the end, whatever happens. Exit status 0 on
 success, 1 with a list of failures otherwise.
@@ -44,6 +54,14 @@ DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "breakwater.json")
 HELD = "http://held:80"
 BREAKER_GROUP = "breakwater-circuit-breakers"
 DISPATCH_GROUP = "breakwater-dispatch"
+DISPATCH_SERIES = re.compile(r"breakwater_dispatch_\w+")
+# Labelled counter families that prometheus-client does not expose at all
+# (not even # TYPE) before their first event, that the service does not
+# create at zero, and that the demo cannot cause: none today. Every dispatch
+# series must have data (the per-endpoint delivered, deferred, retried,
+# dead-lettered and over-quota counters are created at zero for every
+# configured endpoint; the intake refusals are provoked by provoke_refusal).
+MAY_BE_ABSENT = {}
 
 
 def log(msg):
@@ -107,12 +125,19 @@ def dashboard_exprs():
     names = [v["name"] for v in dash["templating"]["list"]]
     if names[:2] != ["datasource", "endpoint"]:
         raise ValueError(f"dashboard variables are {names}, expected datasource and endpoint first")
+    panels = []
     for panel in dash["panels"]:
+        if panel.get("type") == "row":
+            # A row has no query; a collapsed one holds its panels.
+            panels += panel.get("panels", [])
+        else:
+            panels.append(panel)
+    for panel in panels:
         for item in [panel] + panel.get("targets", []):
             if item.get("datasource", {}).get("uid") != "${datasource}":
                 raise ValueError(f"panel {panel['title']!r} does not use the datasource variable")
     exprs = []
-    for panel in dash["panels"]:
+    for panel in panels:
         for target in panel.get("targets", []):
             expr = (
                 target["expr"]
@@ -123,6 +148,40 @@ def dashboard_exprs():
             exprs.append((f"panel {panel['title']!r} {target['refId']}", expr))
     variables = [v for v in dash["templating"]["list"] if v["type"] == "query"]
     return exprs, variables
+
+
+def thresholds_as_bool(expr):
+    """`expr` with every comparison against a number made a `bool` one.
+
+    `a > 0 and on (x) b > 600` becomes `a > bool 0 and on (x) b > bool 600`:
+    the same series and the same label matching, but 0 or 1 rather than
+    filtered, so it returns data whenever the series it reads exist, its
+    thresholds reached or not.
+    """
+    return re.sub(
+        r"(?<=\s)(==|!=|>=|<=|>|<)\s+(?!bool\b)(?=[-+]?(?:\d|\.\d|Inf\b|NaN\b))",
+        r"\1 bool ",
+        expr,
+    )
+
+
+def provoke_refusal(addr):
+    """Posts one malformed event to the demo's POST /events: refused (400,
+    or 401 if it wants a token), it creates a series of
+    breakwater_dispatch_intake_refused_total."""
+    req = urllib.request.Request(
+        f"http://{addr}/events",
+        data=b'{"event_type": "INSERT", "entity_type": ',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raise RuntimeError(f"POST /events with a malformed body was answered {r.status}")
+    except urllib.error.HTTPError as e:
+        if e.code not in (400, 401):
+            raise RuntimeError(f"POST /events with a malformed body was answered {e.code}: {e.read().decode()}")
+        return e.code
 
 
 def stop(proc, name):
@@ -226,43 +285,87 @@ def main():
         checks = [(f"alert {r['name']}", r["query"]) for r in groups.get(BREAKER_GROUP, [])]
         open_rule = next((r for r in groups.get(BREAKER_GROUP, []) if r["name"] == "CircuitBreakerOpen"), None)
         panel_exprs, variables = dashboard_exprs()
-        checks += panel_exprs
+        checks += [(what, expr) for what, expr in panel_exprs if not DISPATCH_SERIES.search(expr)]
+        dispatch_panels = [(what, expr) for what, expr in panel_exprs if DISPATCH_SERIES.search(expr)]
         dispatch = [(f"alert {r['name']}", r["query"]) for r in groups.get(DISPATCH_GROUP, [])]
-        if args.dispatch_bin:
-            names = sorted({n for _, expr in dispatch for n in re.findall(r"breakwater_dispatch_\w+", expr)})
-            for name in names:
-                what = f"series of {DISPATCH_GROUP}"
-                try:
-                    result = wait_for(f"{name} to return data", lambda: prom.query(name), args.timeout)
-                    log(f"data       {what}: {name} -> {len(result)} series")
-                except TimeoutError as e:
-                    # A labelled family has no sample before its first event
-                    # (no action dead-lettered yet): then it must at least be
-                    # declared by the service (# TYPE / # HELP).
-                    family = name.removesuffix("_total")
-                    declared = prom.metadata(family) or prom.metadata(name)
-                    if declared:
-                        log(f"declared   {what}: {name} (exposed with no sample yet: {declared[0].get('type')})")
-                    else:
-                        # prometheus-client writes nothing, not even # TYPE,
-                        # for a labelled family before its first label set.
-                        unproven.append(name)
-                        log(
-                            f"WARNING    {what}: {name} NOT PROVEN: no sample in {args.timeout:.0f}s and not "
-                            f"declared ({e}); the service creates this labelled family only at its first "
-                            "event: create its label sets at 0 at start to have it proven here"
-                        )
-        else:
-            log(
-                f"the {len(dispatch)} rules of {DISPATCH_GROUP} need breakwater-dispatch's series, "
-                "which this run does not scrape (no --dispatch-bin): checking only that they evaluate"
-            )
         for what, expr in dispatch:
             try:
                 prom.query(expr)
                 log(f"evaluates  {what}: {expr}")
             except RuntimeError as e:
                 failures.append(f"{what}: {e}")
+        if args.dispatch_bin:
+            try:
+                code = wait_for("the demo to refuse a malformed event", lambda: provoke_refusal(dispatch_addr), 60)
+                log(f"refused    POST /events with a malformed body: {code} (for breakwater_dispatch_intake_refused_total)")
+            except TimeoutError as e:
+                failures.append(f"provoking an intake refusal: {e}")
+            exprs = dispatch + dispatch_panels
+            names = sorted({n for _, expr in exprs for n in DISPATCH_SERIES.findall(expr)})
+            what = "series of the dispatch rules and panels"
+            for name in (n for n in names if n not in MAY_BE_ABSENT):
+                try:
+                    result = wait_for(f"{name} to return data", lambda: prom.query(name), args.timeout)
+                    log(f"data       {what}: {name} -> {len(result)} series")
+                except (TimeoutError, RuntimeError) as e:
+                    failures.append(f"{what}: {name}: {e}")
+            # The families the demo cannot cause: waited for together, once.
+            maybe = [n for n in names if n in MAY_BE_ABSENT]
+            try:
+                wait_for(
+                    f"{', '.join(maybe)} to return data",
+                    lambda: all(prom.query(n) for n in maybe),
+                    args.timeout,
+                )
+            except TimeoutError:
+                pass
+            absent = set()
+            for name in maybe:
+                result = prom.query(name)
+                if result:
+                    log(f"data       {what}: {name} -> {len(result)} series")
+                    continue
+                absent.add(name)
+                # Declared by the service (# TYPE / # HELP) with no sample yet?
+                family = name.removesuffix("_total")
+                declared = prom.metadata(family) or prom.metadata(name)
+                if declared:
+                    log(f"declared   {what}: {name} (exposed with no sample yet: {declared[0].get('type')})")
+                else:
+                    # prometheus-client writes nothing, not even # TYPE,
+                    # for a labelled family before its first label set.
+                    unproven.append(name)
+                    log(
+                        f"WARNING    {what}: {name} NOT PROVEN: no series after {args.timeout:.0f}s and not "
+                        f"declared: {MAY_BE_ABSENT[name]}; the service creates this family at its first event"
+                    )
+            for what, expr in [(w, thresholds_as_bool(e)) for w, e in dispatch] + dispatch_panels:
+                missing = sorted(absent & set(DISPATCH_SERIES.findall(expr)))
+                try:
+                    if missing:
+                        # Evaluated once, no waiting: it must not fail.
+                        result = prom.query(expr)
+                        if not result:
+                            unproven.append(what)
+                            log(f"WARNING    {what}: {expr} evaluates, NOT PROVEN: no data ({', '.join(missing)} has no series)")
+                            continue
+                    else:
+                        result = wait_for(f"{what} to return data", lambda: prom.query(expr), args.timeout)
+                    log(f"data       {what}: {expr} -> {len(result)} series")
+                except (TimeoutError, RuntimeError) as e:
+                    failures.append(f"{what}: {expr}: {e}")
+        else:
+            log(
+                f"the {len(dispatch)} rules of {DISPATCH_GROUP} and the {len(dispatch_panels)} dispatch panel "
+                "expressions need breakwater-dispatch's series, which this run does not scrape (no --dispatch-bin): "
+                "checking only that they evaluate"
+            )
+            for what, expr in dispatch_panels:
+                try:
+                    prom.query(expr)
+                    log(f"evaluates  {what}: {expr}")
+                except RuntimeError as e:
+                    failures.append(f"{what}: {e}")
 
         # The dashboard's variables.
         for v in variables:
@@ -317,8 +420,16 @@ def main():
             print(f"  - {f}", flush=True)
         return 1
     if unproven:
-        log(f"{len(unproven)} dispatch series not proven (see the WARNING lines): {', '.join(unproven)}")
-    log("every checked expression returned data; CircuitBreakerOpen follows a held-open breaker")
+        log(
+            f"{len(unproven)} dispatch series or expressions evaluated but not proven with data "
+            f"(see the WARNING lines): {', '.join(unproven)}"
+        )
+        log(
+            "every checked expression evaluated, and returned data but for the ones above; "
+            "CircuitBreakerOpen follows a held-open breaker"
+        )
+    else:
+        log("every checked expression returned data; CircuitBreakerOpen follows a held-open breaker")
     return 0
 
 

@@ -61,14 +61,13 @@ impl Engine {
             .map_err(|e| AcceptError::Store(StoreError::Backend(e.to_string())))?
     }
 
-    async fn accept_now(&self, events: Vec<NewEvent>) -> Result<Vec<Inserted>, AcceptError> {
+    async fn accept_now(&self, mut events: Vec<NewEvent>) -> Result<Vec<Inserted>, AcceptError> {
         if self.is_stopping() {
             return Err(AcceptError::ShuttingDown);
         }
         let delivery = self.settings().delivery;
         let caps = Caps::of(&delivery);
         let quota = delivery.max_backlog_per_endpoint;
-        let mut events = events;
         // The endpoints asked for (with how long their open circuit parks
         // an action), and each action's fate with its endpoint's place in
         // `lanes`, event by event.
@@ -122,15 +121,19 @@ impl Engine {
             // Stored or not, they are no longer being written.
             lane.backlog.stored(*n);
         }
+        // What was taken into windows for actions that were not stored.
+        let give_back = |fates: &[(usize, Fate)]| {
+            for (at, fate) in fates {
+                if let Fate::Window(load) = fate {
+                    lanes[*at].let_go(*load);
+                    self.release(*load);
+                }
+            }
+        };
         let inserted = match result {
             Ok(i) => i,
             Err(e) => {
-                for (at, fate) in fates.iter().flatten() {
-                    if let Fate::Window(load) = fate {
-                        lanes[*at].let_go(*load);
-                        self.release(*load);
-                    }
-                }
+                fates.iter().for_each(|f| give_back(f));
                 return Err(e.into());
             }
         };
@@ -157,12 +160,7 @@ impl Engine {
                 }
                 Inserted::Duplicate => {
                     self.inner.metrics.events_duplicate.inc();
-                    for (at, fate) in fates {
-                        if let Fate::Window(load) = fate {
-                            lanes[*at].let_go(*load);
-                            self.release(*load);
-                        }
-                    }
+                    give_back(fates);
                 }
             }
         }

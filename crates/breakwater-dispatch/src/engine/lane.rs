@@ -125,6 +125,7 @@ impl Engine {
         drop(m.deferred.get_or_create(&label));
         drop(m.retried.get_or_create(&label));
         drop(m.dead_lettered.get_or_create(&label));
+        drop(m.over_quota.get_or_create(&label));
         drop(m.endpoint_disabled.get_or_create(&label));
         let snapshots = self.inner.snapshots.clone();
         let key = endpoint.to_string();

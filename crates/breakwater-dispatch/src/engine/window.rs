@@ -47,6 +47,9 @@ use crate::store::{Claimed, PendingAction, Update};
 
 /// The most actions one page of a backlog holds.
 pub(super) const PAGE: usize = 512;
+/// The most actions of the first page, before the size of an endpoint's
+/// actions is known.
+const FIRST_PAGE: usize = 16;
 /// Actions due within this long are read back with those due now (and
 /// wait in the timer): the sweep that finds the later ones runs every
 /// second.
@@ -177,6 +180,9 @@ pub(super) struct Backlog {
     oldest_ms: AtomicI64,
     /// Past `max_backlog_per_endpoint` (warned once a crossing).
     pub(super) over_quota: AtomicBool,
+    /// The mean size of the actions of the last page read back (0 before
+    /// the first): a page is sized to the window's bytes with it.
+    mean_size: AtomicUsize,
 }
 
 impl Backlog {
@@ -332,18 +338,25 @@ impl Engine {
             };
             let caps = Caps::of(&self.settings().delivery);
             let held = lane.held.get();
+            // Room in actions, and in bytes by the size of the last page's.
             let room = caps.endpoint.actions.saturating_sub(held.actions);
+            let bytes_room = caps.endpoint.bytes.saturating_sub(held.bytes);
+            let by_bytes = match lane.backlog.mean_size.load(Ordering::Relaxed) {
+                0 => FIRST_PAGE,
+                mean => bytes_room / mean,
+            };
+            let limit = room.min(by_bytes).min(PAGE);
             // A page at a time (or whatever fits a small window), unless
-            // the window is empty: then anything.
+            // the window is empty: then at least one action.
             let page = PAGE.min(caps.endpoint.actions.div_ceil(2)).max(1);
-            if held.actions > 0 && room < page {
+            if held.actions > 0 && limit < page.min(by_bytes.max(1)) {
                 return;
             }
             if held.actions >= caps.floor && !self.inner.held.fits(Load::one(0), caps.all) {
                 // Every window together is full: the sweep tries again.
                 return;
             }
-            let limit = room.clamp(1, PAGE);
+            let limit = limit.max(1);
             let due_by = unix_ms().saturating_add(PAGE_AHEAD_MS);
             let Claimed { actions, more } = match self
                 .inner
@@ -360,8 +373,10 @@ impl Engine {
             };
             let got = actions.len();
             let mut back = Vec::new();
+            let mut bytes = 0;
             for mut action in actions {
                 action.size = event_size(&action.event);
+                bytes += action.size;
                 let l = Load::one(action.size);
                 if caps.admit(&lane.held, &self.inner.held, l) {
                     lane.held.add(l);
@@ -370,6 +385,9 @@ impl Engine {
                 } else {
                     back.push(Update::Released { id: action.id });
                 }
+            }
+            if let Some(mean) = bytes.checked_div(got) {
+                lane.backlog.mean_size.store(mean.max(1), Ordering::Relaxed);
             }
             self.publish_depth();
             let full = !back.is_empty();
