@@ -206,7 +206,7 @@ async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> (u64
 /// of `urls`, delivering at most `in_flight` at once to each endpoint.
 fn config_toml(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> String {
     let mut toml = format!(
-        "listen = \"127.0.0.1:0\"\nstore = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\nmax_pending = 1000000\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
+        "listen = \"127.0.0.1:0\"\nstore = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
         dir.join("load.db").display()
     );
     for u in urls {

@@ -174,13 +174,34 @@ impl AppState {
 }
 
 /// Applies the body limit in force (a reload may change it) to the request.
+/// A request whose `Content-Length` is over it gets its `413` at once,
+/// before a byte of its body is read: a client that sent
+/// `Expect: 100-continue` is not invited to upload it.
 async fn body_limit(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::response::IntoResponse;
     use tower::{Layer, ServiceExt};
     let limit = state.config().delivery.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let refusal = ApiError::PayloadTooLarge { limit };
+        state
+            .engine
+            .metrics()
+            .intake_refused
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: refusal.kind(),
+            })
+            .inc();
+        return refusal.into_response();
+    }
     match DefaultBodyLimit::max(limit)
         .layer(next)
         .oneshot(request)

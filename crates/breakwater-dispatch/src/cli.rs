@@ -100,10 +100,11 @@ pub enum DlqCommand {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BREAKWATER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(crate::log_line::OneLine { ansi })
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub backlog_oldest_age_seconds: Family<EndpointLabel, Gauge>,
     /// `POST /events` requests refused, by reason.
     pub intake_refused: Family<ReasonLabel, Counter>,
+    /// 1 while the store can keep what it is given, 0 when it cannot (its
+    /// file deleted or replaced, say): intake answers 503 then.
+    pub store_up: Gauge,
     /// Attempts by outcome.
     pub attempts: Family<AttemptLabel, Counter>,
     /// Endpoints disabled by `410 Gone` (1 while disabled).
@@ -87,6 +90,7 @@ impl Default for Metrics {
             backlog: Family::default(),
             backlog_oldest_age_seconds: Family::default(),
             intake_refused: Family::default(),
+            store_up: Gauge::default(),
             attempts: Family::default(),
             endpoint_disabled: Family::default(),
             queue_depth: Gauge::default(),
@@ -155,6 +159,11 @@ impl Metrics {
             "intake_refused",
             "POST /events requests refused, by reason",
             self.intake_refused.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 while the store can keep what it is given; 0 when it cannot (intake answers 503)",
+            self.store_up.clone(),
         );
         r.register(
             "attempts",

@@ -22,7 +22,7 @@ use crate::app::{self, AppState, Tokens};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqliteStore, Store, StoreFile};
 
 /// A running service.
 #[derive(Debug)]
@@ -161,34 +161,19 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes `<store>.lock`, held until the returned file is dropped (or the
-/// process ends, however it ends).
+/// Takes the one-service lock on the store's database file itself (so a
+/// link to it, symbolic or hard, is the same store), held until the
+/// returned file is dropped (or the process ends, however it ends).
 ///
 /// # Errors
 ///
-/// When another process holds it, or it cannot be created.
-pub fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
-    let mut name = store.as_os_str().to_owned();
-    name.push(".lock");
-    let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("creating the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
-            "another breakwater serve is running on the store {} (it holds {}); \
-             run one instance per store file",
-            store.display(),
-            path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
+/// When another process holds it (named, where the system says which), or
+/// the file cannot be opened.
+pub fn lock_store(store: &Path) -> anyhow::Result<StoreFile> {
+    let file =
+        StoreFile::open(store).with_context(|| format!("opening the store {}", store.display()))?;
+    file.lock().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(file)
 }
 
 #[cfg(unix)]

@@ -681,6 +681,38 @@ async fn shutdown_writes_queued_outcomes_before_closing_the_store() {
     assert_eq!(store.inner.with_status(ActionStatus::Delivered).len(), 40);
 }
 
+/// Regression: an outcome whose write failed (the disk full for a few
+/// seconds) was dropped: its action stayed pending and claimed in the store
+/// with nothing in memory to finish it, until a restart. Now the write is
+/// tried again until the store takes it, and the action counts as held
+/// until then.
+#[tokio::test(start_paused = true)]
+async fn an_outcome_that_cannot_be_written_is_kept_and_written_once_the_store_is_back() {
+    let store = Arc::new(SlowStore::new(Duration::from_millis(1)));
+    let exec = Arc::new(TestExecutor::default());
+    let config = config();
+    let engine = Engine::start(store.clone(), exec.clone(), &config, Metrics::default())
+        .await
+        .unwrap();
+    // The store refuses every write of outcomes from now on.
+    store.closed.store(true, Ordering::SeqCst);
+    engine.accept(healthy_events(&config, 10)).await.unwrap();
+    let healthy = "http://healthy.test:80";
+    until(|| view(&engine, healthy).delivered == 10).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(store.refused.load(Ordering::SeqCst) >= 20, "tried again");
+    assert!(store.inner.with_status(ActionStatus::Delivered).is_empty());
+    assert_eq!(engine.held(), 10, "kept until written");
+    store.closed.store(false, Ordering::SeqCst);
+    until(|| store.inner.with_status(ActionStatus::Delivered).len() == 10).await;
+    until(|| engine.held() == 0).await;
+    assert_eq!(
+        exec.calls.lock().unwrap()[healthy],
+        10,
+        "delivered once each"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_reload_with_longer_windows_applies_to_live_breakers_and_keeps_their_state() {
     let store = Arc::new(MemoryStore::default());

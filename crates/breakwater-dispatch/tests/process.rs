@@ -297,6 +297,117 @@ async fn a_second_serve_on_the_same_store_is_refused() {
     );
 }
 
+/// Regression: a second `serve` on a symbolic or hard link to a store
+/// another `serve` holds started (the lock file was named after the path
+/// as written), released the first one's claims and delivered the same
+/// work again. The lock is on the database file itself now, and the
+/// refusal names the process that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_through_a_link_to_the_store_is_refused() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("one.db");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, config_toml(&db, &[&receiver.url], "")).unwrap();
+    let first = Service::start(&config);
+    let soft = dir.path().join("soft.db");
+    let hard = dir.path().join("hard.db");
+    std::os::unix::fs::symlink(&db, &soft).unwrap();
+    std::fs::hard_link(&db, &hard).unwrap();
+    for link in [&soft, &hard] {
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, config_toml(link, &[&receiver.url], "")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_breakwater"))
+            .args(["serve", "--config"])
+            .arg(&other)
+            .env("BREAKWATER_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {stderr}", link.display());
+        assert!(stderr.contains("another breakwater serve"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("pid {}", first.child.id())),
+            "names the holder: {stderr}"
+        );
+    }
+}
+
+/// Regression: a newline in event data rendered by a `log` action started
+/// a line of its own on stderr, one that could pass for the service's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstore = \"{}\"\n[[observers]]\nname = \"audit\"\n\
+             entity_type = \"Order\"\nevent_type = \"INSERT\"\n[[observers.actions]]\n\
+             type = \"log\"\nlevel = \"info\"\nmessage_template = \"order {{{{ data.note }}}}\"\n",
+            dir.path().join("l.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_breakwater"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("BREAKWATER_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("breakwater listening on ")
+        .unwrap()
+        .to_string();
+    let mut ev = event(None);
+    ev["data"] = serde_json::json!({
+        "note": "x\n2026-12-07T10:00:00.000000Z ERROR breakwater_dispatch::server: forged\r\u{2028}done"
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/events"))
+        .json(&ev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Read stderr until the action's line shows, then stop the service.
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let done = line.contains("breakwater::action");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    });
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !lines.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "no log line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = lines.join().unwrap();
+    let action = lines.last().unwrap();
+    assert!(action.contains("order x\\n2026-12-07"), "{action}");
+    assert!(action.contains("\\r\\u{2028}done"), "{action}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("2026-12-07T10:00:00")),
+        "a forged line: {lines:?}"
+    );
+}
+
 /// Regression: `--duration 10000000000000000000` panicked on an Instant
 /// overflow, and `--listen 0.0.0.0:0` was taken.
 #[test]

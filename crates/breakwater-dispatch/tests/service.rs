@@ -900,3 +900,107 @@ async fn a_reload_changes_the_body_limit() {
     assert!(text.contains("100-byte"), "{text}");
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Regression: with the store's file deleted under it, the service went on
+/// answering 202 into a file no restart would find, and `/health` said
+/// nothing. Now intake answers 503 and `/health` names the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_store_file_is_noticed_and_intake_refuses() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let svc = start(&dir, &config_toml(&db, &[&receiver.url], "")).await;
+    let base = format!("http://{}", svc.addr);
+    assert_eq!(post_events(&base, &event(None)).await.status(), 202);
+    std::fs::remove_file(&db).unwrap();
+    let r = post_events(&base, &event(None)).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("deleted"),
+        "{body}"
+    );
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert!(
+        health["store"].as_str().unwrap().contains("deleted"),
+        "{health}"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("breakwater_dispatch_store_up 0"),
+        "{metrics}"
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Regression: `Expect: 100-continue` with a Content-Length far over the
+/// limit was answered `100 Continue`, inviting the upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_gets_its_413_before_sending_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(
+        &dir,
+        &config_toml(
+            &dir.path().join("t.db"),
+            &[&receiver.url],
+            "[delivery]\nmax_body_bytes = 10000\n",
+        ),
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
+    conn.write_all(
+        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0; 512];
+    let n = tokio::time::timeout(LIMIT, conn.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Regression: an array of 3 000 copies of one event id was refused with a
+/// 413 for "3000 actions", though 2 999 of them are duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_one_event_in_an_array_are_taken_as_one() {
+    let receiver = Receiver::start(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(
+        &dir,
+        &config_toml(
+            &dir.path().join("t.db"),
+            &[&receiver.url],
+            "[delivery]\nmax_pending = 1000\n",
+        ),
+    )
+    .await;
+    let base = format!("http://{}", svc.addr);
+    let id = Uuid::new_v4();
+    let copies = serde_json::Value::Array((0..3000).map(|_| event(Some(id))).collect());
+    let r = post_events(&base, &copies).await;
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["duplicates"].as_array().unwrap().len(), 2999);
+    wait_until("the one delivery", LIMIT, || {
+        receiver.delivered().get(&id) == Some(&1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.delivered().get(&id), Some(&1), "delivered once");
+    svc.shutdown(Duration::from_secs(5)).await;
+}

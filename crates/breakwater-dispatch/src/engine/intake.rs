@@ -130,6 +130,9 @@ impl Engine {
                 }
             }
         };
+        // Stored where no restart finds it (the file deleted, say) is not
+        // stored: refused, like a failed write.
+        let result = result.and_then(|i| self.inner.store.check().map(|()| i));
         let inserted = match result {
             Ok(i) => i,
             Err(e) => {

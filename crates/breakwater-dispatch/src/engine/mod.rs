@@ -241,6 +241,8 @@ impl Engine {
         // Each endpoint's backlog is counted before the first event, so
         // that its quota holds from the start.
         engine.count_backlogs().await;
+        engine.inner.metrics.store_up.set(1);
+        let _ = engine.check_store();
         tokio::spawn(timer_task(engine.clone(), timer_rx));
         tokio::spawn(snapshot_task(engine.clone(), snap_rx));
         tokio::spawn(sweep_task(engine.clone()));
@@ -288,6 +290,12 @@ impl Engine {
     /// The degradation level over every endpoint's breaker.
     pub fn degradation_level(&self) -> DegradationLevel {
         self.inner.degradation.get_degradation_level()
+    }
+
+    /// What is wrong with the store, if it cannot keep events now (its file
+    /// deleted, say); also published as `store_up` and logged.
+    pub fn store_problem(&self) -> Option<String> {
+        self.check_store().err()
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.

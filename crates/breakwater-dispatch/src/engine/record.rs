@@ -17,6 +17,11 @@ const RECORD_LINGER_BELOW: usize = 128;
 const RECORD_LINGER: Duration = Duration::from_millis(1);
 /// How long shutdown waits for the last outcomes to be written.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// The first wait before a failed write of outcomes is tried again; it
+/// doubles up to [`RECORD_RETRY_MAX`].
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of a failed write of outcomes.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A message to the outcome recorder.
 pub(super) enum Record {
@@ -67,6 +72,14 @@ impl Engine {
 /// concurrency permit is free for the next action during the commit. An
 /// outcome lost in a crash leaves its action pending in the store, and it
 /// is delivered again after the restart (at-least-once).
+///
+/// A write that fails (a full disk, say) is tried again, with a wait that
+/// doubles from [`RECORD_RETRY_FIRST`] to [`RECORD_RETRY_MAX`], until it
+/// succeeds: an outcome is never dropped while the service runs, so an
+/// action is never left claimed in the store with nothing in memory to
+/// finish it. Its actions count as held until then. Only at shutdown,
+/// after [`FLUSH_GRACE`], are unwritten outcomes given up (their actions
+/// are delivered again after the restart).
 pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<Record>) {
     let mut buf = Vec::with_capacity(RECORD_BATCH);
     while rx.recv_many(&mut buf, RECORD_BATCH).await > 0 {
@@ -92,9 +105,7 @@ pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<
             }
         }
         if !updates.is_empty() {
-            if let Err(e) = engine.inner.store.apply(updates).await {
-                tracing::error!(error = %e, "recording delivery outcomes failed");
-            }
+            write_until_done(&engine, updates).await;
         }
         engine.release(release);
         let last = !flushed.is_empty() && engine.is_stopping();
@@ -103,6 +114,55 @@ pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<
         }
         if last {
             return;
+        }
+    }
+}
+
+/// Writes `updates`, trying again after a failure until the write succeeds
+/// or the service has been stopping for [`FLUSH_GRACE`].
+async fn write_until_done(engine: &Engine, updates: Vec<Update>) {
+    let mut wait = RECORD_RETRY_FIRST;
+    let mut tries = 0u32;
+    let mut stopping_since: Option<tokio::time::Instant> = None;
+    loop {
+        tries += 1;
+        // A copy each try (a few small structs each): a failed try has
+        // consumed its own.
+        match engine.inner.store.apply(updates.clone()).await {
+            Ok(()) => {
+                if tries > 1 {
+                    tracing::info!(
+                        outcomes = updates.len(),
+                        tries,
+                        "delivery outcomes recorded after the store failed"
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                if engine.is_stopping() {
+                    let since = *stopping_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= FLUSH_GRACE {
+                        tracing::error!(
+                            error = %e,
+                            outcomes = updates.len(),
+                            "delivery outcomes not recorded at shutdown: their actions stay \
+                             pending in the store and are delivered again after the restart"
+                        );
+                        return;
+                    }
+                }
+                tracing::error!(
+                    error = %e,
+                    outcomes = updates.len(),
+                    tries,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "recording delivery outcomes failed; they are kept and tried again \
+                     (their actions stay claimed until then)"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECORD_RETRY_MAX);
+            }
         }
     }
 }

@@ -38,8 +38,9 @@ pub fn ceiling(retry: &RetryConfig, attempts: u32) -> Duration {
 
 /// The wait before the next attempt with full jitter: `unit * ceiling`,
 /// where `unit` is a uniform sample in `[0, 1)`; never shorter than a
-/// `Retry-After` hint (itself bounded by `max_backoff` and
-/// [`MAX_RETRY_AFTER`]).
+/// `Retry-After` hint, which is honoured up to [`MAX_RETRY_AFTER`] whatever
+/// `max_backoff` is (the receiver asked for it; `max_backoff` caps the
+/// service's own backoff).
 pub fn retry_delay(
     retry: &RetryConfig,
     attempts: u32,
@@ -53,7 +54,7 @@ pub fn retry_delay(
     };
     let jittered = ceiling(retry, attempts).mul_f64(unit);
     match retry_after {
-        Some(hint) => jittered.max(hint.min(retry.max_backoff()).min(MAX_RETRY_AFTER)),
+        Some(hint) => jittered.max(hint.min(MAX_RETRY_AFTER)),
         None => jittered,
     }
 }
@@ -124,10 +125,26 @@ mod tests {
             retry_delay(&r, 1, 0.0, Some(Duration::from_millis(700))),
             Duration::from_millis(700)
         );
-        // A huge hint is capped by max_backoff.
+        // A huge hint is capped by its own ceiling, an hour.
         assert_eq!(
             retry_delay(&r, 1, 0.0, Some(Duration::from_secs(86_400))),
-            Duration::from_millis(1000)
+            MAX_RETRY_AFTER
+        );
+    }
+
+    /// Regression: with `max_backoff_ms = 100`, a 429 with `Retry-After: 3`
+    /// was retried after 0.1 s; the documented promise is never sooner than
+    /// the hint.
+    #[test]
+    fn a_retry_after_longer_than_max_backoff_is_honoured() {
+        let r = RetryConfig {
+            max_attempts: 5,
+            backoff_ms: 50,
+            max_backoff_ms: 100,
+        };
+        assert_eq!(
+            retry_delay(&r, 1, 0.99, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
         );
     }
 

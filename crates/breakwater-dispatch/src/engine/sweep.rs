@@ -15,11 +15,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 impl Engine {
-    /// Marks the endpoints with backlogged work due and wakes their pagers.
+    /// Checks the store, marks the endpoints with backlogged work due and
+    /// wakes their pagers.
     async fn sweep(&self) {
         if self.is_stopping() {
             return;
         }
+        let _ = self.check_store();
         let due_by = unix_ms().saturating_add(PAGE_AHEAD_MS);
         match self.inner.store.backlogged_endpoints(due_by).await {
             Ok(endpoints) => {
@@ -31,6 +33,22 @@ impl Engine {
             }
             Err(e) => tracing::error!(error = %e, "looking for backlogged work failed"),
         }
+    }
+
+    /// Whether the store can keep what it is given; publishes it
+    /// (`store_up`) and logs each change.
+    pub(super) fn check_store(&self) -> Result<(), String> {
+        let result = self.inner.store.check().map_err(|e| e.to_string());
+        let up = i64::from(result.is_ok());
+        let was = self.inner.metrics.store_up.set(up);
+        match &result {
+            Err(e) if was != 0 => {
+                tracing::error!(error = %e, "the store cannot keep events: intake answers 503")
+            }
+            Ok(()) if was == 0 => tracing::info!("the store is back: intake takes events again"),
+            _ => {}
+        }
+        result
     }
 
     /// Counts every endpoint's waiting actions in the store (which corrects

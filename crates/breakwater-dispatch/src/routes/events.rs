@@ -55,6 +55,13 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
+            // A struct also reads from an array of its fields in order:
+            // an event must be an object.
+            if item.get().starts_with('[') {
+                return Err(ApiError::BadRequest(format!(
+                    "events[{i}]: invalid type: array, expected an event object"
+                )));
+            }
             serde_json::from_str::<Incoming>(item.get())
                 .map(|e| e.into_event(received))
                 .map_err(|_| {
@@ -263,6 +270,14 @@ mod tests {
             EVENT.replace("1f0e0a52-3f8e", "zz")
         ));
         assert!(m.starts_with("events[1].entity_id: "), "{m}");
+        // Regression: an event given as an array of its field values was
+        // taken (serde reads a struct from a sequence too).
+        let fields = r#"["1f0e0a52-3f8e-4a4e-9d4f-2c1b0e9a7d10","INSERT","Order","1f0e0a52-3f8e-4a4e-9d4f-2c1b0e9a7d10",{},null,null,"2026-01-22T10:00:00Z"]"#;
+        let m = problem(&format!("[{fields}]"));
+        assert_eq!(
+            m,
+            "events[0]: invalid type: array, expected an event object"
+        );
         let m = problem(&format!("[{EVENT},7]"));
         assert!(
             m.starts_with("events[1]: invalid type: integer `7`, expected an event object"),

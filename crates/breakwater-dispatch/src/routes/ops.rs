@@ -28,9 +28,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
     ))
 }
 
-/// `GET /health`: the degradation level over every breaker; 503 when critical.
+/// `GET /health`: the degradation level over every breaker and the store's
+/// state; 503 when critical or when the store cannot keep events.
 pub async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let level = state.engine.degradation_level();
+    let store = state.engine.store_problem();
     let views = state.engine.breaker_views();
     let open: Vec<&str> = views
         .iter()
@@ -42,7 +44,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .filter(|v| v.disabled)
         .map(|v| v.endpoint.as_str())
         .collect();
-    let status = if level == DegradationLevel::Critical {
+    let status = if level == DegradationLevel::Critical || store.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -55,6 +57,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "queue_depth": state.engine.held(),
             "open": open,
             "disabled": disabled,
+            "store": store.as_deref().unwrap_or("ok"),
         })),
     )
 }

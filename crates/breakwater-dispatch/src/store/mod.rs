@@ -32,7 +32,7 @@ use breakwater::traits::{ActionConfig, EntityEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use self::sqlite::SqliteStore;
+pub use self::sqlite::{SqliteStore, StoreFile};
 
 /// The id of a stored action.
 pub type ActionId = i64;
@@ -557,6 +557,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// A [`StoreError`].
     async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>>;
+
+    /// Whether the store can still keep what it is given: cheap (no query),
+    /// called before intake answers and every second. The SQLite store
+    /// checks that its path still names the file it writes to (a file
+    /// deleted under it would take writes that no restart finds). A store
+    /// with nothing to check may leave the default.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] saying what is wrong.
+    fn check(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// Writes everything queued and stops accepting work.
     async fn close(&self);

@@ -9,6 +9,7 @@
 //! after its commit, so what was answered survives a process kill (the WAL
 //! is in the OS) and a power loss (the WAL was fsynced).
 
+mod file;
 mod queries;
 mod schema;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+pub use self::file::StoreFile;
 use self::queries::{
     apply_all, id_filter, row_to_pending, row_to_record, BACKLOGGED_QUERY, BACKLOGS_QUERY,
     BACKLOG_LEFT_QUERY, BACKLOG_PAGE_QUERY, DEAD_LETTERS_QUERY, OLDEST_PENDING_QUERY, PRUNE_QUERY,
@@ -41,6 +43,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
+    file: StoreFile,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -87,6 +90,8 @@ impl SqliteStore {
             )?;
         }
         let reader = open(path)?;
+        let file = StoreFile::open(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name("breakwater-store".into())
@@ -96,6 +101,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
+            file,
         })
     }
 
@@ -470,6 +476,10 @@ impl Store for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    fn check(&self) -> StoreResult<()> {
+        self.file.check().map_err(StoreError::Backend)
     }
 
     async fn close(&self) {
