@@ -173,43 +173,51 @@ impl AppState {
     }
 }
 
-/// Applies the body limit in force (a reload may change it) to the request.
-/// A request whose `Content-Length` is over it gets its `413` at once,
-/// before a byte of its body is read: a client that sent
-/// `Expect: 100-continue` is not invited to upload it.
+/// Reads the body of `POST /events` whole, within the limit in force (a
+/// reload may change it) and within `http.body_read_timeout_ms`, before the
+/// handler sees it. A request whose `Content-Length` is over the limit gets
+/// its `413` at once, before a byte of its body is read: a client that sent
+/// `Expect: 100-continue` is not invited to upload it. A body that does not
+/// arrive in time gets a `408`.
 async fn body_limit(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    use tower::{Layer, ServiceExt};
-    let limit = state.config().delivery.max_body_bytes;
+    use http_body_util::BodyExt;
+    let config = state.config();
+    let limit = config.delivery.max_body_bytes;
+    let timeout = std::time::Duration::from_millis(config.http.body_read_timeout_ms);
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        let refusal = ApiError::PayloadTooLarge { limit };
+    let refused = |e: ApiError| {
         state
             .engine
             .metrics()
             .intake_refused
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: refusal.kind(),
-            })
+            .get_or_create(&crate::metrics::ReasonLabel { reason: e.kind() })
             .inc();
-        return refusal.into_response();
+        e.into_response()
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return refused(ApiError::PayloadTooLarge { limit });
     }
-    match DefaultBodyLimit::max(limit)
-        .layer(next)
-        .oneshot(request)
-        .await
-    {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+    let (parts, body) = request.into_parts();
+    let read = http_body_util::Limited::new(body, limit).collect();
+    let bytes = match tokio::time::timeout(timeout, read).await {
+        Err(_) => return refused(ApiError::RequestTimeout(timeout)),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return refused(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(e)) => return refused(ApiError::BadRequest(format!("reading the body: {e}"))),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    next.run(request).await
 }
 
 /// The router over `state`.
@@ -217,10 +225,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/events",
-            post(routes::events::post).layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                body_limit,
-            )),
+            // `body_limit` reads the body whole within the limit in force:
+            // the extractor's own default limit is not another one.
+            post(routes::events::post)
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    body_limit,
+                )),
         )
         .route("/events/{id}", get(routes::events::get))
         .route("/metrics", get(routes::ops::metrics))

@@ -55,6 +55,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Delivery limits.
     pub delivery: DeliveryConfig,
+    /// The HTTP listener's limits.
+    pub http: HttpConfig,
     /// Which events lead to which actions.
     pub observers: Vec<Observer>,
 }
@@ -187,6 +189,32 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// The `[http]` section: what the listener allows a client, so that slow
+/// or idle connections cannot take every file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once, `>= 1`; more wait in the system's
+    /// queue until one closes. Default 512.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, or stay idle
+    /// between two requests, in milliseconds, `>= 1`. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body, in
+    /// milliseconds, `>= 1` (a `408` then). Default 30000.
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// One `[[observers]]` entry: events of `entity_type` and `event_type` run `actions`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +240,7 @@ impl Default for Config {
             circuit_breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             delivery: DeliveryConfig::default(),
+            http: HttpConfig::default(),
             observers: Vec::new(),
         }
     }
@@ -261,6 +290,7 @@ const TOP_KEYS: &[&str] = &[
     "circuit_breaker",
     "retry",
     "delivery",
+    "http",
     "observers",
 ];
 
@@ -603,6 +633,20 @@ impl Config {
                     }
                 }
                 config.delivery = d;
+            }
+        }
+        if let Some(v) = table.get("http") {
+            if let Some(h) = c.parse::<HttpConfig>(&[Step::Key("http")], v.clone()) {
+                for (name, value) in [
+                    ("max_connections", h.max_connections as u64),
+                    ("header_read_timeout_ms", h.header_read_timeout_ms),
+                    ("body_read_timeout_ms", h.body_read_timeout_ms),
+                ] {
+                    if value == 0 {
+                        c.problem(&[Step::Key("http"), Step::Key(name)], "must be >= 1");
+                    }
+                }
+                config.http = h;
             }
         }
         if let Some(v) = table.get("observers") {

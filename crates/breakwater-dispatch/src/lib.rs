@@ -18,6 +18,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod executor;
+mod http;
 mod log_line;
 pub mod metrics;
 pub mod routes;

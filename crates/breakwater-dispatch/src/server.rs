@@ -56,6 +56,7 @@ pub async fn start(
     executor: Arc<dyn ActionExecutor>,
     listen: SocketAddr,
 ) -> anyhow::Result<Running> {
+    let limits = config.http.clone();
     let engine = Engine::start(store, executor, &config, Metrics::default())
         .await
         .context("starting the delivery engine")?;
@@ -69,14 +70,7 @@ pub async fn start(
     let stop = CancellationToken::new();
     let router = app::router(state.clone());
     let until = stop.clone();
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { until.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the HTTP server failed");
-        }
-    });
+    let http = tokio::spawn(crate::http::serve(listener, router, limits, until));
     Ok(Running {
         addr,
         state,

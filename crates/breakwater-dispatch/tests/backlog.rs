@@ -460,3 +460,57 @@ async fn start_up_over_a_million_waiting_actions() {
         later >> 20
     );
 }
+
+/// Regression: events of about 1 MiB owed to a dead endpoint were held in
+/// memory as parsed trees, 15 to 18 MB each: sixty of them took the service
+/// from 18 MB to about 900 MB resident with default settings. Windows are
+/// bounded in bytes now, the rest waits on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_for_a_dead_endpoint_stay_within_the_memory_bound() {
+    let receiver = Counter::start(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    // Default delivery settings: no window set here.
+    let toml = config(&dir.path().join("big.db"), &[&receiver.url], 100_000)
+        .replace("[delivery]\nmax_pending_per_endpoint = 10000\n", "");
+    std::fs::write(&path, toml).unwrap();
+    let svc = Service::start(&path);
+    // About 1 MiB of small numbers: the costliest tree for its size.
+    let numbers: Vec<u32> = (0..200_000).map(|i| i % 10).collect();
+    let client = reqwest::Client::new();
+    let mut max_rss = svc.rss();
+    for _ in 0..60 {
+        let body = serde_json::json!({
+            "event_type": "INSERT",
+            "entity_type": "Order",
+            "entity_id": Uuid::new_v4(),
+            "data": { "n": numbers },
+        });
+        let r = client
+            .post(format!("{}/events", svc.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        max_rss = max_rss.max(svc.rss());
+    }
+    let view = wait_for_backlog(&svc, &receiver.url, 60).await;
+    // A few openings of the breaker with its window parked.
+    max_rss = max_rss.max(
+        wait_sampling(&svc, "some attempts", || {
+            receiver.requests.load(Ordering::Relaxed) >= 5
+        })
+        .await,
+    );
+    eprintln!(
+        "60 events of about 1 MiB for a dead endpoint: window {} actions, largest RSS {} MiB",
+        view["pending"],
+        max_rss >> 20
+    );
+    assert!(
+        max_rss < RSS_BOUND,
+        "resident memory reached {} MiB",
+        max_rss >> 20
+    );
+}
