@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::numbers;
 use crate::app::{bearer_matches, AppState};
 use crate::error::ApiError;
 use crate::metrics::ReasonLabel;
@@ -62,16 +63,29 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EntityEvent>, ApiError> {
                     "events[{i}]: invalid type: array, expected an event object"
                 )));
             }
-            serde_json::from_str::<Incoming>(item.get())
+            let at = || {
+                if single {
+                    String::from("event")
+                } else {
+                    format!("events[{i}]")
+                }
+            };
+            let event = serde_json::from_str::<Incoming>(item.get())
                 .map(|e| e.into_event(received))
                 .map_err(|_| {
-                    let at = if single {
-                        String::from("event")
-                    } else {
-                        format!("events[{i}]")
-                    };
-                    ApiError::BadRequest(format!("{at}{}", field_error(item.get())))
-                })
+                    ApiError::BadRequest(format!("{}{}", at(), field_error(item.get())))
+                })?;
+            // Parsed, a number outside 64-bit integers and floats would
+            // have been rounded: refused rather than delivered altered.
+            if let Some((path, number)) = numbers::first_inexact(item.get()) {
+                return Err(ApiError::BadRequest(format!(
+                    "{}.{path}: the number {number} cannot be kept exactly (integers from \
+                     -9223372036854775808 to 18446744073709551615, and numbers a 64-bit float \
+                     holds exactly, are); send it as a string",
+                    at()
+                )));
+            }
+            Ok(event)
         })
         .collect()
 }
@@ -270,6 +284,16 @@ mod tests {
             EVENT.replace("1f0e0a52-3f8e", "zz")
         ));
         assert!(m.starts_with("events[1].entity_id: "), "{m}");
+        // Regression: a number past u64 was taken and delivered rounded
+        // (as 1.8446744073709552e19).
+        let big = EVENT.replace("\"data\":{}", "\"data\":{\"n\":18446744073709551616}");
+        let m = problem(&big);
+        assert!(
+            m.starts_with("event.data.n: the number 18446744073709551616 cannot be kept exactly"),
+            "{m}"
+        );
+        let m = problem(&format!("[{EVENT},{big}]"));
+        assert!(m.starts_with("events[1].data.n: the number"), "{m}");
         // Regression: an event given as an array of its field values was
         // taken (serde reads a struct from a sequence too).
         let fields = r#"["1f0e0a52-3f8e-4a4e-9d4f-2c1b0e9a7d10","INSERT","Order","1f0e0a52-3f8e-4a4e-9d4f-2c1b0e9a7d10",{},null,null,"2026-01-22T10:00:00Z"]"#;

@@ -2,4 +2,5 @@
 
 pub mod admin;
 pub mod events;
+mod numbers;
 pub mod ops;
