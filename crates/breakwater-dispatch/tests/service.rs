@@ -97,12 +97,7 @@ async fn malformed_input_gets_4xx_and_stores_nothing() {
     let base = format!("http://{}", svc.addr);
     let client = reqwest::Client::new();
     // Every endpoint's series exist at zero before any event.
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     let zero = format!(
         "breakwater_dispatch_actions_dead_lettered_total{{endpoint=\"{}\"}} 0",
         receiver.endpoint
@@ -278,12 +273,7 @@ async fn gone_disables_the_endpoint_and_keeps_its_actions_for_replay() {
         }
     }
     assert!(tried >= 1);
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains("breakwater_dispatch_endpoint_disabled{"),
         "{metrics}"
@@ -331,12 +321,7 @@ async fn permanent_failures_and_exhausted_retries_are_dead_lettered() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["actions"][0]["status"], "dead_lettered");
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     for name in [
         "breakwater_dispatch_actions_dead_lettered_total",
         "breakwater_dispatch_queue_depth",
@@ -430,6 +415,16 @@ async fn breaker_state_survives_a_restart() {
     let b = svc.state.engine.breakers().get(&receiver.endpoint).unwrap();
     assert_eq!(b.state(), CircuitState::Open, "restored from the snapshot");
     svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The `/metrics` text of the service at `base`.
+async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Orders go to `urls` (a fan-out: one action per receiver for every
@@ -636,12 +631,7 @@ async fn past_its_backlog_quota_an_endpoint_dead_letters_its_new_actions_and_eve
     assert!(reason.contains("max_backlog_per_endpoint = 10"), "{reason}");
     let dead_letters = store.dead_letters(100).await.unwrap();
     assert_eq!(dead_letters.len(), 20, "{dead_letters:?}");
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     let series = format!(
         "breakwater_dispatch_actions_over_quota_total{{endpoint=\"{}\"}} 20",
         dead.endpoint
@@ -928,12 +918,7 @@ async fn a_deleted_store_file_is_noticed_and_intake_refuses() {
         health["store"].as_str().unwrap().contains("deleted"),
         "{health}"
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains("breakwater_dispatch_store_up 0"),
         "{metrics}"
