@@ -9,7 +9,9 @@ use breakwater::webhook::{Executors, WebhookExecutor};
 /// The executor `serve` and `demo` deliver with: webhooks (signed the
 /// Standard Webhooks way when the action has a `signing_secret`) and Slack
 /// messages through one pooled client with a 5 s connect and a 30 s total
-/// timeout; log actions through `tracing`.
+/// timeout, honouring a receiver's `Retry-After` up to the engine's own
+/// ceiling ([`MAX_RETRY_AFTER`](crate::engine::schedule::MAX_RETRY_AFTER),
+/// an hour); log actions through `tracing`.
 ///
 /// # Errors
 ///
@@ -19,6 +21,7 @@ pub fn default_executor() -> Result<Arc<dyn ActionExecutor>, String> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .max_response_bytes(64 * 1024)
+        .max_retry_after(crate::engine::schedule::MAX_RETRY_AFTER)
         .build()
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(Executors::new(webhook)))
