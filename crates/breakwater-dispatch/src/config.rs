@@ -317,8 +317,11 @@ impl<'a> Checker<'a> {
                     if !out.is_empty() {
                         out.push('.');
                     }
-                    if k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    // A bare key is written bare; any other quoted (the
+                    // empty key too, which would leave the path empty).
+                    if !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                     {
                         out.push_str(k);
                     } else {
@@ -414,7 +417,8 @@ impl<'a> Checker<'a> {
                 // Only what was left out is missing now: nothing more to find.
                 return None;
             }
-            let Some(key) = unknown_field(&message).or_else(|| at_fault::<T>(&table, &message))
+            let Some(key) =
+                unknown_field(&message, &table).or_else(|| at_fault::<T>(&table, &message))
             else {
                 self.problem(path, message);
                 return None;
@@ -465,10 +469,21 @@ fn at_fault<T: DeserializeOwned>(table: &toml::Table, message: &str) -> Option<S
     fallback
 }
 
-/// The field serde names in an "unknown field `x`" message.
-fn unknown_field(message: &str) -> Option<String> {
+/// The key of `table` that serde names in an "unknown field `x`, expected
+/// ..." message. Matched against the table's keys rather than cut at the
+/// next backtick: a key may hold backticks (`"a`b" = 1`), and a name cut
+/// short is no key of the table, so leaving it out changed nothing and the
+/// same problem was recorded again, forever.
+fn unknown_field(message: &str, table: &toml::Table) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
-    Some(rest.split('`').next()?.to_string())
+    table
+        .keys()
+        .filter(|k| {
+            rest.strip_prefix(k.as_str())
+                .is_some_and(|after| after == "`" || after.starts_with("`, "))
+        })
+        .max_by_key(|k| k.len())
+        .cloned()
 }
 
 /// The longest wait a configuration may ask for, in milliseconds: one year.

@@ -1,6 +1,7 @@
 //! `POST /events` and `GET /events/{id}`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,7 +13,9 @@ use axum::Json;
 
 use breakwater::traits::{EntityEvent, EventKind, FieldChange};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -118,16 +121,59 @@ fn field_error(item: &str) -> String {
 struct Incoming {
     #[serde(default)]
     id: Option<Uuid>,
+    #[serde(deserialize_with = "kind_as_string")]
     event_type: EventKind,
     entity_type: String,
     entity_id: Uuid,
     data: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "changes_as_objects")]
     changes: Option<BTreeMap<String, FieldChange>>,
     #[serde(default)]
     user_id: Option<String>,
     #[serde(default)]
     timestamp: Option<DateTime<Utc>>,
+}
+
+/// `event_type` from a string only: serde reads a unit variant from
+/// `{"INSERT": null}` too.
+fn kind_as_string<'de, D: Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+    struct Name;
+    impl Visitor<'_> for Name {
+        type Value = EventKind;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("one of `INSERT`, `UPDATE`, `DELETE`, `CUSTOM`")
+        }
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<EventKind, E> {
+            EventKind::deserialize(name.into_deserializer())
+        }
+    }
+    d.deserialize_str(Name)
+}
+
+/// `changes`, each change an object: serde reads a struct from an array of
+/// its fields too (`{"total": [40, 42]}`), refused as an event given as an
+/// array is.
+fn changes_as_objects<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, FieldChange>>, D::Error> {
+    struct Change(FieldChange);
+    impl<'de> Deserialize<'de> for Change {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Object;
+            impl<'de> Visitor<'de> for Object {
+                type Value = FieldChange;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object with `old` and `new`")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldChange, A::Error> {
+                    FieldChange::deserialize(MapAccessDeserializer::new(map))
+                }
+            }
+            d.deserialize_map(Object).map(Change)
+        }
+    }
+    let changes = Option::<BTreeMap<String, Change>>::deserialize(d)?;
+    Ok(changes.map(|c| c.into_iter().map(|(k, Change(c))| (k, c)).collect()))
 }
 
 impl Incoming {

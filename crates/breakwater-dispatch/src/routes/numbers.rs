@@ -101,7 +101,10 @@ fn exact(token: &str) -> bool {
         return token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok();
     }
     match token.parse::<f64>() {
-        Ok(f) if f.is_finite() => decimal(token) == decimal(&format!("{f:e}")),
+        // Written back as serde_json writes it: of two shortest forms of
+        // a float (a tie), std's `{:e}` and serde_json's (ryu) may differ.
+        Ok(f) if f.is_finite() => serde_json::Number::from_f64(f)
+            .is_some_and(|n| decimal(token) == decimal(&n.to_string())),
         _ => false,
     }
 }
@@ -125,9 +128,12 @@ fn decimal(s: &str) -> (bool, String, i64) {
         return (false, String::new(), 0);
     }
     // The exponent of the first significant digit.
-    let first =
-        i64::try_from(whole.len()).unwrap_or(i64::MAX) - 1 - i64::try_from(leading).unwrap_or(0)
-            + exp;
+    // Saturating: `0.01e-9223372036854775808` is past `i64::MIN` here.
+    let first = i64::try_from(whole.len())
+        .unwrap_or(i64::MAX)
+        .saturating_sub(1)
+        .saturating_sub(i64::try_from(leading).unwrap_or(i64::MAX))
+        .saturating_add(exp);
     (neg, trimmed.to_string(), first)
 }
 
