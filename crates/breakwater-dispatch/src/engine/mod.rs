@@ -9,7 +9,7 @@
 //! Memory is bounded per endpoint and in all, in actions and in bytes: each
 //! endpoint keeps a *window* of its actions in memory, and the rest of its
 //! work waits in the store as its *backlog*, read back as the window makes
-//! room ([`window`]). An action counts from the moment intake takes it into
+//! room (`engine/window.rs`). An action counts from the moment intake takes it into
 //! a window until it is delivered, dead-lettered or held. Intake never
 //! refuses because an endpoint is down: only when the store fails or the
 //! service stops.

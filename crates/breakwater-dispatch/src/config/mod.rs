@@ -1,0 +1,311 @@
+//! The service's configuration file (TOML).
+//!
+//! Unknown keys are refused everywhere. [`Config::parse`] reports every
+//! problem at once, each with its key path and line, so `check-config` can
+//! list them all instead of stopping at the first.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! store = "breakwater.db"
+//! admin_token_env = "BREAKWATER_ADMIN_TOKEN"
+//! [circuit_breaker]            # defaults for every endpoint
+//! sample_size = 20
+//! [circuit_breaker.endpoints."http://127.0.0.1:9000"]
+//! open_timeout_ms = 1000       # only what differs from the defaults above
+//! [retry]
+//! max_attempts = 5
+//! backoff_ms = 200
+//! [[observers]]
+//! name = "order-created"
+//! entity_type = "Order"
+//! event_type = "INSERT"
+//! [[observers.actions]]
+//! type = "webhook"
+//! url = "http://127.0.0.1:9000/hooks/orders"
+//! ```
+
+mod breaker;
+mod observers;
+mod problem;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use breakwater::traits::ActionConfig;
+
+use self::breaker::breaker_section;
+pub use self::breaker::BreakerConfig;
+use self::observers::observers;
+pub use self::observers::Observer;
+use self::problem::{line_at, Checker, Step};
+pub use self::problem::{ConfigError, Problem};
+pub use self::sections::{DeliveryConfig, HttpConfig, RetryConfig};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address the HTTP API listens on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Path of the SQLite database. Default `breakwater.db`.
+    pub store: PathBuf,
+    /// Name of the environment variable holding the admin bearer token; the
+    /// admin routes answer 401 when unset.
+    pub admin_token_env: Option<String>,
+    /// Name of the environment variable holding the bearer token `POST
+    /// /events` requires; intake is open when unset.
+    pub intake_token_env: Option<String>,
+    /// Breaker defaults, and overrides by endpoint (each merged over the
+    /// defaults).
+    pub circuit_breaker: BreakerConfig,
+    /// How failed deliveries are retried.
+    pub retry: RetryConfig,
+    /// Delivery limits.
+    pub delivery: DeliveryConfig,
+    /// The HTTP listener's limits.
+    pub http: HttpConfig,
+    /// Which events lead to which actions.
+    pub observers: Vec<Observer>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: PathBuf::from("breakwater.db"),
+            admin_token_env: None,
+            intake_token_env: None,
+            circuit_breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            delivery: DeliveryConfig::default(),
+            http: HttpConfig::default(),
+            observers: Vec::new(),
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "store",
+    "admin_token_env",
+    "intake_token_env",
+    "circuit_breaker",
+    "retry",
+    "delivery",
+    "http",
+    "observers",
+];
+
+/// The longest wait a configuration may ask for, in milliseconds: one year.
+const MAX_WAIT_MS: u64 = 365 * 24 * 3600 * 1000;
+
+impl Config {
+    /// Parses and checks a configuration file's text.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] holding every problem found, each with its key path
+    /// and line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use breakwater_dispatch::config::Config;
+    ///
+    /// let config = Config::parse(r#"
+    /// listen = "127.0.0.1:9999"
+    /// [circuit_breaker]
+    /// sample_size = 20
+    /// [circuit_breaker.endpoints."http://127.0.0.1:9000"]
+    /// open_timeout_ms = 1000
+    /// "#).unwrap();
+    /// let hook = config.circuit_breaker.for_endpoint("http://127.0.0.1:9000");
+    /// assert_eq!((hook.sample_size, hook.open_timeout_ms), (20, 1000));
+    ///
+    /// let err = Config::parse("lisen = 1\n[retry]\nmax_attempts = 0\n").unwrap_err();
+    /// let paths: Vec<_> = err.problems.iter().map(|p| (p.path.as_str(), p.line)).collect();
+    /// assert_eq!(paths, [("lisen", Some(1)), ("retry.max_attempts", Some(3))]);
+    /// ```
+    pub fn parse(source: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = match toml::from_str(source) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(ConfigError {
+                    problems: vec![Problem {
+                        path: "(file)".into(),
+                        line: e.span().map(|s| line_at(source, s.start)),
+                        message: e.message().trim().to_string(),
+                    }],
+                })
+            }
+        };
+        let mut c = Checker {
+            source,
+            doc: toml_edit::Document::parse(source).ok(),
+            problems: Vec::new(),
+        };
+        let mut config = Config::default();
+        for key in table.keys() {
+            if !TOP_KEYS.contains(&key.as_str()) {
+                c.problem(
+                    &[Step::Key(key)],
+                    format!("unknown key, expected one of {}", TOP_KEYS.join(", ")),
+                );
+            }
+        }
+        if let Some(v) = table.get("listen") {
+            match v.as_str().map(str::parse::<SocketAddr>) {
+                Some(Ok(addr)) => config.listen = addr,
+                Some(Err(e)) => c.problem(
+                    &[Step::Key("listen")],
+                    format!("not a socket address ({e})"),
+                ),
+                None => c.problem(&[Step::Key("listen")], "expected a string \"ip:port\""),
+            }
+        }
+        if let Some(v) = table.get("store") {
+            match v.as_str() {
+                Some(s) if !s.is_empty() => config.store = PathBuf::from(s),
+                _ => c.problem(&[Step::Key("store")], "expected a non-empty path"),
+            }
+        }
+        for key in ["admin_token_env", "intake_token_env"] {
+            if let Some(v) = table.get(key) {
+                match v.as_str() {
+                    Some(s) if !s.is_empty() => {
+                        let s = Some(s.to_string());
+                        if key == "admin_token_env" {
+                            config.admin_token_env = s;
+                        } else {
+                            config.intake_token_env = s;
+                        }
+                    }
+                    _ => c.problem(
+                        &[Step::Key(key)],
+                        "expected the name of an environment variable",
+                    ),
+                }
+            }
+        }
+        if let Some(v) = table.get("circuit_breaker") {
+            config.circuit_breaker = breaker_section(&mut c, v);
+        }
+        if let Some(v) = table.get("retry") {
+            let path = [Step::Key("retry")];
+            if let Some(r) = c.parse::<RetryConfig>(&path, v.clone()) {
+                if r.max_attempts == 0 {
+                    c.problem(
+                        &[Step::Key("retry"), Step::Key("max_attempts")],
+                        "must be >= 1",
+                    );
+                }
+                if r.backoff_ms == 0 {
+                    c.problem(
+                        &[Step::Key("retry"), Step::Key("backoff_ms")],
+                        "must be > 0",
+                    );
+                }
+                for (name, ms) in [
+                    ("backoff_ms", r.backoff_ms),
+                    ("max_backoff_ms", r.max_backoff_ms),
+                ] {
+                    if ms > MAX_WAIT_MS {
+                        c.problem(
+                            &[Step::Key("retry"), Step::Key(name)],
+                            format!("must be at most {MAX_WAIT_MS} (one year), got {ms}"),
+                        );
+                    }
+                }
+                if r.max_backoff_ms < r.backoff_ms {
+                    c.problem(
+                        &[Step::Key("retry"), Step::Key("max_backoff_ms")],
+                        "must be >= backoff_ms",
+                    );
+                }
+                config.retry = r;
+            }
+        }
+        if let Some(v) = table.get("delivery") {
+            let path = [Step::Key("delivery")];
+            if let Some(d) = c.parse::<DeliveryConfig>(&path, v.clone()) {
+                for (name, value) in [
+                    ("max_in_flight_per_endpoint", d.max_in_flight_per_endpoint),
+                    ("max_pending", d.max_pending),
+                    ("max_pending_bytes", d.max_pending_bytes),
+                    ("max_body_bytes", d.max_body_bytes),
+                ] {
+                    if value == 0 {
+                        c.problem(&[Step::Key("delivery"), Step::Key(name)], "must be >= 1");
+                    }
+                }
+                for (name, value) in [
+                    ("max_pending_per_endpoint", d.max_pending_per_endpoint),
+                    (
+                        "max_pending_bytes_per_endpoint",
+                        d.max_pending_bytes_per_endpoint,
+                    ),
+                ] {
+                    if value == Some(0) {
+                        c.problem(&[Step::Key("delivery"), Step::Key(name)], "must be >= 1");
+                    }
+                }
+                config.delivery = d;
+            }
+        }
+        if let Some(v) = table.get("http") {
+            if let Some(h) = c.parse::<HttpConfig>(&[Step::Key("http")], v.clone()) {
+                for (name, value) in [
+                    ("max_connections", h.max_connections as u64),
+                    ("header_read_timeout_ms", h.header_read_timeout_ms),
+                    ("body_read_timeout_ms", h.body_read_timeout_ms),
+                ] {
+                    if value == 0 {
+                        c.problem(&[Step::Key("http"), Step::Key(name)], "must be >= 1");
+                    }
+                }
+                config.http = h;
+            }
+        }
+        if let Some(v) = table.get("observers") {
+            config.observers = observers(&mut c, v);
+        }
+        if c.problems.is_empty() {
+            Ok(config)
+        } else {
+            c.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+            Err(ConfigError {
+                problems: c.problems,
+            })
+        }
+    }
+
+    /// Reads and parses the file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`]: the file cannot be read, or its problems.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                path: path.display().to_string(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(&source)
+    }
+
+    /// Every endpoint some observer's action calls, sorted and deduplicated.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .observers
+            .iter()
+            .flat_map(|o| o.actions.iter().map(ActionConfig::endpoint))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
