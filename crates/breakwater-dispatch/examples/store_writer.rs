@@ -67,10 +67,7 @@ async fn main() {
         handles.push(tokio::spawn(async move {
             for _ in 0..per_task {
                 let batch = (0..10)
-                    .map(|_| NewEvent {
-                        event: event(v7),
-                        actions: vec![action.clone()],
-                    })
+                    .map(|_| NewEvent::new(&event(v7), vec![action.clone()]))
                     .collect();
                 let inserted = store.insert(batch).await.unwrap();
                 let updates = inserted

@@ -44,13 +44,13 @@ impl Store for MemoryStore {
                 .events
                 .lock()
                 .unwrap()
-                .insert(e.event.id, e.actions.len())
+                .insert(e.event.id(), e.actions.len())
                 .is_some()
             {
                 out.push(Inserted::Duplicate);
                 continue;
             }
-            let event = Arc::new(e.event);
+            let event = e.event;
             let mut pending = Vec::new();
             for a in e.actions {
                 let id = {
@@ -402,10 +402,7 @@ fn events(config: &Config, n: usize) -> Vec<NewEvent> {
                 Uuid::new_v4(),
                 serde_json::json!({ "i": i }),
             );
-            NewEvent {
-                actions: actions_for(config, &event),
-                event,
-            }
+            NewEvent::new(&event, actions_for(config, &event))
         })
         .collect()
 }

@@ -110,11 +110,13 @@ impl Engine {
 
     /// Runs one attempt of `action` and acts on the outcome.
     pub(super) async fn deliver(&self, lane: &Arc<Lane>, mut action: PendingAction) {
-        let result = self
-            .inner
-            .executor
-            .execute(&action.event, &action.action)
-            .await;
+        // Parsed for this attempt only: held, an event costs its text.
+        let result = match action.event.to_event() {
+            Ok(event) => self.inner.executor.execute(&event, &action.action).await,
+            Err(e) => Err(breakwater::traits::Error::permanent(format!(
+                "the stored event cannot be read as an event: {e}"
+            ))),
+        };
         let label = Metrics::endpoint(&lane.endpoint);
         let m = &self.inner.metrics;
         match classify(result) {

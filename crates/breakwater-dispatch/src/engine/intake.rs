@@ -7,7 +7,7 @@ use std::sync::Arc;
 use breakwater::CircuitState;
 
 use super::lane::Lane;
-use super::window::{event_size, Caps, Load};
+use super::window::{Caps, Load};
 use super::{schedule, unix_ms, Engine};
 use crate::metrics::Metrics;
 use crate::store::{Inserted, NewEvent, PendingAction, StoreError};
@@ -80,7 +80,7 @@ impl Engine {
                 fates.push(Vec::new());
                 continue;
             }
-            let size = event_size(&event.event);
+            let size = event.event.size();
             let mut mine = Vec::with_capacity(event.actions.len());
             for action in &mut event.actions {
                 let at = match lanes.iter().position(|l| l.endpoint == action.endpoint()) {

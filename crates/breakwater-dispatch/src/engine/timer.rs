@@ -113,15 +113,17 @@ mod tests {
     use breakwater::traits::{ActionConfig, EntityEvent, EventKind, WebhookAction};
     use tokio::time::Instant;
 
+    use crate::store::EventJson;
+
     fn action(id: i64) -> PendingAction {
         PendingAction {
             id,
-            event: Arc::new(EntityEvent::new(
+            event: Arc::new(EventJson::new(&EntityEvent::new(
                 EventKind::Insert,
                 "Order",
                 uuid::Uuid::new_v4(),
                 serde_json::json!({}),
-            )),
+            ))),
             observer: "o".into(),
             endpoint: "e".into(),
             action: Arc::new(ActionConfig::Webhook(WebhookAction {

@@ -32,12 +32,9 @@
 //! `max_in_flight_per_endpoint` whatever the others hold, so endpoints that
 //! are down and fill `max_pending` between them never starve a healthy one.
 
-use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use breakwater::traits::{EntityEvent, FieldChange};
-use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::lane::Lane;
@@ -294,37 +291,6 @@ impl Backlog {
     }
 }
 
-/// The bytes of memory `event` takes as the engine holds it (its parsed
-/// tree of values, roughly: each value, each string's bytes, each map
-/// entry's overhead).
-pub(super) fn event_size(event: &EntityEvent) -> usize {
-    /// A map entry's overhead beyond its key and value (node share,
-    /// pointers).
-    const ENTRY: usize = 32;
-    fn value(v: &Value) -> usize {
-        size_of::<Value>()
-            + match v {
-                Value::String(s) => s.capacity(),
-                Value::Array(a) => {
-                    a.capacity().saturating_sub(a.len()) * size_of::<Value>()
-                        + a.iter().map(value).sum::<usize>()
-                }
-                Value::Object(m) => m.iter().map(|(k, v)| ENTRY + k.capacity() + value(v)).sum(),
-                _ => 0,
-            }
-    }
-    let changes = event.changes.as_ref().map_or(0, |c| {
-        c.iter()
-            .map(|(k, FieldChange { old, new })| ENTRY + k.capacity() + value(old) + value(new))
-            .sum()
-    });
-    size_of::<EntityEvent>()
-        + event.entity_type.capacity()
-        + event.user_id.as_ref().map_or(0, String::capacity)
-        + value(&event.data)
-        + changes
-}
-
 impl Engine {
     /// Reads `lane`'s backlog back into its window, a page at a time, while
     /// it has one and the window has room for a page.
@@ -375,7 +341,7 @@ impl Engine {
             let mut back = Vec::new();
             let mut bytes = 0;
             for mut action in actions {
-                action.size = event_size(&action.event);
+                action.size = action.event.size();
                 bytes += action.size;
                 let l = Load::one(action.size);
                 if caps.admit(&lane.held, &self.inner.held, l) {
@@ -514,27 +480,5 @@ mod tests {
         // The sweep found work: set again.
         b.mark();
         assert!(b.on_disk_seq().is_some());
-    }
-
-    #[test]
-    fn an_event_is_counted_for_its_tree_not_its_text() {
-        let small = EntityEvent::new(
-            breakwater::traits::EventKind::Insert,
-            "Order",
-            uuid::Uuid::nil(),
-            serde_json::json!({"total": 1}),
-        );
-        let numbers: Vec<u32> = (0..10_000).collect();
-        let big = EntityEvent {
-            data: serde_json::json!({ "n": numbers }),
-            ..small.clone()
-        };
-        let text = serde_json::to_string(&big).unwrap().len();
-        assert!(event_size(&small) < 1_000, "{}", event_size(&small));
-        assert!(
-            event_size(&big) > 4 * text,
-            "{} vs {text}",
-            event_size(&big)
-        );
     }
 }

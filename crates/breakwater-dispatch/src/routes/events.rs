@@ -248,10 +248,7 @@ async fn intake(
     let routes = state.routes();
     let batch = events
         .into_iter()
-        .map(|event| NewEvent {
-            actions: routes.actions_for(&event),
-            event,
-        })
+        .map(|event| NewEvent::new(&event, routes.actions_for(&event)))
         .collect();
     let inserted = state.engine.accept(batch).await?;
     let duplicates: Vec<Uuid> = ids

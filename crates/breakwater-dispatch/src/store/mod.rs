@@ -22,6 +22,7 @@
 //!   for durability by the engine (a lost outcome means one more delivery,
 //!   which at-least-once allows).
 
+mod event_json;
 pub mod sqlite;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use breakwater::traits::{ActionConfig, EntityEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use self::event_json::EventJson;
 pub use self::sqlite::{SqliteStore, StoreFile};
 
 /// The id of a stored action.
@@ -195,12 +197,33 @@ impl NewAction {
 }
 
 /// One event to store, with the actions its observers ask for.
+///
+/// ```
+/// use breakwater::traits::{ActionConfig, EntityEvent, EventKind, LogAction};
+/// use breakwater_dispatch::store::{NewAction, NewEvent};
+///
+/// let event = EntityEvent::new(EventKind::Insert, "Order", uuid::Uuid::new_v4(), serde_json::json!({}));
+/// let log = ActionConfig::Log(LogAction { level: "info".into(), message_template: None });
+/// let new = NewEvent::new(&event, vec![NewAction::new("audit", log)]);
+/// assert_eq!(new.event.id(), event.id);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    /// The event.
-    pub event: EntityEvent,
+    /// The event, as the JSON text a store writes; its pending actions
+    /// share it.
+    pub event: Arc<EventJson>,
     /// Its actions.
     pub actions: Vec<NewAction>,
+}
+
+impl NewEvent {
+    /// `event` (written as JSON once, here) with `actions`.
+    pub fn new(event: &EntityEvent, actions: Vec<NewAction>) -> Self {
+        Self {
+            event: Arc::new(EventJson::new(event)),
+            actions,
+        }
+    }
 }
 
 /// The outcome of storing one [`NewEvent`].
@@ -219,8 +242,9 @@ pub enum Inserted {
 pub struct PendingAction {
     /// Its id.
     pub id: ActionId,
-    /// The event it is for.
-    pub event: Arc<EntityEvent>,
+    /// The event it is for, as its JSON text (parsed only to render an
+    /// attempt: held events cost about their size).
+    pub event: Arc<EventJson>,
     /// The observer that asked for it.
     pub observer: String,
     /// The breaker key ([`ActionConfig::endpoint`]).
@@ -236,8 +260,8 @@ pub struct PendingAction {
     /// Whether the store already records it as parked by an open circuit.
     pub parked: bool,
     /// The bytes of memory the engine counts it for in its endpoint's
-    /// window (its event's size in memory). The engine sets it; a store
-    /// hands back 0.
+    /// window ([`EventJson::size`]). The engine sets it; a store hands
+    /// back 0.
     pub size: usize,
 }
 

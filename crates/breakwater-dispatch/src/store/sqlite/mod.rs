@@ -195,15 +195,14 @@ impl Store for SqliteStore {
                     .query_row([], |r| r.get(0))?,
             };
             for NewEvent { event, actions } in events {
-                let body = serde_json::to_string(&event).unwrap_or_default();
                 let n = i64::try_from(actions.len()).unwrap_or(i64::MAX);
                 let range = (n > 0).then(|| (next_id, next_id + n - 1));
                 let added = insert_event.execute(params![
                     &*event
-                        .id
+                        .id()
                         .hyphenated()
                         .encode_lower(&mut Uuid::encode_buffer()),
-                    body,
+                    event.json(),
                     now,
                     range.map(|r| r.0),
                     range.map(|r| r.1),
@@ -213,7 +212,6 @@ impl Store for SqliteStore {
                     continue;
                 }
                 let seq = t.last_insert_rowid();
-                let event = Arc::new(event);
                 let mut pending = Vec::with_capacity(actions.len());
                 let mut got = None;
                 for a in actions {

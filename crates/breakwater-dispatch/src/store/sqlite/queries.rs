@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use breakwater::traits::{ActionConfig, EntityEvent};
+use breakwater::traits::ActionConfig;
 use rusqlite::{params, Transaction};
 
 use super::{now_ms, rfc3339};
-use crate::store::{ActionId, ActionRecord, ActionStatus, PendingAction, Update};
+use crate::store::{ActionId, ActionRecord, ActionStatus, EventJson, PendingAction, Update};
 
 /// The oldest events accepted before `?1` with nothing left to deliver (an
 /// event without actions has none), at most `?2`, with the range of their
@@ -27,7 +27,7 @@ ORDER BY e.accepted_at LIMIT ?2";
 /// the index's word for word, as SQLite asks of a partial index).
 pub(super) const BACKLOG_PAGE_QUERY: &str = "
 SELECT a.id, s.observer, s.endpoint, s.action, a.attempts, a.not_before,
-       a.accepted_at, a.status, e.body
+       a.accepted_at, a.status, e.id AS event_id, e.body
 FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
 WHERE a.claimed = 0 AND a.status IN ('pending', 'parked') AND a.lane = ?1
   AND COALESCE(a.not_before, a.accepted_at) <= ?2
@@ -81,7 +81,8 @@ WHERE status <> 'delivered' AND status IN ('pending', 'parked', 'held')";
 pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingAction> {
     let body: String = row.get("body")?;
     let action: String = row.get("action")?;
-    let event: EntityEvent = serde_json::from_str(&body).map_err(|e| {
+    let event_id: String = row.get("event_id")?;
+    let event_id = event_id.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })?;
     let action: ActionConfig = serde_json::from_str(&action).map_err(|e| {
@@ -89,7 +90,7 @@ pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<Pendin
     })?;
     Ok(PendingAction {
         id: row.get("id")?,
-        event: Arc::new(event),
+        event: Arc::new(EventJson::from_stored(event_id, body)),
         observer: row.get("observer")?,
         endpoint: row.get("endpoint")?,
         action: Arc::new(action),

@@ -43,18 +43,12 @@ async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
     let store = SqliteStore::open(&path).unwrap();
     let e = event();
     let first = store
-        .insert(vec![NewEvent {
-            event: e.clone(),
-            actions: vec![log_action(), log_action()],
-        }])
+        .insert(vec![NewEvent::new(&e, vec![log_action(), log_action()])])
         .await
         .unwrap();
     assert!(matches!(&first[0], Inserted::New(a) if a.len() == 2));
     let again = store
-        .insert(vec![NewEvent {
-            event: e.clone(),
-            actions: vec![log_action()],
-        }])
+        .insert(vec![NewEvent::new(&e, vec![log_action()])])
         .await
         .unwrap();
     assert!(matches!(again[0], Inserted::Duplicate));
@@ -77,7 +71,7 @@ async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
     let back = claim(&store, 10).await.unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].id, actions[1].id);
-    assert_eq!(back[0].event.id, e.id);
+    assert_eq!(back[0].event.id(), e.id);
     let rec = store.event(e.id).await.unwrap().unwrap();
     assert_eq!(rec.actions[0].status, ActionStatus::Delivered);
     assert_eq!(rec.actions[1].status, ActionStatus::Pending);
@@ -92,10 +86,10 @@ async fn an_action_parked_at_intake_is_stored_parked_with_its_time() {
     let e = event();
     let until = now_ms() + 60_000;
     let stored = store
-        .insert(vec![NewEvent {
-            event: e.clone(),
-            actions: vec![log_action().parked_until(until), log_action()],
-        }])
+        .insert(vec![NewEvent::new(
+            &e,
+            vec![log_action().parked_until(until), log_action()],
+        )])
         .await
         .unwrap();
     let Inserted::New(actions) = &stored[0] else {
@@ -169,10 +163,7 @@ async fn old_delivered_events_are_pruned_and_nothing_else() {
         (&recent, 1),
     ] {
         let stored = store
-            .insert(vec![NewEvent {
-                event: e.clone(),
-                actions: vec![log_action(); n],
-            }])
+            .insert(vec![NewEvent::new(e, vec![log_action(); n])])
             .await
             .unwrap();
         let Inserted::New(actions) = &stored[0] else {
@@ -238,10 +229,7 @@ async fn old_delivered_events_are_pruned_and_nothing_else() {
     );
     // A pruned id is a new event again.
     let again = store
-        .insert(vec![NewEvent {
-            event: delivered.clone(),
-            actions: vec![log_action()],
-        }])
+        .insert(vec![NewEvent::new(&delivered, vec![log_action()])])
         .await
         .unwrap();
     assert!(matches!(again[0], Inserted::New(_)));
@@ -278,23 +266,11 @@ async fn an_events_actions_are_found_by_their_id_range_and_no_id_is_used_twice()
     let [two, none, one, later] = [event(), event(), event(), event()];
     let first = store
         .insert(vec![
-            NewEvent {
-                event: two.clone(),
-                actions: vec![log_action(), log_action()],
-            },
+            NewEvent::new(&two, vec![log_action(), log_action()]),
             // A duplicate in the same batch takes no ids.
-            NewEvent {
-                event: two.clone(),
-                actions: vec![log_action()],
-            },
-            NewEvent {
-                event: none.clone(),
-                actions: Vec::new(),
-            },
-            NewEvent {
-                event: one.clone(),
-                actions: vec![log_action()],
-            },
+            NewEvent::new(&two, vec![log_action()]),
+            NewEvent::new(&none, Vec::new()),
+            NewEvent::new(&one, vec![log_action()]),
         ])
         .await
         .unwrap();
@@ -329,10 +305,7 @@ async fn an_events_actions_are_found_by_their_id_range_and_no_id_is_used_twice()
         .unwrap();
     assert_eq!(store.purge_dead_letters(Some(vec![3])).await.unwrap(), 1);
     let next = store
-        .insert(vec![NewEvent {
-            event: later.clone(),
-            actions: vec![log_action()],
-        }])
+        .insert(vec![NewEvent::new(&later, vec![log_action()])])
         .await
         .unwrap();
     assert_eq!(ids(&next[0]), vec![4]);
@@ -382,10 +355,7 @@ async fn a_write_that_fails_half_way_undoes_its_whole_batch() {
     assert!(futures_util::poll!(&mut held).is_pending());
     started_rx.recv().unwrap();
     let e = event();
-    let good = store.insert(vec![NewEvent {
-        event: e.clone(),
-        actions: vec![log_action()],
-    }]);
+    let good = store.insert(vec![NewEvent::new(&e, vec![log_action()])]);
     let bad = store.write(|t| {
         t.execute(
             "INSERT INTO events (id, body, accepted_at) VALUES ('half', '{}', 0)",
@@ -414,10 +384,7 @@ async fn a_write_that_fails_half_way_undoes_its_whole_batch() {
         .unwrap();
     assert_eq!(half, 0);
     let again = store
-        .insert(vec![NewEvent {
-            event: e.clone(),
-            actions: vec![log_action()],
-        }])
+        .insert(vec![NewEvent::new(&e, vec![log_action()])])
         .await
         .unwrap();
     assert_eq!(ids(&again[0]), vec![1]);
@@ -504,10 +471,7 @@ async fn a_version_4_database_gets_each_events_action_range() {
         vec![1, 2]
     );
     let new = store
-        .insert(vec![NewEvent {
-            event: event(),
-            actions: vec![log_action()],
-        }])
+        .insert(vec![NewEvent::new(&event(), vec![log_action()])])
         .await
         .unwrap();
     assert_eq!(ids(&new[0]), vec![7], "the sequence goes on past 6");
@@ -534,10 +498,7 @@ async fn removing_old_events_reads_them_by_time_and_a_version_1_file_gets_the_in
     {
         let store = SqliteStore::open(&path).unwrap();
         store
-            .insert(vec![NewEvent {
-                event: e.clone(),
-                actions: vec![log_action()],
-            }])
+            .insert(vec![NewEvent::new(&e, vec![log_action()])])
             .await
             .unwrap();
         store.close().await;
@@ -591,10 +552,7 @@ async fn delivered_actions_leave_the_status_index_and_a_version_2_file_is_brough
     let mut ids = Vec::new();
     for _ in 0..3 {
         let inserted = store
-            .insert(vec![NewEvent {
-                event: event(),
-                actions: vec![log_action()],
-            }])
+            .insert(vec![NewEvent::new(&event(), vec![log_action()])])
             .await
             .unwrap();
         let Inserted::New(p) = &inserted[0] else {
@@ -670,10 +628,10 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     let path = dir.path().join("d.db");
     let store = SqliteStore::open(&path).unwrap();
     let ins = store
-        .insert(vec![NewEvent {
-            event: event(),
-            actions: vec![log_action(), log_action()],
-        }])
+        .insert(vec![NewEvent::new(
+            &event(),
+            vec![log_action(), log_action()],
+        )])
         .await
         .unwrap();
     let Inserted::New(a) = &ins[0] else {
@@ -775,20 +733,14 @@ async fn a_database_of_the_first_schema_is_migrated_with_every_row() {
     assert_eq!(dead[0].last_error.as_deref(), Some("boom"));
     let claimed = claim(&store, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!((claimed[0].id, claimed[0].event.id), (8, a.id));
+    assert_eq!((claimed[0].id, claimed[0].event.id()), (8, a.id));
     assert_eq!(store.snapshots().await.unwrap().len(), 1);
     // New rows after the old ones; a known event id is still a duplicate.
     let c = event();
     let ins = store
         .insert(vec![
-            NewEvent {
-                event: a.clone(),
-                actions: vec![log_action()],
-            },
-            NewEvent {
-                event: c.clone(),
-                actions: vec![log_action()],
-            },
+            NewEvent::new(&a, vec![log_action()]),
+            NewEvent::new(&c, vec![log_action()]),
         ])
         .await
         .unwrap();
@@ -862,10 +814,7 @@ async fn an_action_is_stored_once_as_a_spec_however_it_was_made() {
     ] {
         let e = event();
         store
-            .insert(vec![NewEvent {
-                event: e.clone(),
-                actions,
-            }])
+            .insert(vec![NewEvent::new(&e, actions)])
             .await
             .unwrap();
         inserted.push(e.id);
@@ -908,10 +857,10 @@ async fn an_action_is_stored_once_as_a_spec_however_it_was_made() {
     // Reopened: a known action finds its row again.
     let store = SqliteStore::open(&path).unwrap();
     store
-        .insert(vec![NewEvent {
-            event: event(),
-            actions: vec![log_action(), webhook("http://127.0.0.1:9/b")],
-        }])
+        .insert(vec![NewEvent::new(
+            &event(),
+            vec![log_action(), webhook("http://127.0.0.1:9/b")],
+        )])
         .await
         .unwrap();
     store.close().await;
@@ -1009,10 +958,7 @@ async fn a_version_3_database_keeps_every_action_its_ids_and_their_sequence() {
         vec![(2, "http://127.0.0.1:9", "webhook"), (3, "log", "log")]
     );
     let ins = store
-        .insert(vec![NewEvent {
-            event: event(),
-            actions: vec![log_action()],
-        }])
+        .insert(vec![NewEvent::new(&event(), vec![log_action()])])
         .await
         .unwrap();
     let Inserted::New(new) = &ins[0] else {
@@ -1138,10 +1084,7 @@ async fn an_endpoints_backlog_is_claimed_by_endpoint_and_due_time_a_page_at_a_ti
         } else {
             webhook_action(&format!("{b}/h")).backlogged()
         };
-        events.push(NewEvent {
-            event: event(),
-            actions: vec![to_a.backlogged(), to_b],
-        });
+        events.push(NewEvent::new(&event(), vec![to_a.backlogged(), to_b]));
     }
     let inserted = store.insert(events).await.unwrap();
     let claimed: Vec<usize> = inserted
@@ -1231,10 +1174,10 @@ async fn an_action_over_its_endpoints_quota_is_stored_dead_lettered_with_the_rea
     let store = SqliteStore::open(&dir.path().join("q.db")).unwrap();
     let e = event();
     let inserted = store
-        .insert(vec![NewEvent {
-            event: e.clone(),
-            actions: vec![log_action().dead_lettered("over its quota"), log_action()],
-        }])
+        .insert(vec![NewEvent::new(
+            &e,
+            vec![log_action().dead_lettered("over its quota"), log_action()],
+        )])
         .await
         .unwrap();
     let Inserted::New(claimed) = &inserted[0] else {
@@ -1259,12 +1202,14 @@ async fn a_version_5_database_gets_a_number_for_each_endpoint_and_its_waiting_ac
     {
         let store = SqliteStore::open(&path).unwrap();
         let events = (0..3)
-            .map(|_| NewEvent {
-                event: event(),
-                actions: vec![
-                    webhook_action(&format!("{a}/h")),
-                    webhook_action(&format!("{b}/h")),
-                ],
+            .map(|_| {
+                NewEvent::new(
+                    &event(),
+                    vec![
+                        webhook_action(&format!("{a}/h")),
+                        webhook_action(&format!("{b}/h")),
+                    ],
+                )
             })
             .collect();
         store.insert(events).await.unwrap();
