@@ -260,7 +260,7 @@ impl Service {
             return (Self::Child(child), addr);
         }
         let cfg = config(dir, urls, in_flight);
-        let store = Arc::new(SqliteStore::open(&cfg.store).unwrap());
+        let store = Arc::new(SqliteStore::open(cfg.store.sqlite().unwrap()).unwrap());
         let exec = breakwater_dispatch::executor::default_executor().unwrap();
         let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
             .await

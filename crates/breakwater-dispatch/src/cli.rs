@@ -3,12 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::store::{SqliteStore, Store};
+use crate::server::StoreUse;
 
 /// Entity events to webhooks through per-endpoint circuit breakers, durably.
 #[derive(Debug, Parser)]
@@ -58,6 +57,13 @@ pub enum Command {
     CheckConfig {
         /// The configuration file (TOML).
         file: PathBuf,
+    },
+    /// Bring the store's schema up to date (SQLite file or Postgres
+    /// database) and exit; `serve` does it too at start.
+    Migrate {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Manage the dead-letter table.
     Dlq {
@@ -153,6 +159,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Migrate { config } => {
+            init_tracing();
+            runtime()?.block_on(migrate(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dlq { command } => {
             // Logs on stderr, the listing on stdout: an older file being
             // brought up to date says so.
@@ -183,18 +194,50 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let open = |path: &PathBuf| -> anyhow::Result<Arc<SqliteStore>> {
-        let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        // Reading a store that is not there would create an empty one.
-        if !config.store.exists() {
-            anyhow::bail!(
-                "no store at {} (the configuration's `store`, relative to the working \
-                 directory); `serve` creates it",
-                config.store.display()
-            );
+/// `breakwater migrate --config FILE`.
+async fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match &config.store {
+        crate::config::StoreLocation::Sqlite(file) => {
+            // Opening the file brings it up to date (logged when it was
+            // older); claims are left alone, as for any tool.
+            let store = crate::store::SqliteStore::open_shared(file)?;
+            crate::store::Store::close(&store).await;
+            println!("{}: up to date", file.display());
         }
-        Ok(Arc::new(SqliteStore::open_shared(&config.store)?))
+        crate::config::StoreLocation::Postgres(url) => {
+            let options = crate::config::postgres_options(
+                url,
+                config.store_password_env.as_deref(),
+                &config.store_schema,
+                &config.fleet,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let done = crate::store::PostgresStore::migrate(&options).await?;
+            if done.from == done.to {
+                println!(
+                    "{url} schema {}: at version {}, up to date",
+                    options.schema, done.to
+                );
+            } else {
+                println!(
+                    "{url} schema {}: migrated from version {} to {}",
+                    options.schema, done.from, done.to
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let open = |path: &PathBuf| {
+        let path = path.clone();
+        async move {
+            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (store, _) = crate::server::open_store(&config, StoreUse::Tool).await?;
+            anyhow::Ok(store)
+        }
     };
     // Ids asked for that were not dead letters: the command fails.
     let missed = |asked: usize, done: u64, verb: &str| {
@@ -210,7 +253,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     };
     match command {
         DlqCommand::List { config, limit } => {
-            let store = open(&config)?;
+            let store = open(&config).await?;
             let letters = store.dead_letters(limit).await?;
             for d in &letters {
                 println!(
@@ -234,7 +277,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             store.close().await;
         }
         DlqCommand::Replay { config, mut ids } => {
-            let store = open(&config)?;
+            let store = open(&config).await?;
             ids.sort_unstable();
             ids.dedup();
             let asked = ids.len();
@@ -246,7 +289,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             return Ok(missed(asked, n, "queued"));
         }
         DlqCommand::Purge { config, mut ids } => {
-            let store = open(&config)?;
+            let store = open(&config).await?;
             ids.sort_unstable();
             ids.dedup();
             let asked = ids.len();

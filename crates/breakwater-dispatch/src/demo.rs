@@ -128,7 +128,7 @@ fn demo_config(store: std::path::PathBuf, receivers: &[Receiver]) -> Config {
         ..CircuitBreakerConfig::default()
     };
     let mut config = Config {
-        store,
+        store: crate::config::StoreLocation::Sqlite(store),
         retry: RetryConfig {
             max_attempts: 12,
             backoff_ms: 100,
@@ -247,7 +247,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     ];
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let config = demo_config(dir.path().join("demo.db"), &receivers);
-    let store = Arc::new(SqliteStore::open(&config.store)?);
+    let store = Arc::new(SqliteStore::open(
+        config
+            .store
+            .sqlite()
+            .context("the demo keeps its events in a SQLite file")?,
+    )?);
     let executor = crate::executor::default_executor().map_err(|e| anyhow::anyhow!(e))?;
     // A taken --listen port falls back to a free one rather than failing the demo.
     let listen = match std::net::TcpListener::bind(options.listen) {

@@ -64,6 +64,12 @@ pub struct Metrics {
     /// 1 while the store can keep what it is given, 0 when it cannot (its
     /// file deleted or replaced, say): intake answers 503 then.
     pub store_up: Gauge,
+    /// Actions this instance let go without delivering because its lease
+    /// had been taken over (Postgres fleet): another instance has them.
+    pub claims_lost: Counter,
+    /// Outcomes this instance wrote too late to count (its lease had been
+    /// taken over; Postgres fleet): ignored by the store.
+    pub stale_outcomes: Counter,
     /// Attempts by outcome.
     pub attempts: Family<AttemptLabel, Counter>,
     /// Endpoints disabled by `410 Gone` (1 while disabled).
@@ -91,6 +97,8 @@ impl Default for Metrics {
             backlog_oldest_age_seconds: Family::default(),
             intake_refused: Family::default(),
             store_up: Gauge::default(),
+            claims_lost: Counter::default(),
+            stale_outcomes: Counter::default(),
             attempts: Family::default(),
             endpoint_disabled: Family::default(),
             queue_depth: Gauge::default(),
@@ -164,6 +172,16 @@ impl Metrics {
             "store_up",
             "1 while the store can keep what it is given; 0 when it cannot (intake answers 503)",
             self.store_up.clone(),
+        );
+        r.register(
+            "claims_lost",
+            "Actions let go undelivered because this instance's lease was taken over",
+            self.claims_lost.clone(),
+        );
+        r.register(
+            "stale_outcomes",
+            "Outcomes written too late to count (this instance's lease was taken over)",
+            self.stale_outcomes.clone(),
         );
         r.register(
             "attempts",

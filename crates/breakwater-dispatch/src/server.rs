@@ -19,10 +19,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState, Tokens};
-use crate::config::Config;
+use crate::config::{Config, StoreLocation};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store, StoreFile};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreFile};
 
 /// A running service.
 #[derive(Debug)]
@@ -101,7 +101,7 @@ pub fn reload(state: &AppState, path: &Path) -> bool {
                     "listen and store take effect at the next start only; \
                      the service keeps {} and {}",
                     old.listen,
-                    old.store.display()
+                    old.store
                 );
             }
             reload_checked(state, path, config)
@@ -135,13 +135,7 @@ fn reload_checked(state: &AppState, path: &Path, config: Config) -> bool {
 /// When the configuration, the store or the listener fails at start.
 pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // One instance per store file: a second one would deliver everything
-    // the first does, again.
-    let _lock = lock_store(&config.store)?;
-    let store = Arc::new(
-        SqliteStore::open(&config.store)
-            .with_context(|| format!("opening the store {}", config.store.display()))?,
-    );
+    let (store, _lock) = open_store(&config, StoreUse::Serve).await?;
     let executor = crate::executor::default_executor().map_err(|e| anyhow::anyhow!(e))?;
     let listen = config.listen;
     let grace = Duration::from_millis(config.delivery.shutdown_grace_ms);
@@ -153,6 +147,80 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     running.shutdown(grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a store is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUse {
+    /// To serve: a SQLite file is locked for this process and every claim
+    /// in it released; a Postgres instance takes its lease.
+    Serve,
+    /// For a tool beside running services (`dlq`, `migrate`): a SQLite
+    /// file is neither locked nor are its claims released; on Postgres the
+    /// tool takes a lease of its own name, holding nothing.
+    Tool,
+}
+
+/// Opens the configured store: a SQLite file (locked for `serve`), or the
+/// Postgres database (migrated under a lock, this instance's lease taken).
+/// The returned lock, if any, is held as long as the store is used.
+///
+/// # Errors
+///
+/// When the store cannot be opened, is locked by another `serve`, or (a
+/// tool) the SQLite file does not exist.
+pub async fn open_store(
+    config: &Config,
+    purpose: StoreUse,
+) -> anyhow::Result<(Arc<dyn Store>, Option<StoreFile>)> {
+    match &config.store {
+        StoreLocation::Sqlite(path) => {
+            if purpose == StoreUse::Tool {
+                // Reading a store that is not there would create an empty one.
+                if !path.exists() {
+                    anyhow::bail!(
+                        "no store at {} (the configuration's `store`, relative to the working \
+                         directory); `serve` creates it",
+                        path.display()
+                    );
+                }
+                let store = SqliteStore::open_shared(path)
+                    .with_context(|| format!("opening the store {}", path.display()))?;
+                return Ok((Arc::new(store), None));
+            }
+            // One instance per store file: a second one would deliver
+            // everything the first does, again.
+            let lock = lock_store(path)?;
+            let store = SqliteStore::open(path)
+                .with_context(|| format!("opening the store {}", path.display()))?;
+            Ok((Arc::new(store), Some(lock)))
+        }
+        StoreLocation::Postgres(url) => {
+            let mut options = crate::config::postgres_options(
+                url,
+                config.store_password_env.as_deref(),
+                &config.store_schema,
+                &config.fleet,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            if purpose == StoreUse::Tool {
+                options.instance = format!("tool-{}", options.instance);
+                options.pool_size = 2;
+            }
+            // A service waits for its database (started together, or
+            // restarting); a tool does not.
+            let give_up = (purpose == StoreUse::Tool).then_some(Duration::ZERO);
+            let store = PostgresStore::connect_waiting(options, give_up)
+                .await
+                .with_context(|| format!("opening the store {url}"))?;
+            tracing::info!(
+                instance = store.instance(),
+                epoch = store.epoch(),
+                "connected to the Postgres store; this instance's lease is taken"
+            );
+            Ok((Arc::new(store), None))
+        }
+    }
 }
 
 /// Takes the one-service lock on the store's database file itself (so a

@@ -73,6 +73,7 @@ impl Store for MemoryStore {
                     not_before_ms: a.parked_until_ms(),
                     parked: a.parked_until_ms().is_some(),
                     size: 0,
+                    claim_epoch: 0,
                 };
                 if a.is_backlogged() {
                     self.backlog.lock().unwrap().push(action);

@@ -4,6 +4,21 @@
 //! problem at once, each with its key path and line, so `check-config` can
 //! list them all instead of stopping at the first.
 //!
+//! `store` is a SQLite file's path, or a Postgres URL shared by a fleet of
+//! instances (the password from the environment, never the file):
+//!
+//! ```toml
+//! store = "postgres://breakwater@127.0.0.1:5432/app"
+//! store_password_env = "BREAKWATER_STORE_PASSWORD"
+//! store_schema = "breakwater"
+//! [fleet]
+//! instance = "web-1"
+//! lease_ms = 30000
+//! heartbeat_ms = 5000
+//! ```
+//!
+//! A whole file:
+//!
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! store = "breakwater.db"
@@ -28,11 +43,11 @@ mod breaker;
 mod observers;
 mod problem;
 mod sections;
+mod store;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use breakwater::traits::ActionConfig;
 
@@ -43,14 +58,24 @@ pub use self::observers::Observer;
 use self::problem::{line_at, Checker, Step};
 pub use self::problem::{ConfigError, Problem};
 pub use self::sections::{DeliveryConfig, HttpConfig, RetryConfig};
+pub use self::store::{postgres_options, FleetConfig, StoreLocation};
+use crate::store::postgres::check_schema;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Path of the SQLite database. Default `breakwater.db`.
-    pub store: PathBuf,
+    /// Where events are kept: a SQLite file (default `breakwater.db`) or a
+    /// Postgres URL.
+    pub store: StoreLocation,
+    /// Postgres only: the environment variable holding the database
+    /// password (default: libpq's `PGPASSWORD`).
+    pub store_password_env: Option<String>,
+    /// Postgres only: the schema every table lives in. Default `breakwater`.
+    pub store_schema: String,
+    /// Postgres only: this instance's lease in the fleet.
+    pub fleet: FleetConfig,
     /// Name of the environment variable holding the admin bearer token; the
     /// admin routes answer 401 when unset.
     pub admin_token_env: Option<String>,
@@ -74,7 +99,10 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: PathBuf::from("breakwater.db"),
+            store: StoreLocation::Sqlite("breakwater.db".into()),
+            store_password_env: None,
+            store_schema: "breakwater".into(),
+            fleet: FleetConfig::default(),
             admin_token_env: None,
             intake_token_env: None,
             circuit_breaker: BreakerConfig::default(),
@@ -89,6 +117,9 @@ impl Default for Config {
 const TOP_KEYS: &[&str] = &[
     "listen",
     "store",
+    "store_password_env",
+    "store_schema",
+    "fleet",
     "admin_token_env",
     "intake_token_env",
     "circuit_breaker",
@@ -167,19 +198,70 @@ impl Config {
         }
         if let Some(v) = table.get("store") {
             match v.as_str() {
-                Some(s) if !s.is_empty() => config.store = PathBuf::from(s),
-                _ => c.problem(&[Step::Key("store")], "expected a non-empty path"),
+                Some(s) if !s.is_empty() => match StoreLocation::parse(s) {
+                    Ok(l) => config.store = l,
+                    Err(e) => c.problem(&[Step::Key("store")], e),
+                },
+                _ => c.problem(
+                    &[Step::Key("store")],
+                    "expected a non-empty path or a postgres:// URL",
+                ),
             }
         }
-        for key in ["admin_token_env", "intake_token_env"] {
+        if let Some(v) = table.get("store_schema") {
+            match v.as_str().map(|s| check_schema(s).map(|()| s)) {
+                Some(Ok(s)) => config.store_schema = s.to_string(),
+                Some(Err(e)) => c.problem(&[Step::Key("store_schema")], e),
+                None => c.problem(&[Step::Key("store_schema")], "expected a schema name"),
+            }
+        }
+        if let Some(v) = table.get("fleet") {
+            if let Some(f) = c.parse::<FleetConfig>(&[Step::Key("fleet")], v.clone()) {
+                for (name, value) in [("lease_ms", f.lease_ms), ("heartbeat_ms", f.heartbeat_ms)] {
+                    if value == 0 || value > MAX_WAIT_MS {
+                        c.problem(
+                            &[Step::Key("fleet"), Step::Key(name)],
+                            format!("must be between 1 and {MAX_WAIT_MS} (one year)"),
+                        );
+                    }
+                }
+                if f.heartbeat_ms >= f.lease_ms {
+                    c.problem(
+                        &[Step::Key("fleet"), Step::Key("heartbeat_ms")],
+                        format!(
+                            "must be less than lease_ms ({}): a lease must be renewed before it expires",
+                            f.lease_ms
+                        ),
+                    );
+                }
+                if f.instance.as_deref() == Some("") {
+                    c.problem(
+                        &[Step::Key("fleet"), Step::Key("instance")],
+                        "must not be empty",
+                    );
+                }
+                config.fleet = f;
+            }
+        }
+        if config.store.sqlite().is_some() {
+            for key in ["store_password_env", "store_schema", "fleet"] {
+                if table.contains_key(key) {
+                    c.problem(
+                        &[Step::Key(key)],
+                        "only for a Postgres store (`store` is a SQLite file here)",
+                    );
+                }
+            }
+        }
+        for key in ["admin_token_env", "intake_token_env", "store_password_env"] {
             if let Some(v) = table.get(key) {
                 match v.as_str() {
                     Some(s) if !s.is_empty() => {
                         let s = Some(s.to_string());
-                        if key == "admin_token_env" {
-                            config.admin_token_env = s;
-                        } else {
-                            config.intake_token_env = s;
+                        match key {
+                            "admin_token_env" => config.admin_token_env = s,
+                            "intake_token_env" => config.intake_token_env = s,
+                            _ => config.store_password_env = s,
                         }
                     }
                     _ => c.problem(

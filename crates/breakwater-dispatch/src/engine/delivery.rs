@@ -83,6 +83,20 @@ impl Engine {
         self.wake_released(lane);
     }
 
+    /// Lets go of `action` without an attempt or a write: it was claimed
+    /// under a lease this instance has lost (another instance took it
+    /// over, and has the action now). It stays waiting in the store.
+    pub(super) fn let_go_lost(&self, lane: &Lane, action: &PendingAction) {
+        let l = action.load();
+        lane.let_go(l);
+        self.release(l);
+        if self.inner.metrics.claims_lost.inc() == 0 {
+            tracing::warn!(endpoint = %lane.endpoint, action = action.id,
+                "this instance lost its lease while it held actions: it lets them go \
+                 undelivered (another instance took them over); counted in claims_lost_total");
+        }
+    }
+
     fn attempt(&self, endpoint: &str, outcome: &'static str) {
         self.inner
             .metrics

@@ -201,6 +201,10 @@ pub(super) async fn lane_task(
                 None => return,
             },
         };
+        if action.claim_epoch != engine.inner.store.claim_epoch() {
+            engine.let_go_lost(&lane, &action);
+            continue;
+        }
         if lane.disabled().is_some() {
             engine.hold(action, None);
             continue;

@@ -80,6 +80,27 @@ pub enum AdminOp {
     Close,
 }
 
+impl AdminOp {
+    /// `reset`, `open` or `close`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reset => "reset",
+            Self::Open => "open",
+            Self::Close => "close",
+        }
+    }
+
+    /// The command named `name` ([`as_str`](Self::as_str)).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "reset" => Some(Self::Reset),
+            "open" => Some(Self::Open),
+            "close" => Some(Self::Close),
+            _ => None,
+        }
+    }
+}
+
 /// One endpoint as shown by `GET /breakers`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BreakerView {
@@ -135,6 +156,10 @@ struct Inner {
     records: mpsc::UnboundedSender<Record>,
     /// Actions held in memory by every window together.
     held: Usage,
+    /// The generation of the last operator command applied to each
+    /// endpoint (fleet: commands given on other instances come through the
+    /// store).
+    admin_seen: Mutex<HashMap<String, i64>>,
     sweep: Notify,
     metrics: Metrics,
     stop: CancellationToken,
@@ -207,6 +232,7 @@ impl Engine {
             snapshots: snap_tx,
             records: record_tx,
             held: Usage::default(),
+            admin_seen: Mutex::new(HashMap::new()),
             sweep: Notify::new(),
             metrics,
             stop: CancellationToken::new(),
@@ -358,6 +384,78 @@ impl Engine {
     /// Runs an admin operation on `endpoint`'s breaker; `false` when the
     /// endpoint is unknown.
     pub async fn admin(&self, endpoint: &str, op: AdminOp) -> Result<bool, StoreError> {
+        if !self.apply_admin(endpoint, op).await? {
+            return Ok(false);
+        }
+        // Every other instance sharing the store applies it too, within a
+        // second.
+        let generation = self
+            .inner
+            .store
+            .publish_admin(endpoint, op.as_str())
+            .await?;
+        self.admin_applied(endpoint, generation);
+        Ok(true)
+    }
+
+    /// Notes that the command of `generation` on `endpoint` is in force
+    /// here.
+    fn admin_applied(&self, endpoint: &str, generation: i64) {
+        let mut seen = self
+            .inner
+            .admin_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let at = seen.entry(endpoint.to_string()).or_insert(0);
+        *at = (*at).max(generation);
+    }
+
+    /// Applies the operator commands given on other instances since they
+    /// were last looked at.
+    pub(super) async fn follow_admin(&self) {
+        let commands = match self.inner.store.admin_commands().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the fleet's operator commands failed");
+                return;
+            }
+        };
+        for (endpoint, generation, op) in commands {
+            let seen = self
+                .inner
+                .admin_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&endpoint)
+                .copied();
+            let Some(op) = AdminOp::parse(&op).filter(|_| seen.is_none_or(|g| g < generation))
+            else {
+                continue;
+            };
+            // First look (this instance just started): a forced state is
+            // taken up, an old reset is not replayed over the breaker's
+            // restored snapshot.
+            if seen.is_none() && op == AdminOp::Reset {
+                self.admin_applied(&endpoint, generation);
+                continue;
+            }
+            match self.apply_admin(&endpoint, op).await {
+                Ok(known) => {
+                    if known {
+                        tracing::info!(%endpoint, op = op.as_str(), generation,
+                            "an operator command given on another instance is applied here");
+                    }
+                    self.admin_applied(&endpoint, generation);
+                }
+                Err(e) => tracing::warn!(%endpoint, error = %e,
+                    "applying an operator command from the fleet failed; tried again"),
+            }
+        }
+    }
+
+    /// Applies `op` to `endpoint`'s breaker here; false for an endpoint no
+    /// observer calls.
+    async fn apply_admin(&self, endpoint: &str, op: AdminOp) -> Result<bool, StoreError> {
         let known = self
             .inner
             .lanes

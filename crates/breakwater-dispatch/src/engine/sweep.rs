@@ -22,6 +22,7 @@ impl Engine {
             return;
         }
         let _ = self.check_store();
+        self.follow_admin().await;
         let due_by = unix_ms().saturating_add(PAGE_AHEAD_MS);
         match self.inner.store.backlogged_endpoints(due_by).await {
             Ok(endpoints) => {
@@ -38,6 +39,10 @@ impl Engine {
     /// Whether the store can keep what it is given; publishes it
     /// (`store_up`) and logs each change.
     pub(super) fn check_store(&self) -> Result<(), String> {
+        if let Some(fleet) = self.inner.store.fleet() {
+            let m = &self.inner.metrics.stale_outcomes;
+            m.inc_by(fleet.stale_outcomes.saturating_sub(m.get()));
+        }
         let result = self.inner.store.check().map_err(|e| e.to_string());
         let up = i64::from(result.is_ok());
         let was = self.inner.metrics.store_up.set(up);

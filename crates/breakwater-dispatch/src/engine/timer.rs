@@ -138,6 +138,7 @@ mod tests {
             not_before_ms: None,
             parked: false,
             size: 0,
+            claim_epoch: 0,
         }
     }
 

@@ -23,6 +23,7 @@
 //!   which at-least-once allows).
 
 mod event_json;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -34,6 +35,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use self::event_json::EventJson;
+pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sqlite::{SqliteStore, StoreFile};
 
 /// The id of a stored action.
@@ -263,6 +265,26 @@ pub struct PendingAction {
     /// window ([`EventJson::size`]). The engine sets it; a store hands
     /// back 0.
     pub size: usize,
+    /// The lease epoch the store claimed it under ([`Store::claim_epoch`]
+    /// then): once the store's epoch moves on (its lease was taken over by
+    /// another instance), the action is no longer this process's to
+    /// deliver. 0 for a store of one process.
+    pub claim_epoch: i64,
+}
+
+/// An instance's standing in a fleet sharing one database
+/// ([`Store::fleet`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetStatus {
+    /// This instance's name.
+    pub instance: String,
+    /// Its current lease's epoch.
+    pub epoch: i64,
+    /// Outcomes it wrote since start that matched no claim of its current
+    /// lease (late, after its claims were taken over): ignored.
+    pub stale_outcomes: u64,
+    /// Expired leases of other instances it took over since start.
+    pub taken_over: u64,
 }
 
 /// A page of one endpoint's backlog, claimed ([`Store::claim_backlog`]).
@@ -593,6 +615,43 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A [`StoreError`] saying what is wrong.
     fn check(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    /// The lease epoch claims are made under now (see
+    /// [`PendingAction::claim_epoch`]); cheap (no query). A store of one
+    /// process leaves the default, 0.
+    fn claim_epoch(&self) -> i64 {
+        0
+    }
+
+    /// Tells every instance sharing this store that an operator ran `op`
+    /// (`reset`, `open` or `close`) on `endpoint` here; returns the
+    /// command's generation (it grows with every command on the endpoint),
+    /// or 0 for a store of one process (the default: nothing to tell).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn publish_admin(&self, endpoint: &str, op: &str) -> StoreResult<i64> {
+        let _ = (endpoint, op);
+        Ok(0)
+    }
+
+    /// The last operator command on each endpoint that has one, with its
+    /// generation: `(endpoint, generation, op)`. Each instance applies
+    /// those it has not applied yet. Empty for a store of one process.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn admin_commands(&self) -> StoreResult<Vec<(String, i64, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// This instance's standing in a fleet, for a store shared by several
+    /// (`None`, the default, for one of a single process).
+    fn fleet(&self) -> Option<FleetStatus> {
+        None
     }
 
     /// Writes everything queued and stops accepting work.

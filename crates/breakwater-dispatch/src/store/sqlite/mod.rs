@@ -243,6 +243,7 @@ impl Store for SqliteStore {
                         not_before_ms: a.parked_until_ms(),
                         parked: a.parked_until_ms().is_some(),
                         size: 0,
+                        claim_epoch: 0,
                     });
                 }
                 if got != range {

@@ -99,6 +99,7 @@ pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<Pendin
         not_before_ms: row.get("not_before")?,
         parked: row.get::<_, String>("status")? == "parked",
         size: 0,
+        claim_epoch: 0,
     })
 }
 

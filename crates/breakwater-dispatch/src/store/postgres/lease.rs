@@ -1,0 +1,156 @@
+//! An instance's lease: one row in `instances`, kept alive by a heartbeat on
+//! the database clock, and the takeover of the claims of instances whose
+//! lease expired.
+//!
+//! Every claim an instance makes names it and its lease's epoch (`holder`,
+//! `epoch` on the action row), and every outcome it writes matches both. An
+//! instance whose lease expired (it died, or was paused past `lease_ms`) is
+//! fenced: the first live instance to notice deletes its row and releases
+//! its claims into their endpoints' backlogs, where any instance claims
+//! them again. When the paused instance wakes, its heartbeat finds no row
+//! with its epoch: it takes a new lease (a new epoch, never reused), and
+//! its late outcomes under the old epoch match no row, so they change
+//! nothing (they are counted and logged).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use super::schema::backend;
+use crate::store::StoreResult;
+
+/// This instance's lease, as last taken or renewed.
+#[derive(Debug)]
+pub(super) struct Lease {
+    /// The instance's name.
+    pub(super) instance: String,
+    /// The lease's length.
+    pub(super) lease: Duration,
+    /// The current epoch (0 before the first is taken).
+    epoch: AtomicI64,
+    /// Set when a heartbeat found the lease gone (fenced by another
+    /// instance) and a new one was taken: the claims of the old one are
+    /// no longer this instance's.
+    lost: AtomicBool,
+    /// Leases taken over from expired instances.
+    pub(super) taken_over: AtomicU64,
+}
+
+impl Lease {
+    pub(super) fn new(instance: String, lease: Duration) -> Self {
+        Self {
+            instance,
+            lease,
+            epoch: AtomicI64::new(0),
+            lost: AtomicBool::new(false),
+            taken_over: AtomicU64::new(0),
+        }
+    }
+
+    /// The current epoch.
+    pub(super) fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether a lease was lost since the last call (and clears it).
+    pub(super) fn take_lost(&self) -> bool {
+        self.lost.swap(false, Ordering::AcqRel)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Takes a new lease (a new epoch) and releases every claim an earlier
+    /// lease of this instance's name still holds: a restarted instance owns
+    /// none of the work it had.
+    pub(super) async fn take(&self, client: &mut Client) -> StoreResult<i64> {
+        let t = client.transaction().await.map_err(backend)?;
+        let epoch: i64 = t
+            .query_one(
+                "INSERT INTO instances (instance, epoch, expires_at)
+                 VALUES ($1, nextval('lease_epochs'), now() + $2 * interval '1 millisecond')
+                 ON CONFLICT (instance) DO UPDATE
+                   SET epoch = excluded.epoch, started_at = now(), heartbeat_at = now(),
+                       expires_at = excluded.expires_at
+                 RETURNING epoch",
+                &[&self.instance, &(self.lease_ms() as f64)],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        t.execute(
+            "UPDATE actions SET holder = NULL, epoch = NULL
+             WHERE holder = $1 AND epoch <> $2",
+            &[&self.instance, &epoch],
+        )
+        .await
+        .map_err(backend)?;
+        t.commit().await.map_err(backend)?;
+        self.epoch.store(epoch, Ordering::Release);
+        Ok(epoch)
+    }
+
+    /// Renews the lease; when it is gone (another instance fenced it), takes
+    /// a new one and marks the old one lost. Then takes over the claims of
+    /// every instance whose lease expired. Returns how many instances were
+    /// taken over.
+    pub(super) async fn beat(&self, client: &mut Client) -> StoreResult<u64> {
+        let renewed = client
+            .execute(
+                "UPDATE instances SET heartbeat_at = now(),
+                        expires_at = now() + $3 * interval '1 millisecond'
+                 WHERE instance = $1 AND epoch = $2",
+                &[&self.instance, &self.epoch(), &(self.lease_ms() as f64)],
+            )
+            .await
+            .map_err(backend)?;
+        if renewed == 0 {
+            let old = self.epoch();
+            let new = self.take(client).await?;
+            self.lost.store(true, Ordering::Release);
+            tracing::warn!(instance = %self.instance, old_epoch = old, new_epoch = new,
+                "this instance's lease had expired and its claims were taken over by another \
+                 instance; it took a new lease, and outcomes of its old claims are ignored");
+        }
+        self.take_over(client).await
+    }
+
+    /// Deletes the rows of instances whose lease expired (database clock)
+    /// and releases their claims into the backlogs. Returns how many.
+    pub(super) async fn take_over(&self, client: &mut Client) -> StoreResult<u64> {
+        let t = client.transaction().await.map_err(backend)?;
+        let dead = t
+            .query(
+                "DELETE FROM instances WHERE expires_at < now() AND instance <> $1
+                 RETURNING instance, epoch",
+                &[&self.instance],
+            )
+            .await
+            .map_err(backend)?;
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let mut released = 0;
+        for row in &dead {
+            let (instance, epoch): (String, i64) = (row.get(0), row.get(1));
+            let n = t
+                .execute(
+                    "UPDATE actions SET holder = NULL, epoch = NULL
+                     WHERE holder = $1 AND epoch <= $2",
+                    &[&instance, &epoch],
+                )
+                .await
+                .map_err(backend)?;
+            released += n;
+            tracing::warn!(instance = %instance, epoch, actions = n, by = %self.instance,
+                "an instance's lease expired: its claimed actions were released for the fleet");
+        }
+        t.commit().await.map_err(backend)?;
+        let _ = released;
+        let n = dead.len() as u64;
+        self.taken_over.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+}

@@ -1,0 +1,901 @@
+//! Postgres storage: any number of `serve` instances share one database.
+//!
+//! Tables live in one schema ([`PostgresOptions::schema`]), created and
+//! migrated at start under an advisory lock ([`schema`]). Each instance
+//! holds a lease ([`lease`]); every action it claims names it and the
+//! lease's epoch, and every outcome it writes matches them, so an instance
+//! that lost its lease changes nothing (its late outcomes are counted and
+//! logged). Claims are batched and short (`FOR UPDATE SKIP LOCKED`); no
+//! transaction is ever held across a delivery.
+//!
+//! Events are kept as their compact JSON text (never `jsonb`, which would
+//! reorder keys and reformat numbers): delivered exactly as received.
+
+mod lease;
+mod queries;
+pub mod schema;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use breakwater::traits::ActionConfig;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::lease::Lease;
+use self::queries::{apply_runs, row_to_pending, row_to_record};
+use self::schema::{backend, describe, migrate, Migrated};
+use super::{
+    ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, FleetStatus, Inserted,
+    NewAction, NewEvent, PendingAction, Store, StoreError, StoreResult, Update,
+};
+
+/// How to reach the database, and this instance's place in the fleet.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user@host:port/database` (without a password).
+    pub url: String,
+    /// The password, from the environment (never from the file).
+    pub password: Option<String>,
+    /// The schema every table lives in: lowercase letters, digits and `_`,
+    /// not starting with a digit.
+    pub schema: String,
+    /// This instance's name in the fleet (unique among live instances).
+    pub instance: String,
+    /// How long a lease lasts without a heartbeat: an instance silent this
+    /// long has its claims taken over.
+    pub lease: Duration,
+    /// How often the lease is renewed (and expired ones taken over).
+    pub heartbeat: Duration,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("schema", &self.schema)
+            .field("instance", &self.instance)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PostgresOptions {
+    /// Options for `url` with the defaults: schema `breakwater`, this
+    /// host's name and process id as the instance, a 30 s lease renewed
+    /// every 5 s, 16 connections.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            password: None,
+            schema: "breakwater".into(),
+            instance: default_instance(),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            pool_size: 16,
+        }
+    }
+
+    /// Whether `store` names a Postgres database (a `postgres://` or
+    /// `postgresql://` URL) rather than a SQLite file.
+    pub fn is_url(store: &str) -> bool {
+        store.starts_with("postgres://") || store.starts_with("postgresql://")
+    }
+
+    /// The driver's settings: the URL, the password, a 5 s connect timeout
+    /// and the schema as the search path.
+    fn pg_config(&self) -> StoreResult<tokio_postgres::Config> {
+        check_schema(&self.schema).map_err(StoreError::Backend)?;
+        let mut config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("the store URL is not valid: {e}")))?;
+        if config.get_password().is_some() {
+            return Err(StoreError::Backend(
+                "the store URL holds a password: take it out and give it in the environment \
+                 (the variable `store_password_env` names, or PGPASSWORD)"
+                    .into(),
+            ));
+        }
+        if let Some(p) = &self.password {
+            config.password(p.as_bytes());
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.keepalives_idle(Duration::from_secs(30));
+        config.application_name("breakwater");
+        config.options(format!(
+            "-c search_path={} -c client_min_messages=warning",
+            self.schema
+        ));
+        Ok(config)
+    }
+}
+
+/// `hostname-pid`: unique among the instances of one machine.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "breakwater".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Checks that `schema` is a plain identifier (it is written into
+/// statements as it is).
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn check_schema(schema: &str) -> Result<(), String> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !first_ok
+        || schema.len() > 63
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!(
+            "{schema:?} is not a schema name breakwater accepts: lowercase letters, digits and \
+             `_`, not starting with a digit, at most 63 characters"
+        ));
+    }
+    Ok(())
+}
+
+/// A configured action: its observer and JSON.
+type SpecKey = (Arc<str>, Arc<str>);
+
+/// Postgres storage (see the [module docs](self)).
+pub struct PostgresStore {
+    pool: Pool,
+    lease: Arc<Lease>,
+    /// Each endpoint's number, once known.
+    lanes: Mutex<HashMap<Arc<str>, i32>>,
+    /// Each configured action's spec id, by observer and action JSON.
+    specs: Mutex<HashMap<SpecKey, (i32, i32)>>,
+    /// Outcomes that matched no claim of this instance's current lease.
+    stale: Arc<AtomicU64>,
+    /// Whether the last use of the database failed.
+    down: Arc<AtomicBool>,
+    stop: CancellationToken,
+    options: PostgresOptions,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("instance", &self.lease.instance)
+            .field("schema", &self.options.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema (under a lock), takes this instance's
+    /// lease (releasing any claims an earlier run under the same instance
+    /// name still held) and starts its heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the database cannot be reached, the URL is not
+    /// valid or holds a password, or the schema is newer than this binary.
+    pub async fn connect(options: PostgresOptions) -> StoreResult<Self> {
+        let pool = pool(&options)?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        Self::start_with(pool, &mut client, options).await
+    }
+
+    /// [`connect`](Self::connect), waiting for a database that cannot be
+    /// reached yet (not started, restarting, a network outage): tried again
+    /// with a backoff from half a second to ten, each failure logged, until
+    /// `give_up` (if given) has passed. A refusal by the database itself (a
+    /// wrong password, a missing database, a newer schema) fails at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_waiting(
+        options: PostgresOptions,
+        give_up: Option<Duration>,
+    ) -> StoreResult<Self> {
+        let started = tokio::time::Instant::now();
+        let pool = pool(&options)?;
+        let mut wait = Duration::from_millis(500);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match pool.get().await {
+                Ok(mut client) => return Self::start_with(pool, &mut client, options).await,
+                Err(e) if unreachable(&e) => {
+                    let e = pool_error(e);
+                    if give_up.is_some_and(|g| started.elapsed() + wait > g) {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, tries, retry_in_ms = wait.as_millis() as u64,
+                        "the Postgres store cannot be reached yet; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(pool_error(e)),
+            }
+        }
+    }
+
+    /// Migrates, takes the lease and starts the heartbeat, on `client`.
+    async fn start_with(
+        pool: Pool,
+        client: &mut deadpool_postgres::Object,
+        options: PostgresOptions,
+    ) -> StoreResult<Self> {
+        let client: &mut deadpool_postgres::Object = client;
+        migrate(client, &options.schema).await?;
+        let lease = Arc::new(Lease::new(options.instance.clone(), options.lease));
+        lease.take(client).await?;
+        let store = Self {
+            pool,
+            lease,
+            lanes: Mutex::new(HashMap::new()),
+            specs: Mutex::new(HashMap::new()),
+            stale: Arc::new(AtomicU64::new(0)),
+            down: Arc::new(AtomicBool::new(false)),
+            stop: CancellationToken::new(),
+            options,
+        };
+        store.start_heartbeat();
+        Ok(store)
+    }
+
+    /// Connects and brings the schema up to date, nothing else (`breakwater
+    /// migrate`).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn migrate(options: &PostgresOptions) -> StoreResult<Migrated> {
+        let pool = pool(options)?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        migrate(&mut client, &options.schema).await
+    }
+
+    /// This instance's name.
+    pub fn instance(&self) -> &str {
+        &self.lease.instance
+    }
+
+    /// The current lease's epoch.
+    pub fn epoch(&self) -> i64 {
+        self.lease.epoch()
+    }
+
+    /// Outcomes written since start that matched no claim of this
+    /// instance's current lease (late, after a takeover), and so changed
+    /// nothing.
+    pub fn stale_outcomes(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Instances whose expired leases this one took over.
+    pub fn taken_over(&self) -> u64 {
+        self.lease.taken_over.load(Ordering::Relaxed)
+    }
+
+    /// Whether this instance lost a lease since the last call (its claims
+    /// were taken over while it was silent): what it holds in memory is no
+    /// longer its own.
+    pub fn take_lease_lost(&self) -> bool {
+        self.lease.take_lost()
+    }
+
+    /// Renews the lease now and takes over expired ones (the heartbeat does
+    /// this every [`PostgresOptions::heartbeat`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the database cannot be reached.
+    pub async fn heartbeat(&self) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        self.lease.beat(&mut client).await
+    }
+
+    fn start_heartbeat(&self) {
+        let pool = self.pool.clone();
+        let lease = self.lease.clone();
+        let stop = self.stop.clone();
+        let down = self.down.clone();
+        let every = self.options.heartbeat.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let result = match pool.get().await {
+                    Ok(mut c) => lease.beat(&mut c).await,
+                    Err(e) => Err(pool_error(e)),
+                };
+                match result {
+                    Ok(_) => down.store(false, Ordering::Relaxed),
+                    Err(e) => {
+                        down.store(true, Ordering::Relaxed);
+                        tracing::warn!(error = %e, instance = %lease.instance,
+                            "renewing this instance's lease failed; tried again at the next heartbeat");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        match self.pool.get().await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.down.store(true, Ordering::Relaxed);
+                Err(pool_error(e))
+            }
+        }
+    }
+
+    /// `result`, noting whether the database answered.
+    fn note<T>(&self, result: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
+        match result {
+            Ok(v) => {
+                self.down.store(false, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                if e.is_closed() || e.as_db_error().is_none() {
+                    self.down.store(true, Ordering::Relaxed);
+                }
+                Err(backend(e))
+            }
+        }
+    }
+
+    /// The number of `endpoint`, made when new.
+    async fn lane(&self, client: &tokio_postgres::Client, endpoint: &str) -> StoreResult<i32> {
+        if let Some(l) = lock(&self.lanes).get(endpoint) {
+            return Ok(*l);
+        }
+        let row = self.note(
+            client
+                .query_one(
+                    "WITH new AS (
+                        INSERT INTO endpoints (endpoint) VALUES ($1)
+                        ON CONFLICT (endpoint) DO NOTHING RETURNING lane)
+                     SELECT lane FROM new UNION ALL
+                     SELECT lane FROM endpoints WHERE endpoint = $1 LIMIT 1",
+                    &[&endpoint],
+                )
+                .await,
+        )?;
+        let lane: i32 = row.get(0);
+        lock(&self.lanes).insert(endpoint.into(), lane);
+        Ok(lane)
+    }
+
+    /// The spec id and endpoint number of `action`, made when new.
+    async fn spec(
+        &self,
+        client: &tokio_postgres::Client,
+        action: &NewAction,
+    ) -> StoreResult<(i32, i32)> {
+        let (observer, json) = action.shared();
+        let key = (observer.clone(), json.clone());
+        if let Some(s) = lock(&self.specs).get(&key) {
+            return Ok(*s);
+        }
+        let lane = self.lane(client, action.endpoint()).await?;
+        let row = self.note(
+            client
+                .query_one(
+                    "WITH d AS (SELECT md5(length($1::text) || ':' || $1 || $2::text) AS digest),
+                     new AS (
+                        INSERT INTO action_specs (digest, observer, endpoint, action_type, action, lane)
+                        SELECT d.digest, $1, $3, $4, $2, $5 FROM d
+                        ON CONFLICT (digest) DO NOTHING RETURNING id)
+                     SELECT id FROM new UNION ALL
+                     SELECT s.id FROM action_specs s, d WHERE s.digest = d.digest LIMIT 1",
+                    &[
+                        &action.observer(),
+                        &action.json(),
+                        &action.endpoint(),
+                        &action.action().action_type(),
+                        &lane,
+                    ],
+                )
+                .await,
+        )?;
+        let spec = (row.get::<_, i32>(0), lane);
+        lock(&self.specs).insert(key, spec);
+        Ok(spec)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn pool(options: &PostgresOptions) -> StoreResult<Pool> {
+    let config = options.pg_config()?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.pool_size.max(2))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("cannot make the connection pool: {e}")))
+}
+
+/// Whether `e` is the database out of reach (worth waiting for), rather
+/// than a refusal by it.
+fn unreachable(e: &deadpool_postgres::PoolError) -> bool {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.as_db_error().is_none(),
+        deadpool_postgres::PoolError::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            StoreError::Backend(format!("cannot reach the database: {}", describe(&e)))
+        }
+        deadpool_postgres::PoolError::Timeout(_) => {
+            StoreError::Backend("cannot reach the database: timed out".into())
+        }
+        e => StoreError::Backend(format!("cannot reach the database: {e}")),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+        let mut client = self.client().await?;
+        // Specs and endpoint numbers first, outside the transaction (each
+        // is made once and kept).
+        let mut specs = Vec::new();
+        for e in &events {
+            for a in &e.actions {
+                specs.push(self.spec(&client, a).await?);
+            }
+        }
+        let now = now_ms();
+        let (instance, epoch) = (self.lease.instance.as_str(), self.lease.epoch());
+        let t = self.note(client.transaction().await)?;
+        // One event of each id: a second of the same id in the batch is a
+        // duplicate, as one stored before.
+        let mut seen = HashSet::with_capacity(events.len());
+        let (mut ids, mut bodies) = (Vec::new(), Vec::new());
+        for e in &events {
+            if seen.insert(e.event.id()) {
+                ids.push(e.event.id());
+                bodies.push(e.event.json());
+            }
+        }
+        let stmt = self.note(
+            t.prepare_cached(
+                "INSERT INTO events (id, body, accepted_at)
+                 SELECT id, body, $3 FROM unnest($1::uuid[], $2::text[]) AS n(id, body)
+                 ON CONFLICT (id) DO NOTHING RETURNING id",
+            )
+            .await,
+        )?;
+        let added: HashSet<Uuid> = self
+            .note(t.query(&stmt, &[&ids, &bodies, &now]).await)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let wanted: usize = events
+            .iter()
+            .filter(|e| added.contains(&e.event.id()))
+            .map(|e| e.actions.len())
+            .sum();
+        let mut action_ids: Vec<i64> = if wanted == 0 {
+            Vec::new()
+        } else {
+            let stmt = self.note(
+                t.prepare_cached(
+                    "SELECT nextval(pg_get_serial_sequence('actions', 'id'))
+                     FROM generate_series(1, $1::int8)",
+                )
+                .await,
+            )?;
+            self.note(t.query(&stmt, &[&(wanted as i64)]).await)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        action_ids.sort_unstable();
+        let mut next = action_ids.into_iter();
+        let mut cols = queries::ActionColumns::default();
+        let mut out = Vec::with_capacity(events.len());
+        let mut spec_at = 0;
+        let mut first_seen = HashSet::with_capacity(events.len());
+        for e in events {
+            let specs_of = &specs[spec_at..spec_at + e.actions.len()];
+            spec_at += e.actions.len();
+            if !added.contains(&e.event.id()) || !first_seen.insert(e.event.id()) {
+                out.push(Inserted::Duplicate);
+                continue;
+            }
+            let mut pending = Vec::new();
+            for (a, (spec, lane)) in e.actions.iter().zip(specs_of) {
+                let id = next.next().ok_or_else(|| {
+                    StoreError::Backend("the database gave fewer action ids than asked".into())
+                })?;
+                let claimed = a.is_claimed();
+                cols.push(
+                    id,
+                    e.event.id(),
+                    *spec,
+                    *lane,
+                    a,
+                    claimed.then_some((instance, epoch)),
+                    now,
+                );
+                if claimed {
+                    pending.push(PendingAction {
+                        id,
+                        event: e.event.clone(),
+                        observer: a.observer().to_string(),
+                        endpoint: a.endpoint().to_string(),
+                        action: a.action().clone(),
+                        attempts: 0,
+                        accepted_at_ms: now,
+                        not_before_ms: a.parked_until_ms(),
+                        parked: a.parked_until_ms().is_some(),
+                        size: 0,
+                        claim_epoch: epoch,
+                    });
+                }
+            }
+            out.push(Inserted::New(pending));
+        }
+        if !cols.is_empty() {
+            cols.insert(&t, now)
+                .await
+                .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?;
+        }
+        self.note(t.commit().await)?;
+        Ok(out)
+    }
+
+    async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n = self.note(
+            client
+                .execute(
+                    "DELETE FROM events WHERE id IN (
+                        SELECT e.id FROM events e
+                        WHERE e.accepted_at < $1
+                          AND NOT EXISTS (SELECT 1 FROM actions a
+                                          WHERE a.event = e.id AND a.status <> 'delivered')
+                        ORDER BY e.accepted_at LIMIT $2
+                        FOR UPDATE SKIP LOCKED)",
+                    &[&before_ms, &(limit as i64)],
+                )
+                .await,
+        )?;
+        Ok(n)
+    }
+
+    async fn claim_backlog(
+        &self,
+        endpoint: &str,
+        limit: usize,
+        due_by_ms: i64,
+    ) -> StoreResult<Claimed> {
+        let mut client = self.client().await?;
+        let lane: Option<i32> = self
+            .note(
+                client
+                    .query_opt(
+                        "SELECT lane FROM endpoints WHERE endpoint = $1",
+                        &[&endpoint],
+                    )
+                    .await,
+            )?
+            .map(|r| r.get(0));
+        let Some(lane) = lane else {
+            return Ok(Claimed::default());
+        };
+        // Read once: the claim and the actions handed back name one epoch.
+        let epoch = self.lease.epoch();
+        let t = self.note(client.transaction().await)?;
+        let stmt = self.note(t.prepare_cached(queries::CLAIM_BACKLOG).await)?;
+        let rows = self.note(
+            t.query(
+                &stmt,
+                &[
+                    &lane,
+                    &due_by_ms,
+                    &(limit as i64),
+                    &self.lease.instance,
+                    &epoch,
+                ],
+            )
+            .await,
+        )?;
+        let actions = rows
+            .iter()
+            .map(|r| row_to_pending(r, epoch))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let more: bool = self
+            .note(
+                t.query_one(queries::BACKLOG_LEFT, &[&lane, &due_by_ms])
+                    .await,
+            )?
+            .get(0);
+        self.note(t.commit().await)?;
+        Ok(Claimed { actions, more })
+    }
+
+    async fn backlogged_endpoints(&self, due_by_ms: i64) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = self.note(client.query(queries::BACKLOGGED, &[&due_by_ms]).await)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn backlogs(&self) -> StoreResult<Vec<Backlog>> {
+        let client = self.client().await?;
+        let rows = self.note(client.query(queries::BACKLOGS, &[]).await)?;
+        Ok(rows
+            .iter()
+            .map(|r| Backlog {
+                endpoint: r.get(0),
+                waiting: r.get::<_, i64>(1).max(0) as u64,
+                oldest_ms: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let t = self.note(client.transaction().await)?;
+        let stale = apply_runs(&t, &updates, &self.lease.instance, self.lease.epoch())
+            .await
+            .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?;
+        self.note(t.commit().await)?;
+        if stale > 0 {
+            self.stale.fetch_add(stale, Ordering::Relaxed);
+            tracing::warn!(outcomes = stale, instance = %self.lease.instance,
+                "outcomes of actions this instance no longer holds (its lease was taken over) \
+                 were ignored: another instance has them");
+        }
+        Ok(())
+    }
+
+    async fn event(&self, id: Uuid) -> StoreResult<Option<EventRecord>> {
+        let client = self.client().await?;
+        let Some(row) = self.note(
+            client
+                .query_opt("SELECT accepted_at FROM events WHERE id = $1", &[&id])
+                .await,
+        )?
+        else {
+            return Ok(None);
+        };
+        let accepted: i64 = row.get(0);
+        let rows = self.note(client.query(queries::EVENT_ACTIONS, &[&id]).await)?;
+        Ok(Some(EventRecord {
+            id,
+            accepted_at: rfc3339(accepted),
+            actions: rows.iter().map(row_to_record).collect(),
+        }))
+    }
+
+    async fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let rows = self.note(
+            client
+                .query(
+                    "SELECT endpoint, snapshot FROM snapshots WHERE instance = $1
+                     ORDER BY endpoint",
+                    &[&self.lease.instance],
+                )
+                .await,
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn disabled_endpoints(&self) -> StoreResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let rows = self.note(
+            client
+                .query(
+                    "SELECT endpoint, COALESCE(disabled_reason, '') FROM endpoints
+                     WHERE disabled ORDER BY endpoint",
+                    &[],
+                )
+                .await,
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn release_held(&self, endpoint: &str) -> StoreResult<u64> {
+        let client = self.client().await?;
+        self.note(
+            client
+                .execute(queries::RELEASE_HELD, &[&endpoint, &now_ms()])
+                .await,
+        )
+    }
+
+    async fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        let client = self.client().await?;
+        let rows = self.note(
+            client
+                .query(queries::DEAD_LETTERS, &[&(limit as i64)])
+                .await,
+        )?;
+        Ok(rows.iter().map(row_to_record).collect())
+    }
+
+    async fn replay_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        let client = self.client().await?;
+        self.note(
+            client
+                .execute(queries::REPLAY_DEAD_LETTERS, &[&now_ms(), &ids])
+                .await,
+        )
+    }
+
+    async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
+        let client = self.client().await?;
+        self.note(client.execute(queries::PURGE_DEAD_LETTERS, &[&ids]).await)
+    }
+
+    async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        let row = self.note(client.query_one(queries::OLDEST_PENDING, &[]).await)?;
+        Ok(row.get(0))
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        let client = self.client().await?;
+        let rows = self.note(
+            client
+                .query(
+                    "SELECT status, COUNT(*) FROM actions GROUP BY status ORDER BY status",
+                    &[],
+                )
+                .await,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let s: String = r.get(0);
+                (ActionStatus::parse(&s), r.get::<_, i64>(1).max(0) as u64)
+            })
+            .collect())
+    }
+
+    fn check(&self) -> StoreResult<()> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(StoreError::Backend(
+                "cannot reach the database (reconnecting)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn claim_epoch(&self) -> i64 {
+        self.lease.epoch()
+    }
+
+    async fn publish_admin(&self, endpoint: &str, op: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let row = self.note(
+            client
+                .query_one(
+                    "INSERT INTO endpoints (endpoint, admin_op, admin_generation)
+                     VALUES ($1, $2, 1)
+                     ON CONFLICT (endpoint) DO UPDATE
+                       SET admin_op = excluded.admin_op,
+                           admin_generation = endpoints.admin_generation + 1
+                     RETURNING admin_generation",
+                    &[&endpoint, &op],
+                )
+                .await,
+        )?;
+        Ok(row.get(0))
+    }
+
+    async fn admin_commands(&self) -> StoreResult<Vec<(String, i64, String)>> {
+        let client = self.client().await?;
+        let rows = self.note(
+            client
+                .query(
+                    "SELECT endpoint, admin_generation, admin_op FROM endpoints
+                     WHERE admin_generation > 0 ORDER BY endpoint",
+                    &[],
+                )
+                .await,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn fleet(&self) -> Option<FleetStatus> {
+        Some(FleetStatus {
+            instance: self.lease.instance.clone(),
+            epoch: self.lease.epoch(),
+            stale_outcomes: self.stale_outcomes(),
+            taken_over: self.taken_over(),
+        })
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        // The lease is given up: the fleet need not wait for it to expire
+        // to take over what this instance still held.
+        if let Ok(mut c) = self.pool.get().await {
+            if let Ok(t) = c.transaction().await {
+                let _ = t
+                    .execute(
+                        "UPDATE actions SET holder = NULL, epoch = NULL
+                         WHERE holder = $1 AND epoch = $2",
+                        &[&self.lease.instance, &self.lease.epoch()],
+                    )
+                    .await;
+                let _ = t
+                    .execute(
+                        "DELETE FROM instances WHERE instance = $1 AND epoch = $2",
+                        &[&self.lease.instance, &self.lease.epoch()],
+                    )
+                    .await;
+                let _ = t.commit().await;
+            }
+        }
+        self.pool.close();
+    }
+}
+
+/// Wraps an action config's JSON parse error (a store's own text).
+fn action_from_json(text: &str) -> StoreResult<ActionConfig> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Backend(format!("a stored action is not valid: {e}")))
+}

@@ -1,0 +1,198 @@
+//! The schema and its versioned migrations, applied at start under a lock so
+//! that instances starting together migrate once.
+
+use tokio_postgres::Client;
+
+use crate::store::{StoreError, StoreResult};
+
+/// The schema version this binary writes and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Version 1.
+///
+/// - `events`: each accepted event's compact JSON, by its id.
+/// - `endpoints`: every endpoint has a number (`lane`), its disabled flag,
+///   the time its open circuit parks its actions until, and the last
+///   operator command on it (reset, open, close) with a generation that
+///   grows with each: every instance applies a command it has not seen.
+/// - `action_specs`: each configured action once (observer and action
+///   JSON), found again by a digest of both.
+/// - `actions`: one row per action of an event. `holder` and `epoch` name
+///   the instance lease that claimed it (`NULL`: unclaimed); an outcome is
+///   written only while they still match. `actions_backlog` holds each
+///   endpoint's unclaimed waiting actions by due time, the only rows a
+///   claim reads.
+/// - `instances`: one lease row per live instance, its heartbeat and
+///   expiry on the database clock; `lease_epochs` numbers every lease ever
+///   taken, so an epoch is never reused.
+/// - `snapshots`: each instance's breaker snapshot per endpoint.
+const V1: &str = "
+CREATE TABLE events (
+    id uuid PRIMARY KEY,
+    body text NOT NULL,
+    accepted_at bigint NOT NULL
+);
+CREATE INDEX events_by_time ON events (accepted_at);
+CREATE TABLE endpoints (
+    lane serial PRIMARY KEY,
+    endpoint text NOT NULL UNIQUE,
+    disabled boolean NOT NULL DEFAULT false,
+    disabled_reason text,
+    parked_until bigint,
+    admin_op text,
+    admin_generation bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE action_specs (
+    id serial PRIMARY KEY,
+    digest text NOT NULL UNIQUE,
+    observer text NOT NULL,
+    endpoint text NOT NULL,
+    action_type text NOT NULL,
+    action text NOT NULL,
+    lane integer NOT NULL REFERENCES endpoints (lane)
+);
+CREATE TABLE actions (
+    id bigserial PRIMARY KEY,
+    event uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    spec integer NOT NULL REFERENCES action_specs (id),
+    lane integer NOT NULL,
+    status text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    not_before bigint,
+    last_error text,
+    last_status integer,
+    holder text,
+    epoch bigint,
+    accepted_at bigint NOT NULL,
+    updated_at bigint NOT NULL
+);
+CREATE INDEX actions_by_event ON actions (event);
+CREATE INDEX actions_by_status ON actions (status, lane, id) WHERE status <> 'delivered';
+CREATE INDEX actions_backlog ON actions (lane, (COALESCE(not_before, accepted_at)), id)
+    WHERE holder IS NULL AND status IN ('pending', 'parked');
+CREATE INDEX actions_by_holder ON actions (holder) WHERE holder IS NOT NULL;
+CREATE SEQUENCE lease_epochs;
+CREATE TABLE instances (
+    instance text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE snapshots (
+    endpoint text NOT NULL,
+    instance text NOT NULL,
+    snapshot text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (endpoint, instance)
+);
+";
+
+/// Each version's statements, in order: `MIGRATIONS[n]` brings version `n`
+/// to `n + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The key of the advisory lock migrations run under (any fixed number
+/// the application does not use for anything else).
+const MIGRATION_LOCK: i64 = 0x6272_6561_6b77_6174; // "breakwat"
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version found (0: a new schema).
+    pub from: i32,
+    /// The version now.
+    pub to: i32,
+}
+
+/// Creates `schema` if needed and brings it to [`SCHEMA_VERSION`], in one
+/// transaction under an advisory lock: instances starting together wait
+/// for the first, which migrates; the others find it done.
+///
+/// # Errors
+///
+/// A database newer than this binary (naming both versions), or a failed
+/// statement (nothing of the migration is kept).
+pub async fn migrate(client: &mut Client, schema: &str) -> StoreResult<Migrated> {
+    let t = client.transaction().await.map_err(backend)?;
+    t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(backend)?;
+    t.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+             one boolean PRIMARY KEY DEFAULT true CHECK (one),
+             version integer NOT NULL
+         );
+         SET LOCAL search_path TO {schema};"
+    ))
+    .await
+    .map_err(backend)?;
+    let from: i32 = t
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(backend)?
+        .map_or(0, |r| r.get(0));
+    if from > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database's schema {schema} is at version {from}, newer than this binary's \
+             {SCHEMA_VERSION}: run a newer breakwater (or restore a copy taken before the upgrade)"
+        )));
+    }
+    for (at, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
+        t.batch_execute(sql).await.map_err(|e| {
+            StoreError::Backend(format!(
+                "migrating schema {schema} to version {}: {}",
+                at + 1,
+                describe(&e)
+            ))
+        })?;
+    }
+    t.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)
+         ON CONFLICT (one) DO UPDATE SET version = excluded.version",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(backend)?;
+    t.commit().await.map_err(backend)?;
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
+/// A database error as one line: its message, detail and hint where it
+/// has them (tokio-postgres's own `Display` says only "db error").
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(d) = db.detail() {
+                s.push_str(": ");
+                s.push_str(d);
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(" (");
+                s.push_str(h);
+                s.push(')');
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                source = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// A database error as a [`StoreError`].
+pub(super) fn backend(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(describe(&e))
+}
