@@ -21,6 +21,7 @@ pub mod executor;
 mod http;
 mod log_line;
 pub mod metrics;
+pub mod pg_cluster;
 pub mod routes;
 pub mod server;
 pub mod store;
