@@ -99,10 +99,13 @@ impl Engine {
                     continue;
                 }
                 let load = Load::one(size);
-                if lane
-                    .backlog
-                    .admit_or_spill(&lane.held, &self.inner.held, &caps, load)
-                {
+                if lane.backlog.admit_or_spill(
+                    &lane.held,
+                    &self.inner.held,
+                    &caps,
+                    load,
+                    lane.delivering(),
+                ) {
                     if let Some(until) = parks[at] {
                         *action = action.clone().parked_until(until);
                     }

@@ -26,8 +26,13 @@ pub(super) struct Lane {
     pub(super) endpoint: String,
     pub(super) tx: mpsc::UnboundedSender<PendingAction>,
     pub(super) limit: Arc<Semaphore>,
-    /// Permits the semaphore was sized with (changed on reload).
+    /// Permits the semaphore was sized with (changed on reload, and in a
+    /// fleet with this instance's share). 0: this instance delivers nothing
+    /// to the endpoint now (a fleet with more instances than the limit);
+    /// its actions go to the backlog for the instances that do.
     pub(super) size: AtomicUsize,
+    /// Woken when `size` changes.
+    pub(super) resized: tokio::sync::Notify,
     pub(super) disabled: Mutex<Option<String>>,
     pub(super) stats: LaneStats,
     /// This endpoint's window: its actions held in memory (queued, parked,
@@ -65,8 +70,16 @@ impl Lane {
             .clone()
     }
 
+    /// Whether this instance delivers to the endpoint now.
+    pub(super) fn delivering(&self) -> bool {
+        self.size.load(Ordering::Acquire) > 0
+    }
+
     pub(super) fn resize(&self, want: usize) {
         let have = self.size.swap(want, Ordering::AcqRel);
+        if have != want {
+            self.resized.notify_waiters();
+        }
         if want > have {
             self.limit.add_permits(want - have);
         } else if have > want {
@@ -89,6 +102,41 @@ impl Lane {
 }
 
 impl Engine {
+    /// This instance's share of an endpoint's `limit` calls in flight: all
+    /// of it for a store of one process; in a fleet, `limit` divided among
+    /// the live instances by rank (the first `limit % live` take one more),
+    /// so that together they never exceed it; 0 while this instance is not
+    /// yet counted, or when there are more instances than `limit` and its
+    /// rank is past it.
+    pub(super) fn in_flight_share(&self, limit: usize) -> usize {
+        match self.inner.store.fleet_share() {
+            None => limit,
+            Some((rank, live)) => share_of(limit, rank, live),
+        }
+    }
+
+    /// Sizes every lane to this instance's share (the fleet changed).
+    pub(super) fn reshare(&self) {
+        let limit = self.settings().delivery.max_in_flight_per_endpoint;
+        let share = self.in_flight_share(limit);
+        for lane in self.lanes() {
+            if lane.size.load(Ordering::Acquire) != share {
+                lane.resize(share);
+                if share > 0 {
+                    lane.backlog.mark();
+                    lane.backlog.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Gives `action` back to its endpoint's backlog without an attempt.
+    pub(super) fn hand_back(&self, lane: &Lane, action: &PendingAction) {
+        let l = action.load();
+        lane.let_go(l);
+        self.record(crate::store::Update::Released { id: action.id }, l);
+    }
+
     /// The lane of `endpoint`, created (with its worker and its breaker's
     /// snapshot listener) on first use.
     pub(super) fn lane(&self, endpoint: &str) -> Arc<Lane> {
@@ -96,19 +144,21 @@ impl Engine {
         if let Some(l) = lanes.get(endpoint) {
             return l.clone();
         }
-        let size = self
-            .inner
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .delivery
-            .max_in_flight_per_endpoint;
+        let size = self.in_flight_share(
+            self.inner
+                .settings
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .delivery
+                .max_in_flight_per_endpoint,
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let lane = Arc::new(Lane {
             endpoint: endpoint.to_string(),
             tx,
             limit: Arc::new(Semaphore::new(size)),
             size: AtomicUsize::new(size),
+            resized: tokio::sync::Notify::new(),
             disabled: Mutex::new(None),
             stats: LaneStats::default(),
             held: Usage::default(),
@@ -186,6 +236,15 @@ impl Engine {
     }
 }
 
+/// The share of `limit` taken by the instance of rank `rank` among `live`:
+/// the shares of ranks `0..live` add up to `limit` exactly.
+fn share_of(limit: usize, rank: usize, live: usize) -> usize {
+    match live {
+        0 => 0,
+        _ => limit / live + usize::from(rank < limit % live),
+    }
+}
+
 pub(super) async fn lane_task(
     engine: Engine,
     lane: Arc<Lane>,
@@ -209,13 +268,26 @@ pub(super) async fn lane_task(
             engine.hold(action, None);
             continue;
         }
-        let permit = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            p = lane.limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let permit = loop {
+            if !lane.delivering() {
+                break None;
+            }
+            let resized = lane.resized.notified();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                p = lane.limit.clone().acquire_owned() => match p {
+                    Ok(p) => break Some(p),
+                    Err(_) => return,
+                },
+                () = resized => {}
+            }
+        };
+        let Some(permit) = permit else {
+            // This instance has no share of the endpoint now: the action
+            // goes back to its backlog, for the instances that have one.
+            engine.hand_back(&lane, &action);
+            continue;
         };
         let e = engine.clone();
         let l = lane.clone();
@@ -223,5 +295,24 @@ pub(super) async fn lane_task(
             e.deliver(&l, action).await;
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_of;
+
+    #[test]
+    fn the_shares_of_a_fleet_add_up_to_the_limit() {
+        for limit in 0..40 {
+            for live in 1..12 {
+                let shares: Vec<usize> = (0..live).map(|r| share_of(limit, r, live)).collect();
+                assert_eq!(shares.iter().sum::<usize>(), limit, "{limit} over {live}");
+                let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{shares:?}");
+            }
+        }
+        assert_eq!(share_of(8, 0, 0), 0, "not yet counted");
+        assert_eq!(share_of(1, 1, 3), 0, "past the limit");
     }
 }

@@ -372,7 +372,7 @@ impl Engine {
                 refused.push((endpoint.clone(), e.to_string()));
             }
             self.lane(&endpoint)
-                .resize(config.delivery.max_in_flight_per_endpoint);
+                .resize(self.in_flight_share(config.delivery.max_in_flight_per_endpoint));
         }
         if refused.is_empty() {
             Ok(())

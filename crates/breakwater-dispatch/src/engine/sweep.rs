@@ -23,6 +23,7 @@ impl Engine {
         }
         let _ = self.check_store();
         self.follow_admin().await;
+        self.reshare();
         let due_by = unix_ms().saturating_add(PAGE_AHEAD_MS);
         match self.inner.store.backlogged_endpoints(due_by).await {
             Ok(endpoints) => {

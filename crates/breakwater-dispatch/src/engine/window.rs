@@ -187,12 +187,20 @@ impl Backlog {
         self.flag.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes `l` into `lane`'s window if the endpoint has no backlog and
-    /// `caps` allow it (`true`); otherwise the action joins the backlog and
-    /// counts as being stored (`false`, see [`Backlog::stored`]).
-    pub(super) fn admit_or_spill(&self, lane: &Usage, all: &Usage, caps: &Caps, l: Load) -> bool {
+    /// Takes `l` into `lane`'s window if this instance is `delivering` to
+    /// the endpoint, it has no backlog and `caps` allow it (`true`);
+    /// otherwise the action joins the backlog and counts as being stored
+    /// (`false`, see [`Backlog::stored`]).
+    pub(super) fn admit_or_spill(
+        &self,
+        lane: &Usage,
+        all: &Usage,
+        caps: &Caps,
+        l: Load,
+        delivering: bool,
+    ) -> bool {
         let mut flag = self.lock();
-        if !flag.on_disk && caps.admit(lane, all, l) {
+        if delivering && !flag.on_disk && caps.admit(lane, all, l) {
             lane.add(l);
             all.add(l);
             return true;
@@ -296,7 +304,7 @@ impl Engine {
     /// it has one and the window has room for a page.
     pub(super) async fn page_in(&self, lane: &Arc<Lane>) {
         loop {
-            if self.is_stopping() || lane.disabled().is_some() {
+            if self.is_stopping() || lane.disabled().is_some() || !lane.delivering() {
                 return;
             }
             let Some(seq) = lane.backlog.on_disk_seq() else {
@@ -417,12 +425,12 @@ mod tests {
     fn a_window_takes_what_fits_and_then_everything_joins_the_backlog() {
         let (lane, all, b) = (Usage::default(), Usage::default(), Backlog::default());
         let c = caps(2, 100, 0);
-        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(10)));
-        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(10)));
-        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(10)), "full");
+        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(10), true));
+        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(10), true));
+        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(10), true), "full");
         lane.sub(Load::one(10));
         // Room again, but the backlog is older: this one joins it.
-        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(10)));
+        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(10), true));
         assert_eq!(
             all.get(),
             Load {
@@ -436,8 +444,8 @@ mod tests {
     fn an_empty_window_takes_one_action_however_large() {
         let (lane, all, b) = (Usage::default(), Usage::default(), Backlog::default());
         let c = caps(10, 100, 0);
-        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(5_000)));
-        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(1)), "bytes");
+        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(5_000), true));
+        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(1), true), "bytes");
     }
 
     #[test]
@@ -449,10 +457,10 @@ mod tests {
         });
         let b = Backlog::default();
         let c = caps(10, 100, 2);
-        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(1)));
-        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(1)));
+        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(1), true));
+        assert!(b.admit_or_spill(&lane, &all, &c, Load::one(1), true));
         assert!(
-            !b.admit_or_spill(&lane, &all, &c, Load::one(1)),
+            !b.admit_or_spill(&lane, &all, &c, Load::one(1), true),
             "past its floor"
         );
     }
@@ -463,7 +471,7 @@ mod tests {
         let (lane, all) = (Usage::default(), Usage::default());
         let c = caps(0, 0, 0);
         lane.add(Load::one(1));
-        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(1)));
+        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(1), true));
         // The pager reads the sequence, claims, finds nothing...
         let seq = b.on_disk_seq().unwrap();
         // ... while that action is still being written: kept.

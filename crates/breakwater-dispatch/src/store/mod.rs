@@ -648,6 +648,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(Vec::new())
     }
 
+    /// This instance's place among the live instances sharing the store,
+    /// `(rank, live)`, by which each takes its share of every endpoint's
+    /// `max_in_flight_per_endpoint` (so that the limit holds for the fleet
+    /// together); `live` is 0 while the instance is not yet counted by the
+    /// others (it takes no share then). `None` (the default) for a store of
+    /// one process: the whole limit is its own. Cheap (no query).
+    fn fleet_share(&self) -> Option<(usize, usize)> {
+        None
+    }
+
     /// This instance's standing in a fleet, for a store shared by several
     /// (`None`, the default, for one of a single process).
     fn fleet(&self) -> Option<FleetStatus> {

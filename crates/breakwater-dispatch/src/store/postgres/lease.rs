@@ -35,6 +35,11 @@ pub(super) struct Lease {
     lost: AtomicBool,
     /// Leases taken over from expired instances.
     pub(super) taken_over: AtomicU64,
+    /// This instance's rank among the live instances (by name) and their
+    /// number, packed `rank << 32 | live`; `live` is 0 until a heartbeat
+    /// after the lease was taken has counted them, so that the others have
+    /// had a heartbeat to count this one before it takes a share.
+    share: AtomicU64,
 }
 
 impl Lease {
@@ -45,12 +50,19 @@ impl Lease {
             epoch: AtomicI64::new(0),
             lost: AtomicBool::new(false),
             taken_over: AtomicU64::new(0),
+            share: AtomicU64::new(0),
         }
     }
 
     /// The current epoch.
     pub(super) fn epoch(&self) -> i64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// `(rank, live)`: see [`Lease::share`]'s field.
+    pub(super) fn share(&self) -> (usize, usize) {
+        let packed = self.share.load(Ordering::Acquire);
+        ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize)
     }
 
     /// Whether a lease was lost since the last call (and clears it).
@@ -87,8 +99,21 @@ impl Lease {
         )
         .await
         .map_err(backend)?;
+        let others: i64 = t
+            .query_one(
+                "SELECT COUNT(*) FROM instances WHERE expires_at >= now() AND instance <> $1",
+                &[&self.instance],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
         t.commit().await.map_err(backend)?;
         self.epoch.store(epoch, Ordering::Release);
+        // Alone, the whole limit is this instance's at once; beside others,
+        // it takes its share at its next heartbeat, when they have had one
+        // to count it and shrink theirs.
+        self.share
+            .store(if others == 0 { 1 } else { 0 }, Ordering::Release);
         Ok(epoch)
     }
 
@@ -113,8 +138,23 @@ impl Lease {
             tracing::warn!(instance = %self.instance, old_epoch = old, new_epoch = new,
                 "this instance's lease had expired and its claims were taken over by another \
                  instance; it took a new lease, and outcomes of its old claims are ignored");
+            return self.take_over(client).await;
         }
-        self.take_over(client).await
+        let n = self.take_over(client).await?;
+        let live = client
+            .query(
+                "SELECT instance FROM instances WHERE expires_at >= now() ORDER BY instance",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        let rank = live
+            .iter()
+            .position(|r| r.get::<_, &str>(0) == self.instance)
+            .unwrap_or(0);
+        let packed = ((rank as u64) << 32) | (live.len() as u64 & 0xffff_ffff);
+        self.share.store(packed, Ordering::Release);
+        Ok(n)
     }
 
     /// Deletes the rows of instances whose lease expired (database clock)

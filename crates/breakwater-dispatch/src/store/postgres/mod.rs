@@ -859,6 +859,10 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    fn fleet_share(&self) -> Option<(usize, usize)> {
+        Some(self.lease.share())
+    }
+
     fn fleet(&self) -> Option<FleetStatus> {
         Some(FleetStatus {
             instance: self.lease.instance.clone(),
