@@ -427,7 +427,10 @@ mod tests {
         let c = caps(2, 100, 0);
         assert!(b.admit_or_spill(&lane, &all, &c, Load::one(10), true));
         assert!(b.admit_or_spill(&lane, &all, &c, Load::one(10), true));
-        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(10), true), "full");
+        assert!(
+            !b.admit_or_spill(&lane, &all, &c, Load::one(10), true),
+            "full"
+        );
         lane.sub(Load::one(10));
         // Room again, but the backlog is older: this one joins it.
         assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(10), true));
@@ -445,7 +448,10 @@ mod tests {
         let (lane, all, b) = (Usage::default(), Usage::default(), Backlog::default());
         let c = caps(10, 100, 0);
         assert!(b.admit_or_spill(&lane, &all, &c, Load::one(5_000), true));
-        assert!(!b.admit_or_spill(&lane, &all, &c, Load::one(1), true), "bytes");
+        assert!(
+            !b.admit_or_spill(&lane, &all, &c, Load::one(1), true),
+            "bytes"
+        );
     }
 
     #[test]
