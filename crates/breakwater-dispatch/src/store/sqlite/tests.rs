@@ -36,85 +36,6 @@ async fn claim(store: &SqliteStore, limit: usize) -> StoreResult<Vec<PendingActi
     Ok(out)
 }
 
-#[tokio::test]
-async fn insert_is_idempotent_by_event_id_and_claims_survive_reopen_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let store = SqliteStore::open(&path).unwrap();
-    let e = event();
-    let first = store
-        .insert(vec![NewEvent::new(&e, vec![log_action(), log_action()])])
-        .await
-        .unwrap();
-    assert!(matches!(&first[0], Inserted::New(a) if a.len() == 2));
-    let again = store
-        .insert(vec![NewEvent::new(&e, vec![log_action()])])
-        .await
-        .unwrap();
-    assert!(matches!(again[0], Inserted::Duplicate));
-    // Claimed at insert: nothing more to claim.
-    assert!(claim(&store, 10).await.unwrap().is_empty());
-    let Inserted::New(actions) = &first[0] else {
-        unreachable!()
-    };
-    store
-        .apply(vec![Update::Delivered {
-            id: actions[0].id,
-            attempts: 1,
-            status: Some(200),
-        }])
-        .await
-        .unwrap();
-    store.close().await;
-    // A restart releases the claims: the undelivered action comes back.
-    let store = SqliteStore::open(&path).unwrap();
-    let back = claim(&store, 10).await.unwrap();
-    assert_eq!(back.len(), 1);
-    assert_eq!(back[0].id, actions[1].id);
-    assert_eq!(back[0].event.id(), e.id);
-    let rec = store.event(e.id).await.unwrap().unwrap();
-    assert_eq!(rec.actions[0].status, ActionStatus::Delivered);
-    assert_eq!(rec.actions[1].status, ActionStatus::Pending);
-    store.close().await;
-}
-
-#[tokio::test]
-async fn an_action_parked_at_intake_is_stored_parked_with_its_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.db");
-    let store = SqliteStore::open(&path).unwrap();
-    let e = event();
-    let until = now_ms() + 60_000;
-    let stored = store
-        .insert(vec![NewEvent::new(
-            &e,
-            vec![log_action().parked_until(until), log_action()],
-        )])
-        .await
-        .unwrap();
-    let Inserted::New(actions) = &stored[0] else {
-        panic!("not stored")
-    };
-    assert!(actions[0].parked);
-    assert_eq!(actions[0].not_before_ms, Some(until));
-    assert!(!actions[1].parked);
-    assert_eq!(actions[1].not_before_ms, None);
-    let rec = store.event(e.id).await.unwrap().unwrap();
-    assert_eq!(rec.actions[0].status, ActionStatus::Parked);
-    assert_eq!(rec.actions[0].not_before, Some(rfc3339(until)));
-    assert_eq!(rec.actions[1].status, ActionStatus::Pending);
-    store.close().await;
-    // After a restart it comes back parked, with its time, after the
-    // action due now (earliest due first).
-    let store = SqliteStore::open(&path).unwrap();
-    let back = claim(&store, 10).await.unwrap();
-    assert_eq!(back.len(), 2);
-    assert!(!back[0].parked);
-    assert!(back[1].parked);
-    assert_eq!(back[1].not_before_ms, Some(until));
-    store.close().await;
-}
-
 /// Every reference between rows holds (they are declared, not
 /// enforced at each write).
 fn assert_references_hold(path: &Path) {
@@ -622,50 +543,6 @@ async fn delivered_actions_leave_the_status_index_and_a_version_2_file_is_brough
     assert_eq!(entries(&c), 2);
 }
 
-#[tokio::test]
-async fn dead_letters_are_listed_replayed_and_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.db");
-    let store = SqliteStore::open(&path).unwrap();
-    let ins = store
-        .insert(vec![NewEvent::new(
-            &event(),
-            vec![log_action(), log_action()],
-        )])
-        .await
-        .unwrap();
-    let Inserted::New(a) = &ins[0] else {
-        unreachable!()
-    };
-    let dead = |id| Update::DeadLetter {
-        id,
-        attempts: 5,
-        error: "boom".into(),
-        status: Some(500),
-    };
-    store
-        .apply(vec![dead(a[0].id), dead(a[1].id)])
-        .await
-        .unwrap();
-    let list = store.dead_letters(10).await.unwrap();
-    assert_eq!(list.len(), 2);
-    assert_eq!(list[0].last_error.as_deref(), Some("boom"));
-    assert_eq!(
-        store
-            .replay_dead_letters(Some(vec![a[0].id]))
-            .await
-            .unwrap(),
-        1
-    );
-    let claimed = claim(&store, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].attempts, 0);
-    assert_eq!(store.purge_dead_letters(None).await.unwrap(), 1);
-    assert!(store.dead_letters(10).await.unwrap().is_empty());
-    store.close().await;
-    assert_references_hold(&path);
-}
-
 /// The first schema (actions keyed their event by its id), as a
 /// database written by an older binary has it.
 const SCHEMA_V0: &str = "
@@ -1166,32 +1043,6 @@ async fn an_endpoints_backlog_is_claimed_by_endpoint_and_due_time_a_page_at_a_ti
     }
     drop(c);
     assert_references_hold(&path);
-}
-
-#[tokio::test]
-async fn an_action_over_its_endpoints_quota_is_stored_dead_lettered_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("q.db")).unwrap();
-    let e = event();
-    let inserted = store
-        .insert(vec![NewEvent::new(
-            &e,
-            vec![log_action().dead_lettered("over its quota"), log_action()],
-        )])
-        .await
-        .unwrap();
-    let Inserted::New(claimed) = &inserted[0] else {
-        panic!("not stored")
-    };
-    assert_eq!(claimed.len(), 1);
-    let rec = store.event(e.id).await.unwrap().unwrap();
-    assert_eq!(rec.actions[0].status, ActionStatus::DeadLettered);
-    assert_eq!(rec.actions[0].last_error.as_deref(), Some("over its quota"));
-    assert_eq!(rec.actions[1].status, ActionStatus::Pending);
-    assert_eq!(store.dead_letters(10).await.unwrap().len(), 1);
-    assert_eq!(store.replay_dead_letters(None).await.unwrap(), 1);
-    assert_eq!(claim(&store, 10).await.unwrap().len(), 1);
-    store.close().await;
 }
 
 #[tokio::test]
