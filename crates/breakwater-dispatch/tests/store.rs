@@ -48,7 +48,7 @@ mod scale;
 #[path = "store/updates.rs"]
 mod updates;
 
-use backends::{Backend, SqliteBackend};
+use backends::{Backend, PostgresBackend, SqliteBackend};
 
 /// `conformance!(module: backend)` makes `mod module`, with one
 /// `#[tokio::test]` for each test of the suite, run on a fresh store of
@@ -132,7 +132,6 @@ macro_rules! conformance {
     };
 }
 
-// One line a backend. The Postgres store, once it is in the tree, gets
-// its own next to this one, e.g.
-// `conformance!(postgres: PostgresBackend::from_env());`
+// One line a backend.
 conformance!(sqlite: SqliteBackend);
+conformance!(postgres: PostgresBackend);

@@ -533,7 +533,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A [`StoreError`].
     async fn backlogs(&self) -> StoreResult<Vec<Backlog>>;
 
-    /// Records outcomes.
+    /// Records outcomes, in the order given.
+    ///
+    /// An outcome of an action (every [`Update`] with an `id`) is for an
+    /// action this store handed out (claimed, by [`Store::insert`] or
+    /// [`Store::claim_backlog`]) and still holds. A store shared by several
+    /// instances ignores one for an action it no longer holds (its lease was
+    /// taken over and another instance has the action): it counts it (see
+    /// [`FleetStatus::stale_outcomes`]) and changes nothing. An update for an
+    /// action the store does not have changes nothing.
     ///
     /// # Errors
     ///

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use breakwater_dispatch::store::{SqliteStore, Store};
+use breakwater_dispatch::pg_cluster::PgCluster;
+use breakwater_dispatch::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use tempfile::TempDir;
 
 /// A backend the suite runs against.
@@ -77,5 +78,83 @@ impl Handle for SqliteHandle {
         self.store.close().await;
         // `open` releases every claim: this process owns all the work.
         self.store = open_sqlite(&self.path);
+    }
+}
+
+/// The Postgres store, each test on a schema of its own in one throwaway
+/// cluster shared by the tests that run at the same time (started by the
+/// first, stopped when the last lets go of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PostgresBackend;
+
+/// The cluster the running tests share, while any holds it.
+static CLUSTER: std::sync::Mutex<std::sync::Weak<PgCluster>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// Numbers the schemas and instances of this run.
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+async fn shared_cluster() -> Arc<PgCluster> {
+    tokio::task::spawn_blocking(|| {
+        let mut slot = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.upgrade() {
+            return c;
+        }
+        let cluster = match PgCluster::start() {
+            Ok(c) => Arc::new(c),
+            Err(e) => panic!("starting a throwaway Postgres cluster: {e}"),
+        };
+        *slot = Arc::downgrade(&cluster);
+        cluster
+    })
+    .await
+    .expect("starting the cluster")
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn fresh(&self) -> Box<dyn Handle> {
+        let cluster = shared_cluster().await;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut options = PostgresOptions::new(cluster.url());
+        options.password = Some(cluster.password().to_string());
+        options.schema = format!("conformance_{}_{n}", std::process::id());
+        options.instance = format!("conformance-{n}");
+        options.pool_size = 4;
+        let store = connect(options.clone()).await;
+        Box::new(PostgresHandle {
+            store,
+            options,
+            _cluster: cluster,
+        })
+    }
+}
+
+async fn connect(options: PostgresOptions) -> Arc<PostgresStore> {
+    match PostgresStore::connect(options).await {
+        Ok(store) => Arc::new(store),
+        Err(e) => panic!("connecting to the throwaway cluster: {e}"),
+    }
+}
+
+/// A [`PostgresStore`] on its own schema, and the cluster it lives in.
+#[derive(Debug)]
+struct PostgresHandle {
+    store: Arc<PostgresStore>,
+    options: PostgresOptions,
+    _cluster: Arc<PgCluster>,
+}
+
+#[async_trait]
+impl Handle for PostgresHandle {
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    async fn reopen(&mut self) {
+        self.store.close().await;
+        // The same instance name: a restarted instance takes a new lease,
+        // and the claims of its earlier one are released.
+        self.store = connect(self.options.clone()).await;
     }
 }

@@ -58,6 +58,9 @@ pub(crate) async fn oldest_pending_is_the_oldest_action_still_to_deliver(db: &mu
         Some(t1),
         "a held action is still to deliver"
     );
+    // Enabled again, claimed, and then dead-lettered.
+    assert_eq!(s.release_held(&endpoint(A)).await.unwrap(), 1);
+    assert_eq!(claim_ids(&s, &endpoint(A), soon()).await, [a1]);
     apply(&s, vec![dead(a1, "HTTP 400")]).await;
     assert_eq!(s.oldest_pending_ms().await.unwrap(), Some(t2));
     apply(&s, vec![delivered(a2)]).await;
@@ -66,6 +69,8 @@ pub(crate) async fn oldest_pending_is_the_oldest_action_still_to_deliver(db: &mu
         Some(t2),
         "the parked, unclaimed one"
     );
+    // An outcome is for an action the store handed out: claimed first.
+    assert_eq!(claim_ids(&s, &endpoint(B), wall_ms() + 2 * DAY).await, [a3]);
     apply(&s, vec![dead(a3, "HTTP 400")]).await;
     assert_eq!(s.oldest_pending_ms().await.unwrap(), None);
     assert_eq!(s.replay_dead_letters(Some(vec![a1])).await.unwrap(), 1);

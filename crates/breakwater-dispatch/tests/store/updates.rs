@@ -741,6 +741,8 @@ pub(crate) async fn an_update_for_an_unknown_action_is_harmless(db: &mut dyn Han
     .await;
     let (x, quiet) = (back[0].id, back[1].id);
     let purged = record(&s, e.id).await.actions[1].id;
+    // An outcome is for an action the store handed out: claimed first.
+    assert_eq!(claim_ids(&s, &endpoint(A), soon()).await, [purged]);
     apply(&s, vec![dead(purged, "HTTP 400")]).await;
     assert_eq!(s.purge_dead_letters(Some(vec![purged])).await.unwrap(), 1);
     let before = record(&s, e.id).await;

@@ -375,18 +375,29 @@ impl PostgresStore {
         if let Some(l) = lock(&self.lanes).get(endpoint) {
             return Ok(*l);
         }
-        let row = self.note(
-            client
-                .query_one(
-                    "WITH new AS (
-                        INSERT INTO endpoints (endpoint) VALUES ($1)
-                        ON CONFLICT (endpoint) DO NOTHING RETURNING lane)
-                     SELECT lane FROM new UNION ALL
-                     SELECT lane FROM endpoints WHERE endpoint = $1 LIMIT 1",
-                    &[&endpoint],
-                )
-                .await,
-        )?;
+        // Made by another instance at the same moment, the row is not in
+        // this statement's snapshot: the next statement sees it.
+        let mut row = None;
+        for _ in 0..3 {
+            row = self.note(
+                client
+                    .query_opt(
+                        "WITH new AS (
+                            INSERT INTO endpoints (endpoint) VALUES ($1)
+                            ON CONFLICT (endpoint) DO NOTHING RETURNING lane)
+                         SELECT lane FROM new UNION ALL
+                         SELECT lane FROM endpoints WHERE endpoint = $1 LIMIT 1",
+                        &[&endpoint],
+                    )
+                    .await,
+            )?;
+            if row.is_some() {
+                break;
+            }
+        }
+        let row = row.ok_or_else(|| {
+            StoreError::Backend(format!("the endpoint {endpoint} could not be numbered"))
+        })?;
         let lane: i32 = row.get(0);
         lock(&self.lanes).insert(endpoint.into(), lane);
         Ok(lane)
@@ -404,26 +415,38 @@ impl PostgresStore {
             return Ok(*s);
         }
         let lane = self.lane(client, action.endpoint()).await?;
-        let row = self.note(
-            client
-                .query_one(
-                    "WITH d AS (SELECT md5(length($1::text) || ':' || $1 || $2::text) AS digest),
-                     new AS (
-                        INSERT INTO action_specs (digest, observer, endpoint, action_type, action, lane)
-                        SELECT d.digest, $1, $3, $4, $2, $5 FROM d
-                        ON CONFLICT (digest) DO NOTHING RETURNING id)
-                     SELECT id FROM new UNION ALL
-                     SELECT s.id FROM action_specs s, d WHERE s.digest = d.digest LIMIT 1",
-                    &[
-                        &action.observer(),
-                        &action.json(),
-                        &action.endpoint(),
-                        &action.action().action_type(),
-                        &lane,
-                    ],
-                )
-                .await,
-        )?;
+        let mut row = None;
+        for _ in 0..3 {
+            row = self.note(
+                client
+                    .query_opt(
+                        "WITH d AS (SELECT md5(length($1::text) || ':' || $1 || $2::text) AS digest),
+                         new AS (
+                            INSERT INTO action_specs (digest, observer, endpoint, action_type, action, lane)
+                            SELECT d.digest, $1, $3, $4, $2, $5 FROM d
+                            ON CONFLICT (digest) DO NOTHING RETURNING id)
+                         SELECT id FROM new UNION ALL
+                         SELECT s.id FROM action_specs s, d WHERE s.digest = d.digest LIMIT 1",
+                        &[
+                            &action.observer(),
+                            &action.json(),
+                            &action.endpoint(),
+                            &action.action().action_type(),
+                            &lane,
+                        ],
+                    )
+                    .await,
+            )?;
+            if row.is_some() {
+                break;
+            }
+        }
+        let row = row.ok_or_else(|| {
+            StoreError::Backend(format!(
+                "the action of observer {} could not be stored",
+                action.observer()
+            ))
+        })?;
         let spec = (row.get::<_, i32>(0), lane);
         lock(&self.specs).insert(key, spec);
         Ok(spec)
@@ -471,6 +494,7 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
         deadpool_postgres::PoolError::Timeout(_) => {
             StoreError::Backend("cannot reach the database: timed out".into())
         }
+        deadpool_postgres::PoolError::Closed => StoreError::Closed,
         e => StoreError::Backend(format!("cannot reach the database: {e}")),
     }
 }
@@ -640,30 +664,28 @@ impl Store for PostgresStore {
         // Read once: the claim and the actions handed back name one epoch.
         let epoch = self.lease.epoch();
         let t = self.note(client.transaction().await)?;
-        let stmt = self.note(t.prepare_cached(queries::CLAIM_BACKLOG).await)?;
-        let rows = self.note(
-            t.query(
-                &stmt,
-                &[
-                    &lane,
-                    &due_by_ms,
-                    &(limit as i64),
-                    &self.lease.instance,
-                    &epoch,
-                ],
-            )
-            .await,
-        )?;
+        // One more than the page, to know whether more is left (what
+        // another instance is claiming now is not counted).
+        let page = self.note(t.prepare_cached(queries::BACKLOG_PAGE).await)?;
+        let mut ids: Vec<i64> = self
+            .note(
+                t.query(
+                    &page,
+                    &[&lane, &due_by_ms, &(limit.saturating_add(1) as i64)],
+                )
+                .await,
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let claim = self.note(t.prepare_cached(queries::CLAIM_IDS).await)?;
+        let rows = self.note(t.query(&claim, &[&ids, &self.lease.instance, &epoch]).await)?;
         let actions = rows
             .iter()
             .map(|r| row_to_pending(r, epoch))
             .collect::<StoreResult<Vec<_>>>()?;
-        let more: bool = self
-            .note(
-                t.query_one(queries::BACKLOG_LEFT, &[&lane, &due_by_ms])
-                    .await,
-            )?
-            .get(0);
         self.note(t.commit().await)?;
         Ok(Claimed { actions, more })
     }

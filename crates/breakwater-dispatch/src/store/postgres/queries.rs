@@ -12,33 +12,29 @@ use crate::store::{
     ActionRecord, ActionStatus, EventJson, NewAction, PendingAction, StoreResult, Update,
 };
 
-/// Claims a page of endpoint number `$1`'s backlog for holder `$4` under
-/// epoch `$5`: its unclaimed pending and parked actions due by `$2`,
-/// earliest due first, at most `$3`, with their events. Rows another
-/// instance is claiming at the same moment are skipped, not waited for.
-pub(super) const CLAIM_BACKLOG: &str = "
-WITH page AS (
-    SELECT id FROM actions
-    WHERE holder IS NULL AND status IN ('pending', 'parked') AND lane = $1
-      AND COALESCE(not_before, accepted_at) <= $2
-    ORDER BY COALESCE(not_before, accepted_at), id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED),
-claimed AS (
-    UPDATE actions a SET holder = $4, epoch = $5
-    FROM page WHERE a.id = page.id
+/// The next page of endpoint number `$1`'s backlog and one action more:
+/// its unclaimed pending and parked actions due by `$2`, earliest due
+/// first, at most `$3`, locked for the claim. Rows another instance is
+/// claiming at the same moment are skipped, not waited for.
+pub(super) const BACKLOG_PAGE: &str = "
+SELECT id FROM actions
+WHERE holder IS NULL AND status IN ('pending', 'parked') AND lane = $1
+  AND COALESCE(not_before, accepted_at) <= $2
+ORDER BY COALESCE(not_before, accepted_at), id
+LIMIT $3
+FOR UPDATE SKIP LOCKED";
+
+/// Claims the actions with ids in `$1` for holder `$2` under epoch `$3`,
+/// with their events, earliest due first.
+pub(super) const CLAIM_IDS: &str = "
+WITH claimed AS (
+    UPDATE actions a SET holder = $2, epoch = $3
+    WHERE a.id = ANY($1)
     RETURNING a.id, a.event, a.spec, a.attempts, a.not_before, a.accepted_at, a.status)
 SELECT c.id, s.observer, s.endpoint, s.action, c.attempts, c.not_before, c.accepted_at,
        c.status, e.id AS event_id, e.body
 FROM claimed c JOIN events e ON e.id = c.event JOIN action_specs s ON s.id = c.spec
 ORDER BY COALESCE(c.not_before, c.accepted_at), c.id";
-
-/// Whether endpoint number `$1` has unclaimed waiting actions due by `$2`
-/// left.
-pub(super) const BACKLOG_LEFT: &str = "
-SELECT EXISTS (SELECT 1 FROM actions
-               WHERE holder IS NULL AND status IN ('pending', 'parked') AND lane = $1
-                 AND COALESCE(not_before, accepted_at) <= $2)";
 
 /// The endpoints with unclaimed waiting actions due by `$1`.
 pub(super) const BACKLOGGED: &str = "
