@@ -557,7 +557,7 @@ impl Store for PostgresStore {
         } else {
             let stmt = self.note(
                 t.prepare_cached(
-                    "SELECT nextval(pg_get_serial_sequence('actions', 'id'))
+                    "SELECT nextval('actions_id_seq')
                      FROM generate_series(1, $1::int8)",
                 )
                 .await,
