@@ -988,8 +988,6 @@ async fn a_paused_instance_changes_nothing_after_its_lease_is_taken_over() {
 /// flight when it was paused (here those requests were all answered 503,
 /// so not even those).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a woken instance resends its whole window before its heartbeat notices the \
-            lost lease (the epoch it checks is only updated by the heartbeat)"]
 async fn a_paused_instance_does_not_resend_what_was_taken_over() {
     let _turn = serial().await;
     let paused = pause_past_the_lease().await;
@@ -1428,9 +1426,6 @@ async fn rows_of_a_locked(db: &tokio_postgres::Client) -> i64 {
 /// updated action rows it holds: its lease expires like any other, and
 /// the fleet must still take its claims over within the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the takeover's UPDATE waits for the paused instance's row locks, without a \
-            timeout, inside the heartbeat: nothing is taken over while it is paused, and the \
-            waiting instance stops renewing its own lease"]
 async fn a_paused_instance_holding_row_locks_does_not_stall_the_takeover() {
     let _turn = serial().await;
     let cluster = start_cluster().await;
@@ -1595,9 +1590,6 @@ async fn a_paused_instance_holding_row_locks_does_not_stall_the_takeover() {
 /// A URL holding a password is one problem, of `store`. The fleet's keys
 /// around it are right for a Postgres store and are not problems.
 #[test]
-#[ignore = "bug: a refused postgres:// URL leaves the store a SQLite file, so check-config \
-            also reports store_password_env, store_schema and [fleet] as `only for a \
-            Postgres store (store is a SQLite file here)`"]
 fn check_config_reports_a_url_with_a_password_as_one_problem() {
     let dir = tempfile::tempdir().unwrap();
     let text = r#"store = "postgres://breakwater:Pw4Fleet@127.0.0.1:5432/breakwater"
@@ -1630,9 +1622,6 @@ type = "log"
 /// (with its claims released and its window let go) once the database is
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after a database outage longer than lease_ms, the first instance to reconnect \
-            deletes the others' leases (expired on the database clock while nobody could renew) \
-            and releases their claims"]
 async fn a_database_outage_longer_than_the_lease_takes_over_no_live_instance() {
     let _turn = serial().await;
     let mut cluster = start_cluster().await;

@@ -243,7 +243,13 @@ impl Config {
                 config.fleet = f;
             }
         }
-        if config.store.sqlite().is_some() {
+        // Only for a store given as a file (a refused URL is a problem of
+        // its own, not a file).
+        let file_store = table
+            .get("store")
+            .and_then(toml::Value::as_str)
+            .is_none_or(|s| !crate::store::PostgresOptions::is_url(s));
+        if file_store {
             for key in ["store_password_env", "store_schema", "fleet"] {
                 if table.contains_key(key) {
                     c.problem(

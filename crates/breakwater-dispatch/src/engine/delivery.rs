@@ -131,6 +131,17 @@ impl Engine {
                 "the stored event cannot be read as an event: {e}"
             ))),
         };
+        // The lease it was claimed under was lost while it ran (a pause, an
+        // outage): another instance may hold it now, so its outcome is not
+        // this instance's to write.
+        // (With the lease unconfirmed, the outcome is written anyway: the
+        // store applies it only if the lease turns out to be still ours.)
+        if self.inner.store.lease_confirmed()
+            && action.claim_epoch != self.inner.store.claim_epoch()
+        {
+            self.let_go_lost(lane, &action);
+            return;
+        }
         let label = Metrics::endpoint(&lane.endpoint);
         let m = &self.inner.metrics;
         match classify(result) {

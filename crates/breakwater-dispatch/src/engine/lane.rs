@@ -236,6 +236,10 @@ impl Engine {
     }
 }
 
+/// How long an action waits, while the store cannot confirm this
+/// instance's lease, before it is looked at again.
+const LEASE_WAIT: Duration = Duration::from_millis(100);
+
 /// The share of `limit` taken by the instance of rank `rank` among `live`:
 /// the shares of ranks `0..live` add up to `limit` exactly.
 fn share_of(limit: usize, rank: usize, live: usize) -> usize {
@@ -260,6 +264,12 @@ pub(super) async fn lane_task(
                 None => return,
             },
         };
+        if !engine.inner.store.lease_confirmed() {
+            // A pause or an outage longer than the lease: nothing goes out
+            // until the store knows whether the claims are still ours.
+            engine.later(action, LEASE_WAIT);
+            continue;
+        }
         if action.claim_epoch != engine.inner.store.claim_epoch() {
             engine.let_go_lost(&lane, &action);
             continue;

@@ -656,6 +656,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(Vec::new())
     }
 
+    /// Whether this instance's claims are certainly still its own: false
+    /// after a pause or an outage longer than its lease, until the store
+    /// has renewed the lease (nobody took it over) or taken a new one (with
+    /// a new [`claim_epoch`](Store::claim_epoch)). The engine delivers
+    /// nothing meanwhile. Always true (the default) for a store of one
+    /// process. Cheap (no query).
+    fn lease_confirmed(&self) -> bool {
+        true
+    }
+
     /// This instance's place among the live instances sharing the store,
     /// `(rank, live)`, by which each takes its share of every endpoint's
     /// `max_in_flight_per_endpoint` (so that the limit holds for the fleet

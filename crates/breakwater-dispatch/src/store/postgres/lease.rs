@@ -13,7 +13,8 @@
 //! nothing (they are counted and logged).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -40,6 +41,15 @@ pub(super) struct Lease {
     /// after the lease was taken has counted them, so that the others have
     /// had a heartbeat to count this one before it takes a share.
     share: AtomicU64,
+    /// When the last renewal (or the lease's taking) was sent: the database
+    /// counts the lease from a moment after it, so until `lease` has passed
+    /// since then the lease is certainly this instance's.
+    renewed_at: Mutex<Instant>,
+    /// Since when this instance has reached the database at every
+    /// heartbeat (`None` after a failed one): it takes over no other lease
+    /// before it has been up a whole lease, so that an outage everyone saw
+    /// does not read as everyone else's death.
+    up_since: Mutex<Option<Instant>>,
 }
 
 impl Lease {
@@ -51,12 +61,30 @@ impl Lease {
             lost: AtomicBool::new(false),
             taken_over: AtomicU64::new(0),
             share: AtomicU64::new(0),
+            renewed_at: Mutex::new(Instant::now()),
+            up_since: Mutex::new(None),
         }
     }
 
     /// The current epoch.
     pub(super) fn epoch(&self) -> i64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the lease is certainly this instance's: renewed less than a
+    /// lease ago. After a pause or an outage it is not, until a heartbeat
+    /// renews it (nobody took it over) or takes a new one (somebody did).
+    pub(super) fn confirmed(&self) -> bool {
+        !self.is_stale()
+    }
+
+    fn is_stale(&self) -> bool {
+        lock(&self.renewed_at).elapsed() >= self.lease
+    }
+
+    /// A heartbeat failed to reach the database.
+    pub(super) fn unreachable(&self) {
+        *lock(&self.up_since) = None;
     }
 
     /// `(rank, live)`: see [`Lease::share`]'s field.
@@ -78,6 +106,7 @@ impl Lease {
     /// lease of this instance's name still holds: a restarted instance owns
     /// none of the work it had.
     pub(super) async fn take(&self, client: &mut Client) -> StoreResult<i64> {
+        let sent = Instant::now();
         let t = client.transaction().await.map_err(backend)?;
         let epoch: i64 = t
             .query_one(
@@ -109,6 +138,8 @@ impl Lease {
             .get(0);
         t.commit().await.map_err(backend)?;
         self.epoch.store(epoch, Ordering::Release);
+        *lock(&self.renewed_at) = sent;
+        lock(&self.up_since).get_or_insert(sent);
         // Alone, the whole limit is this instance's at once; beside others,
         // it takes its share at its next heartbeat, when they have had one
         // to count it and shrink theirs.
@@ -122,6 +153,7 @@ impl Lease {
     /// every instance whose lease expired. Returns how many instances were
     /// taken over.
     pub(super) async fn beat(&self, client: &mut Client) -> StoreResult<u64> {
+        let sent = Instant::now();
         let renewed = client
             .execute(
                 "UPDATE instances SET heartbeat_at = now(),
@@ -131,14 +163,19 @@ impl Lease {
             )
             .await
             .map_err(backend)?;
+        if renewed > 0 {
+            *lock(&self.renewed_at) = sent;
+            lock(&self.up_since).get_or_insert(sent);
+        }
         if renewed == 0 {
             let old = self.epoch();
             let new = self.take(client).await?;
             self.lost.store(true, Ordering::Release);
             tracing::warn!(instance = %self.instance, old_epoch = old, new_epoch = new,
-                "this instance's lease had expired and its claims were taken over by another \
-                 instance; it took a new lease, and outcomes of its old claims are ignored");
-            return self.take_over(client).await;
+                "this instance's lease had expired and another instance took it over; this one \
+                 lets go of what it held, took a new lease, and outcomes of its old claims are \
+                 ignored");
+            return Ok(0);
         }
         let n = self.take_over(client).await?;
         let live = client
@@ -160,7 +197,17 @@ impl Lease {
     /// Deletes the rows of instances whose lease expired (database clock)
     /// and releases their claims into the backlogs. Returns how many.
     pub(super) async fn take_over(&self, client: &mut Client) -> StoreResult<u64> {
+        let up_a_lease = lock(&self.up_since).is_some_and(|t| t.elapsed() >= self.lease);
+        if !up_a_lease {
+            return Ok(0);
+        }
         let t = client.transaction().await.map_err(backend)?;
+        // Rows a paused instance locked are not waited for: the next
+        // heartbeat tries again (the server ends an idle transaction after
+        // half a lease).
+        t.batch_execute("SET LOCAL lock_timeout = '1s'")
+            .await
+            .map_err(backend)?;
         let dead = t
             .query(
                 "DELETE FROM instances WHERE expires_at < now() AND instance <> $1
@@ -193,4 +240,8 @@ impl Lease {
         self.taken_over.fetch_add(n, Ordering::Relaxed);
         Ok(n)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

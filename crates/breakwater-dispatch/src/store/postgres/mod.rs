@@ -115,8 +115,14 @@ impl PostgresOptions {
         }
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("breakwater");
+        // A session that stops mid-transaction (its process paused or
+        // frozen) is ended by the server within half a lease, so its row
+        // locks never outlast its lease; no statement waits long for a lock.
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let idle_ms = (lease_ms / 2).clamp(1_000, 60_000);
         config.options(format!(
-            "-c search_path={} -c client_min_messages=warning",
+            "-c search_path={} -c client_min_messages=warning \
+             -c idle_in_transaction_session_timeout={idle_ms} -c lock_timeout=10000",
             self.schema
         ));
         Ok(config)
@@ -335,6 +341,7 @@ impl PostgresStore {
                 match result {
                     Ok(_) => down.store(false, Ordering::Relaxed),
                     Err(e) => {
+                        lease.unreachable();
                         down.store(true, Ordering::Relaxed);
                         tracing::warn!(error = %e, instance = %lease.instance,
                             "renewing this instance's lease failed; tried again at the next heartbeat");
@@ -844,6 +851,10 @@ impl Store for PostgresStore {
 
     fn claim_epoch(&self) -> i64 {
         self.lease.epoch()
+    }
+
+    fn lease_confirmed(&self) -> bool {
+        self.lease.confirmed()
     }
 
     async fn publish_admin(&self, endpoint: &str, op: &str) -> StoreResult<i64> {
