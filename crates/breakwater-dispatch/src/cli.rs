@@ -33,6 +33,21 @@ fn loopback(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// A fleet size within the demo's bounds.
+fn fleet_size(text: &str) -> Result<usize, String> {
+    use crate::demo::fleet::{MAX_INSTANCES, MIN_INSTANCES};
+    let n: usize = text
+        .parse()
+        .map_err(|e| format!("not a number of instances ({e})"))?;
+    if (MIN_INSTANCES..=MAX_INSTANCES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "a fleet has {MIN_INSTANCES} to {MAX_INSTANCES} instances, not {n}"
+        ))
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -43,9 +58,17 @@ pub enum Command {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(4..=86_400))]
         duration: u64,
         /// Where `/metrics` (and the whole API) is served meanwhile: a
-        /// loopback address.
+        /// loopback address. With `--fleet`, the first instance's (bw-1)
+        /// address; the others take free ports.
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = loopback)]
         listen: SocketAddr,
+        /// Run N `serve` processes (2 to 8) on a throwaway PostgreSQL
+        /// cluster instead of one on SQLite, and kill one of them with
+        /// SIGKILL a third of the way in; the summary checks that nothing
+        /// was lost. Needs PostgreSQL's server programs (Debian: `apt-get
+        /// install postgresql`).
+        #[arg(long, value_name = "N", value_parser = fleet_size)]
+        fleet: Option<usize>,
     },
     /// Run the service.
     Serve {
@@ -145,14 +168,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::server::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { duration, listen } => {
+        Command::Demo {
+            duration,
+            listen,
+            fleet,
+        } => {
             if std::env::var_os("BREAKWATER_LOG").is_some() {
                 init_tracing();
             }
-            let ok = runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
-                duration: std::time::Duration::from_secs(duration),
-                listen,
-            }))?;
+            let duration = std::time::Duration::from_secs(duration);
+            let ok = match fleet {
+                None => runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+                    duration,
+                    listen,
+                }))?,
+                Some(instances) => runtime()?.block_on(crate::demo::fleet::run(
+                    crate::demo::fleet::FleetOptions {
+                        instances,
+                        duration,
+                        listen,
+                    },
+                ))?,
+            };
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -2,7 +2,7 @@
 //!
 //! Tables live in one schema ([`PostgresOptions::schema`]), created and
 //! migrated at start under an advisory lock ([`schema`]). Each instance
-//! holds a lease ([`lease`]); every action it claims names it and the
+//! holds a lease (`lease.rs`); every action it claims names it and the
 //! lease's epoch, and every outcome it writes matches them, so an instance
 //! that lost its lease changes nothing (its late outcomes are counted and
 //! logged). Claims are batched and short (`FOR UPDATE SKIP LOCKED`); no

@@ -8,6 +8,12 @@
 //! every second, and a summary at the end says whether the dead endpoint's
 //! breaker opened, deferred its actions, and delivered them all once the
 //! receiver recovered.
+//!
+//! `breakwater demo --fleet N` ([`fleet`]) shows the same receivers served
+//! by a fleet of `serve` processes sharing a throwaway Postgres database,
+//! one of them killed mid-run.
+
+pub mod fleet;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
