@@ -125,6 +125,9 @@ struct Hook {
     answers: Arc<Mutex<HashMap<String, Vec<Answer>>>>,
     /// Requests begun (answered or not).
     begun: Arc<AtomicU64>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
 }
 
 impl Hook {
@@ -137,6 +140,8 @@ impl Hook {
             delay_max_ms: Arc::new(AtomicU64::new(delay_ms.1)),
             answers: Arc::new(Mutex::new(HashMap::new())),
             begun: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            peak: Arc::new(AtomicU64::new(0)),
         };
         let h = hook.clone();
         let app = Router::new().route(
@@ -145,6 +150,8 @@ impl Hook {
                 let h = h.clone();
                 async move {
                     h.begun.fetch_add(1, Ordering::SeqCst);
+                    let now = h.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    h.peak.fetch_max(now, Ordering::SeqCst);
                     let id = headers
                         .get("webhook-id")
                         .and_then(|v| v.to_str().ok())
@@ -163,6 +170,7 @@ impl Hook {
                         tokio::time::sleep(Duration::from_millis(delay)).await;
                     }
                     let status = h.status.load(Ordering::SeqCst);
+                    h.in_flight.fetch_sub(1, Ordering::SeqCst);
                     h.answers
                         .lock()
                         .unwrap()
@@ -1693,5 +1701,121 @@ async fn a_database_outage_longer_than_the_lease_takes_over_no_live_instance() {
     assert_eq!(
         after, before,
         "a live instance lost its lease to the outage"
+    );
+}
+
+/// `max_in_flight_per_endpoint` holds for the fleet together, as the
+/// receiver counts requests open at once: three instances share a limit of
+/// four (two, one and one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_limit_holds_for_the_fleet_together() {
+    let _turn = serial().await;
+    let cluster = start_cluster().await;
+    let hook = Hook::start(200, (40, 40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[delivery]\nmax_in_flight_per_endpoint = 4\n";
+    let fleet: Vec<Instance> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let cfg = write_config(
+                dir.path(),
+                n,
+                &config(&cluster.url(), n, 3000, &hook, extra),
+            );
+            Instance::start(n, &cfg, cluster.password())
+        })
+        .collect();
+    // Each has counted the others: a heartbeat after the last started.
+    let dbc = db(&cluster).await;
+    poll(
+        "every instance heartbeating since the last one started",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            count(
+                &dbc,
+                "SELECT COUNT(*) FROM breakwater.instances
+                 WHERE heartbeat_at > (SELECT MAX(started_at) FROM breakwater.instances)",
+            )
+            .await
+                == 3
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for round in 0..12 {
+        let (batch_ids, body) = batch(50);
+        fleet[round % 3].post_202(&body).await;
+        ids.extend(batch_ids);
+    }
+    poll(
+        "every event delivered",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async { hook.delivered().len() >= ids.len() },
+    )
+    .await;
+    let peak = hook.peak.load(Ordering::SeqCst);
+    eprintln!("600 events through three instances sharing a limit of 4: at most {peak} at once at the receiver");
+    assert!(
+        peak <= 4,
+        "{peak} requests at once, over the fleet's limit of 4"
+    );
+    assert!(peak >= 3, "the fleet used its limit ({peak} at once)");
+}
+
+/// The `dlq` commands and `migrate` on a Postgres store: dead letters are
+/// listed and replayed from beside a running instance; a schema newer than
+/// the binary is refused, naming both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_and_migrate_work_on_postgres() {
+    let _turn = serial().await;
+    let cluster = start_cluster().await;
+    let hook = Hook::start(400, (0, 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "a",
+        &config(&cluster.url(), "a", 3000, &hook, ""),
+    );
+    let a = Instance::start("a", &cfg, cluster.password());
+    let (ids, body) = batch(3);
+    a.post_202(&body).await;
+    for id in &ids {
+        poll(
+            "dead-lettered",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async { statuses(&a.event(*id).await) == ["dead_lettered"] },
+        )
+        .await;
+    }
+    let (ok, out) = run(&["dlq", "list", "--config"], &cfg, cluster.password());
+    assert!(ok, "{out}");
+    for id in &ids {
+        assert!(out.contains(&id.to_string()), "{id} listed: {out}");
+    }
+    hook.set(200);
+    let (ok, out) = run(&["dlq", "replay", "--config"], &cfg, cluster.password());
+    assert!(ok, "{out}");
+    poll(
+        "the replayed dead letters delivered",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { hook.delivered().len() >= 3 },
+    )
+    .await;
+    let (ok, out) = run(&["migrate", "--config"], &cfg, cluster.password());
+    assert!(ok && out.contains("up to date"), "{out}");
+    drop(a);
+    let dbc = db(&cluster).await;
+    dbc.execute("UPDATE breakwater.schema_version SET version = 99", &[])
+        .await
+        .unwrap();
+    let (ok, out) = run(&["migrate", "--config"], &cfg, cluster.password());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("version 99") && out.contains("binary's 1"),
+        "{out}"
     );
 }
