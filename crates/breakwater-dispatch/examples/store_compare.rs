@@ -14,6 +14,9 @@
 //! run, then the medians: events a second, this process's CPU an event, and
 //! for Postgres its server processes' CPU an event and the events a second
 //! one server core carries at that cost.
+//!
+//! `STORE_COMPARE_PG="name=value,..."` sets server settings first (with
+//! `ALTER SYSTEM`), to see what one costs: e.g. `synchronous_commit=off`.
 
 /// The allocator the `breakwater` binary uses.
 #[global_allocator]
@@ -175,13 +178,40 @@ async fn main() {
     let events: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50_000);
     let tasks: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let cluster = match PgCluster::start() {
+    let mut cluster = match PgCluster::start() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);
         }
     };
+    if let Ok(settings) = std::env::var("STORE_COMPARE_PG") {
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={} password={} dbname={}",
+                cluster.port(),
+                cluster.user(),
+                cluster.password(),
+                cluster.database()
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connecting to the cluster");
+        tokio::spawn(conn);
+        for setting in settings.split(',').filter(|s| !s.is_empty()) {
+            let (name, value) = setting.split_once('=').expect("name=value");
+            client
+                .batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+                .await
+                .expect("a setting");
+        }
+        drop(client);
+        // Some settings need a restart (shared_preload_libraries).
+        cluster.stop().expect("stopping the cluster");
+        cluster.start_again().expect("starting the cluster again");
+        println!("postgres settings: {settings}");
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (mut sqlite, mut postgres) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
@@ -205,6 +235,9 @@ async fn main() {
         sqlite.push(s);
         postgres.push(p);
     }
+    if std::env::var("STORE_COMPARE_PG").is_ok_and(|s| s.contains("pg_stat_statements")) {
+        top_statements(&cluster).await;
+    }
     let s = median(sqlite.iter().map(|r| r.events_per_s).collect());
     let p = median(postgres.iter().map(|r| r.events_per_s).collect());
     let server_us = median(postgres.iter().map(|r| r.server_us).collect());
@@ -215,4 +248,39 @@ async fn main() {
         p / s,
         1e6 / server_us.max(0.001)
     );
+}
+
+/// Prints the statements that took the server's time, from
+/// `pg_stat_statements` (when loaded).
+async fn top_statements(cluster: &PgCluster) {
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={}",
+            cluster.port(),
+            cluster.user(),
+            cluster.password(),
+            cluster.database()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connecting to the cluster");
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .expect("pg_stat_statements");
+    let rows = client
+        .query(
+            "SELECT calls, total_exec_time, total_plan_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+             FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 8",
+            &[],
+        )
+        .await
+        .expect("reading pg_stat_statements");
+    for r in rows {
+        let (calls, exec, plan, q): (i64, f64, f64, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        println!("{calls:>8} calls {exec:>9.0} ms exec {plan:>7.0} ms plan  {q}");
+    }
 }

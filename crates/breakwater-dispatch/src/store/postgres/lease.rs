@@ -123,7 +123,8 @@ impl Lease {
             .get(0);
         t.execute(
             "UPDATE actions SET holder = NULL, epoch = NULL
-             WHERE holder = $1 AND epoch <> $2",
+             WHERE status <> 'delivered' AND status IN ('pending', 'parked')
+               AND holder = $1 AND epoch <> $2",
             &[&self.instance, &epoch],
         )
         .await
@@ -190,7 +191,10 @@ impl Lease {
             .position(|r| r.get::<_, &str>(0) == self.instance)
             .unwrap_or(0);
         let packed = ((rank as u64) << 32) | (live.len() as u64 & 0xffff_ffff);
-        self.share.store(packed, Ordering::Release);
+        if self.share.swap(packed, Ordering::AcqRel) != packed {
+            tracing::info!(instance = %self.instance, rank, live = live.len(),
+                "the fleet's live instances changed: each endpoint's max_in_flight is shared anew");
+        }
         Ok(n)
     }
 
@@ -225,7 +229,8 @@ impl Lease {
             let n = t
                 .execute(
                     "UPDATE actions SET holder = NULL, epoch = NULL
-                     WHERE holder = $1 AND epoch <= $2",
+                     WHERE status <> 'delivered' AND status IN ('pending', 'parked')
+                       AND holder = $1 AND epoch <= $2",
                     &[&instance, &epoch],
                 )
                 .await

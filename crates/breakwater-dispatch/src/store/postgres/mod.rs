@@ -164,6 +164,10 @@ pub fn check_schema(schema: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How many action ids a draw from the `action_ids` sequence gives (its
+/// increment).
+const ID_BLOCK: i64 = 1000;
+
 /// A configured action: its observer and JSON.
 type SpecKey = (Arc<str>, Arc<str>);
 
@@ -175,6 +179,8 @@ pub struct PostgresStore {
     lanes: Mutex<HashMap<Arc<str>, i32>>,
     /// Each configured action's spec id, by observer and action JSON.
     specs: Mutex<HashMap<SpecKey, (i32, i32)>>,
+    /// The rest of this instance's block of action ids.
+    ids: Mutex<std::ops::Range<i64>>,
     /// Outcomes that matched no claim of this instance's current lease.
     stale: Arc<AtomicU64>,
     /// Whether the last use of the database failed.
@@ -258,6 +264,7 @@ impl PostgresStore {
             lease,
             lanes: Mutex::new(HashMap::new()),
             specs: Mutex::new(HashMap::new()),
+            ids: Mutex::new(0..0),
             stale: Arc::new(AtomicU64::new(0)),
             down: Arc::new(AtomicBool::new(false)),
             stop: CancellationToken::new(),
@@ -374,6 +381,41 @@ impl PostgresStore {
                 }
                 Err(backend(e))
             }
+        }
+    }
+
+    /// `n` new action ids, ascending: from this instance's block, drawing
+    /// new blocks of a thousand from the `action_ids` sequence as needed.
+    async fn action_ids(&self, client: &tokio_postgres::Client, n: usize) -> StoreResult<Vec<i64>> {
+        let mut out = Vec::with_capacity(n);
+        loop {
+            {
+                let mut block = lock(&self.ids);
+                while out.len() < n && block.start < block.end {
+                    out.push(block.start);
+                    block.start += 1;
+                }
+            }
+            if out.len() == n {
+                return Ok(out);
+            }
+            let blocks = (n - out.len()).div_ceil(ID_BLOCK as usize) as i64;
+            let rows = self.note(
+                client
+                    .query(
+                        "SELECT nextval('action_ids') FROM generate_series(1, $1::int8)",
+                        &[&blocks],
+                    )
+                    .await,
+            )?;
+            let mut starts: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            starts.sort_unstable();
+            // All but the last block go to this batch; the last one is kept.
+            let last = starts.pop().unwrap_or(0);
+            for s in starts {
+                out.extend(s..s + ID_BLOCK);
+            }
+            *lock(&self.ids) = last..last + ID_BLOCK;
         }
     }
 
@@ -519,7 +561,7 @@ fn rfc3339(ms: i64) -> String {
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         // Specs and endpoint numbers first, outside the transaction (each
         // is made once and kept).
         let mut specs = Vec::new();
@@ -530,68 +572,37 @@ impl Store for PostgresStore {
         }
         let now = now_ms();
         let (instance, epoch) = (self.lease.instance.as_str(), self.lease.epoch());
-        let t = self.note(client.transaction().await)?;
         // One event of each id: a second of the same id in the batch is a
         // duplicate, as one stored before.
-        let mut seen = HashSet::with_capacity(events.len());
+        let mut first = HashSet::with_capacity(events.len());
+        let firsts: Vec<bool> = events.iter().map(|e| first.insert(e.event.id())).collect();
         let (mut ids, mut bodies) = (Vec::new(), Vec::new());
-        for e in &events {
-            if seen.insert(e.event.id()) {
-                ids.push(e.event.id());
-                bodies.push(e.event.json());
-            }
+        for (e, _) in events.iter().zip(&firsts).filter(|(_, f)| **f) {
+            ids.push(e.event.id());
+            bodies.push(e.event.json());
         }
-        let stmt = self.note(
-            t.prepare_cached(
-                "INSERT INTO events (id, body, accepted_at)
-                 SELECT id, body, $3 FROM unnest($1::uuid[], $2::text[]) AS n(id, body)
-                 ON CONFLICT (id) DO NOTHING RETURNING id",
-            )
-            .await,
-        )?;
-        let added: HashSet<Uuid> = self
-            .note(t.query(&stmt, &[&ids, &bodies, &now]).await)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         let wanted: usize = events
             .iter()
-            .filter(|e| added.contains(&e.event.id()))
-            .map(|e| e.actions.len())
+            .zip(&firsts)
+            .filter(|(_, f)| **f)
+            .map(|(e, _)| e.actions.len())
             .sum();
-        let mut action_ids: Vec<i64> = if wanted == 0 {
-            Vec::new()
-        } else {
-            let stmt = self.note(
-                t.prepare_cached(
-                    "SELECT nextval('actions_id_seq')
-                     FROM generate_series(1, $1::int8)",
-                )
-                .await,
-            )?;
-            self.note(t.query(&stmt, &[&(wanted as i64)]).await)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect()
-        };
-        action_ids.sort_unstable();
-        let mut next = action_ids.into_iter();
+        let mut next = self.action_ids(&client, wanted).await?.into_iter();
         let mut cols = queries::ActionColumns::default();
-        let mut out = Vec::with_capacity(events.len());
+        let mut pending_of = Vec::with_capacity(events.len());
         let mut spec_at = 0;
-        let mut first_seen = HashSet::with_capacity(events.len());
-        for e in events {
+        for (e, is_first) in events.iter().zip(&firsts) {
             let specs_of = &specs[spec_at..spec_at + e.actions.len()];
             spec_at += e.actions.len();
-            if !added.contains(&e.event.id()) || !first_seen.insert(e.event.id()) {
-                out.push(Inserted::Duplicate);
+            if !is_first {
+                pending_of.push(Vec::new());
                 continue;
             }
             let mut pending = Vec::new();
             for (a, (spec, lane)) in e.actions.iter().zip(specs_of) {
-                let id = next.next().ok_or_else(|| {
-                    StoreError::Backend("the database gave fewer action ids than asked".into())
-                })?;
+                let id = next
+                    .next()
+                    .ok_or_else(|| StoreError::Backend("fewer action ids than actions".into()))?;
                 let claimed = a.is_claimed();
                 cols.push(
                     id,
@@ -618,15 +629,29 @@ impl Store for PostgresStore {
                     });
                 }
             }
-            out.push(Inserted::New(pending));
+            pending_of.push(pending);
         }
-        if !cols.is_empty() {
-            cols.insert(&t, now)
-                .await
-                .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?;
-        }
-        self.note(t.commit().await)?;
-        Ok(out)
+        // The events and their actions in one statement (one round trip,
+        // one commit): the actions of events already stored are left out.
+        let added: HashSet<Uuid> = cols
+            .insert_with_events(&client, &ids, &bodies, now)
+            .await
+            .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?
+            .into_iter()
+            .collect();
+        self.down.store(false, Ordering::Relaxed);
+        Ok(events
+            .iter()
+            .zip(firsts)
+            .zip(pending_of)
+            .map(|((e, is_first), pending)| {
+                if is_first && added.contains(&e.event.id()) {
+                    Inserted::New(pending)
+                } else {
+                    Inserted::Duplicate
+                }
+            })
+            .collect())
     }
 
     async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {
@@ -634,13 +659,15 @@ impl Store for PostgresStore {
         let n = self.note(
             client
                 .execute(
-                    "DELETE FROM events WHERE id IN (
+                    "WITH old AS (
                         SELECT e.id FROM events e
                         WHERE e.accepted_at < $1
                           AND NOT EXISTS (SELECT 1 FROM actions a
                                           WHERE a.event = e.id AND a.status <> 'delivered')
                         ORDER BY e.accepted_at LIMIT $2
-                        FOR UPDATE SKIP LOCKED)",
+                        FOR UPDATE SKIP LOCKED),
+                     gone AS (DELETE FROM actions a USING old WHERE a.event = old.id)
+                     DELETE FROM events e USING old WHERE e.id = old.id",
                     &[&before_ms, &(limit as i64)],
                 )
                 .await,
@@ -721,11 +748,19 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let mut client = self.client().await?;
-        let t = self.note(client.transaction().await)?;
-        let stale = apply_runs(&t, &updates, &self.lease.instance, self.lease.epoch())
-            .await
-            .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?;
-        self.note(t.commit().await)?;
+        let (holder, epoch) = (&self.lease.instance, self.lease.epoch());
+        // One statement is its own transaction (the usual batch: outcomes
+        // of one kind); more go in one.
+        let stale = if queries::runs(&updates) == 1 {
+            apply_runs(&client, &updates, holder, epoch).await
+        } else {
+            let t = self.note(client.transaction().await)?;
+            match apply_runs(&t, &updates, holder, epoch).await {
+                Ok(n) => t.commit().await.map(|()| n),
+                Err(e) => Err(e),
+            }
+        }
+        .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?;
         if stale > 0 {
             self.stale.fetch_add(stale, Ordering::Relaxed);
             tracing::warn!(outcomes = stale, instance = %self.lease.instance,
@@ -914,7 +949,8 @@ impl Store for PostgresStore {
                 let _ = t
                     .execute(
                         "UPDATE actions SET holder = NULL, epoch = NULL
-                         WHERE holder = $1 AND epoch = $2",
+                         WHERE status <> 'delivered' AND status IN ('pending', 'parked')
+                           AND holder = $1 AND epoch = $2",
                         &[&self.lease.instance, &self.lease.epoch()],
                     )
                     .await;

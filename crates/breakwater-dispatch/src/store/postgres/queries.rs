@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -182,43 +182,56 @@ impl ActionColumns {
         self.epoch.push(holder.map(|(_, e)| e));
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.id.is_empty()
-    }
-
-    /// Inserts the rows, accepted and updated at `now`.
-    pub(super) async fn insert(
+    /// Inserts the events with ids `ids` and texts `bodies`, accepted at
+    /// `now`, and these rows for the events that were not stored yet, in
+    /// one statement; returns the ids of the events it stored.
+    pub(super) async fn insert_with_events(
         &self,
-        t: &Transaction<'_>,
+        client: &deadpool_postgres::Object,
+        ids: &[Uuid],
+        bodies: &[&str],
         now: i64,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let stmt = t
+    ) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+        let stmt = client
             .prepare_cached(
-                "INSERT INTO actions (id, event, spec, lane, status, not_before, last_error,
-                                      holder, epoch, accepted_at, updated_at)
-                 SELECT id, event, spec, lane, status, not_before, last_error, holder, epoch,
-                        $10, $10
-                 FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::int4[], $5::text[],
-                             $6::int8[], $7::text[], $8::text[], $9::int8[])
-                      AS n(id, event, spec, lane, status, not_before, last_error, holder, epoch)",
+                "WITH ev AS (
+                    INSERT INTO events (id, body, accepted_at)
+                    SELECT id, body, $3 FROM unnest($1::uuid[], $2::text[]) AS n(id, body)
+                    ON CONFLICT (id) DO NOTHING RETURNING id),
+                 ac AS (
+                    INSERT INTO actions (id, event, spec, lane, status, not_before, last_error,
+                                         holder, epoch, accepted_at, updated_at)
+                    SELECT n.id, n.event, n.spec, n.lane, n.status, n.not_before, n.last_error,
+                           n.holder, n.epoch, $3, $3
+                    FROM unnest($4::int8[], $5::uuid[], $6::int4[], $7::int4[], $8::text[],
+                                $9::int8[], $10::text[], $11::text[], $12::int8[])
+                         AS n(id, event, spec, lane, status, not_before, last_error, holder, epoch)
+                    WHERE n.event IN (SELECT id FROM ev))
+                 SELECT id FROM ev",
             )
             .await?;
-        t.execute(
-            &stmt,
-            &[
-                &self.id,
-                &self.event,
-                &self.spec,
-                &self.lane,
-                &self.status,
-                &self.not_before,
-                &self.last_error,
-                &self.holder,
-                &self.epoch,
-                &now,
-            ],
-        )
-        .await
+        Ok(client
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &bodies,
+                    &now,
+                    &self.id,
+                    &self.event,
+                    &self.spec,
+                    &self.lane,
+                    &self.status,
+                    &self.not_before,
+                    &self.last_error,
+                    &self.holder,
+                    &self.epoch,
+                ],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 }
 
@@ -271,13 +284,40 @@ fn attempts(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// How many statements [`apply_runs`] makes of `updates`.
+pub(super) fn runs(updates: &[Update]) -> usize {
+    let mut n = 0;
+    let mut start = 0;
+    while start < updates.len() {
+        start = run_end(updates, start);
+        n += 1;
+    }
+    n
+}
+
+/// Where the run that starts at `start` ends.
+fn run_end(updates: &[Update], start: usize) -> usize {
+    let k = kind(&updates[start]);
+    let mut ids = std::collections::HashSet::new();
+    let mut end = start;
+    while end < updates.len() && kind(&updates[end]) == k {
+        if let Some(id) = id_of(&updates[end]) {
+            if !ids.insert(id) {
+                break;
+            }
+        }
+        end += 1;
+    }
+    end
+}
+
 /// Applies `updates` in order, as runs of one kind (a run also ends where
 /// an id comes again, so that two updates of one action keep their
 /// order). Outcomes match only actions claimed by `holder` under `epoch`.
 /// Returns how many outcomes matched none (late: another instance holds
 /// them now).
 pub(super) async fn apply_runs(
-    t: &Transaction<'_>,
+    t: &impl GenericClient,
     updates: &[Update],
     holder: &str,
     epoch: i64,
@@ -287,16 +327,7 @@ pub(super) async fn apply_runs(
     let mut start = 0;
     while start < updates.len() {
         let k = kind(&updates[start]);
-        let mut ids = std::collections::HashSet::new();
-        let mut end = start;
-        while end < updates.len() && kind(&updates[end]) == k {
-            if let Some(id) = id_of(&updates[end]) {
-                if !ids.insert(id) {
-                    break;
-                }
-            }
-            end += 1;
-        }
+        let end = run_end(updates, start);
         stale += apply_run(t, k, &updates[start..end], holder, epoch, now).await?;
         start = end;
     }
@@ -306,7 +337,7 @@ pub(super) async fn apply_runs(
 /// Applies a run of updates of kind `k`; returns how many outcomes matched
 /// no action of this holder and epoch.
 async fn apply_run(
-    t: &Transaction<'_>,
+    t: &impl GenericClient,
     k: Kind,
     run: &[Update],
     holder: &str,

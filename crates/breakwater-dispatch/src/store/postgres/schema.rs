@@ -17,11 +17,19 @@ pub const SCHEMA_VERSION: i32 = 1;
 ///   grows with each: every instance applies a command it has not seen.
 /// - `action_specs`: each configured action once (observer and action
 ///   JSON), found again by a digest of both.
-/// - `actions`: one row per action of an event. `holder` and `epoch` name
+/// - `actions`: one row per action of an event, its id taken by the
+///   instance from a block of a thousand it draws from `action_ids` (one
+///   draw a thousand actions, not one a batch). `holder` and `epoch` name
 ///   the instance lease that claimed it (`NULL`: unclaimed); an outcome is
 ///   written only while they still match. `actions_backlog` holds each
 ///   endpoint's unclaimed waiting actions by due time, the only rows a
-///   claim reads.
+///   claim reads. Only waiting actions (pending or parked) are ever
+///   claimed, so an instance's claims are found through `actions_by_status`
+///   (a takeover is rare; an index on the holder would tempt the planner
+///   away from the id for every outcome written). Rows point at their event and spec without a foreign
+///   key: the store writes an event with its actions in one statement and
+///   removes them together, and a key's check would cost each action
+///   stored a lookup of its own.
 /// - `instances`: one lease row per live instance, its heartbeat and
 ///   expiry on the database clock; `lease_epochs` numbers every lease ever
 ///   taken, so an epoch is never reused.
@@ -51,10 +59,11 @@ CREATE TABLE action_specs (
     action text NOT NULL,
     lane integer NOT NULL REFERENCES endpoints (lane)
 );
+CREATE SEQUENCE action_ids INCREMENT BY 1000;
 CREATE TABLE actions (
-    id bigserial PRIMARY KEY,
-    event uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-    spec integer NOT NULL REFERENCES action_specs (id),
+    id bigint PRIMARY KEY,
+    event uuid NOT NULL,
+    spec integer NOT NULL,
     lane integer NOT NULL,
     status text NOT NULL,
     attempts integer NOT NULL DEFAULT 0,
@@ -70,7 +79,6 @@ CREATE INDEX actions_by_event ON actions (event);
 CREATE INDEX actions_by_status ON actions (status, lane, id) WHERE status <> 'delivered';
 CREATE INDEX actions_backlog ON actions (lane, (COALESCE(not_before, accepted_at)), id)
     WHERE holder IS NULL AND status IN ('pending', 'parked');
-CREATE INDEX actions_by_holder ON actions (holder) WHERE holder IS NOT NULL;
 CREATE SEQUENCE lease_epochs;
 CREATE TABLE instances (
     instance text PRIMARY KEY,
