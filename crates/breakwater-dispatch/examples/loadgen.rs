@@ -40,6 +40,12 @@
 //! binary's `serve`, in a process of its own, rather than in this one; its
 //! CPU time is counted with this process's.
 //!
+//! With `LOADGEN_STORE=postgres`, the service in this process keeps its
+//! events in a throwaway PostgreSQL cluster on loopback (`pg_cluster`; a
+//! schema of its own for each service started) rather than in SQLite: run
+//! it once each way and compare the service's rate to the bare client's
+//! of the same run.
+//!
 //! Phases 1 and 2 also print the CPU time (user and system, every thread of
 //! this process, so both the client and the server side) spent per request
 //! or per delivered event, and how much of it the store's writer thread
@@ -221,6 +227,32 @@ fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> Config {
     Config::parse(&config_toml(dir, urls, in_flight)).unwrap()
 }
 
+/// The run's throwaway Postgres cluster, once started.
+static CLUSTER: std::sync::Mutex<Option<breakwater_dispatch::pg_cluster::PgCluster>> =
+    std::sync::Mutex::new(None);
+
+/// A Postgres store on a schema of its own in the run's throwaway cluster
+/// (started on first use, stopped at the end of `main`).
+async fn postgres_store() -> breakwater_dispatch::store::PostgresStore {
+    use breakwater_dispatch::pg_cluster::PgCluster;
+    use breakwater_dispatch::store::{PostgresOptions, PostgresStore};
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (url, password) = {
+        let mut cluster = CLUSTER.lock().unwrap();
+        let cluster = cluster.get_or_insert_with(|| {
+            PgCluster::start().unwrap_or_else(|e| panic!("LOADGEN_STORE=postgres: {e}"))
+        });
+        (cluster.url(), cluster.password().to_string())
+    };
+    let mut options = PostgresOptions::new(url);
+    options.password = Some(password);
+    options.schema = format!("loadgen_{n}");
+    options.instance = format!("loadgen-{n}");
+    options.pool_size = 32;
+    PostgresStore::connect(options).await.unwrap()
+}
+
 /// The service under load: in this process, or the `breakwater` binary
 /// named by `LOADGEN_SERVE_BIN` running `serve` in a process of its own.
 enum Service {
@@ -260,7 +292,12 @@ impl Service {
             return (Self::Child(child), addr);
         }
         let cfg = config(dir, urls, in_flight);
-        let store = Arc::new(SqliteStore::open(cfg.store.sqlite().unwrap()).unwrap());
+        let store: Arc<dyn breakwater_dispatch::store::Store> =
+            if std::env::var("LOADGEN_STORE").is_ok_and(|s| s == "postgres") {
+                Arc::new(postgres_store().await)
+            } else {
+                Arc::new(SqliteStore::open(cfg.store.sqlite().unwrap()).unwrap())
+            };
         let exec = breakwater_dispatch::executor::default_executor().unwrap();
         let svc = server::start(cfg, store, exec, "127.0.0.1:0".parse().unwrap())
             .await
@@ -588,4 +625,6 @@ async fn main() {
         percentile(&lat, 0.99)
     );
     svc.stop().await;
+    // The throwaway cluster, if one was started, goes with the run.
+    drop(CLUSTER.lock().unwrap().take());
 }
