@@ -44,7 +44,8 @@
 //! events in a throwaway PostgreSQL cluster on loopback (`pg_cluster`; a
 //! schema of its own for each service started) rather than in SQLite: run
 //! it once each way and compare the service's rate to the bare client's
-//! of the same run.
+//! of the same run. `LOADGEN_PG_STATEMENTS=1` then prints the statements
+//! that took the server's time (`pg_stat_statements`).
 //!
 //! Phases 1 and 2 also print the CPU time (user and system, every thread of
 //! this process, so both the client and the server side) spent per request
@@ -241,7 +242,33 @@ async fn postgres_store() -> breakwater_dispatch::store::PostgresStore {
     let (url, password) = {
         let mut cluster = CLUSTER.lock().unwrap();
         let cluster = cluster.get_or_insert_with(|| {
-            PgCluster::start().unwrap_or_else(|e| panic!("LOADGEN_STORE=postgres: {e}"))
+            let mut c =
+                PgCluster::start().unwrap_or_else(|e| panic!("LOADGEN_STORE=postgres: {e}"));
+            if std::env::var_os("LOADGEN_PG_STATEMENTS").is_some() {
+                // Loaded at start only: set, then restarted.
+                let out = std::process::Command::new("psql")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &c.port().to_string(),
+                        "-U",
+                        c.user(),
+                    ])
+                    .args(["-d", c.database(), "-c"])
+                    .arg("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                    .env("PGPASSWORD", c.password())
+                    .output()
+                    .expect("psql");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                c.stop().expect("stopping the cluster");
+                c.start_again().expect("starting the cluster again");
+            }
+            c
         });
         (cluster.url(), cluster.password().to_string())
     };
@@ -626,5 +653,28 @@ async fn main() {
     );
     svc.stop().await;
     // The throwaway cluster, if one was started, goes with the run.
-    drop(CLUSTER.lock().unwrap().take());
+    if let Some(c) = CLUSTER.lock().unwrap().take() {
+        if std::env::var_os("LOADGEN_PG_STATEMENTS").is_some() {
+            let out = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &c.port().to_string(),
+                    "-U",
+                    c.user(),
+                ])
+                .args(["-d", c.database(), "-c"])
+                .arg(
+                    "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+                     SELECT calls, round(total_exec_time) AS ms, rows, \
+                     left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query \
+                     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+                )
+                .env("PGPASSWORD", c.password())
+                .output()
+                .expect("psql");
+            println!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
 }

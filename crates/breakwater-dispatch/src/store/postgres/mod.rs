@@ -164,6 +164,18 @@ pub fn check_schema(schema: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// At most this many events go in one insert statement.
+const INSERT_BATCH: usize = 2_000;
+
+/// Writers of queued inserts at once (statements in flight).
+const INSERT_WRITERS: usize = 2;
+
+/// A caller's events waiting to be written, and where its answer goes.
+struct InsertJob {
+    events: Vec<NewEvent>,
+    done: tokio::sync::oneshot::Sender<StoreResult<Vec<Inserted>>>,
+}
+
 /// How many action ids a draw from the `action_ids` sequence gives (its
 /// increment).
 const ID_BLOCK: i64 = 1000;
@@ -181,6 +193,10 @@ pub struct PostgresStore {
     specs: Mutex<HashMap<SpecKey, (i32, i32)>>,
     /// The rest of this instance's block of action ids.
     ids: Mutex<std::ops::Range<i64>>,
+    /// Inserts waiting for a writer.
+    inserts: Mutex<std::collections::VecDeque<InsertJob>>,
+    /// The writers' places ([`INSERT_WRITERS`]).
+    writers: tokio::sync::Semaphore,
     /// Outcomes that matched no claim of this instance's current lease.
     stale: Arc<AtomicU64>,
     /// Whether the last use of the database failed.
@@ -265,6 +281,8 @@ impl PostgresStore {
             lanes: Mutex::new(HashMap::new()),
             specs: Mutex::new(HashMap::new()),
             ids: Mutex::new(0..0),
+            inserts: Mutex::new(std::collections::VecDeque::new()),
+            writers: tokio::sync::Semaphore::new(INSERT_WRITERS),
             stale: Arc::new(AtomicU64::new(0)),
             down: Arc::new(AtomicBool::new(false)),
             stop: CancellationToken::new(),
@@ -500,67 +518,8 @@ impl PostgresStore {
         lock(&self.specs).insert(key, spec);
         Ok(spec)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn pool(options: &PostgresOptions) -> StoreResult<Pool> {
-    let config = options.pg_config()?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(options.pool_size.max(2))
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()
-        .map_err(|e| StoreError::Backend(format!("cannot make the connection pool: {e}")))
-}
-
-/// Whether `e` is the database out of reach (worth waiting for), rather
-/// than a refusal by it.
-fn unreachable(e: &deadpool_postgres::PoolError) -> bool {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => e.as_db_error().is_none(),
-        deadpool_postgres::PoolError::Timeout(_) => true,
-        _ => false,
-    }
-}
-
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => {
-            StoreError::Backend(format!("cannot reach the database: {}", describe(&e)))
-        }
-        deadpool_postgres::PoolError::Timeout(_) => {
-            StoreError::Backend("cannot reach the database: timed out".into())
-        }
-        deadpool_postgres::PoolError::Closed => StoreError::Closed,
-        e => StoreError::Backend(format!("cannot reach the database: {e}")),
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+    /// Stores `events` in one statement (see [`Store::insert`]).
+    async fn insert_now(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
         let client = self.client().await?;
         // Specs and endpoint numbers first, outside the transaction (each
         // is made once and kept).
@@ -652,6 +611,130 @@ impl Store for PostgresStore {
                 }
             })
             .collect())
+    }
+
+    /// Writes the queued inserts, all the jobs waiting (up to
+    /// [`INSERT_BATCH`] events) in one statement, while this caller holds
+    /// one of the writers' places; callers that find both places taken
+    /// wait for a writer to take their job. Under load, concurrent
+    /// requests share statements and commits, as the SQLite writer's group
+    /// commit does.
+    async fn write_inserts(&self) {
+        loop {
+            let Ok(_place) = self.writers.try_acquire() else {
+                return;
+            };
+            loop {
+                let jobs = {
+                    let mut queue = lock(&self.inserts);
+                    let mut jobs = Vec::new();
+                    let mut n = 0;
+                    while let Some(job) = queue.front() {
+                        if n > 0 && n + job.events.len() > INSERT_BATCH {
+                            break;
+                        }
+                        n += job.events.len();
+                        jobs.extend(queue.pop_front());
+                    }
+                    jobs
+                };
+                if jobs.is_empty() {
+                    break;
+                }
+                let counts: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+                let mut all = Vec::with_capacity(counts.iter().sum());
+                let mut replies = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    all.extend(job.events);
+                    replies.push(job.done);
+                }
+                match self.insert_now(all).await {
+                    Ok(inserted) => {
+                        let mut inserted = inserted.into_iter();
+                        for (reply, n) in replies.into_iter().zip(counts) {
+                            let _ = reply.send(Ok(inserted.by_ref().take(n).collect()));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            drop(_place);
+            // A job queued after the last look, by a caller that found
+            // this place still taken: written by the next turn.
+            if lock(&self.inserts).is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn pool(options: &PostgresOptions) -> StoreResult<Pool> {
+    let config = options.pg_config()?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.pool_size.max(2))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("cannot make the connection pool: {e}")))
+}
+
+/// Whether `e` is the database out of reach (worth waiting for), rather
+/// than a refusal by it.
+fn unreachable(e: &deadpool_postgres::PoolError) -> bool {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.as_db_error().is_none(),
+        deadpool_postgres::PoolError::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            StoreError::Backend(format!("cannot reach the database: {}", describe(&e)))
+        }
+        deadpool_postgres::PoolError::Timeout(_) => {
+            StoreError::Backend("cannot reach the database: timed out".into())
+        }
+        deadpool_postgres::PoolError::Closed => StoreError::Closed,
+        e => StoreError::Backend(format!("cannot reach the database: {e}")),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        lock(&self.inserts).push_back(InsertJob { events, done });
+        self.write_inserts().await;
+        result.await.unwrap_or(Err(StoreError::Closed))
     }
 
     async fn prune_delivered(&self, before_ms: i64, limit: usize) -> StoreResult<u64> {

@@ -335,7 +335,10 @@ pub(super) async fn apply_runs(
 }
 
 /// Applies a run of updates of kind `k`; returns how many outcomes matched
-/// no action of this holder and epoch.
+/// no action of this holder and epoch. Each statement finds its rows by
+/// `a.id = ANY($1)` as well as by the join on the ids' array: the planner
+/// cannot tell how many rows an `unnest` gives and, for a large batch,
+/// would otherwise scan the whole table.
 async fn apply_run(
     t: &impl GenericClient,
     k: Kind,
@@ -366,7 +369,7 @@ async fn apply_run(
                             last_status = u.status, last_error = NULL, not_before = NULL,
                             holder = NULL, epoch = NULL, updated_at = $4
                      FROM unnest($1::int8[], $2::int4[], $3::int4[]) AS u(id, attempts, status)
-                     WHERE a.id = u.id AND a.holder = $5 AND a.epoch = $6",
+                     WHERE a.id = ANY($1) AND a.id = u.id AND a.holder = $5 AND a.epoch = $6",
                 )
                 .await?;
             t.execute(&stmt, &[&ids, &n, &st, &now, &holder, &epoch])
@@ -396,7 +399,7 @@ async fn apply_run(
                             last_status = u.status, updated_at = $6
                      FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::text[], $5::int4[])
                           AS u(id, attempts, not_before, error, status)
-                     WHERE a.id = u.id AND a.holder = $7 AND a.epoch = $8",
+                     WHERE a.id = ANY($1) AND a.id = u.id AND a.holder = $7 AND a.epoch = $8",
                 )
                 .await?;
             t.execute(&stmt, &[&ids, &n, &nb, &err, &st, &now, &holder, &epoch])
@@ -424,7 +427,7 @@ async fn apply_run(
                             holder = NULL, epoch = NULL, updated_at = $5
                      FROM unnest($1::int8[], $2::int4[], $3::text[], $4::int4[])
                           AS u(id, attempts, error, status)
-                     WHERE a.id = u.id AND a.holder = $6 AND a.epoch = $7",
+                     WHERE a.id = ANY($1) AND a.id = u.id AND a.holder = $6 AND a.epoch = $7",
                 )
                 .await?;
             t.execute(&stmt, &[&ids, &n, &err, &st, &now, &holder, &epoch])
@@ -454,7 +457,7 @@ async fn apply_run(
                             attempts = u.attempts, last_error = u.error, last_status = 410,
                             updated_at = $4
                      FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, attempts, error)
-                     WHERE a.id = u.id AND a.holder = $5 AND a.epoch = $6",
+                     WHERE a.id = ANY($1) AND a.id = u.id AND a.holder = $5 AND a.epoch = $6",
                 )
                 .await?;
             t.execute(&stmt, &[&ids, &n, &err, &now, &holder, &epoch])
@@ -472,7 +475,7 @@ async fn apply_run(
                 .prepare_cached(
                     "UPDATE actions a SET status = 'parked', not_before = u.until, updated_at = $3
                      FROM unnest($1::int8[], $2::int8[]) AS u(id, until)
-                     WHERE a.id = u.id AND a.status IN ('pending', 'parked')
+                     WHERE a.id = ANY($1) AND a.id = u.id AND a.status IN ('pending', 'parked')
                        AND a.holder = $4 AND a.epoch = $5",
                 )
                 .await?;
