@@ -27,8 +27,12 @@ struct MemoryStore {
     next: Mutex<ActionId>,
     events: Mutex<HashMap<Uuid, usize>>,
     status: Mutex<HashMap<ActionId, (ActionStatus, u32)>>,
-    /// `Update::Parked` writes applied.
+    /// `Update::Parked` and `Update::EndpointParked` writes applied.
     park_writes: AtomicUsize,
+    /// Each action's endpoint.
+    endpoint_of: Mutex<HashMap<ActionId, String>>,
+    /// Each endpoint's park (`Update::EndpointParked`), Unix ms.
+    parked_until: Mutex<HashMap<String, i64>>,
     /// The cutoff of every `prune_delivered` call.
     prunes: Mutex<Vec<i64>>,
     /// Backlogged actions, unclaimed, in the order stored.
@@ -59,6 +63,10 @@ impl Store for MemoryStore {
                     *n
                 };
                 self.status.lock().unwrap().insert(id, (a.status(), 0));
+                self.endpoint_of
+                    .lock()
+                    .unwrap()
+                    .insert(id, a.endpoint().to_string());
                 if a.dead_letter_reason().is_some() {
                     continue;
                 }
@@ -150,6 +158,10 @@ impl Store for MemoryStore {
                 Update::DeadLetter { id, attempts, .. } => {
                     s.insert(id, (ActionStatus::DeadLettered, attempts));
                 }
+                Update::EndpointParked { endpoint, until_ms } => {
+                    self.park_writes.fetch_add(1, Ordering::SeqCst);
+                    self.parked_until.lock().unwrap().insert(endpoint, until_ms);
+                }
                 _ => {}
             }
         }
@@ -186,13 +198,32 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
+    /// The actions of `status` as a store shows them: a pending action of
+    /// an endpoint parked until later shows parked.
     fn with_status(&self, status: ActionStatus) -> Vec<(ActionId, u32)> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let parked = self.parked_until.lock().unwrap().clone();
+        let endpoint_of = self.endpoint_of.lock().unwrap().clone();
         self.status
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, v)| v.0 == status)
-            .map(|(id, v)| (*id, v.1))
+            .map(|(id, v)| {
+                let shown = match v.0 {
+                    ActionStatus::Pending
+                        if endpoint_of
+                            .get(id)
+                            .and_then(|e| parked.get(e))
+                            .is_some_and(|until| *until > now) =>
+                    {
+                        ActionStatus::Parked
+                    }
+                    s => s,
+                };
+                (*id, shown, v.1)
+            })
+            .filter(|(_, shown, _)| *shown == status)
+            .map(|(id, _, attempts)| (id, attempts))
             .collect()
     }
 }

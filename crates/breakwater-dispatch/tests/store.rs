@@ -78,6 +78,7 @@ macro_rules! conformance {
                     retry_records_the_failure_and_keeps_the_claim,
                     parked_records_the_time_without_an_attempt,
                     dead_letter_moves_the_action_to_the_dead_letters,
+                    an_endpoints_park_shows_its_waiting_actions_parked,
                     held_actions_wait_for_release_held,
                     released_hands_a_claimed_action_back,
                     snapshots_are_kept_by_endpoint_and_overwritten,

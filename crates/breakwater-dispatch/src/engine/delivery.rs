@@ -13,6 +13,10 @@ use super::{unix_ms, Engine};
 use crate::metrics::{AttemptLabel, Metrics};
 use crate::store::{GoneAttempt, PendingAction, Update};
 
+/// Parks of one opening within this much of the one written are not
+/// written again (each computes its end from the breaker at its moment).
+const PARK_SLACK_MS: i64 = 1_000;
+
 /// What an attempt came to.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
@@ -81,6 +85,40 @@ impl Engine {
         // Released meanwhile (the wake-up may have come before the push):
         // let it go now.
         self.wake_released(lane);
+    }
+
+    /// Records that `lane`'s circuit parks its actions until `until_ms`,
+    /// once an opening (a later park of the same opening, a few
+    /// milliseconds apart, writes nothing).
+    pub(super) fn park_endpoint(&self, lane: &Lane, until_ms: i64) {
+        let written = lane.parked_until.load(Ordering::Acquire);
+        if until_ms > written.saturating_add(PARK_SLACK_MS)
+            && lane
+                .parked_until
+                .compare_exchange(written, until_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.record(
+                Update::EndpointParked {
+                    endpoint: lane.endpoint.clone(),
+                    until_ms,
+                },
+                Load::default(),
+            );
+        }
+    }
+
+    /// `lane`'s circuit closed: its actions are no longer parked.
+    pub(super) fn unpark_endpoint(&self, lane: &Lane) {
+        if lane.parked_until.swap(0, Ordering::AcqRel) != 0 {
+            self.record(
+                Update::EndpointParked {
+                    endpoint: lane.endpoint.clone(),
+                    until_ms: 0,
+                },
+                Load::default(),
+            );
+        }
     }
 
     /// Lets go of `action` without an attempt or a write: it was claimed
@@ -165,22 +203,16 @@ impl Engine {
             Outcome::CircuitOpen { retry_after } => {
                 let wait = schedule::park_for(retry_after);
                 let until_ms = unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                // Counted and written on the first park only: the store then
-                // shows the action parked, and `deferred` counts actions; a
-                // re-park while the circuit stays open changes nothing
-                // durable.
+                // Counted on the first park only (`deferred` counts
+                // actions). Written by endpoint, once an opening: the store
+                // then shows every waiting action of the endpoint parked,
+                // however many there are.
                 if !action.parked {
                     m.deferred.get_or_create(&label).inc();
                     lane.stats.deferred.fetch_add(1, Ordering::Relaxed);
                     action.parked = true;
-                    self.record(
-                        Update::Parked {
-                            id: action.id,
-                            until_ms,
-                        },
-                        Load::default(),
-                    );
                 }
+                self.park_endpoint(lane, until_ms);
                 if self.forced_open(&lane.endpoint) {
                     self.wait_for_release(lane, action);
                 } else {

@@ -33,6 +33,9 @@ pub(super) struct Lane {
     pub(super) size: AtomicUsize,
     /// Woken when `size` changes.
     pub(super) resized: tokio::sync::Notify,
+    /// Until when the store was last told this endpoint's circuit parks
+    /// its actions (Unix ms; 0: not parked).
+    pub(super) parked_until: std::sync::atomic::AtomicI64,
     pub(super) disabled: Mutex<Option<String>>,
     pub(super) stats: LaneStats,
     /// This endpoint's window: its actions held in memory (queued, parked,
@@ -159,6 +162,7 @@ impl Engine {
             limit: Arc::new(Semaphore::new(size)),
             size: AtomicUsize::new(size),
             resized: tokio::sync::Notify::new(),
+            parked_until: std::sync::atomic::AtomicI64::new(0),
             disabled: Mutex::new(None),
             stats: LaneStats::default(),
             held: Usage::default(),

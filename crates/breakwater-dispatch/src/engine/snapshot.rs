@@ -28,6 +28,14 @@ pub(super) async fn snapshot_task(engine: Engine, mut rx: mpsc::UnboundedReceive
                 .cloned();
             if let Some(lane) = lane {
                 engine.wake_released(&lane);
+                let closed = engine
+                    .inner
+                    .breakers
+                    .get(endpoint)
+                    .is_some_and(|b| b.state() == breakwater::CircuitState::Closed);
+                if closed {
+                    engine.unpark_endpoint(&lane);
+                }
             }
         }
         let updates = endpoints

@@ -448,6 +448,17 @@ pub enum Update {
         /// `CircuitSnapshot` as JSON.
         snapshot: String,
     },
+    /// An endpoint's circuit opened: every waiting action of it counts as
+    /// parked until `until_ms` (Unix ms; 0 when its circuit closed again),
+    /// one write an opening however many actions it holds. An action's own
+    /// park ([`Update::Parked`], or [`NewAction::parked_until`] at intake)
+    /// is kept beside it.
+    EndpointParked {
+        /// The endpoint.
+        endpoint: String,
+        /// Unix ms; 0: not parked.
+        until_ms: i64,
+    },
     /// An endpoint was disabled (`410 Gone`) or enabled again.
     EndpointDisabled {
         /// The endpoint.
@@ -457,6 +468,24 @@ pub enum Update {
         /// Why, when disabled.
         reason: Option<String>,
     },
+}
+
+/// How a stored action shows: a pending one whose endpoint's circuit parks
+/// its actions until after `now_ms` ([`Update::EndpointParked`]) shows
+/// parked until then. Returns the status and the time it waits until.
+pub(crate) fn as_shown(
+    status: ActionStatus,
+    not_before: Option<i64>,
+    endpoint_parked_until: Option<i64>,
+    now_ms: i64,
+) -> (ActionStatus, Option<i64>) {
+    match (status, endpoint_parked_until) {
+        (ActionStatus::Pending | ActionStatus::Parked, Some(until)) if until > now_ms => (
+            ActionStatus::Parked,
+            Some(not_before.map_or(until, |t| t.max(until))),
+        ),
+        _ => (status, not_before),
+    }
 }
 
 /// The attempt that disabled an endpoint.

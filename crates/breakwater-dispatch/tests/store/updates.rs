@@ -792,3 +792,65 @@ pub(crate) async fn an_update_for_an_unknown_action_is_harmless(db: &mut dyn Han
     assert_eq!(next.len(), 1);
     assert!(!back.iter().any(|b| b.id == next[0].id));
 }
+
+/// An endpoint's park (its circuit opened: one write for all its actions)
+/// shows every waiting action of that endpoint parked until then, claimed
+/// or not, and nothing of another endpoint's; a later time replaces it; 0
+/// (its circuit closed) ends it; an action's own later wait still shows.
+pub(crate) async fn an_endpoints_park_shows_its_waiting_actions_parked(db: &mut dyn Handle) {
+    let s = db.store();
+    let e = event();
+    let back = insert(
+        &s,
+        &e,
+        vec![hook("o", A), hook("o", A).backlogged(), hook("o", B)],
+    )
+    .await;
+    let (claimed, other) = (back[0].id, back[1].id);
+    let waiting = record(&s, e.id).await.actions[1].id;
+    let until = wall_ms() + DAY;
+    let park = |until_ms| Update::EndpointParked {
+        endpoint: endpoint(A),
+        until_ms,
+    };
+    apply(&s, vec![park(until)]).await;
+    let r = record(&s, e.id).await;
+    for id in [claimed, waiting] {
+        let a = action(&r, id);
+        assert_eq!(
+            (a.status, not_before_ms(a)),
+            (ActionStatus::Parked, Some(until)),
+            "{a:?}"
+        );
+    }
+    let b = action(&r, other);
+    assert_eq!((b.status, not_before_ms(b)), (ActionStatus::Pending, None));
+    // A later opening's time replaces it; an action's own later wait shows.
+    let later = until + DAY;
+    apply(&s, vec![park(later), retry(claimed, 1, later + HOUR)]).await;
+    let r = record(&s, e.id).await;
+    assert_eq!(not_before_ms(action(&r, waiting)), Some(later));
+    assert_eq!(
+        (
+            action(&r, claimed).status,
+            not_before_ms(action(&r, claimed))
+        ),
+        (ActionStatus::Parked, Some(later + HOUR))
+    );
+    // Closed again: nothing of A shows parked; the retry's own wait stays.
+    apply(&s, vec![park(0)]).await;
+    let r = record(&s, e.id).await;
+    let a = action(&r, waiting);
+    assert_eq!((a.status, not_before_ms(a)), (ActionStatus::Pending, None));
+    let a = action(&r, claimed);
+    assert_eq!(
+        (a.status, not_before_ms(a)),
+        (ActionStatus::Pending, Some(later + HOUR))
+    );
+    // A park whose time has passed shows nothing either.
+    apply(&s, vec![park(wall_ms() - HOUR)]).await;
+    assert_eq!(
+        action(&record(&s, e.id).await, waiting).status,
+        ActionStatus::Pending
+    );
+}

@@ -58,8 +58,9 @@ ORDER BY p.endpoint";
 macro_rules! record {
     () => {
         "SELECT a.id, a.event AS event_id, s.observer, s.action_type, s.endpoint, a.status,
-                a.attempts, a.not_before, a.last_error, a.last_status
-         FROM actions a JOIN action_specs s ON s.id = a.spec"
+                a.attempts, a.not_before, a.last_error, a.last_status, p.parked_until
+         FROM actions a JOIN action_specs s ON s.id = a.spec
+         LEFT JOIN endpoints p ON p.endpoint = s.endpoint"
     };
 }
 
@@ -119,8 +120,12 @@ pub(super) fn row_to_pending(row: &Row, claim_epoch: i64) -> StoreResult<Pending
 }
 
 pub(super) fn row_to_record(row: &Row) -> ActionRecord {
-    let status = ActionStatus::parse(row.get("status"));
-    let not_before: Option<i64> = row.get("not_before");
+    let (status, not_before) = crate::store::as_shown(
+        ActionStatus::parse(row.get("status")),
+        row.get("not_before"),
+        row.get("parked_until"),
+        super::now_ms(),
+    );
     ActionRecord {
         id: row.get("id"),
         event_id: row.get("event_id"),
@@ -247,6 +252,7 @@ enum Kind {
     HeldGone,
     Released,
     Snapshot,
+    EndpointParked,
     Disabled,
 }
 
@@ -260,6 +266,7 @@ fn kind(u: &Update) -> Kind {
         Update::Held { gone: Some(_), .. } => Kind::HeldGone,
         Update::Released { .. } => Kind::Released,
         Update::Snapshot { .. } => Kind::Snapshot,
+        Update::EndpointParked { .. } => Kind::EndpointParked,
         Update::EndpointDisabled { .. } => Kind::Disabled,
     }
 }
@@ -272,7 +279,9 @@ fn id_of(u: &Update) -> Option<i64> {
         | Update::DeadLetter { id, .. }
         | Update::Held { id, .. }
         | Update::Released { id } => Some(*id),
-        Update::Snapshot { .. } | Update::EndpointDisabled { .. } => None,
+        Update::Snapshot { .. }
+        | Update::EndpointParked { .. }
+        | Update::EndpointDisabled { .. } => None,
     }
 }
 
@@ -506,6 +515,20 @@ async fn apply_run(
             for u in run {
                 if let Update::Snapshot { endpoint, snapshot } = u {
                     t.execute(&stmt, &[endpoint, &holder, snapshot]).await?;
+                }
+            }
+            sent
+        }
+        Kind::EndpointParked => {
+            let stmt = t
+                .prepare_cached(
+                    "INSERT INTO endpoints (endpoint, parked_until) VALUES ($1, NULLIF($2::int8, 0))
+                     ON CONFLICT (endpoint) DO UPDATE SET parked_until = excluded.parked_until",
+                )
+                .await?;
+            for u in run {
+                if let Update::EndpointParked { endpoint, until_ms } = u {
+                    t.execute(&stmt, &[endpoint, until_ms]).await?;
                 }
             }
             sent

@@ -368,9 +368,10 @@ impl Store for SqliteStore {
             };
             let mut stmt = c.prepare_cached(
                 "SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
-                        a.attempts, a.not_before, a.last_error, a.last_status
+                        a.attempts, a.not_before, a.last_error, a.last_status, p.parked_until
                  FROM actions a JOIN events e ON e.seq = a.event
                  JOIN action_specs s ON s.id = a.spec
+                 LEFT JOIN endpoints p ON p.endpoint = s.endpoint
                  WHERE a.id BETWEEN ?1 AND ?2 AND a.event = ?3 ORDER BY a.id",
             )?;
             let actions = stmt

@@ -68,7 +68,7 @@ WHERE status <> 'delivered' AND status = 'held'
 /// The first `?1` dead-lettered actions.
 pub(super) const DEAD_LETTERS_QUERY: &str = "
 SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
-       a.attempts, a.not_before, a.last_error, a.last_status
+       a.attempts, a.not_before, a.last_error, a.last_status, NULL AS parked_until
 FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
 WHERE a.status <> 'delivered' AND a.status = 'dead_lettered'
 ORDER BY a.id LIMIT ?1";
@@ -106,8 +106,12 @@ pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<Pendin
 pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
     let event_id: String = row.get("event_id")?;
     let status: String = row.get("status")?;
-    let not_before: Option<i64> = row.get("not_before")?;
-    let status = ActionStatus::parse(&status);
+    let (status, not_before) = crate::store::as_shown(
+        ActionStatus::parse(&status),
+        row.get("not_before")?,
+        row.get("parked_until")?,
+        now_ms(),
+    );
     Ok(ActionRecord {
         id: row.get("id")?,
         event_id: event_id.parse().unwrap_or_default(),
@@ -168,6 +172,10 @@ fn update_sql(u: &Update) -> &'static str {
             "INSERT INTO endpoints (endpoint, snapshot) VALUES (?1, ?2)
              ON CONFLICT(endpoint) DO UPDATE SET snapshot = excluded.snapshot"
         }
+        Update::EndpointParked { .. } => {
+            "INSERT INTO endpoints (endpoint, parked_until) VALUES (?1, NULLIF(?2, 0))
+             ON CONFLICT(endpoint) DO UPDATE SET parked_until = excluded.parked_until"
+        }
         Update::EndpointDisabled { .. } => {
             "INSERT INTO endpoints (endpoint, disabled, disabled_reason) VALUES (?1, ?2, ?3)
              ON CONFLICT(endpoint) DO UPDATE SET disabled = excluded.disabled,
@@ -221,6 +229,9 @@ pub(super) fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Re
                 gone: Some(gone),
             } => stmt.execute(params![id, gone.attempts, gone.error, now])?,
             Update::Snapshot { endpoint, snapshot } => stmt.execute(params![endpoint, snapshot])?,
+            Update::EndpointParked { endpoint, until_ms } => {
+                stmt.execute(params![endpoint, until_ms])?
+            }
             Update::EndpointDisabled {
                 endpoint,
                 disabled,

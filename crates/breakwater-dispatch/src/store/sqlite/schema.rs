@@ -8,8 +8,10 @@ use rusqlite::Connection;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema's version, kept in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
+/// Version 7. An endpoint row holds when its open circuit parks its
+/// actions until (`parked_until`): one write an opening, not one an action.
 /// Version 6. Every endpoint has a number (`lanes`), and each action row
 /// names its endpoint's: an endpoint's backlog (its actions waiting in the
 /// store and in no instance's memory: `claimed = 0`) is read through
@@ -84,7 +86,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     snapshot TEXT,
     disabled INTEGER NOT NULL DEFAULT 0,
-    disabled_reason TEXT
+    disabled_reason TEXT,
+    parked_until INTEGER
 );
 ";
 
@@ -245,6 +248,14 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 5 {
         t.execute_batch(FILL_RANGES)?;
+    }
+    let parking: bool = t.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('endpoints') WHERE name = 'parked_until')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !parking {
+        t.execute_batch("ALTER TABLE endpoints ADD COLUMN parked_until INTEGER;")?;
     }
     t.execute_batch(FILL_LANES)?;
     t.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -886,7 +886,12 @@ fn logged(f: impl FnOnce()) -> String {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
-    tracing::subscriber::with_default(subscriber, f);
+    tracing::subscriber::with_default(subscriber, || {
+        // A log line first reached by another test's thread, with no
+        // subscriber there, is cached as of no interest: asked again here.
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
     let text = buf.0.lock().unwrap().clone();
     String::from_utf8(text).unwrap()
 }
