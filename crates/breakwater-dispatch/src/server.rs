@@ -96,10 +96,15 @@ pub fn reload(state: &AppState, path: &Path) -> bool {
     match Config::load(path) {
         Ok(config) => {
             let old = state.config();
-            if config.listen != old.listen || config.store != old.store {
+            if config.listen != old.listen
+                || config.store != old.store
+                || config.store_password_env != old.store_password_env
+                || config.store_schema != old.store_schema
+                || config.fleet != old.fleet
+            {
                 tracing::warn!(
-                    "listen and store take effect at the next start only; \
-                     the service keeps {} and {}",
+                    "listen, store, store_password_env, store_schema and [fleet] take effect \
+                     at the next start only; the service keeps {} and {}",
                     old.listen,
                     old.store
                 );

@@ -1797,3 +1797,61 @@ async fn dlq_and_migrate_work_on_postgres() {
         "{out}"
     );
 }
+
+/// SIGHUP on a Postgres instance: observers and limits are reloaded, the
+/// store and the instance's place in the fleet stay as they were (a
+/// changed `[fleet]` is logged as taking effect at the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_observers_and_keeps_the_store_and_the_lease() {
+    let _turn = serial().await;
+    let cluster = start_cluster().await;
+    let first = Hook::start(200, (0, 0)).await;
+    let second = Hook::start(200, (0, 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "a",
+        &config(&cluster.url(), "a", 3000, &first, ""),
+    );
+    let a = Instance::start("a", &path, cluster.password());
+    let dbc = db(&cluster).await;
+    let epoch = "SELECT epoch FROM breakwater.instances WHERE instance = 'a'";
+    let before: i64 = dbc.query_one(epoch, &[]).await.unwrap().get(0);
+    let (_, body) = batch(5);
+    a.post_202(&body).await;
+    poll(
+        "the first receiver's deliveries",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async { first.delivered().len() >= 5 },
+    )
+    .await;
+    // The observer now calls the second receiver; the fleet section asks
+    // for another name and lease, which wait for the next start.
+    let changed = config(&cluster.url(), "a", 3000, &second, "")
+        .replace("instance = \"a\"", "instance = \"renamed\"");
+    std::fs::write(&path, changed).unwrap();
+    a.signal(Signal::SIGHUP);
+    poll(
+        "the reloaded observer's deliveries",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let (_, body) = batch(1);
+            a.post_202(&body).await;
+            !second.delivered().is_empty()
+        },
+    )
+    .await;
+    let after: i64 = dbc.query_one(epoch, &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "the lease is kept across a reload");
+    assert_eq!(
+        count(
+            &dbc,
+            "SELECT COUNT(*) FROM breakwater.instances WHERE instance = 'renamed'"
+        )
+        .await,
+        0,
+        "the new name waits for the next start"
+    );
+}
