@@ -577,6 +577,24 @@ async fn three_instances_one_killed_mid_run_lose_nothing() {
         .into_iter()
         .map(Instance::ready)
         .collect();
+    // Every instance counted by the others (a heartbeat since the last one
+    // started), so that each has its share of the endpoint's limit: what
+    // is tested is a takeover, not a newcomer's first heartbeat.
+    poll(
+        "every instance heartbeating since the last one started",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            count(
+                &dbc,
+                "SELECT COUNT(*) FROM breakwater.instances
+                 WHERE heartbeat_at > (SELECT MAX(started_at) FROM breakwater.instances)",
+            )
+            .await
+                == 3
+        },
+    )
+    .await;
 
     // 3000 events in arrays of 50, round robin over the live instances;
     // "b" is killed once 1000 are accepted, right after it accepted 50.

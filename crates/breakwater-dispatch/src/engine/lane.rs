@@ -120,7 +120,16 @@ impl Engine {
 
     /// Sizes every lane to this instance's share (the fleet changed).
     pub(super) fn reshare(&self) {
-        let limit = self.settings().delivery.max_in_flight_per_endpoint;
+        if self.inner.store.fleet_share().is_none() {
+            return;
+        }
+        let limit = self
+            .inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .delivery
+            .max_in_flight_per_endpoint;
         let share = self.in_flight_share(limit);
         for lane in self.lanes() {
             if lane.size.load(Ordering::Acquire) != share {

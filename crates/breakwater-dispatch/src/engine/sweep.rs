@@ -13,6 +13,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How often every endpoint's waiting actions are counted in the store
 /// (between counts, the engine adds what it stores and finishes).
 const COUNT_EVERY: Duration = Duration::from_secs(5);
+/// How often the fleet's shares are looked at.
+const SHARE_EVERY: Duration = Duration::from_millis(100);
 
 impl Engine {
     /// Checks the store, marks the endpoints with backlogged work due and
@@ -94,11 +96,20 @@ pub(super) async fn sweep_task(engine: Engine) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut count = tokio::time::interval(COUNT_EVERY);
     count.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The fleet's shares are looked at more often than the rest (an atomic
+    // load): a newcomer starts delivering, and the others shrink, within a
+    // tenth of a second of the heartbeat that counted it.
+    let mut share = tokio::time::interval(SHARE_EVERY);
+    share.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = count.tick() => {
                 engine.count_backlogs().await;
+                continue;
+            }
+            _ = share.tick() => {
+                engine.reshare();
                 continue;
             }
             _ = tick.tick() => {}
