@@ -1873,3 +1873,129 @@ async fn sighup_reloads_observers_and_keeps_the_store_and_the_lease() {
         "the new name waits for the next start"
     );
 }
+
+/// The same events posted to two instances are stored once: the second
+/// instance answers them as duplicates, and the receiver gets each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_posted_to_two_instances_is_stored_and_delivered_once() {
+    let _turn = serial().await;
+    let cluster = start_cluster().await;
+    let hook = Hook::start(200, (0, 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet: Vec<Instance> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let cfg = write_config(dir.path(), n, &config(&cluster.url(), n, 3000, &hook, ""));
+            Instance::start(n, &cfg, cluster.password())
+        })
+        .collect();
+    let (ids, body) = batch(20);
+    let answers = futures_util::future::join_all(fleet.iter().map(|i| {
+        let body = body.clone();
+        async move {
+            let r = i
+                .http
+                .post(format!("{}/events", i.base))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    }))
+    .await;
+    // Each id is new on exactly one of the two (they raced for each).
+    let duplicates: usize = answers
+        .iter()
+        .map(|a| a["duplicates"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(duplicates, ids.len(), "{answers:?}");
+    poll(
+        "every event delivered",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async { hook.delivered().len() >= ids.len() },
+    )
+    .await;
+    // A moment for a second delivery to show, were there one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered = hook.delivered();
+    assert_eq!(delivered.len(), ids.len());
+    assert!(
+        delivered.values().all(|answers| answers.len() == 1),
+        "an event was delivered twice"
+    );
+}
+
+/// SIGTERM gives the lease up: what the stopping instance still held is
+/// taken by the others at once, not after `lease_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_the_lease_up_for_the_fleet() {
+    let _turn = serial().await;
+    let cluster = start_cluster().await;
+    // Refuses for now: "a" holds its actions, waiting to retry them.
+    let hook = Hook::start(503, (0, 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Retried after about 3 s (full jitter: up to 3 s), well before a's
+    // 60 s lease could expire: only giving it up lets "b" take them.
+    let extra = "[retry]\nmax_attempts = 1000\nbackoff_ms = 3000\nmax_backoff_ms = 3000\n\
+                 [circuit_breaker]\nenabled = false\n";
+    let a_cfg = write_config(
+        dir.path(),
+        "a",
+        &config(&cluster.url(), "a", 60_000, &hook, extra),
+    );
+    let b_cfg = write_config(
+        dir.path(),
+        "b",
+        &config(&cluster.url(), "b", 60_000, &hook, extra),
+    );
+    let a = Instance::start("a", &a_cfg, cluster.password());
+    let (ids, body) = batch(10);
+    a.post_202(&body).await;
+    let dbc = db(&cluster).await;
+    poll(
+        "a holding its actions, each tried once",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            hook.answered() >= ids.len()
+                && count(
+                    &dbc,
+                    "SELECT COUNT(*) FROM breakwater.actions WHERE holder = 'a' AND attempts > 0",
+                )
+                .await
+                    == ids.len() as i64
+        },
+    )
+    .await;
+    let b = Instance::start("b", &b_cfg, cluster.password());
+    a.signal(Signal::SIGTERM);
+    let (exited, out) = a.exit_within(Duration::from_secs(30));
+    assert!(exited, "{out}");
+    let stopped = Instant::now();
+    // Only now does the receiver take them: what is delivered, "b" did.
+    hook.set(200);
+    assert_eq!(
+        count(
+            &dbc,
+            "SELECT COUNT(*) FROM breakwater.instances WHERE instance = 'a'"
+        )
+        .await,
+        0,
+        "a's lease is given up"
+    );
+    poll(
+        "b delivering what a held",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async { hook.delivered().len() >= ids.len() },
+    )
+    .await;
+    eprintln!(
+        "SIGTERM: a's work delivered by b {:?} after a stopped (lease 60 s, retries due within 3 s)",
+        stopped.elapsed()
+    );
+    assert!(b.event(ids[0]).await["actions"][0]["status"] == "delivered");
+}
