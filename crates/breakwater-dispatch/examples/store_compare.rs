@@ -186,19 +186,7 @@ async fn main() {
         }
     };
     if let Ok(settings) = std::env::var("STORE_COMPARE_PG") {
-        let (client, conn) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user={} password={} dbname={}",
-                cluster.port(),
-                cluster.user(),
-                cluster.password(),
-                cluster.database()
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .expect("connecting to the cluster");
-        tokio::spawn(conn);
+        let client = connect(&cluster).await;
         for setting in settings.split(',').filter(|s| !s.is_empty()) {
             let (name, value) = setting.split_once('=').expect("name=value");
             client
@@ -253,19 +241,7 @@ async fn main() {
 /// Prints the statements that took the server's time, from
 /// `pg_stat_statements` (when loaded).
 async fn top_statements(cluster: &PgCluster) {
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user={} password={} dbname={}",
-            cluster.port(),
-            cluster.user(),
-            cluster.password(),
-            cluster.database()
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connecting to the cluster");
-    tokio::spawn(conn);
+    let client = connect(cluster).await;
     client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .await
@@ -283,4 +259,22 @@ async fn top_statements(cluster: &PgCluster) {
             (r.get(0), r.get(1), r.get(2), r.get(3));
         println!("{calls:>8} calls {exec:>9.0} ms exec {plan:>7.0} ms plan  {q}");
     }
+}
+
+/// A plain connection to the cluster's database, as its superuser.
+async fn connect(cluster: &PgCluster) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={}",
+            cluster.port(),
+            cluster.user(),
+            cluster.password(),
+            cluster.database()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connecting to the cluster");
+    tokio::spawn(conn);
+    client
 }

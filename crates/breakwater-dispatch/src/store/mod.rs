@@ -470,6 +470,18 @@ pub enum Update {
     },
 }
 
+/// The wall clock in Unix milliseconds, as stores stamp what they keep.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Unix milliseconds as RFC 3339 with milliseconds, as records show times.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// How a stored action shows: a pending one whose endpoint's circuit parks
 /// its actions until after `now_ms` ([`Update::EndpointParked`]) shows
 /// parked until then. Returns the status and the time it waits until.

@@ -31,8 +31,9 @@ use self::lease::Lease;
 use self::queries::{apply_runs, row_to_pending, row_to_record};
 use self::schema::{backend, describe, migrate, Migrated};
 use super::{
-    ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, FleetStatus, Inserted,
-    NewAction, NewEvent, PendingAction, Store, StoreError, StoreResult, Update,
+    now_ms, rfc3339, ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord,
+    FleetStatus, Inserted, NewAction, NewEvent, PendingAction, Store, StoreError, StoreResult,
+    Update,
 };
 
 /// How to reach the database, and this instance's place in the fleet.
@@ -716,16 +717,6 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
         deadpool_postgres::PoolError::Closed => StoreError::Closed,
         e => StoreError::Backend(format!("cannot reach the database: {e}")),
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 #[async_trait]

@@ -7,7 +7,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{action_from_json, rfc3339};
+use super::action_from_json;
+use crate::store::{now_ms, rfc3339};
 use crate::store::{
     ActionRecord, ActionStatus, EventJson, NewAction, PendingAction, StoreResult, Update,
 };
@@ -124,7 +125,7 @@ pub(super) fn row_to_record(row: &Row) -> ActionRecord {
         ActionStatus::parse(row.get("status")),
         row.get("not_before"),
         row.get("parked_until"),
-        super::now_ms(),
+        now_ms(),
     );
     ActionRecord {
         id: row.get("id"),
@@ -331,7 +332,7 @@ pub(super) async fn apply_runs(
     holder: &str,
     epoch: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    let now = super::now_ms();
+    let now = now_ms();
     let mut stale = 0;
     let mut start = 0;
     while start < updates.len() {

@@ -34,8 +34,8 @@ use self::queries::{
 use self::schema::{migrate, open};
 use self::writer::{writer, Done, Job, SpecIds};
 use super::{
-    ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, Inserted, NewEvent,
-    PendingAction, Store, StoreError, StoreResult, Update,
+    now_ms, rfc3339, ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, Inserted,
+    NewEvent, PendingAction, Store, StoreError, StoreResult, Update,
 };
 
 /// SQLite storage (see the [module docs](self)).
@@ -50,10 +50,6 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl SqliteStore {
@@ -155,12 +151,6 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 #[async_trait]
