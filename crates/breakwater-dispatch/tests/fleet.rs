@@ -805,9 +805,9 @@ struct Paused {
 /// Two instances; "a" holds 40 actions (the receiver slow and failing)
 /// and is paused past its lease; "b" takes over and delivers everything;
 /// "a" wakes. Checks that nothing "b" settled changed and that "a" keeps
-/// serving. (In every run so far "a", once awake, also sent its whole
-/// window again before its heartbeat found the lease gone: 37 to 40
-/// duplicates of 40; see the ignored test after this one.)
+/// serving. (Before an unconfirmed lease held deliveries back, "a", once
+/// awake, sent its whole window again before its heartbeat found the lease
+/// gone: 37 to 40 duplicates of 40; the test after this one checks that.)
 async fn pause_past_the_lease() -> Paused {
     let cluster = start_cluster().await;
     let dbc = db(&cluster).await;
