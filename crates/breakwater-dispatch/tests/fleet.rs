@@ -12,9 +12,10 @@
 //! These tests need PostgreSQL's server programs; without them they fail
 //! with the message that says what to install. They never skip.
 //!
-//! The ignored tests show bugs found here, each named in its `ignore`
-//! reason; they pass once the bug is fixed:
-//! `cargo test -p breakwater-dispatch --test fleet -- --ignored`.
+//! Four of them were written as failing tests for bugs found here (a woken
+//! instance resending its window, a takeover waiting on a paused
+//! instance's row locks, an outage read as every instance's death, a
+//! check-config message), and pass since those were fixed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -865,7 +866,8 @@ async fn pause_past_the_lease() -> Paused {
 
     // Paused while every one of its permits waits on the receiver and no
     // answer came for a while: then it is in no transaction holding rows
-    // (see the ignored test below for what happens when it is). Its
+    // (`a_paused_instance_holding_row_locks_does_not_stall_the_takeover`
+    // is about that case). Its
     // in-flight requests get their 503 while it sleeps; it reads them only
     // when it wakes, long after "b" settled the actions.
     poll(
