@@ -110,7 +110,11 @@ pub(super) async fn sweep_task(engine: Engine) {
             }
             _ = share.tick() => {
                 engine.reshare();
-                continue;
+                // A takeover released another instance's work: looked for
+                // now, not at the next sweep.
+                if !engine.inner.store.take_released() {
+                    continue;
+                }
             }
             _ = tick.tick() => {}
             () = engine.inner.sweep.notified() => {}

@@ -707,6 +707,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         true
     }
 
+    /// Whether work was released into the backlogs since the last call (a
+    /// takeover of an expired lease, by this instance): the engine then
+    /// looks for it at once rather than at its next sweep. Cheap (no
+    /// query); always false (the default) for a store of one process.
+    fn take_released(&self) -> bool {
+        false
+    }
+
     /// This instance's place among the live instances sharing the store,
     /// `(rank, live)`, by which each takes its share of every endpoint's
     /// `max_in_flight_per_endpoint` (so that the limit holds for the fleet

@@ -36,6 +36,8 @@ pub(super) struct Lease {
     lost: AtomicBool,
     /// Leases taken over from expired instances.
     pub(super) taken_over: AtomicU64,
+    /// Set when a takeover released claims into the backlogs.
+    pub(super) released: AtomicBool,
     /// This instance's rank among the live instances (by name) and their
     /// number, packed `rank << 32 | live`; `live` is 0 until a heartbeat
     /// after the lease was taken has counted them, so that the others have
@@ -60,6 +62,7 @@ impl Lease {
             epoch: AtomicI64::new(0),
             lost: AtomicBool::new(false),
             taken_over: AtomicU64::new(0),
+            released: AtomicBool::new(false),
             share: AtomicU64::new(0),
             renewed_at: Mutex::new(Instant::now()),
             up_since: Mutex::new(None),
@@ -240,7 +243,9 @@ impl Lease {
                 "an instance's lease expired: its claimed actions were released for the fleet");
         }
         t.commit().await.map_err(backend)?;
-        let _ = released;
+        if released > 0 {
+            self.released.store(true, Ordering::Release);
+        }
         let n = dead.len() as u64;
         self.taken_over.fetch_add(n, Ordering::Relaxed);
         Ok(n)

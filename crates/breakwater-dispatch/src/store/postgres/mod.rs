@@ -1001,6 +1001,10 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    fn take_released(&self) -> bool {
+        self.lease.released.swap(false, Ordering::AcqRel)
+    }
+
     fn fleet_share(&self) -> Option<(usize, usize)> {
         Some(self.lease.share())
     }
