@@ -30,10 +30,6 @@ pub(super) struct Lease {
     pub(super) lease: Duration,
     /// The current epoch (0 before the first is taken).
     epoch: AtomicI64,
-    /// Set when a heartbeat found the lease gone (fenced by another
-    /// instance) and a new one was taken: the claims of the old one are
-    /// no longer this instance's.
-    lost: AtomicBool,
     /// Leases taken over from expired instances.
     pub(super) taken_over: AtomicU64,
     /// Set when a takeover released claims into the backlogs.
@@ -60,7 +56,6 @@ impl Lease {
             instance,
             lease,
             epoch: AtomicI64::new(0),
-            lost: AtomicBool::new(false),
             taken_over: AtomicU64::new(0),
             released: AtomicBool::new(false),
             share: AtomicU64::new(0),
@@ -94,11 +89,6 @@ impl Lease {
     pub(super) fn share(&self) -> (usize, usize) {
         let packed = self.share.load(Ordering::Acquire);
         ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize)
-    }
-
-    /// Whether a lease was lost since the last call (and clears it).
-    pub(super) fn take_lost(&self) -> bool {
-        self.lost.swap(false, Ordering::AcqRel)
     }
 
     fn lease_ms(&self) -> i64 {
@@ -153,7 +143,7 @@ impl Lease {
     }
 
     /// Renews the lease; when it is gone (another instance fenced it), takes
-    /// a new one and marks the old one lost. Then takes over the claims of
+    /// a new one. Then takes over the claims of
     /// every instance whose lease expired. Returns how many instances were
     /// taken over.
     pub(super) async fn beat(&self, client: &mut Client) -> StoreResult<u64> {
@@ -174,7 +164,6 @@ impl Lease {
         if renewed == 0 {
             let old = self.epoch();
             let new = self.take(client).await?;
-            self.lost.store(true, Ordering::Release);
             tracing::warn!(instance = %self.instance, old_epoch = old, new_epoch = new,
                 "this instance's lease had expired and another instance took it over; this one \
                  lets go of what it held, took a new lease, and outcomes of its old claims are \

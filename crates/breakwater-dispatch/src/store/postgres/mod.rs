@@ -11,11 +11,13 @@
 //! Events are kept as their compact JSON text (never `jsonb`, which would
 //! reorder keys and reformat numbers): delivered exactly as received.
 
+mod insert;
 mod lease;
+mod options;
 mod queries;
 pub mod schema;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,159 +29,15 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use self::insert::{InsertJob, INSERT_WRITERS};
 use self::lease::Lease;
+pub use self::options::{check_schema, PostgresOptions};
 use self::queries::{apply_runs, row_to_pending, row_to_record};
 use self::schema::{backend, describe, migrate, Migrated};
 use super::{
     now_ms, rfc3339, ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord,
-    FleetStatus, Inserted, NewAction, NewEvent, PendingAction, Store, StoreError, StoreResult,
-    Update,
+    FleetStatus, Inserted, NewAction, NewEvent, Store, StoreError, StoreResult, Update,
 };
-
-/// How to reach the database, and this instance's place in the fleet.
-#[derive(Clone)]
-pub struct PostgresOptions {
-    /// `postgres://user@host:port/database` (without a password).
-    pub url: String,
-    /// The password, from the environment (never from the file).
-    pub password: Option<String>,
-    /// The schema every table lives in: lowercase letters, digits and `_`,
-    /// not starting with a digit.
-    pub schema: String,
-    /// This instance's name in the fleet (unique among live instances).
-    pub instance: String,
-    /// How long a lease lasts without a heartbeat: an instance silent this
-    /// long has its claims taken over.
-    pub lease: Duration,
-    /// How often the lease is renewed (and expired ones taken over).
-    pub heartbeat: Duration,
-    /// Connections in the pool.
-    pub pool_size: usize,
-}
-
-impl std::fmt::Debug for PostgresOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresOptions")
-            .field("url", &self.url)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("schema", &self.schema)
-            .field("instance", &self.instance)
-            .field("lease", &self.lease)
-            .field("heartbeat", &self.heartbeat)
-            .field("pool_size", &self.pool_size)
-            .finish()
-    }
-}
-
-impl PostgresOptions {
-    /// Options for `url` with the defaults: schema `breakwater`, this
-    /// host's name and process id as the instance, a 30 s lease renewed
-    /// every 5 s, 16 connections.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            password: None,
-            schema: "breakwater".into(),
-            instance: default_instance(),
-            lease: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(5),
-            pool_size: 16,
-        }
-    }
-
-    /// Whether `store` names a Postgres database (a `postgres://` or
-    /// `postgresql://` URL) rather than a SQLite file.
-    pub fn is_url(store: &str) -> bool {
-        store.starts_with("postgres://") || store.starts_with("postgresql://")
-    }
-
-    /// The driver's settings: the URL, the password, a 5 s connect timeout
-    /// and the schema as the search path.
-    fn pg_config(&self) -> StoreResult<tokio_postgres::Config> {
-        check_schema(&self.schema).map_err(StoreError::Backend)?;
-        let mut config: tokio_postgres::Config = self
-            .url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("the store URL is not valid: {e}")))?;
-        if config.get_password().is_some() {
-            return Err(StoreError::Backend(
-                "the store URL holds a password: take it out and give it in the environment \
-                 (the variable `store_password_env` names, or PGPASSWORD)"
-                    .into(),
-            ));
-        }
-        if let Some(p) = &self.password {
-            config.password(p.as_bytes());
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.keepalives_idle(Duration::from_secs(30));
-        config.application_name("breakwater");
-        // A session that stops mid-transaction (its process paused or
-        // frozen) is ended by the server within half a lease, so its row
-        // locks never outlast its lease; no statement waits long for a lock.
-        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-        let idle_ms = (lease_ms / 2).clamp(1_000, 60_000);
-        config.options(format!(
-            "-c search_path={} -c client_min_messages=warning \
-             -c idle_in_transaction_session_timeout={idle_ms} -c lock_timeout=10000",
-            self.schema
-        ));
-        Ok(config)
-    }
-}
-
-/// `hostname-pid`: unique among the instances of one machine.
-fn default_instance() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "breakwater".into());
-    format!("{host}-{}", std::process::id())
-}
-
-/// Checks that `schema` is a plain identifier (it is written into
-/// statements as it is).
-///
-/// # Errors
-///
-/// What is wrong with it.
-pub fn check_schema(schema: &str) -> Result<(), String> {
-    let mut chars = schema.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    if !first_ok
-        || schema.len() > 63
-        || !schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(format!(
-            "{schema:?} is not a schema name breakwater accepts: lowercase letters, digits and \
-             `_`, not starting with a digit, at most 63 characters"
-        ));
-    }
-    Ok(())
-}
-
-/// At most this many events go in one insert statement.
-const INSERT_BATCH: usize = 2_000;
-
-/// Writers of queued inserts at once (statements in flight).
-const INSERT_WRITERS: usize = 2;
-
-/// A caller's events waiting to be written, and where its answer goes.
-struct InsertJob {
-    events: Vec<NewEvent>,
-    done: tokio::sync::oneshot::Sender<StoreResult<Vec<Inserted>>>,
-}
-
-/// How many action ids a draw from the `action_ids` sequence gives (its
-/// increment).
-const ID_BLOCK: i64 = 1000;
 
 /// A configured action: its observer and JSON.
 type SpecKey = (Arc<str>, Arc<str>);
@@ -327,24 +185,6 @@ impl PostgresStore {
         self.lease.taken_over.load(Ordering::Relaxed)
     }
 
-    /// Whether this instance lost a lease since the last call (its claims
-    /// were taken over while it was silent): what it holds in memory is no
-    /// longer its own.
-    pub fn take_lease_lost(&self) -> bool {
-        self.lease.take_lost()
-    }
-
-    /// Renews the lease now and takes over expired ones (the heartbeat does
-    /// this every [`PostgresOptions::heartbeat`]).
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the database cannot be reached.
-    pub async fn heartbeat(&self) -> StoreResult<u64> {
-        let mut client = self.client().await?;
-        self.lease.beat(&mut client).await
-    }
-
     fn start_heartbeat(&self) {
         let pool = self.pool.clone();
         let lease = self.lease.clone();
@@ -400,41 +240,6 @@ impl PostgresStore {
                 }
                 Err(backend(e))
             }
-        }
-    }
-
-    /// `n` new action ids, ascending: from this instance's block, drawing
-    /// new blocks of a thousand from the `action_ids` sequence as needed.
-    async fn action_ids(&self, client: &tokio_postgres::Client, n: usize) -> StoreResult<Vec<i64>> {
-        let mut out = Vec::with_capacity(n);
-        loop {
-            {
-                let mut block = lock(&self.ids);
-                while out.len() < n && block.start < block.end {
-                    out.push(block.start);
-                    block.start += 1;
-                }
-            }
-            if out.len() == n {
-                return Ok(out);
-            }
-            let blocks = (n - out.len()).div_ceil(ID_BLOCK as usize) as i64;
-            let rows = self.note(
-                client
-                    .query(
-                        "SELECT nextval('action_ids') FROM generate_series(1, $1::int8)",
-                        &[&blocks],
-                    )
-                    .await,
-            )?;
-            let mut starts: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-            starts.sort_unstable();
-            // All but the last block go to this batch; the last one is kept.
-            let last = starts.pop().unwrap_or(0);
-            for s in starts {
-                out.extend(s..s + ID_BLOCK);
-            }
-            *lock(&self.ids) = last..last + ID_BLOCK;
         }
     }
 
@@ -518,158 +323,6 @@ impl PostgresStore {
         let spec = (row.get::<_, i32>(0), lane);
         lock(&self.specs).insert(key, spec);
         Ok(spec)
-    }
-    /// Stores `events` in one statement (see [`Store::insert`]).
-    async fn insert_now(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
-        let client = self.client().await?;
-        // Specs and endpoint numbers first, outside the transaction (each
-        // is made once and kept).
-        let mut specs = Vec::new();
-        for e in &events {
-            for a in &e.actions {
-                specs.push(self.spec(&client, a).await?);
-            }
-        }
-        let now = now_ms();
-        let (instance, epoch) = (self.lease.instance.as_str(), self.lease.epoch());
-        // One event of each id: a second of the same id in the batch is a
-        // duplicate, as one stored before.
-        let mut first = HashSet::with_capacity(events.len());
-        let firsts: Vec<bool> = events.iter().map(|e| first.insert(e.event.id())).collect();
-        let (mut ids, mut bodies) = (Vec::new(), Vec::new());
-        for (e, _) in events.iter().zip(&firsts).filter(|(_, f)| **f) {
-            ids.push(e.event.id());
-            bodies.push(e.event.json());
-        }
-        let wanted: usize = events
-            .iter()
-            .zip(&firsts)
-            .filter(|(_, f)| **f)
-            .map(|(e, _)| e.actions.len())
-            .sum();
-        let mut next = self.action_ids(&client, wanted).await?.into_iter();
-        let mut cols = queries::ActionColumns::default();
-        let mut pending_of = Vec::with_capacity(events.len());
-        let mut spec_at = 0;
-        for (e, is_first) in events.iter().zip(&firsts) {
-            let specs_of = &specs[spec_at..spec_at + e.actions.len()];
-            spec_at += e.actions.len();
-            if !is_first {
-                pending_of.push(Vec::new());
-                continue;
-            }
-            let mut pending = Vec::new();
-            for (a, (spec, lane)) in e.actions.iter().zip(specs_of) {
-                let id = next
-                    .next()
-                    .ok_or_else(|| StoreError::Backend("fewer action ids than actions".into()))?;
-                let claimed = a.is_claimed();
-                cols.push(
-                    id,
-                    e.event.id(),
-                    *spec,
-                    *lane,
-                    a,
-                    claimed.then_some((instance, epoch)),
-                    now,
-                );
-                if claimed {
-                    pending.push(PendingAction {
-                        id,
-                        event: e.event.clone(),
-                        observer: a.observer().to_string(),
-                        endpoint: a.endpoint().to_string(),
-                        action: a.action().clone(),
-                        attempts: 0,
-                        accepted_at_ms: now,
-                        not_before_ms: a.parked_until_ms(),
-                        parked: a.parked_until_ms().is_some(),
-                        size: 0,
-                        claim_epoch: epoch,
-                    });
-                }
-            }
-            pending_of.push(pending);
-        }
-        // The events and their actions in one statement (one round trip,
-        // one commit): the actions of events already stored are left out.
-        let added: HashSet<Uuid> = cols
-            .insert_with_events(&client, &ids, &bodies, now)
-            .await
-            .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?
-            .into_iter()
-            .collect();
-        self.down.store(false, Ordering::Relaxed);
-        Ok(events
-            .iter()
-            .zip(firsts)
-            .zip(pending_of)
-            .map(|((e, is_first), pending)| {
-                if is_first && added.contains(&e.event.id()) {
-                    Inserted::New(pending)
-                } else {
-                    Inserted::Duplicate
-                }
-            })
-            .collect())
-    }
-
-    /// Writes the queued inserts, all the jobs waiting (up to
-    /// [`INSERT_BATCH`] events) in one statement, while this caller holds
-    /// one of the writers' places; callers that find both places taken
-    /// wait for a writer to take their job. Under load, concurrent
-    /// requests share statements and commits, as the SQLite writer's group
-    /// commit does.
-    async fn write_inserts(&self) {
-        loop {
-            let Ok(_place) = self.writers.try_acquire() else {
-                return;
-            };
-            loop {
-                let jobs = {
-                    let mut queue = lock(&self.inserts);
-                    let mut jobs = Vec::new();
-                    let mut n = 0;
-                    while let Some(job) = queue.front() {
-                        if n > 0 && n + job.events.len() > INSERT_BATCH {
-                            break;
-                        }
-                        n += job.events.len();
-                        jobs.extend(queue.pop_front());
-                    }
-                    jobs
-                };
-                if jobs.is_empty() {
-                    break;
-                }
-                let counts: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
-                let mut all = Vec::with_capacity(counts.iter().sum());
-                let mut replies = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    all.extend(job.events);
-                    replies.push(job.done);
-                }
-                match self.insert_now(all).await {
-                    Ok(inserted) => {
-                        let mut inserted = inserted.into_iter();
-                        for (reply, n) in replies.into_iter().zip(counts) {
-                            let _ = reply.send(Ok(inserted.by_ref().take(n).collect()));
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-            drop(_place);
-            // A job queued after the last look, by a caller that found
-            // this place still taken: written by the next turn.
-            if lock(&self.inserts).is_empty() {
-                return;
-            }
-        }
     }
 }
 

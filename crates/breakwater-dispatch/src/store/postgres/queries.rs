@@ -162,7 +162,6 @@ pub(super) struct ActionColumns {
 impl ActionColumns {
     /// Adds action `a` with id `id` of event `event`, claimed by `holder`
     /// (instance and epoch) or not.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn push(
         &mut self,
         id: i64,
@@ -171,7 +170,6 @@ impl ActionColumns {
         lane: i32,
         a: &NewAction,
         holder: Option<(&str, i64)>,
-        _now: i64,
     ) {
         self.id.push(id);
         self.event.push(event);

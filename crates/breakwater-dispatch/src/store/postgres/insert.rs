@@ -1,0 +1,216 @@
+//! Inserts: events and their actions in one statement, concurrent callers'
+//! jobs gathered into one statement and one commit (the group commit of
+//! the SQLite writer, for Postgres), action ids drawn a block at a time.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use uuid::Uuid;
+
+use super::{lock, queries, PostgresStore};
+use crate::store::{now_ms, Inserted, NewEvent, PendingAction, StoreError, StoreResult};
+
+/// At most this many events go in one insert statement.
+const INSERT_BATCH: usize = 2_000;
+
+/// Writers of queued inserts at once (statements in flight).
+pub(super) const INSERT_WRITERS: usize = 2;
+
+/// A caller's events waiting to be written, and where its answer goes.
+pub(super) struct InsertJob {
+    pub(super) events: Vec<NewEvent>,
+    pub(super) done: tokio::sync::oneshot::Sender<StoreResult<Vec<Inserted>>>,
+}
+
+/// How many action ids a draw from the `action_ids` sequence gives (its
+/// increment).
+const ID_BLOCK: i64 = 1000;
+
+impl PostgresStore {
+    /// `n` new action ids, ascending: from this instance's block, drawing
+    /// new blocks of a thousand from the `action_ids` sequence as needed.
+    async fn action_ids(&self, client: &tokio_postgres::Client, n: usize) -> StoreResult<Vec<i64>> {
+        let mut out = Vec::with_capacity(n);
+        loop {
+            {
+                let mut block = lock(&self.ids);
+                while out.len() < n && block.start < block.end {
+                    out.push(block.start);
+                    block.start += 1;
+                }
+            }
+            if out.len() == n {
+                return Ok(out);
+            }
+            let blocks = (n - out.len()).div_ceil(ID_BLOCK as usize) as i64;
+            let rows = self.note(
+                client
+                    .query(
+                        "SELECT nextval('action_ids') FROM generate_series(1, $1::int8)",
+                        &[&blocks],
+                    )
+                    .await,
+            )?;
+            let mut starts: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            starts.sort_unstable();
+            // All but the last block go to this batch; the last one is kept.
+            let last = starts.pop().unwrap_or(0);
+            for s in starts {
+                out.extend(s..s + ID_BLOCK);
+            }
+            *lock(&self.ids) = last..last + ID_BLOCK;
+        }
+    }
+
+    /// Stores `events` in one statement (see [`Store::insert`]).
+    async fn insert_now(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
+        let client = self.client().await?;
+        // Specs and endpoint numbers first, outside the transaction (each
+        // is made once and kept).
+        let mut specs = Vec::new();
+        for e in &events {
+            for a in &e.actions {
+                specs.push(self.spec(&client, a).await?);
+            }
+        }
+        let now = now_ms();
+        let (instance, epoch) = (self.lease.instance.as_str(), self.lease.epoch());
+        // One event of each id: a second of the same id in the batch is a
+        // duplicate, as one stored before.
+        let mut first = HashSet::with_capacity(events.len());
+        let firsts: Vec<bool> = events.iter().map(|e| first.insert(e.event.id())).collect();
+        let (mut ids, mut bodies) = (Vec::new(), Vec::new());
+        for (e, _) in events.iter().zip(&firsts).filter(|(_, f)| **f) {
+            ids.push(e.event.id());
+            bodies.push(e.event.json());
+        }
+        let wanted: usize = events
+            .iter()
+            .zip(&firsts)
+            .filter(|(_, f)| **f)
+            .map(|(e, _)| e.actions.len())
+            .sum();
+        let mut next = self.action_ids(&client, wanted).await?.into_iter();
+        let mut cols = queries::ActionColumns::default();
+        let mut pending_of = Vec::with_capacity(events.len());
+        let mut spec_at = 0;
+        for (e, is_first) in events.iter().zip(&firsts) {
+            let specs_of = &specs[spec_at..spec_at + e.actions.len()];
+            spec_at += e.actions.len();
+            if !is_first {
+                pending_of.push(Vec::new());
+                continue;
+            }
+            let mut pending = Vec::new();
+            for (a, (spec, lane)) in e.actions.iter().zip(specs_of) {
+                let id = next
+                    .next()
+                    .ok_or_else(|| StoreError::Backend("fewer action ids than actions".into()))?;
+                let claimed = a.is_claimed();
+                cols.push(
+                    id,
+                    e.event.id(),
+                    *spec,
+                    *lane,
+                    a,
+                    claimed.then_some((instance, epoch)),
+                );
+                if claimed {
+                    pending.push(PendingAction {
+                        id,
+                        event: e.event.clone(),
+                        observer: a.observer().to_string(),
+                        endpoint: a.endpoint().to_string(),
+                        action: a.action().clone(),
+                        attempts: 0,
+                        accepted_at_ms: now,
+                        not_before_ms: a.parked_until_ms(),
+                        parked: a.parked_until_ms().is_some(),
+                        size: 0,
+                        claim_epoch: epoch,
+                    });
+                }
+            }
+            pending_of.push(pending);
+        }
+        // The events and their actions in one statement (one round trip,
+        // one commit): the actions of events already stored are left out.
+        let added: HashSet<Uuid> = cols
+            .insert_with_events(&client, &ids, &bodies, now)
+            .await
+            .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?
+            .into_iter()
+            .collect();
+        self.down.store(false, Ordering::Relaxed);
+        Ok(events
+            .iter()
+            .zip(firsts)
+            .zip(pending_of)
+            .map(|((e, is_first), pending)| {
+                if is_first && added.contains(&e.event.id()) {
+                    Inserted::New(pending)
+                } else {
+                    Inserted::Duplicate
+                }
+            })
+            .collect())
+    }
+
+    /// Writes the queued inserts, all the jobs waiting (up to
+    /// [`INSERT_BATCH`] events) in one statement, while this caller holds
+    /// one of the writers' places; callers that find both places taken
+    /// wait for a writer to take their job. Under load, concurrent
+    /// requests share statements and commits, as the SQLite writer's group
+    /// commit does.
+    pub(super) async fn write_inserts(&self) {
+        loop {
+            let Ok(_place) = self.writers.try_acquire() else {
+                return;
+            };
+            loop {
+                let jobs = {
+                    let mut queue = lock(&self.inserts);
+                    let mut jobs = Vec::new();
+                    let mut n = 0;
+                    while let Some(job) = queue.front() {
+                        if n > 0 && n + job.events.len() > INSERT_BATCH {
+                            break;
+                        }
+                        n += job.events.len();
+                        jobs.extend(queue.pop_front());
+                    }
+                    jobs
+                };
+                if jobs.is_empty() {
+                    break;
+                }
+                let counts: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+                let mut all = Vec::with_capacity(counts.iter().sum());
+                let mut replies = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    all.extend(job.events);
+                    replies.push(job.done);
+                }
+                match self.insert_now(all).await {
+                    Ok(inserted) => {
+                        let mut inserted = inserted.into_iter();
+                        for (reply, n) in replies.into_iter().zip(counts) {
+                            let _ = reply.send(Ok(inserted.by_ref().take(n).collect()));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            drop(_place);
+            // A job queued after the last look, by a caller that found
+            // this place still taken: written by the next turn.
+            if lock(&self.inserts).is_empty() {
+                return;
+            }
+        }
+    }
+}
