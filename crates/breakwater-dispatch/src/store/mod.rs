@@ -23,6 +23,7 @@
 //!   which at-least-once allows).
 
 mod event_json;
+pub mod history;
 pub mod postgres;
 pub mod sqlite;
 
@@ -35,6 +36,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use self::event_json::EventJson;
+pub use self::history::{
+    ActionFilter, ActionPage, Attempt, AttemptOutcome, AttemptRecord, AuditEntry, EndpointCounts,
+    ReplayJob, ReplayState, RequestRecord, Trigger,
+};
 pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sqlite::{SqliteStore, StoreFile};
 
@@ -214,8 +219,33 @@ pub struct NewEvent {
     /// The event, as the JSON text a store writes; its pending actions
     /// share it.
     pub event: Arc<EventJson>,
+    /// What its actions are searched by.
+    pub keys: EventKeys,
     /// Its actions.
     pub actions: Vec<NewAction>,
+}
+
+/// What an event's actions are searched by ([`ActionFilter`]), kept in
+/// columns of their own beside the event's JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventKeys {
+    /// `insert`, `update`, `delete`, ...
+    pub event_type: String,
+    /// The entity's type.
+    pub entity_type: String,
+    /// The entity's id.
+    pub entity_id: String,
+}
+
+impl EventKeys {
+    /// `event`'s keys.
+    pub fn of(event: &EntityEvent) -> Self {
+        Self {
+            event_type: event.event_type.as_str().to_string(),
+            entity_type: event.entity_type.clone(),
+            entity_id: event.entity_id.to_string(),
+        }
+    }
 }
 
 impl NewEvent {
@@ -223,6 +253,7 @@ impl NewEvent {
     pub fn new(event: &EntityEvent, actions: Vec<NewAction>) -> Self {
         Self {
             event: Arc::new(EventJson::new(event)),
+            keys: EventKeys::of(event),
             actions,
         }
     }
@@ -310,7 +341,7 @@ pub struct Backlog {
 }
 
 /// Where an action stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
     /// Waiting for (or in) delivery.
@@ -372,6 +403,18 @@ pub struct ActionRecord {
     pub last_error: Option<String>,
     /// The last HTTP status, if any.
     pub last_status: Option<u16>,
+    /// When its event was accepted (RFC 3339).
+    pub accepted_at: String,
+    /// Its event's type (`insert`, ...).
+    pub event_type: String,
+    /// Its event's entity type.
+    pub entity_type: String,
+    /// Times an operator replayed it.
+    pub replays: u32,
+    /// Every attempt, oldest first: filled by [`Store::event`], left out of
+    /// lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_history: Option<Vec<AttemptRecord>>,
 }
 
 /// An event and its actions, for `GET /events/{id}`.
@@ -458,6 +501,15 @@ pub enum Update {
         endpoint: String,
         /// Unix ms; 0: not parked.
         until_ms: i64,
+    },
+    /// An attempt of an action, recorded in the batch of its outcome (the
+    /// outcome follows it). Kept with its action: removed when the action's
+    /// delivered event is pruned or its dead letter purged.
+    Attempt {
+        /// The action.
+        id: ActionId,
+        /// What was sent and what came back.
+        attempt: Box<Attempt>,
     },
     /// An endpoint was disabled (`410 Gone`) or enabled again.
     EndpointDisabled {
@@ -729,6 +781,181 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// (`None`, the default, for one of a single process).
     fn fleet(&self) -> Option<FleetStatus> {
         None
+    }
+
+    /// A page of the actions matching `filter`, newest (highest id) first,
+    /// of ids below `before` when given, at most `limit`. Pages are stable
+    /// while new actions arrive (they have higher ids).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn actions(
+        &self,
+        filter: &ActionFilter,
+        before: Option<ActionId>,
+        limit: usize,
+    ) -> StoreResult<ActionPage> {
+        let _ = (filter, before, limit);
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// How many actions match `filter`.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64> {
+        let _ = filter;
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// One action, without its attempts.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>> {
+        let _ = id;
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Replays the actions among `ids` that are dead-lettered or delivered:
+    /// each becomes pending (unclaimed, in its endpoint's backlog) with no
+    /// attempts used, its replay count raised and, with `job`, marked as
+    /// that job's. Actions in any other state, or unknown, are left alone.
+    /// Their attempts are kept. Returns how many it replayed.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; nothing is replayed then.
+    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64> {
+        let _ = (ids, job);
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Deletes the dead letters among `ids`, with their attempts (other
+    /// actions are left alone); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; nothing is deleted then.
+    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64> {
+        let _ = ids;
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Up to `limit` attempts of `endpoint`'s actions, newest first, of ids
+    /// below `before` when given.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn endpoint_attempts(
+        &self,
+        endpoint: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        let _ = (endpoint, before, limit);
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Each endpoint's actions by status (endpoints with none waiting,
+    /// held or dead-lettered may be left out).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Stores `entry` (its `id` is ignored); returns its id.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64> {
+        let _ = entry;
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Up to `limit` audit entries, newest first, of ids below `before`
+    /// when given.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let _ = (before, limit);
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Stores a new running replay job of `filter` over `total` actions,
+    /// started by `actor`; returns it.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn create_replay_job(
+        &self,
+        filter: &ActionFilter,
+        actor: &str,
+        total: u64,
+    ) -> StoreResult<ReplayJob> {
+        let _ = (filter, actor, total);
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Records a running job's progress: `replayed` so far, and its new
+    /// `state` (with `error` when it failed). A job no longer running
+    /// (cancelled meanwhile) is left as it is; returns its state after.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn update_replay_job(
+        &self,
+        id: i64,
+        replayed: u64,
+        state: ReplayState,
+        error: Option<String>,
+    ) -> StoreResult<ReplayState> {
+        let _ = (id, replayed, state, error);
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Cancels a running job; returns the job as it is after (`None` when
+    /// there is no such job). A job no longer running is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
+        let _ = id;
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// A job, with the statuses of the actions it replayed
+    /// ([`ReplayJob::progress`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
+        let _ = id;
+        Err(StoreError::Backend("not implemented".into()))
+    }
+
+    /// Up to `limit` jobs, newest first (their `progress` left empty).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>> {
+        let _ = limit;
+        Err(StoreError::Backend("not implemented".into()))
     }
 
     /// Writes everything queued and stops accepting work.

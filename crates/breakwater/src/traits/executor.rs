@@ -9,6 +9,7 @@ use super::action::ActionConfig;
 use super::cache::BoundedCache;
 use super::error::{Error, Result};
 use super::event::EntityEvent;
+use super::exchange::Exchange;
 use crate::resilience::per_endpoint::PerEndpointCircuitBreaker;
 use crate::resilience::{CircuitBreaker, Verdict};
 use crate::CircuitError;
@@ -63,6 +64,24 @@ pub trait ActionExecutor: Send + Sync {
     ///
     /// An [`Error`] saying whether to retry, dead-letter or wait.
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult>;
+
+    /// Performs `action` for `event` as [`execute`](ActionExecutor::execute)
+    /// does, and fills `exchange` with what was sent and what came back
+    /// (for an attempt history). The default records nothing: an executor
+    /// that speaks HTTP overrides it.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](ActionExecutor::execute).
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        let _ = exchange;
+        self.execute(event, action).await
+    }
 }
 
 #[async_trait]
@@ -70,12 +89,30 @@ impl<T: ActionExecutor + ?Sized> ActionExecutor for Arc<T> {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
         (**self).execute(event, action).await
     }
+
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        (**self).execute_recorded(event, action, exchange).await
+    }
 }
 
 #[async_trait]
 impl<T: ActionExecutor + ?Sized> ActionExecutor for Box<T> {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
         (**self).execute(event, action).await
+    }
+
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        (**self).execute_recorded(event, action, exchange).await
     }
 }
 

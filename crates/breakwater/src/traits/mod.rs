@@ -34,6 +34,7 @@ pub(crate) mod cache;
 mod endpoint;
 mod error;
 mod event;
+mod exchange;
 mod executor;
 pub(crate) mod template;
 
@@ -44,4 +45,5 @@ pub use self::action::{ActionConfig, EmailAction, LogAction, SlackAction, Webhoo
 pub(crate) use self::endpoint::request_url;
 pub use self::error::{ActionConfigError, Error, Result};
 pub use self::event::{EntityEvent, EventKind, FieldChange};
+pub use self::exchange::{ErrorKind, Exchange};
 pub use self::executor::{ActionExecutor, ActionResult, CircuitBreakerActionExecutor};

@@ -470,7 +470,9 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
+    async fn apply(&self, mut updates: Vec<Update>) -> StoreResult<()> {
+        // Attempt records: not yet stored (schema to come).
+        updates.retain(|u| !matches!(u, Update::Attempt { .. }));
         if updates.is_empty() {
             return Ok(());
         }

@@ -142,6 +142,12 @@ pub(super) fn row_to_record(row: &Row) -> ActionRecord {
         last_status: row
             .get::<_, Option<i32>>("last_status")
             .and_then(|s| u16::try_from(s).ok()),
+        // Filled by the history store work (schema columns to come).
+        accepted_at: String::new(),
+        event_type: String::new(),
+        entity_type: String::new(),
+        replays: 0,
+        attempt_history: None,
     }
 }
 
@@ -264,7 +270,8 @@ fn kind(u: &Update) -> Kind {
         Update::Held { gone: None, .. } => Kind::Held,
         Update::Held { gone: Some(_), .. } => Kind::HeldGone,
         Update::Released { .. } => Kind::Released,
-        Update::Snapshot { .. } => Kind::Snapshot,
+        // Filtered out by `apply` (the history schema is to come).
+        Update::Snapshot { .. } | Update::Attempt { .. } => Kind::Snapshot,
         Update::EndpointParked { .. } => Kind::EndpointParked,
         Update::EndpointDisabled { .. } => Kind::Disabled,
     }
@@ -279,6 +286,7 @@ fn id_of(u: &Update) -> Option<i64> {
         | Update::Held { id, .. }
         | Update::Released { id } => Some(*id),
         Update::Snapshot { .. }
+        | Update::Attempt { .. }
         | Update::EndpointParked { .. }
         | Update::EndpointDisabled { .. } => None,
     }

@@ -184,7 +184,7 @@ impl Store for SqliteStore {
                     )?
                     .query_row([], |r| r.get(0))?,
             };
-            for NewEvent { event, actions } in events {
+            for NewEvent { event, actions, .. } in events {
                 let n = i64::try_from(actions.len()).unwrap_or(i64::MAX);
                 let range = (n > 0).then(|| (next_id, next_id + n - 1));
                 let added = insert_event.execute(params![
@@ -340,7 +340,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
+    async fn apply(&self, mut updates: Vec<Update>) -> StoreResult<()> {
+        // Attempt records: not yet stored (schema to come).
+        updates.retain(|u| !matches!(u, Update::Attempt { .. }));
         self.write(move |t| apply_all(t, &updates)).await
     }
 

@@ -125,6 +125,12 @@ pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionR
             .map(rfc3339),
         last_error: row.get("last_error")?,
         last_status: row.get("last_status")?,
+        // Filled by the history store work (schema columns to come).
+        accepted_at: String::new(),
+        event_type: String::new(),
+        entity_type: String::new(),
+        replays: 0,
+        attempt_history: None,
     })
 }
 
@@ -141,6 +147,8 @@ pub(super) fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
 /// The statement of `u`'s kind.
 fn update_sql(u: &Update) -> &'static str {
     match u {
+        // Not yet stored (the history schema is to come).
+        Update::Attempt { .. } => "",
         Update::Delivered { .. } => {
             "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
              last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1"
@@ -193,6 +201,9 @@ pub(super) fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Re
     let mut prepared: Vec<(&'static str, rusqlite::CachedStatement<'_>)> = Vec::new();
     for u in updates {
         let sql = update_sql(u);
+        if sql.is_empty() {
+            continue;
+        }
         let at = match prepared.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
             Some(at) => at,
             None => {
@@ -229,6 +240,7 @@ pub(super) fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Re
                 gone: Some(gone),
             } => stmt.execute(params![id, gone.attempts, gone.error, now])?,
             Update::Snapshot { endpoint, snapshot } => stmt.execute(params![endpoint, snapshot])?,
+            Update::Attempt { .. } => 0,
             Update::EndpointParked { endpoint, until_ms } => {
                 stmt.execute(params![endpoint, until_ms])?
             }
