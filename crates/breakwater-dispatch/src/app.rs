@@ -29,6 +29,8 @@ pub struct Tokens {
     pub admin: Option<String>,
     /// Required by `POST /events` when `intake_required`.
     pub intake: Option<String>,
+    /// Reads the console and the history routes (as the admin token does).
+    pub viewer: Option<String>,
     /// Whether the configuration names an intake token: then `POST /events`
     /// answers 401 without it, and always when its variable is unset or
     /// empty (a missing secret never opens the door).
@@ -41,6 +43,7 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("admin", &self.admin.as_ref().map(|_| "<set>"))
             .field("intake", &self.intake.as_ref().map(|_| "<set>"))
+            .field("viewer", &self.viewer.as_ref().map(|_| "<set>"))
             .field("intake_required", &self.intake_required)
             .finish()
     }
@@ -59,6 +62,7 @@ impl Tokens {
         let tokens = Self {
             admin: read(&config.admin_token_env),
             intake: read(&config.intake_token_env),
+            viewer: read(&config.viewer_token_env),
             intake_required: config.intake_token_env.is_some(),
         };
         for (key, name, token, routes) in [
@@ -74,6 +78,12 @@ impl Tokens {
                 &tokens.intake,
                 "POST /events",
             ),
+            (
+                "viewer_token_env",
+                &config.viewer_token_env,
+                &tokens.viewer,
+                "reads with the viewer token",
+            ),
         ] {
             if let (Some(name), None) = (name, token) {
                 tracing::warn!(
@@ -88,15 +98,21 @@ impl Tokens {
 /// Whether `header` (an `Authorization` value) carries `expected` as a
 /// bearer token, compared in constant time.
 pub fn bearer_matches(header: Option<&str>, expected: &str) -> bool {
+    bearer(header).is_some_and(|given| token_matches(given, expected))
+}
+
+/// The token of a bearer `Authorization` value.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
     // The scheme is case-insensitive (RFC 9110), the token is not.
-    let Some(given) = header
+    header
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token)
-    else {
-        return false;
-    };
-    bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes()))
+        .map(|(_, token)| token.trim())
+}
+
+/// Whether `given` is `expected`, compared in constant time.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// What every handler shares.

@@ -20,9 +20,17 @@ pub enum ApiError {
     /// A bearer token is missing or wrong.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The token is valid but does not allow this (a viewer token on a
+    /// write), or a write came from another origin.
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing is stored under that name.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the state of what it names (replaying an
+    /// action that is still pending).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is over the limit.
     #[error("the request body is over the {limit}-byte limit")]
     PayloadTooLarge {
@@ -54,7 +62,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -68,7 +78,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RequestTimeout(_) => "request_timeout",
             Self::MethodNotAllowed(_) => "method_not_allowed",

@@ -77,6 +77,7 @@ impl Store for MemoryStore {
                     endpoint: a.endpoint().to_string(),
                     action: a.action().clone(),
                     attempts: 0,
+                    replays: 0,
                     accepted_at_ms: 0,
                     not_before_ms: a.parked_until_ms(),
                     parked: a.parked_until_ms().is_some(),

@@ -82,6 +82,10 @@ pub struct Config {
     /// Name of the environment variable holding the bearer token `POST
     /// /events` requires; intake is open when unset.
     pub intake_token_env: Option<String>,
+    /// Name of the environment variable holding the viewer token: it reads
+    /// the console and the history routes (the admin token reads them too);
+    /// when unset, only the admin token reads them.
+    pub viewer_token_env: Option<String>,
     /// Breaker defaults, and overrides by endpoint (each merged over the
     /// defaults).
     pub circuit_breaker: BreakerConfig,
@@ -105,6 +109,7 @@ impl Default for Config {
             fleet: FleetConfig::default(),
             admin_token_env: None,
             intake_token_env: None,
+            viewer_token_env: None,
             circuit_breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -122,6 +127,7 @@ const TOP_KEYS: &[&str] = &[
     "fleet",
     "admin_token_env",
     "intake_token_env",
+    "viewer_token_env",
     "circuit_breaker",
     "retry",
     "delivery",
@@ -259,7 +265,12 @@ impl Config {
                 }
             }
         }
-        for key in ["admin_token_env", "intake_token_env", "store_password_env"] {
+        for key in [
+            "admin_token_env",
+            "intake_token_env",
+            "viewer_token_env",
+            "store_password_env",
+        ] {
             if let Some(v) = table.get(key) {
                 match v.as_str() {
                     Some(s) if !s.is_empty() => {
@@ -267,6 +278,7 @@ impl Config {
                         match key {
                             "admin_token_env" => config.admin_token_env = s,
                             "intake_token_env" => config.intake_token_env = s,
+                            "viewer_token_env" => config.viewer_token_env = s,
                             _ => config.store_password_env = s,
                         }
                     }

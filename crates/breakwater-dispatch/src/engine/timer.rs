@@ -134,6 +134,7 @@ mod tests {
                 signing_secret: None,
             })),
             attempts: 0,
+            replays: 0,
             accepted_at_ms: 0,
             not_before_ms: None,
             parked: false,

@@ -286,6 +286,9 @@ pub struct PendingAction {
     pub action: Arc<ActionConfig>,
     /// Attempts used so far.
     pub attempts: u32,
+    /// Times an operator replayed it (its next attempt after a replay is
+    /// recorded as triggered by the replay).
+    pub replays: u32,
     /// When the event was accepted, milliseconds since the Unix epoch.
     pub accepted_at_ms: i64,
     /// Not to be attempted before this time (Unix ms), if set.

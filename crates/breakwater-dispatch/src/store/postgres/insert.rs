@@ -123,6 +123,7 @@ impl PostgresStore {
                         endpoint: a.endpoint().to_string(),
                         action: a.action().clone(),
                         attempts: 0,
+                        replays: 0,
                         accepted_at_ms: now,
                         not_before_ms: a.parked_until_ms(),
                         parked: a.parked_until_ms().is_some(),

@@ -112,6 +112,8 @@ pub(super) fn row_to_pending(row: &Row, claim_epoch: i64) -> StoreResult<Pending
         endpoint: row.get("endpoint"),
         action: Arc::new(action_from_json(&action)?),
         attempts: row.get::<_, i32>("attempts").max(0) as u32,
+        // The replay count column comes with the history schema.
+        replays: 0,
         accepted_at_ms: row.get("accepted_at"),
         not_before_ms: row.get("not_before"),
         parked: row.get::<_, &str>("status") == "parked",

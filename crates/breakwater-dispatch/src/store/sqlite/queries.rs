@@ -95,6 +95,8 @@ pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<Pendin
         endpoint: row.get("endpoint")?,
         action: Arc::new(action),
         attempts: row.get("attempts")?,
+        // The replay count column comes with the history schema.
+        replays: 0,
         accepted_at_ms: row.get("accepted_at")?,
         not_before_ms: row.get("not_before")?,
         parked: row.get::<_, String>("status")? == "parked",
