@@ -112,7 +112,11 @@ CREATE TABLE snapshots (
 ///   Each names its action's endpoint by number (`lane`), so that an
 ///   endpoint's recent attempts are read newest first through
 ///   `attempts_by_lane` alone; through the actions, they would need an
-///   index of every action by endpoint, delivered ones included.
+///   index of every action by endpoint, delivered ones included. The
+///   primary key is by action (`action_id, id`: an action's attempts in
+///   order, and those of actions deleted): an attempt is never looked up by
+///   its id alone, and a key by id would be a third index to write for
+///   each attempt (its ids are unique all the same, from their sequence).
 /// - `audit`: the operators' writes. `replay_jobs`: the replays by filter,
 ///   which every instance sees (and may cancel).
 const V2: &str = "
@@ -129,7 +133,7 @@ ALTER TABLE actions
     ADD COLUMN replay_job bigint;
 CREATE INDEX actions_by_replay_job ON actions (replay_job) WHERE replay_job IS NOT NULL;
 CREATE TABLE attempts (
-    id bigserial PRIMARY KEY,
+    id bigserial NOT NULL,
     action_id bigint NOT NULL,
     lane integer NOT NULL,
     number integer NOT NULL,
@@ -143,9 +147,9 @@ CREATE TABLE attempts (
     error text,
     request text,
     response_headers text,
-    response_body text
+    response_body text,
+    PRIMARY KEY (action_id, id)
 );
-CREATE INDEX attempts_by_action ON attempts (action_id, id);
 CREATE INDEX attempts_by_lane ON attempts (lane, id);
 CREATE TABLE audit (
     id bigserial PRIMARY KEY,
