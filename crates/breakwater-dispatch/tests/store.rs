@@ -33,6 +33,8 @@ mod backends;
 #[path = "store/fixtures.rs"]
 mod fixtures;
 
+#[path = "store/actions.rs"]
+mod actions;
 #[path = "store/backlog.rs"]
 mod backlog;
 #[path = "store/dead_letters.rs"]
@@ -45,6 +47,8 @@ mod insert;
 mod lifecycle;
 #[path = "store/maintenance.rs"]
 mod maintenance;
+#[path = "store/operations.rs"]
+mod operations;
 /// Postgres alone: its upgrade to the history schema, fencing and fleets.
 #[path = "store/postgres_history.rs"]
 mod postgres_history;
@@ -117,17 +121,21 @@ macro_rules! conformance {
                 history {
                     attempts_are_recorded_with_their_action_in_order,
                     an_attempt_is_kept_even_when_its_outcome_is_not,
-                    action_records_carry_their_events_keys,
                     a_response_body_comes_back_byte_for_byte,
                     attempts_go_with_pruned_events_and_stay_with_dead_letters,
                     purge_actions_deletes_only_dead_letters_with_their_attempts,
+                }
+                actions {
+                    action_records_carry_their_events_keys,
                     actions_are_filtered_by_each_field,
                     pages_are_stable_while_new_actions_arrive,
                     replay_actions_touches_only_dead_lettered_and_delivered_ones,
+                    endpoint_counts_show_a_parked_endpoints_actions_as_parked,
+                }
+                operations {
                     a_replay_jobs_progress_counts_its_actions_by_shown_status,
                     a_cancelled_replay_job_stays_cancelled,
                     audit_entries_round_trip_newest_first,
-                    endpoint_counts_show_a_parked_endpoints_actions_as_parked,
                 }
                 lifecycle {
                     an_empty_store_has_nothing,
