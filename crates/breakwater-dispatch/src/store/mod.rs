@@ -20,10 +20,20 @@
 //!   opens), a replay, or an endpoint enabled again.
 //! - [`Store::apply`] records outcomes; it may be batched and is not awaited
 //!   for durability by the engine (a lost outcome means one more delivery,
-//!   which at-least-once allows).
+//!   which at-least-once allows). Each attempt ([`Update::Attempt`]) goes in
+//!   the batch of its outcome, in the same transaction.
+//! - The history ([`history`]): every attempt, kept with its action (pruned
+//!   with its delivered event, purged with its dead letter); actions listed
+//!   by filter a page at a time ([`Store::actions`]); replays
+//!   ([`Store::replay_actions`]), which put actions back in their
+//!   endpoints' backlogs for the engine to find; the operators' audit log
+//!   and replay jobs, kept in the store so that every instance of a fleet
+//!   sees them.
 
 mod event_json;
 pub mod history;
+mod history_rows;
+mod new_event;
 pub mod postgres;
 pub mod sqlite;
 
@@ -31,7 +41,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use breakwater::traits::{ActionConfig, EntityEvent};
+use breakwater::traits::ActionConfig;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -40,6 +50,7 @@ pub use self::history::{
     ActionFilter, ActionPage, Attempt, AttemptOutcome, AttemptRecord, AuditEntry, EndpointCounts,
     ReplayJob, ReplayState, RequestRecord, Trigger,
 };
+pub use self::new_event::{EventKeys, NewAction, NewEvent};
 pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sqlite::{SqliteStore, StoreFile};
 
@@ -65,199 +76,6 @@ impl From<rusqlite::Error> for StoreError {
 
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// One action to store with its event: the action, with what every store
-/// needs of it (its breaker key and its JSON) worked out once, when it is
-/// made, so that a configured action made once can be stored with any
-/// number of events at the cost of a few reference counts.
-///
-/// ```
-/// use breakwater::traits::{ActionConfig, LogAction};
-/// use breakwater_dispatch::store::NewAction;
-///
-/// let action = NewAction::new(
-///     "audit",
-///     ActionConfig::Log(LogAction { level: "info".into(), message_template: None }),
-/// );
-/// assert_eq!(action.observer(), "audit");
-/// assert_eq!(action.endpoint(), "log");
-/// assert!(action.json().contains(r#""type":"log""#));
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAction {
-    observer: Arc<str>,
-    action: Arc<ActionConfig>,
-    endpoint: Arc<str>,
-    json: Arc<str>,
-    parked_until_ms: Option<i64>,
-    backlogged: bool,
-    dead_letter: Option<Arc<str>>,
-}
-
-impl NewAction {
-    /// `action`, asked for by the observer named `observer`.
-    pub fn new(observer: impl Into<Arc<str>>, action: ActionConfig) -> Self {
-        let endpoint = action.endpoint().into();
-        // An `ActionConfig` is plain data (strings, numbers, maps with string
-        // keys): writing it as JSON cannot fail.
-        let json = serde_json::to_string(&action).unwrap_or_default().into();
-        Self {
-            observer: observer.into(),
-            action: Arc::new(action),
-            endpoint,
-            json,
-            parked_until_ms: None,
-            backlogged: false,
-            dead_letter: None,
-        }
-    }
-
-    /// The same action, to be stored unclaimed in its endpoint's backlog
-    /// (the engine reads it back with [`Store::claim_backlog`]) rather than
-    /// claimed and handed back by [`Store::insert`].
-    #[must_use]
-    pub fn backlogged(self) -> Self {
-        Self {
-            backlogged: true,
-            ..self
-        }
-    }
-
-    /// Whether it is to be stored in its endpoint's backlog.
-    pub fn is_backlogged(&self) -> bool {
-        self.backlogged
-    }
-
-    /// The same action, to be stored dead-lettered at once, with `reason`
-    /// as its error (its endpoint's backlog is over its quota). It is never
-    /// handed back to deliver; a replay makes it pending.
-    #[must_use]
-    pub fn dead_lettered(self, reason: impl Into<Arc<str>>) -> Self {
-        Self {
-            dead_letter: Some(reason.into()),
-            ..self
-        }
-    }
-
-    /// Why it is to be stored dead-lettered, if it is.
-    pub fn dead_letter_reason(&self) -> Option<&str> {
-        self.dead_letter.as_deref()
-    }
-
-    /// The status it is to be stored with: dead-lettered, parked or pending.
-    pub fn status(&self) -> ActionStatus {
-        if self.dead_letter.is_some() {
-            ActionStatus::DeadLettered
-        } else if self.parked_until_ms.is_some() {
-            ActionStatus::Parked
-        } else {
-            ActionStatus::Pending
-        }
-    }
-
-    /// Whether [`Store::insert`] hands it back claimed, to deliver now:
-    /// neither backlogged nor dead-lettered.
-    pub fn is_claimed(&self) -> bool {
-        !self.backlogged && self.dead_letter.is_none()
-    }
-
-    /// The same action, to be stored as parked by an open circuit until
-    /// `until_ms` (Unix milliseconds) rather than as pending.
-    #[must_use]
-    pub fn parked_until(self, until_ms: i64) -> Self {
-        Self {
-            parked_until_ms: Some(until_ms),
-            ..self
-        }
-    }
-
-    /// Until when it is to be stored as parked, if it is.
-    pub fn parked_until_ms(&self) -> Option<i64> {
-        self.parked_until_ms
-    }
-
-    /// The observer that asked for it.
-    pub fn observer(&self) -> &str {
-        &self.observer
-    }
-
-    /// The action.
-    pub fn action(&self) -> &Arc<ActionConfig> {
-        &self.action
-    }
-
-    /// Its breaker key ([`ActionConfig::endpoint`]).
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// The action as JSON, as stores keep it.
-    pub fn json(&self) -> &str {
-        &self.json
-    }
-
-    /// The shared observer name and JSON: clones of one configured action
-    /// share them, so a store can know an action it has seen by address.
-    pub(crate) fn shared(&self) -> (&Arc<str>, &Arc<str>) {
-        (&self.observer, &self.json)
-    }
-}
-
-/// One event to store, with the actions its observers ask for.
-///
-/// ```
-/// use breakwater::traits::{ActionConfig, EntityEvent, EventKind, LogAction};
-/// use breakwater_dispatch::store::{NewAction, NewEvent};
-///
-/// let event = EntityEvent::new(EventKind::Insert, "Order", uuid::Uuid::new_v4(), serde_json::json!({}));
-/// let log = ActionConfig::Log(LogAction { level: "info".into(), message_template: None });
-/// let new = NewEvent::new(&event, vec![NewAction::new("audit", log)]);
-/// assert_eq!(new.event.id(), event.id);
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    /// The event, as the JSON text a store writes; its pending actions
-    /// share it.
-    pub event: Arc<EventJson>,
-    /// What its actions are searched by.
-    pub keys: EventKeys,
-    /// Its actions.
-    pub actions: Vec<NewAction>,
-}
-
-/// What an event's actions are searched by ([`ActionFilter`]), kept in
-/// columns of their own beside the event's JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventKeys {
-    /// `insert`, `update`, `delete`, ...
-    pub event_type: String,
-    /// The entity's type.
-    pub entity_type: String,
-    /// The entity's id.
-    pub entity_id: String,
-}
-
-impl EventKeys {
-    /// `event`'s keys.
-    pub fn of(event: &EntityEvent) -> Self {
-        Self {
-            event_type: event.event_type.as_str().to_string(),
-            entity_type: event.entity_type.clone(),
-            entity_id: event.entity_id.to_string(),
-        }
-    }
-}
-
-impl NewEvent {
-    /// `event` (written as JSON once, here) with `actions`.
-    pub fn new(event: &EntityEvent, actions: Vec<NewAction>) -> Self {
-        Self {
-            event: Arc::new(EventJson::new(event)),
-            keys: EventKeys::of(event),
-            actions,
-        }
-    }
-}
 
 /// The outcome of storing one [`NewEvent`].
 #[derive(Debug, Clone)]
@@ -408,7 +226,7 @@ pub struct ActionRecord {
     pub last_status: Option<u16>,
     /// When its event was accepted (RFC 3339).
     pub accepted_at: String,
-    /// Its event's type (`insert`, ...).
+    /// Its event's type (`INSERT`, ...).
     pub event_type: String,
     /// Its event's entity type.
     pub entity_type: String,
@@ -507,7 +325,11 @@ pub enum Update {
     },
     /// An attempt of an action, recorded in the batch of its outcome (the
     /// outcome follows it). Kept with its action: removed when the action's
-    /// delivered event is pruned or its dead letter purged.
+    /// delivered event is pruned or its dead letter purged. Written even
+    /// when the outcome after it is ignored (an instance that lost its
+    /// lease: the attempt was made all the same); ignored for an action
+    /// the store no longer has. Its texts are kept as given, but for NUL,
+    /// kept as U+FFFD (Postgres refuses NUL in text).
     Attempt {
         /// The action.
         id: ActionId,
@@ -644,7 +466,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A [`StoreError`].
     async fn apply(&self, updates: Vec<Update>) -> StoreResult<()>;
 
-    /// An event and the state of its actions.
+    /// An event and the state of its actions, each with its attempts
+    /// ([`ActionRecord::attempt_history`], oldest first).
     ///
     /// # Errors
     ///
@@ -787,8 +610,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// A page of the actions matching `filter`, newest (highest id) first,
-    /// of ids below `before` when given, at most `limit`. Pages are stable
-    /// while new actions arrive (they have higher ids).
+    /// of ids below `before` when given, at most `limit`, with the next
+    /// page's cursor (the last id) when the page is full. Pages are stable
+    /// while new actions arrive (they have higher ids). The records leave
+    /// out [`ActionRecord::attempt_history`].
     ///
     /// # Errors
     ///
@@ -798,44 +623,34 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &ActionFilter,
         before: Option<ActionId>,
         limit: usize,
-    ) -> StoreResult<ActionPage> {
-        let _ = (filter, before, limit);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<ActionPage>;
 
     /// How many actions match `filter`.
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64> {
-        let _ = filter;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64>;
 
     /// One action, without its attempts.
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>> {
-        let _ = id;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>>;
 
     /// Replays the actions among `ids` that are dead-lettered or delivered:
     /// each becomes pending (unclaimed, in its endpoint's backlog) with no
     /// attempts used, its replay count raised and, with `job`, marked as
-    /// that job's. Actions in any other state, or unknown, are left alone.
-    /// Their attempts are kept. Returns how many it replayed.
+    /// that job's (without one, no job's). Actions in any other state, or
+    /// unknown, are left alone. Their attempts are kept, and so are their
+    /// last error and HTTP status (shown until the replay's first attempt
+    /// replaces them). Returns how many it replayed.
     ///
     /// # Errors
     ///
     /// A [`StoreError`]; nothing is replayed then.
-    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64> {
-        let _ = (ids, job);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64>;
 
     /// Deletes the dead letters among `ids`, with their attempts (other
     /// actions are left alone); returns how many.
@@ -843,10 +658,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`]; nothing is deleted then.
-    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64> {
-        let _ = ids;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64>;
 
     /// Up to `limit` attempts of `endpoint`'s actions, newest first, of ids
     /// below `before` when given.
@@ -859,10 +671,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         endpoint: &str,
         before: Option<i64>,
         limit: usize,
-    ) -> StoreResult<Vec<AttemptRecord>> {
-        let _ = (endpoint, before, limit);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<Vec<AttemptRecord>>;
 
     /// Each endpoint's actions by status (endpoints with none waiting,
     /// held or dead-lettered may be left out).
@@ -870,19 +679,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>>;
 
     /// Stores `entry` (its `id` is ignored); returns its id.
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64> {
-        let _ = entry;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64>;
 
     /// Up to `limit` audit entries, newest first, of ids below `before`
     /// when given.
@@ -890,10 +694,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
-        let _ = (before, limit);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
 
     /// Stores a new running replay job of `filter` over `total` actions,
     /// started by `actor`; returns it.
@@ -906,10 +707,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &ActionFilter,
         actor: &str,
         total: u64,
-    ) -> StoreResult<ReplayJob> {
-        let _ = (filter, actor, total);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<ReplayJob>;
 
     /// Records a running job's progress: `replayed` so far, and its new
     /// `state` (with `error` when it failed). A job no longer running
@@ -917,17 +715,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     ///
-    /// A [`StoreError`].
+    /// A [`StoreError`], also when there is no job `id`.
     async fn update_replay_job(
         &self,
         id: i64,
         replayed: u64,
         state: ReplayState,
         error: Option<String>,
-    ) -> StoreResult<ReplayState> {
-        let _ = (id, replayed, state, error);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<ReplayState>;
 
     /// Cancels a running job; returns the job as it is after (`None` when
     /// there is no such job). A job no longer running is left as it is.
@@ -935,10 +730,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
-        let _ = id;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>>;
 
     /// A job, with the statuses of the actions it replayed
     /// ([`ReplayJob::progress`]).
@@ -946,20 +738,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
-        let _ = id;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>>;
 
     /// Up to `limit` jobs, newest first (their `progress` left empty).
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>> {
-        let _ = limit;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>>;
 
     /// Writes everything queued and stops accepting work.
     async fn close(&self);

@@ -7,8 +7,8 @@ use breakwater::traits::{
     ActionConfig, EmailAction, EntityEvent, EventKind, LogAction, SlackAction, WebhookAction,
 };
 use breakwater_dispatch::store::{
-    ActionId, ActionRecord, ActionStatus, EventRecord, Inserted, NewAction, NewEvent,
-    PendingAction, Store, Update,
+    ActionId, ActionRecord, ActionStatus, Attempt, AttemptOutcome, AttemptRecord, EventRecord,
+    Inserted, NewAction, NewEvent, PendingAction, RequestRecord, Store, Trigger, Update,
 };
 use uuid::Uuid;
 
@@ -172,6 +172,18 @@ pub(crate) fn action(rec: &EventRecord, id: ActionId) -> &ActionRecord {
         .iter()
         .find(|a| a.id == id)
         .unwrap_or_else(|| panic!("action {id} is not in {rec:?}"))
+}
+
+/// `r` as lists show it ([`Store::dead_letters`], [`Store::actions`]):
+/// without its attempts, which only its event's record has.
+///
+/// [`Store::dead_letters`]: breakwater_dispatch::store::Store::dead_letters
+/// [`Store::actions`]: breakwater_dispatch::store::Store::actions
+pub(crate) fn listed(r: &ActionRecord) -> ActionRecord {
+    ActionRecord {
+        attempt_history: None,
+        ..r.clone()
+    }
 }
 
 /// The state of action `id` of event `event`.
@@ -340,4 +352,62 @@ pub(crate) fn assert_record_of(r: &ActionRecord, event: &EntityEvent, a: &NewAct
     assert_eq!(r.observer, a.observer(), "{r:?}");
     assert_eq!(r.action_type, a.action().action_type(), "{r:?}");
     assert_eq!(r.endpoint, a.endpoint(), "{r:?}");
+}
+
+/// An attempt numbered `number`, started at `started_ms`, that came to
+/// `outcome` with `status`.
+pub(crate) fn attempt(
+    number: u32,
+    outcome: AttemptOutcome,
+    status: Option<u16>,
+    started_ms: i64,
+) -> Attempt {
+    let failed = outcome != AttemptOutcome::Success;
+    Attempt {
+        number,
+        trigger: if number == 1 {
+            Trigger::Scheduled
+        } else {
+            Trigger::Retry
+        },
+        breaker_state: "closed".into(),
+        started_at_ms: started_ms,
+        duration_ms: 12 + u64::from(number),
+        outcome,
+        error_kind: failed.then(|| "http_5xx".to_string()),
+        status,
+        error: failed.then(|| format!("HTTP {status:?}")),
+        request: Some(RequestRecord {
+            method: "POST".into(),
+            url: "http://127.0.0.1:9001/hook".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("webhook-signature".into(), "[redacted]".into()),
+            ],
+        }),
+        response_headers: vec![("content-length".into(), "2".into())],
+        response_body: Some("ok".into()),
+    }
+}
+
+/// `attempt` of action `id`, to record.
+pub(crate) fn recorded(id: ActionId, attempt: &Attempt) -> Update {
+    Update::Attempt {
+        id,
+        attempt: Box::new(attempt.clone()),
+    }
+}
+
+/// The attempts of action `id` as its event's record shows them.
+pub(crate) async fn history_of(s: &S, event: Uuid, id: ActionId) -> Vec<AttemptRecord> {
+    let a = action_of(s, event, id).await;
+    match a.attempt_history {
+        Some(history) => history,
+        None => panic!("an event's record has every action's attempts: action {id}"),
+    }
+}
+
+/// What was recorded of each of `history`.
+pub(crate) fn attempts(history: &[AttemptRecord]) -> Vec<&Attempt> {
+    history.iter().map(|r| &r.attempt).collect()
 }
