@@ -320,7 +320,9 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let missed = |asked: usize, done: u64, verb: &str, what: &str| {
         let missed = asked.saturating_sub(usize::try_from(done).unwrap_or(usize::MAX));
         if missed > 0 {
-            eprintln!("{missed} of the {asked} id(s) given are not {what}; nothing {verb} for them");
+            eprintln!(
+                "{missed} of the {asked} id(s) given are not {what}; nothing {verb} for them"
+            );
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
@@ -359,9 +361,7 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             if shown == limit && shown > 0 {
-                println!(
-                    "{shown} dead letter(s) shown, the newest; there may be more (--limit)"
-                );
+                println!("{shown} dead letter(s) shown, the newest; there may be more (--limit)");
             } else {
                 println!("{shown} dead letter(s)");
             }
@@ -375,7 +375,9 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             mut ids,
         } => {
             if !all && ids.is_empty() {
-                anyhow::bail!("give the ids of the actions to replay, or --all for every dead letter");
+                anyhow::bail!(
+                    "give the ids of the actions to replay, or --all for every dead letter"
+                );
             }
             let store = open(&config).await?;
             let op = Operator::cli(store.clone());

@@ -430,7 +430,16 @@ mod tests {
             ActionStatus::Held,
         ] {
             let e = replay_filter(with(s)).unwrap_err();
-            assert!(matches!(e, OpError::Invalid { field: "status", .. }), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    OpError::Invalid {
+                        field: "status",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
         }
         assert_eq!(
             purge_filter(ActionFilter::default()).unwrap().status,
@@ -448,6 +457,9 @@ mod tests {
         assert_eq!(ids_target(&[3, 1]), "3,1");
         let many: Vec<ActionId> = (1..=25).collect();
         let t = ids_target(&many);
-        assert!(t.starts_with("1,2,3,") && t.ends_with("20,... (25 ids)"), "{t}");
+        assert!(
+            t.starts_with("1,2,3,") && t.ends_with("20,... (25 ids)"),
+            "{t}"
+        );
     }
 }

@@ -46,8 +46,11 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(200);
 /// What a job needs of the store.
 #[async_trait]
 trait JobStore: Send + Sync {
-    async fn page(&self, filter: &ActionFilter, before: Option<ActionId>)
-        -> StoreResult<ActionPage>;
+    async fn page(
+        &self,
+        filter: &ActionFilter,
+        before: Option<ActionId>,
+    ) -> StoreResult<ActionPage>;
     async fn replay(&self, ids: &[ActionId], job: i64) -> StoreResult<u64>;
     async fn record(
         &self,
@@ -348,10 +351,7 @@ mod tests {
             ReplayState::Failed
         );
         assert!(store.replayed.lock().unwrap().is_empty());
-        assert_eq!(
-            *store.records.lock().unwrap(),
-            [(0, ReplayState::Failed)]
-        );
+        assert_eq!(*store.records.lock().unwrap(), [(0, ReplayState::Failed)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -374,9 +374,6 @@ mod tests {
             run_with(&store, &job(), || false, || {}).await,
             ReplayState::Finished
         );
-        assert_eq!(
-            *store.records.lock().unwrap(),
-            [(0, ReplayState::Finished)]
-        );
+        assert_eq!(*store.records.lock().unwrap(), [(0, ReplayState::Finished)]);
     }
 }

@@ -38,7 +38,10 @@ pub(super) fn pairs(query: RawPairs) -> Result<Vec<(String, String)>, ApiError> 
 }
 
 /// An id from the path.
-pub(super) fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<i64, ApiError> {
+pub(super) fn path_id(
+    path: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<i64, ApiError> {
     let Path(id) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     id.parse::<i64>()
         .ok()
@@ -58,11 +61,7 @@ pub async fn list(
     let allowed = [FILTER, &["before", "limit"]].concat();
     let p = Params::new(pairs(query)?, &allowed)?;
     let (filter, before, limit) = (p.filter()?, p.before()?, p.limit()?);
-    let page = state
-        .engine
-        .store()
-        .actions(&filter, before, limit)
-        .await?;
+    let page = state.engine.store().actions(&filter, before, limit).await?;
     Ok(Json(json!({
         "actions": page.actions,
         "next": page.next.map(|n| n.to_string()),

@@ -299,7 +299,10 @@ mod tests {
     fn bad_parameters_are_named() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("bogus", "1")], "bogus: unknown parameter"),
-            (&[("status", "a"), ("status", "b")], "status: given more than once"),
+            (
+                &[("status", "a"), ("status", "b")],
+                "status: given more than once",
+            ),
             (&[("status", "lost")], "status: \"lost\" is not a status"),
             (&[("event_type", "upsert")], "event_type: \"upsert\""),
             (&[("entity_id", "12")], "entity_id: \"12\" is not a UUID"),
@@ -339,8 +342,8 @@ mod tests {
     #[test]
     fn a_json_filter_names_its_fields() {
         let json = |v: Value| Params::of_json_filter(v.as_object().unwrap());
-        let p = json(serde_json::json!({"status": "delivered", "since": 5, "observer": null}))
-            .unwrap();
+        let p =
+            json(serde_json::json!({"status": "delivered", "since": 5, "observer": null})).unwrap();
         let f = p.filter().unwrap();
         assert_eq!(f.status, Some(ActionStatus::Delivered));
         assert_eq!(f.since_ms, Some(5));
