@@ -839,3 +839,25 @@ async fn reads_need_a_token_writes_the_admin_token_and_every_write_is_audited() 
     assert_eq!(rest["entries"][0]["action"], "reset", "{rest}");
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_a_half_open_breaker_lets_through_is_recorded_as_its_probe() {
+    let hook = Hook::start(503, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, base) = start(&dir, &config(&dir, &[&hook], &[], "")).await;
+    post(&base, (0..10).map(|_| event("Order", "INSERT")).collect()).await;
+    let store = svc.state.engine.store().clone();
+    let probe = poll("a probe of the open breaker", LIMIT, || async {
+        let attempts = store
+            .endpoint_attempts(&hook.endpoint, None, 500)
+            .await
+            .unwrap();
+        attempts
+            .into_iter()
+            .find(|a| a.attempt.trigger == breakwater_dispatch::store::Trigger::Probe)
+    })
+    .await;
+    assert_eq!(probe.attempt.breaker_state, "half_open");
+    assert_eq!(probe.attempt.status, Some(503));
+    svc.shutdown(Duration::from_secs(5)).await;
+}
