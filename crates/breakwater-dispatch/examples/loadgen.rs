@@ -641,10 +641,11 @@ async fn main() {
             if let Some((off, off_cpu)) = &off_run {
                 let cost = (1.0 - serve.delivered / off.delivered) * 100.0;
                 println!(
-                    "  serve, history off: events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({}); recording attempts costs {cost:+.1}% of the delivered rate{}",
+                    "  serve, history off: events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({}, {:.0} µs of them in the store's writer); recording attempts costs {cost:+.1}% of the delivered rate{}",
                     off.accepted,
                     off.delivered,
                     show_cpu(*off_cpu),
+                    off.store_cpu.as_secs_f64() * 1e6 / (off.n.max(1) as f64),
                     match (serve_cpu, off_cpu) {
                         (Some(on), Some(off)) => format!(" and {:+.1}% CPU per event", (on / off - 1.0) * 100.0),
                         _ => String::new(),
