@@ -117,9 +117,8 @@ pub enum DlqCommand {
         #[arg(long)]
         observer: Option<String>,
     },
-    /// Queue dead letters for delivery again: the given action ids (dead
-    /// letters or delivered actions), or `--all` dead letters (as a replay
-    /// job, run here to its end).
+    /// Queue dead letters for delivery again: the given action ids, or
+    /// `--all` (as a replay job, run here to its end).
     Replay {
         /// The configuration file (for the store's path).
         #[arg(long)]
@@ -403,11 +402,11 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             } else {
                 ids.sort_unstable();
                 ids.dedup();
-                let n = op.replay_ids(&ids).await;
+                let n = op.replay_dead_letters(&ids).await;
                 store.close().await;
                 let n = n?;
                 println!("{n} dead letter(s) queued for delivery again");
-                missed(ids.len(), n, "queued", "dead-lettered or delivered")
+                missed(ids.len(), n, "queued", "dead letters")
             };
             return Ok(code);
         }

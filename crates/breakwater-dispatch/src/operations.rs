@@ -210,6 +210,27 @@ impl Operator {
         Ok(n)
     }
 
+    /// Replays the dead letters among `ids` (the `dlq replay` command: an
+    /// action in any other state, delivered ones included, is left alone);
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::Store`].
+    pub async fn replay_dead_letters(&self, ids: &[ActionId]) -> Result<u64, OpError> {
+        let mut dead = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let status = self.store.action(id).await?.map(|a| a.status);
+            if status == Some(ActionStatus::DeadLettered) {
+                dead.push(id);
+            }
+        }
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        self.replay_ids(&dead).await
+    }
+
     /// Stores a replay job of every action matching `filter` (see
     /// [`replay_filter`]) and returns it, running; [`replay::run`] does it.
     async fn create_job(&self, filter: ActionFilter) -> Result<ReplayJob, OpError> {
