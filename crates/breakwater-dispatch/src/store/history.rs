@@ -160,15 +160,17 @@ pub struct ActionFilter {
     pub endpoint: Option<String>,
     /// Only this observer's.
     pub observer: Option<String>,
-    /// Only for events of this type (`insert`, `update`, `delete`, ...).
+    /// Only for events of this type (`INSERT`, `UPDATE`, `DELETE`,
+    /// `CUSTOM`; matched whatever its case).
     pub event_type: Option<String>,
     /// Only for events of this entity type.
     pub entity_type: Option<String>,
-    /// Only for events of this entity.
+    /// Only for events of this entity (its id, matched whatever its case).
     pub entity_id: Option<String>,
     /// Only for this event.
     pub event_id: Option<Uuid>,
-    /// Only for events accepted at or after this time (Unix ms).
+    /// Only for events accepted at or after this time (Unix ms; an
+    /// action is stored when its event is accepted, with the same time).
     pub since_ms: Option<i64>,
     /// Only for events accepted before this time (Unix ms).
     pub until_ms: Option<i64>,

@@ -230,7 +230,7 @@ pub struct NewEvent {
 /// columns of their own beside the event's JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventKeys {
-    /// `insert`, `update`, `delete`, ...
+    /// `INSERT`, `UPDATE`, `DELETE` or `CUSTOM`, as events spell them.
     pub event_type: String,
     /// The entity's type.
     pub entity_type: String,
@@ -409,7 +409,7 @@ pub struct ActionRecord {
     pub last_status: Option<u16>,
     /// When its event was accepted (RFC 3339).
     pub accepted_at: String,
-    /// Its event's type (`insert`, ...).
+    /// Its event's type (`INSERT`, ...).
     pub event_type: String,
     /// Its event's entity type.
     pub entity_type: String,
@@ -649,7 +649,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A [`StoreError`].
     async fn apply(&self, updates: Vec<Update>) -> StoreResult<()>;
 
-    /// An event and the state of its actions.
+    /// An event and the state of its actions, each with its attempts
+    /// ([`ActionRecord::attempt_history`], oldest first).
     ///
     /// # Errors
     ///

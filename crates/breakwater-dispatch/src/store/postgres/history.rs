@@ -104,6 +104,8 @@ fn filtered(base: &str, filter: &ActionFilter, now: i64) -> Query {
     if let Some(id) = filter.event_id {
         q.and("a.event = ?", id);
     }
+    // The event's acceptance time, which each of its actions keeps as its
+    // own (stored in the same transaction, at the same time).
     if let Some(since) = filter.since_ms {
         q.and("a.accepted_at >= ?", since);
     }

@@ -71,6 +71,8 @@ fn conditions(filter: &ActionFilter, now: i64) -> (Vec<&'static str>, Vec<Value>
         );
         values.push(Value::Text(id.to_string()));
     }
+    // The event's acceptance time, which each of its actions keeps as its
+    // own (stored in the same transaction, at the same time).
     if let Some(since) = filter.since_ms {
         sql.push("a.accepted_at >= ?");
         values.push(Value::Integer(since));
@@ -140,8 +142,10 @@ pub(super) fn actions(
         values.len() + 1
     );
     values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    // Not cached: a statement for each set of conditions would push the
+    // store's own statements out of the connection's cache.
     let actions: Vec<ActionRecord> = c
-        .prepare_cached(&sql)?
+        .prepare(&sql)?
         .query_map(params_from_iter(values), row_to_record)?
         .collect::<Result<_, _>>()?;
     let next = (limit > 0 && actions.len() == limit)
@@ -160,7 +164,7 @@ pub(super) fn count_actions(c: &Connection, filter: &ActionFilter) -> rusqlite::
         where_clause(&conds)
     );
     let n: i64 = c
-        .prepare_cached(&sql)?
+        .prepare(&sql)?
         .query_row(params_from_iter(values), |r| r.get(0))?;
     Ok(n.max(0) as u64)
 }
