@@ -8,6 +8,7 @@
 //! | `GET /health` | degradation level; 503 when critical |
 //! | `GET /breakers` | every endpoint's breaker, JSON |
 //! | `POST /breakers/{endpoint}/reset\|open\|close` | admin, bearer token; 401 |
+//! | `/console/...` | the operator console: HTML ([`crate::console`]) |
 
 use std::sync::{Arc, RwLock};
 
@@ -123,6 +124,7 @@ pub struct AppState {
     routes: RwLock<Arc<Routes>>,
     tokens: RwLock<Tokens>,
     registry: Registry,
+    console: crate::console::Console,
 }
 
 impl std::fmt::Debug for AppState {
@@ -137,6 +139,7 @@ impl AppState {
     /// State over `engine` with `config`, `tokens`, and `registry` for `/metrics`.
     pub fn new(engine: Engine, config: Config, tokens: Tokens, registry: Registry) -> Arc<Self> {
         Arc::new(Self {
+            console: crate::console::Console::new(&engine),
             engine,
             routes: RwLock::new(Arc::new(Routes::new(&config))),
             config: RwLock::new(Arc::new(config)),
@@ -167,6 +170,11 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The operator console's state (sessions, recent transitions).
+    pub fn console(&self) -> &crate::console::Console {
+        &self.console
     }
 
     /// The registry `/metrics` encodes.
@@ -255,6 +263,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(routes::ops::health))
         .route("/breakers", get(routes::ops::breakers))
         .route("/breakers/{endpoint}/{op}", post(routes::admin::breaker))
+        .nest("/console", crate::console::router())
         // Errors in JSON here too, as everywhere else.
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("no route {}", uri.path()))
