@@ -57,7 +57,7 @@ use self::observers::observers;
 pub use self::observers::Observer;
 use self::problem::{line_at, Checker, Step};
 pub use self::problem::{ConfigError, Problem};
-pub use self::sections::{DeliveryConfig, HttpConfig, RetryConfig};
+pub use self::sections::{DeliveryConfig, HistoryConfig, HttpConfig, RetryConfig};
 pub use self::store::{postgres_options, FleetConfig, StoreLocation};
 use crate::store::postgres::check_schema;
 
@@ -95,6 +95,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// The HTTP listener's limits.
     pub http: HttpConfig,
+    /// What is kept of every delivery attempt.
+    pub history: HistoryConfig,
     /// Which events lead to which actions.
     pub observers: Vec<Observer>,
 }
@@ -114,6 +116,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             delivery: DeliveryConfig::default(),
             http: HttpConfig::default(),
+            history: HistoryConfig::default(),
             observers: Vec::new(),
         }
     }
@@ -132,6 +135,7 @@ const TOP_KEYS: &[&str] = &[
     "retry",
     "delivery",
     "http",
+    "history",
     "observers",
 ];
 
@@ -366,6 +370,18 @@ impl Config {
                     }
                 }
                 config.http = h;
+            }
+        }
+        if let Some(v) = table.get("history") {
+            if let Some(h) = c.parse::<HistoryConfig>(&[Step::Key("history")], v.clone()) {
+                let max = HistoryConfig::MAX_RESPONSE_BODY_BYTES;
+                if h.response_body_bytes > max {
+                    c.problem(
+                        &[Step::Key("history"), Step::Key("response_body_bytes")],
+                        format!("must be between 0 and {max}, got {}", h.response_body_bytes),
+                    );
+                }
+                config.history = h;
             }
         }
         if let Some(v) = table.get("observers") {

@@ -1,4 +1,4 @@
-//! The `[retry]`, `[delivery]` and `[http]` sections.
+//! The `[retry]`, `[delivery]`, `[http]` and `[history]` sections.
 
 use std::time::Duration;
 
@@ -138,6 +138,33 @@ impl Default for HttpConfig {
             max_connections: 512,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The `[history]` section: what is kept of every delivery attempt (shown
+/// by `GET /events/{id}`, `GET /actions/{id}` and the console).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Whether attempts are recorded. Default true.
+    pub enabled: bool,
+    /// How much of each answer's body is kept, in bytes,
+    /// `0..=`[`MAX_RESPONSE_BODY_BYTES`](HistoryConfig::MAX_RESPONSE_BODY_BYTES).
+    /// Default 4096.
+    pub response_body_bytes: usize,
+}
+
+impl HistoryConfig {
+    /// The most of an answer's body `response_body_bytes` may keep.
+    pub const MAX_RESPONSE_BODY_BYTES: usize = 65_536;
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            response_body_bytes: 4096,
         }
     }
 }

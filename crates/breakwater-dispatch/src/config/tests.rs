@@ -252,3 +252,46 @@ fn secrets_never_appear_in_problems() {
     let err = Config::parse(&src).unwrap_err();
     assert!(!err.to_string().contains("C2FVsBQ"), "{err}");
 }
+
+#[test]
+fn the_history_section_has_defaults_and_bounds() {
+    let c = Config::parse("").unwrap();
+    assert!(c.history.enabled);
+    assert_eq!(c.history.response_body_bytes, 4096);
+    let c = Config::parse("[history]\nenabled = false\nresponse_body_bytes = 0\n").unwrap();
+    assert_eq!(
+        c.history,
+        HistoryConfig {
+            enabled: false,
+            response_body_bytes: 0
+        }
+    );
+    let c = Config::parse("[history]\nresponse_body_bytes = 65536\n").unwrap();
+    assert_eq!(c.history.response_body_bytes, 65_536);
+    let src = "[history]\nresponse_body_bytes = 65537\nenabled = \"yes\"\nbody = 1\n";
+    let err = Config::parse(src).unwrap_err();
+    assert_eq!(
+        paths_and_lines(&err),
+        [
+            ("history.response_body_bytes", Some(2)),
+            ("history.enabled", Some(3)),
+            ("history.body", Some(4)),
+        ],
+        "{err}"
+    );
+    let src = "[history]\nresponse_body_bytes = 65537\n";
+    let err = Config::parse(src).unwrap_err();
+    assert_eq!(
+        paths_and_lines(&err),
+        [("history.response_body_bytes", Some(2))]
+    );
+    assert!(
+        err.problems[0].message.contains("between 0 and 65536"),
+        "{err}"
+    );
+    let err = Config::parse("[history]\nresponse_body_bytes = -1\n").unwrap_err();
+    assert_eq!(
+        paths_and_lines(&err),
+        [("history.response_body_bytes", Some(2))]
+    );
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use breakwater::traits::{ActionExecutor, ActionResult, Error};
 
 use super::lane::Lane;
+use super::record::Noted;
 use super::schedule::{self, AfterFailure};
 use super::window::Load;
 use super::{unix_ms, Engine};
@@ -149,22 +150,44 @@ impl Engine {
     /// Keeps `action` in the store until its endpoint is enabled again;
     /// `gone` is the attempt answered `410 Gone`, if one was made.
     pub(super) fn hold(&self, action: PendingAction, gone: Option<GoneAttempt>) {
+        self.hold_noted(action, gone, None);
+    }
+
+    /// [`hold`](Self::hold), with the record of the attempt answered `410
+    /// Gone`.
+    fn hold_noted(&self, action: PendingAction, gone: Option<GoneAttempt>, noted: Noted) {
         let l = action.load();
         self.lane(&action.endpoint).finish(l);
-        self.record(
+        self.record_with(
             Update::Held {
                 id: action.id,
                 gone,
             },
             l,
+            noted,
         );
     }
 
-    /// Runs one attempt of `action` and acts on the outcome.
-    pub(super) async fn deliver(&self, lane: &Arc<Lane>, mut action: PendingAction) {
+    /// Runs one attempt of `action` and acts on the outcome; records the
+    /// attempt when `[history]` is enabled (see `engine/attempt.rs`).
+    pub(super) async fn deliver(&self, lane: &Arc<Lane>, action: PendingAction) {
+        // The breaker is read before the call: a call admitted while it
+        // read Open or HalfOpen is the probe.
+        let mut trace = self
+            .inner
+            .history
+            .start(|| self.inner.breakers.get_or_create(&lane.endpoint).state());
         // Parsed for this attempt only: held, an event costs its text.
         let result = match action.event.to_event() {
-            Ok(event) => self.inner.executor.execute(&event, &action.action).await,
+            Ok(event) => match trace.as_mut() {
+                Some(t) => {
+                    self.inner
+                        .executor
+                        .execute_recorded(&event, &action.action, &mut t.exchange)
+                        .await
+                }
+                None => self.inner.executor.execute(&event, &action.action).await,
+            },
             Err(e) => Err(breakwater::traits::Error::permanent(format!(
                 "the stored event cannot be read as an event: {e}"
             ))),
@@ -180,20 +203,31 @@ impl Engine {
             self.let_go_lost(lane, &action);
             return;
         }
+        let outcome = classify(result);
+        let noted: Noted = trace
+            .and_then(|t| t.finish(&action, &outcome))
+            .map(|a| (action.id, a));
+        self.act_on(lane, action, outcome, noted);
+    }
+
+    /// Acts on the `outcome` of an attempt of `action`; `noted` is its
+    /// record, written with the outcome.
+    fn act_on(&self, lane: &Arc<Lane>, mut action: PendingAction, outcome: Outcome, noted: Noted) {
         let label = Metrics::endpoint(&lane.endpoint);
         let m = &self.inner.metrics;
-        match classify(result) {
+        match outcome {
             Outcome::Delivered { status } => {
                 lane.finish(action.load());
                 action.attempts += 1;
                 self.attempt(&lane.endpoint, "success");
-                self.record(
+                self.record_with(
                     Update::Delivered {
                         id: action.id,
                         attempts: action.attempts,
                         status,
                     },
                     action.load(),
+                    noted,
                 );
                 m.delivered.get_or_create(&label).inc();
                 lane.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -250,12 +284,12 @@ impl Engine {
                     attempts: action.attempts,
                     error: message,
                 };
-                self.hold(action, Some(gone));
+                self.hold_noted(action, Some(gone), noted);
             }
             Outcome::Permanent { message, status } => {
                 action.attempts += 1;
                 self.attempt(&lane.endpoint, "permanent");
-                self.dead_letter(lane, action, message, status);
+                self.dead_letter(lane, action, message, status, noted);
             }
             Outcome::Transient {
                 message,
@@ -276,12 +310,12 @@ impl Engine {
                     retry_after,
                 ) {
                     AfterFailure::GiveUp => {
-                        self.dead_letter(lane, action, message, status);
+                        self.dead_letter(lane, action, message, status, noted);
                     }
                     AfterFailure::RetryIn(wait) => {
                         let not_before_ms =
                             unix_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                        self.record(
+                        self.record_with(
                             Update::Retry {
                                 id: action.id,
                                 attempts: action.attempts,
@@ -290,6 +324,7 @@ impl Engine {
                                 status,
                             },
                             Load::default(),
+                            noted,
                         );
                         m.retried.get_or_create(&label).inc();
                         lane.stats.retried.fetch_add(1, Ordering::Relaxed);
@@ -308,11 +343,12 @@ impl Engine {
         action: PendingAction,
         error: String,
         status: Option<u16>,
+        noted: Noted,
     ) {
         let l = action.load();
         lane.finish(l);
         tracing::info!(endpoint = %lane.endpoint, action = action.id, %error, "dead-lettered");
-        self.record(
+        self.record_with(
             Update::DeadLetter {
                 id: action.id,
                 attempts: action.attempts,
@@ -320,6 +356,7 @@ impl Engine {
                 status,
             },
             l,
+            noted,
         );
         self.inner
             .metrics

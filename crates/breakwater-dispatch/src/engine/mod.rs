@@ -27,6 +27,7 @@
 //! (dead-letter table at once); `410 Gone` (the endpoint is disabled, its
 //! actions are held in the store until an operator enables it again).
 
+mod attempt;
 mod delivery;
 mod intake;
 mod lane;
@@ -61,6 +62,7 @@ use crate::store::{PendingAction, Store, StoreError, Update};
 pub use intake::AcceptError;
 pub use routes::{actions_for, Routes};
 
+use attempt::History;
 use lane::Lane;
 use prune::prune_task;
 use record::{record_task, Record};
@@ -150,6 +152,8 @@ struct Inner {
     breakers: Arc<PerEndpointCircuitBreaker>,
     degradation: GracefulDegradation,
     settings: RwLock<Settings>,
+    /// `[history]`: whether attempts are recorded, and how much of a body.
+    history: History,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     timer: mpsc::UnboundedSender<(PendingAction, Duration)>,
     snapshots: mpsc::UnboundedSender<String>,
@@ -161,6 +165,9 @@ struct Inner {
     /// store).
     admin_seen: Mutex<HashMap<String, i64>>,
     sweep: Notify,
+    /// Set when the store's backlogs changed behind the engine's back (a
+    /// replay): the next sweep counts them again.
+    recount: std::sync::atomic::AtomicBool,
     metrics: Metrics,
     stop: CancellationToken,
     deliveries: TaskTracker,
@@ -227,6 +234,7 @@ impl Engine {
                 retry: config.retry.clone(),
                 delivery: config.delivery.clone(),
             }),
+            history: History::new(&config.history),
             lanes: Mutex::new(HashMap::new()),
             timer: timer_tx,
             snapshots: snap_tx,
@@ -234,6 +242,7 @@ impl Engine {
             held: Usage::default(),
             admin_seen: Mutex::new(HashMap::new()),
             sweep: Notify::new(),
+            recount: std::sync::atomic::AtomicBool::new(false),
             metrics,
             stop: CancellationToken::new(),
             deliveries: TaskTracker::new(),
@@ -337,8 +346,8 @@ impl Engine {
             .clone()
     }
 
-    /// Applies a new configuration's retry, delivery and breaker settings;
-    /// every breaker keeps its state.
+    /// Applies a new configuration's retry, delivery, history and breaker
+    /// settings; every breaker keeps its state.
     ///
     /// # Errors
     ///
@@ -353,6 +362,7 @@ impl Engine {
             retry: config.retry.clone(),
             delivery: config.delivery.clone(),
         };
+        self.inner.history.set(&config.history);
         let mut endpoints = config.endpoints();
         endpoints.extend(
             self.inner
@@ -514,6 +524,17 @@ impl Engine {
     /// engine looks every second anyway).
     pub fn wake(&self) {
         self.inner.sweep.notify_one();
+    }
+
+    /// Tells the engine that actions were replayed in the store (made
+    /// pending and unclaimed, in their endpoints' backlogs): it looks for
+    /// them now rather than at its next sweep, and counts the backlogs
+    /// again. Windows, lanes and breakers pace their delivery as any
+    /// backlog's (an open endpoint's replayed actions park).
+    pub fn replayed(&self) {
+        // Relaxed: the sweep's wake-up orders it (the notify happens after).
+        self.inner.recount.store(true, Ordering::Relaxed);
+        self.wake();
     }
 
     /// Every endpoint's breaker and delivery counters, sorted by endpoint.

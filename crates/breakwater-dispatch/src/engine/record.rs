@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::window::Load;
 use super::Engine;
-use crate::store::Update;
+use crate::store::{ActionId, Attempt, Update};
 
 /// The most delivery outcomes written to the store in one call.
 const RECORD_BATCH: usize = 1024;
@@ -23,10 +23,18 @@ const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between two tries of a failed write of outcomes.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// An attempt to record with its action's outcome.
+pub(super) type Noted = Option<(ActionId, Box<Attempt>)>;
+
 /// A message to the outcome recorder.
 pub(super) enum Record {
-    /// Write `update`; then `release` stops counting as held.
-    Update { update: Update, release: Load },
+    /// Write `attempt`, if any, then `update` (in the same batch); then
+    /// `release` stops counting as held.
+    Update {
+        update: Update,
+        release: Load,
+        attempt: Noted,
+    },
     /// Answered once everything sent before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -35,10 +43,21 @@ impl Engine {
     /// Queues `update` for the outcome recorder; `release` stops counting
     /// as held once it is written.
     pub(super) fn record(&self, update: Update, release: Load) {
+        self.record_with(update, release, None);
+    }
+
+    /// Queues `update`, and before it the record of the attempt that led
+    /// to it, if any: one message, so that both are written in the same
+    /// batch (one commit).
+    pub(super) fn record_with(&self, update: Update, release: Load, attempt: Noted) {
         if self
             .inner
             .records
-            .send(Record::Update { update, release })
+            .send(Record::Update {
+                update,
+                release,
+                attempt,
+            })
             .is_err()
         {
             // The recorder stopped (shutdown): the action stays as stored.
@@ -97,7 +116,14 @@ pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<
         let mut flushed = Vec::new();
         for r in buf.drain(..) {
             match r {
-                Record::Update { update, release: n } => {
+                Record::Update {
+                    update,
+                    release: n,
+                    attempt,
+                } => {
+                    if let Some((id, attempt)) = attempt {
+                        updates.push(Update::Attempt { id, attempt });
+                    }
                     updates.push(update);
                     release.add(n);
                 }

@@ -3,6 +3,7 @@
 //! came due) and wakes their pagers; counts every endpoint's waiting
 //! actions now and then.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::window::PAGE_AHEAD_MS;
@@ -24,6 +25,10 @@ impl Engine {
             return;
         }
         let _ = self.check_store();
+        // Relaxed: see `Engine::replayed`.
+        if self.inner.recount.swap(false, Ordering::Relaxed) {
+            self.count_backlogs().await;
+        }
         self.follow_admin().await;
         self.reshare();
         let due_by = unix_ms().saturating_add(PAGE_AHEAD_MS);
