@@ -40,6 +40,7 @@ fn environment() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_formatter(html_formatter);
         env.add_filter("seg", |s: &str| encode_component(s));
         env.add_filter("trunc", truncate_filter);
         env.add_filter("ms", duration_filter);
@@ -53,6 +54,38 @@ fn environment() -> &'static Environment<'static> {
         }
         env
     })
+}
+
+/// Writes values for HTML text and quoted attributes: `&`, `<`, `>`, `"`
+/// and `'` escaped (minijinja's own escaping also turns every `/` into
+/// `&#x2f;`, which URLs and endpoints are full of, for no safety gained in
+/// these contexts).
+fn html_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    if value.is_safe() || matches!(state.auto_escape(), minijinja::AutoEscape::None) {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = if value.is_undefined() || value.is_none() {
+        String::new()
+    } else {
+        value.to_string()
+    };
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    out.write_str(&escaped)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
 }
 
 /// `s` cut to `n` characters, with `…` when cut.
@@ -243,5 +276,18 @@ mod tests {
         assert_eq!(truncate("héllo", 2), "hé…");
         assert_eq!(truncate("hé", 2), "hé");
         assert_eq!(duration_filter(1500), "1.5 s");
+        let page = render(
+            "error.html",
+            context! {
+                title => "t", section => "", who => "", actor => "", is_admin => false,
+                flash => (), assets => asset_urls(), status => 400,
+                message => "<b>\"x\"</b> & 'y' http://a/b",
+            },
+        )
+        .unwrap();
+        assert!(
+            page.contains("&lt;b&gt;&quot;x&quot;&lt;/b&gt; &amp; &#39;y&#39; http://a/b"),
+            "{page}"
+        );
     }
 }

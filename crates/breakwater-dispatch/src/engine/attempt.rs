@@ -80,8 +80,7 @@ impl Trace {
     /// `outcome`; `None` when there was no attempt (an open circuit refused
     /// the call).
     pub(super) fn finish(self, action: &PendingAction, outcome: &Outcome) -> Option<Box<Attempt>> {
-        let duration_ms =
-            u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (kind, status, error) = match outcome {
             Outcome::CircuitOpen { .. } => return None,
             Outcome::Delivered { status } => (AttemptOutcome::Success, *status, None),
@@ -128,8 +127,8 @@ impl Trace {
             url: std::mem::take(&mut exchange.url),
             headers: std::mem::take(&mut exchange.request_headers),
         });
-        let response_body = (exchange.status.is_some() || !exchange.response_body.is_empty())
-            .then(|| {
+        let response_body =
+            (exchange.status.is_some() || !exchange.response_body.is_empty()).then(|| {
                 let mut body = std::mem::take(&mut exchange.response_body);
                 body.truncate(exchange.body_limit);
                 text(body)
@@ -155,8 +154,7 @@ impl Trace {
 /// every invalid sequence replaced (a body cut inside a character ends in
 /// one replacement character).
 fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The kind of a failure the executor did not name: from its status when
