@@ -3,6 +3,8 @@
 //! client that logs in like a browser.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a subset
 
+pub mod browser;
+
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
