@@ -1,14 +1,27 @@
 //! The HTTP API: the router and the state its handlers share.
 //!
-//! | route | answer |
-//! | --- | --- |
-//! | `POST /events` | 202 `{"ids": [...]}` once stored; 400, 401, 413, 503 |
-//! | `GET /events/{id}` | each action's status; 404 |
-//! | `GET /metrics` | Prometheus text |
-//! | `GET /health` | degradation level; 503 when critical |
-//! | `GET /breakers` | every endpoint's breaker, JSON |
-//! | `POST /breakers/{endpoint}/reset\|open\|close` | admin, bearer token; 401 |
-//! | `/console/...` | the operator console: HTML ([`crate::console`]) |
+//! | route | who | answer |
+//! | --- | --- | --- |
+//! | `POST /events` | intake token, if configured | 202 `{"ids": [...]}` once stored; 400, 401, 413, 503 |
+//! | `GET /events/{id}` | anyone; attempts: viewer, admin | each action's status, and with a token its `attempt_history`; 404 |
+//! | `GET /metrics` | anyone | Prometheus text |
+//! | `GET /health` | anyone | degradation level; 503 when critical |
+//! | `GET /breakers` | anyone | every endpoint's breaker, JSON |
+//! | `POST /breakers/{endpoint}/reset\|open\|close` | admin | the breaker; 401, 403, 404; audited |
+//! | `GET /actions` | viewer, admin | `{"actions", "next"}`: filters, cursor `before`, `limit`; 400 naming a bad parameter |
+//! | `GET /actions/{id}` | viewer, admin | the action with its `attempt_history`; 404 |
+//! | `POST /actions/{id}/replay` | admin | the action, pending again; 404, 409 when pending, parked or held; audited |
+//! | `POST /actions/replay` | admin | dry run: `{"count"}`; else 202 with the replay job; audited |
+//! | `POST /actions/purge` | admin | dead letters only; dry run: `{"count"}`; else `{"purged"}`; audited |
+//! | `GET /replays` | viewer, admin | `{"replays": [...]}`, newest first |
+//! | `GET /replays/{id}` | viewer, admin | the job and its `progress`; 404 |
+//! | `DELETE /replays/{id}` | admin | cancels it; the job; 404, 409 when not running; audited |
+//! | `GET /audit` | viewer, admin | `{"entries", "next"}`: operator writes, newest first |
+//! | `/console/...` | a console session | the operator console: HTML ([`crate::console`]) |
+//!
+//! "viewer, admin": the viewer token (`viewer_token_env`) or the admin
+//! token; 401 without either. "admin": the admin token; 401 without a
+//! token, 403 with the viewer token.
 
 use std::sync::{Arc, RwLock};
 
@@ -263,6 +276,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(routes::ops::health))
         .route("/breakers", get(routes::ops::breakers))
         .route("/breakers/{endpoint}/{op}", post(routes::admin::breaker))
+        .route("/actions", get(routes::actions::list))
+        .route("/actions/replay", post(routes::actions::replay))
+        .route("/actions/purge", post(routes::actions::purge))
+        .route("/actions/{id}", get(routes::actions::get))
+        .route("/actions/{id}/replay", post(routes::actions::replay_one))
+        .route("/replays", get(routes::replays::list))
+        .route(
+            "/replays/{id}",
+            get(routes::replays::get).delete(routes::replays::cancel),
+        )
+        .route("/audit", get(routes::audit::list))
         .nest("/console", crate::console::router())
         // Errors in JSON here too, as everywhere else.
         .fallback(|uri: axum::http::Uri| async move {

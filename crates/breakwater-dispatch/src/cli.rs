@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::operations::{Operator, CHUNK};
 use crate::server::StoreUse;
+use crate::store::{ActionFilter, ActionStatus, ReplayState};
 
 /// Entity events to webhooks through per-endpoint circuit breakers, durably.
 #[derive(Debug, Parser)]
@@ -96,10 +98,11 @@ pub enum Command {
     },
 }
 
-/// `dlq` commands.
+/// `dlq` commands. Each write is audited (actor `cli`), and goes through
+/// the same code as the HTTP API's.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// List dead letters, oldest first.
+    /// List dead letters, newest first.
     List {
         /// The configuration file (for the store's path).
         #[arg(long)]
@@ -107,21 +110,48 @@ pub enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only this endpoint's (`scheme://host:port`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this observer's.
+        #[arg(long)]
+        observer: Option<String>,
     },
-    /// Queue dead letters for delivery again (all, or the given action ids).
+    /// Queue dead letters for delivery again: the given action ids (dead
+    /// letters or delivered actions), or `--all` dead letters (as a replay
+    /// job, run here to its end).
     Replay {
         /// The configuration file (for the store's path).
         #[arg(long)]
         config: PathBuf,
-        /// Action ids; all when none are given.
+        /// Every dead letter (narrowed by `--endpoint`, `--observer`).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// With `--all`: only this endpoint's.
+        #[arg(long, requires = "all")]
+        endpoint: Option<String>,
+        /// With `--all`: only this observer's.
+        #[arg(long, requires = "all")]
+        observer: Option<String>,
+        /// Action ids.
         ids: Vec<i64>,
     },
-    /// Delete dead letters (all, or the given action ids).
+    /// Delete dead letters, with their attempts: the given action ids, or
+    /// `--all`.
     Purge {
         /// The configuration file (for the store's path).
         #[arg(long)]
         config: PathBuf,
-        /// Action ids; all when none are given.
+        /// Every dead letter (narrowed by `--endpoint`, `--observer`).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// With `--all`: only this endpoint's.
+        #[arg(long, requires = "all")]
+        endpoint: Option<String>,
+        /// With `--all`: only this observer's.
+        #[arg(long, requires = "all")]
+        observer: Option<String>,
+        /// Action ids.
         ids: Vec<i64>,
     },
 }
@@ -267,6 +297,16 @@ async fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Dead letters of `endpoint` and `observer` (each when given).
+fn dead_letters(endpoint: Option<String>, observer: Option<String>) -> ActionFilter {
+    ActionFilter {
+        status: Some(ActionStatus::DeadLettered),
+        endpoint,
+        observer,
+        ..ActionFilter::default()
+    }
+}
+
 async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let open = |path: &PathBuf| {
         let path = path.clone();
@@ -277,11 +317,11 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
     };
     // Ids asked for that were not dead letters: the command fails.
-    let missed = |asked: usize, done: u64, verb: &str| {
+    let missed = |asked: usize, done: u64, verb: &str, what: &str| {
         let missed = asked.saturating_sub(usize::try_from(done).unwrap_or(usize::MAX));
-        if asked > 0 && missed > 0 {
+        if missed > 0 {
             eprintln!(
-                "{missed} of the {asked} id(s) given are not dead letters; nothing {verb} for them"
+                "{missed} of the {asked} id(s) given are not {what}; nothing {verb} for them"
             );
             ExitCode::FAILURE
         } else {
@@ -289,53 +329,113 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
     };
     match command {
-        DlqCommand::List { config, limit } => {
+        DlqCommand::List {
+            config,
+            limit,
+            endpoint,
+            observer,
+        } => {
             let store = open(&config).await?;
-            let letters = store.dead_letters(limit).await?;
-            for d in &letters {
-                println!(
-                    "{}\t{}\t{}\t{}\tattempts={}\t{}",
-                    d.id,
-                    d.event_id,
-                    d.observer,
-                    d.endpoint,
-                    d.attempts,
-                    d.last_error.as_deref().unwrap_or("")
-                );
+            let filter = dead_letters(endpoint, observer);
+            let mut shown = 0;
+            let mut before = None;
+            while shown < limit {
+                let page = store
+                    .actions(&filter, before, (limit - shown).min(CHUNK))
+                    .await?;
+                for d in &page.actions {
+                    println!(
+                        "{}\t{}\t{}\t{}\tattempts={}\t{}",
+                        d.id,
+                        d.event_id,
+                        d.observer,
+                        d.endpoint,
+                        d.attempts,
+                        d.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                shown += page.actions.len();
+                match page.next {
+                    Some(next) if !page.actions.is_empty() => before = Some(next),
+                    _ => break,
+                }
             }
-            if letters.len() == limit {
-                println!(
-                    "{} dead letter(s) shown, the first ones; there may be more (--limit)",
-                    letters.len()
-                );
+            if shown == limit && shown > 0 {
+                println!("{shown} dead letter(s) shown, the newest; there may be more (--limit)");
             } else {
-                println!("{} dead letter(s)", letters.len());
+                println!("{shown} dead letter(s)");
             }
             store.close().await;
         }
-        DlqCommand::Replay { config, mut ids } => {
+        DlqCommand::Replay {
+            config,
+            all,
+            endpoint,
+            observer,
+            mut ids,
+        } => {
+            if !all && ids.is_empty() {
+                anyhow::bail!(
+                    "give the ids of the actions to replay, or --all for every dead letter"
+                );
+            }
             let store = open(&config).await?;
-            ids.sort_unstable();
-            ids.dedup();
-            let asked = ids.len();
-            let n = store
-                .replay_dead_letters((!ids.is_empty()).then_some(ids))
-                .await?;
-            println!("{n} dead letter(s) queued for delivery again");
-            store.close().await;
-            return Ok(missed(asked, n, "queued"));
+            let op = Operator::cli(store.clone());
+            let code = if all {
+                let job = op.replay_all(dead_letters(endpoint, observer)).await;
+                store.close().await;
+                let job = job?;
+                println!(
+                    "{} dead letter(s) queued for delivery again (replay job {}, {})",
+                    job.replayed,
+                    job.id,
+                    job.state.as_str()
+                );
+                if job.state == ReplayState::Finished {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!(
+                        "the replay job stopped: {}",
+                        job.error.as_deref().unwrap_or(job.state.as_str())
+                    );
+                    ExitCode::FAILURE
+                }
+            } else {
+                ids.sort_unstable();
+                ids.dedup();
+                let n = op.replay_ids(&ids).await;
+                store.close().await;
+                let n = n?;
+                println!("{n} dead letter(s) queued for delivery again");
+                missed(ids.len(), n, "queued", "dead-lettered or delivered")
+            };
+            return Ok(code);
         }
-        DlqCommand::Purge { config, mut ids } => {
+        DlqCommand::Purge {
+            config,
+            all,
+            endpoint,
+            observer,
+            mut ids,
+        } => {
+            if !all && ids.is_empty() {
+                anyhow::bail!("give the ids of the dead letters to delete, or --all for every one");
+            }
             let store = open(&config).await?;
+            let op = Operator::cli(store.clone());
+            if all {
+                let n = op.purge(dead_letters(endpoint, observer)).await;
+                store.close().await;
+                println!("{} dead letter(s) deleted", n?);
+                return Ok(ExitCode::SUCCESS);
+            }
             ids.sort_unstable();
             ids.dedup();
-            let asked = ids.len();
-            let n = store
-                .purge_dead_letters((!ids.is_empty()).then_some(ids))
-                .await?;
-            println!("{n} dead letter(s) deleted");
+            let n = op.purge_ids(&ids).await;
             store.close().await;
-            return Ok(missed(asked, n, "deleted"));
+            let n = n?;
+            println!("{n} dead letter(s) deleted");
+            return Ok(missed(ids.len(), n, "deleted", "dead letters"));
         }
     }
     Ok(ExitCode::SUCCESS)

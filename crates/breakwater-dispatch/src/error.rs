@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::engine::AcceptError;
+use crate::operations::OpError;
 use crate::store::StoreError;
 
 /// An error answered over HTTP.
@@ -108,6 +109,17 @@ impl From<AcceptError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotFound(m) => Self::NotFound(m),
+            OpError::Conflict(m) => Self::Conflict(m),
+            OpError::Invalid { .. } => Self::BadRequest(e.to_string()),
+            OpError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -16,8 +16,9 @@ use breakwater_dispatch::config::Config;
 use breakwater_dispatch::engine::{actions_for, AdminOp, BreakerView, Engine};
 use breakwater_dispatch::metrics::Metrics;
 use breakwater_dispatch::store::{
-    ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, Inserted, NewEvent,
-    PendingAction, Store, StoreResult, Update,
+    ActionFilter, ActionId, ActionPage, ActionRecord, ActionStatus, AttemptRecord, AuditEntry,
+    Backlog, Claimed, DeadLetter, EndpointCounts, EventRecord, Inserted, NewEvent, PendingAction,
+    ReplayJob, ReplayState, Store, StoreError, StoreResult, Update,
 };
 use uuid::Uuid;
 
@@ -193,6 +194,69 @@ impl Store for MemoryStore {
         Ok(None)
     }
     async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        Ok(Vec::new())
+    }
+    async fn actions(
+        &self,
+        _filter: &ActionFilter,
+        _before: Option<ActionId>,
+        _limit: usize,
+    ) -> StoreResult<ActionPage> {
+        Ok(ActionPage::default())
+    }
+    async fn count_actions(&self, _filter: &ActionFilter) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn action(&self, _id: ActionId) -> StoreResult<Option<ActionRecord>> {
+        Ok(None)
+    }
+    async fn replay_actions(&self, _ids: &[ActionId], _job: Option<i64>) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn purge_actions(&self, _ids: &[ActionId]) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn endpoint_attempts(
+        &self,
+        _endpoint: &str,
+        _before: Option<i64>,
+        _limit: usize,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        Ok(Vec::new())
+    }
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
+        Ok(Vec::new())
+    }
+    async fn audit(&self, _entry: AuditEntry) -> StoreResult<i64> {
+        Ok(0)
+    }
+    async fn audit_log(&self, _before: Option<i64>, _limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        Ok(Vec::new())
+    }
+    async fn create_replay_job(
+        &self,
+        _filter: &ActionFilter,
+        _actor: &str,
+        _total: u64,
+    ) -> StoreResult<ReplayJob> {
+        Err(StoreError::Backend("no replay jobs here".into()))
+    }
+    async fn update_replay_job(
+        &self,
+        _id: i64,
+        _replayed: u64,
+        state: ReplayState,
+        _error: Option<String>,
+    ) -> StoreResult<ReplayState> {
+        Ok(state)
+    }
+    async fn cancel_replay_job(&self, _id: i64) -> StoreResult<Option<ReplayJob>> {
+        Ok(None)
+    }
+    async fn replay_job(&self, _id: i64) -> StoreResult<Option<ReplayJob>> {
+        Ok(None)
+    }
+    async fn replay_jobs(&self, _limit: usize) -> StoreResult<Vec<ReplayJob>> {
         Ok(Vec::new())
     }
     async fn close(&self) {}
@@ -647,6 +711,69 @@ impl Store for SlowStore {
     }
     async fn counts(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
         self.inner.counts().await
+    }
+    async fn actions(
+        &self,
+        _filter: &ActionFilter,
+        _before: Option<ActionId>,
+        _limit: usize,
+    ) -> StoreResult<ActionPage> {
+        Ok(ActionPage::default())
+    }
+    async fn count_actions(&self, _filter: &ActionFilter) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn action(&self, _id: ActionId) -> StoreResult<Option<ActionRecord>> {
+        Ok(None)
+    }
+    async fn replay_actions(&self, _ids: &[ActionId], _job: Option<i64>) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn purge_actions(&self, _ids: &[ActionId]) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn endpoint_attempts(
+        &self,
+        _endpoint: &str,
+        _before: Option<i64>,
+        _limit: usize,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        Ok(Vec::new())
+    }
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
+        Ok(Vec::new())
+    }
+    async fn audit(&self, _entry: AuditEntry) -> StoreResult<i64> {
+        Ok(0)
+    }
+    async fn audit_log(&self, _before: Option<i64>, _limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        Ok(Vec::new())
+    }
+    async fn create_replay_job(
+        &self,
+        _filter: &ActionFilter,
+        _actor: &str,
+        _total: u64,
+    ) -> StoreResult<ReplayJob> {
+        Err(StoreError::Backend("no replay jobs here".into()))
+    }
+    async fn update_replay_job(
+        &self,
+        _id: i64,
+        _replayed: u64,
+        state: ReplayState,
+        _error: Option<String>,
+    ) -> StoreResult<ReplayState> {
+        Ok(state)
+    }
+    async fn cancel_replay_job(&self, _id: i64) -> StoreResult<Option<ReplayJob>> {
+        Ok(None)
+    }
+    async fn replay_job(&self, _id: i64) -> StoreResult<Option<ReplayJob>> {
+        Ok(None)
+    }
+    async fn replay_jobs(&self, _limit: usize) -> StoreResult<Vec<ReplayJob>> {
+        Ok(Vec::new())
     }
     async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);

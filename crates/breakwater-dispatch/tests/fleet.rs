@@ -1794,7 +1794,11 @@ async fn dlq_and_migrate_work_on_postgres() {
         assert!(out.contains(&id.to_string()), "{id} listed: {out}");
     }
     hook.set(200);
-    let (ok, out) = run(&["dlq", "replay", "--config"], &cfg, cluster.password());
+    let (ok, out) = run(
+        &["dlq", "replay", "--all", "--config"],
+        &cfg,
+        cluster.password(),
+    );
     assert!(ok, "{out}");
     poll(
         "the replayed dead letters delivered",

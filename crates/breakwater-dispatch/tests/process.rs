@@ -501,10 +501,13 @@ async fn dlq_lists_replays_and_purges() {
     assert!(!ok && out.contains("0 dead letter(s) queued"), "{out}");
     let (ok, out) = run(&["dlq", "list", "--config", p, "--limit", "1"]);
     assert!(ok && out.contains("there may be more"), "{out}");
-    let (ok, out) = run(&["dlq", "purge", "--config", p]);
+    let (ok, out) = run(&["dlq", "purge", "--config", p, "--all"]);
     assert!(ok && out.contains("1 dead letter(s) deleted"), "{out}");
     let (_, out) = run(&["dlq", "list", "--config", p]);
     assert!(out.contains("0 dead letter(s)"), "{out}");
+    // Neither ids nor --all: refused, nothing done.
+    let (ok, out) = run(&["dlq", "purge", "--config", p]);
+    assert!(!ok && out.contains("--all"), "{out}");
     // A store that is not there is not created by looking at it.
     let missing = dir.path().join("m.toml");
     std::fs::write(

@@ -37,6 +37,8 @@ mod fixtures;
 mod backlog;
 #[path = "store/dead_letters.rs"]
 mod dead_letters;
+#[path = "store/history.rs"]
+mod history;
 #[path = "store/insert.rs"]
 mod insert;
 #[path = "store/lifecycle.rs"]
@@ -108,6 +110,21 @@ macro_rules! conformance {
                     a_thousand_events_in_one_batch_are_all_stored,
                     two_tasks_inserting_at_once_store_each_event_once,
                     two_tasks_claiming_at_once_claim_each_action_once,
+                }
+                history {
+                    attempts_are_recorded_with_their_action_in_order,
+                    an_attempt_is_kept_even_when_its_outcome_is_not,
+                    action_records_carry_their_events_keys,
+                    a_response_body_comes_back_byte_for_byte,
+                    attempts_go_with_pruned_events_and_stay_with_dead_letters,
+                    purge_actions_deletes_only_dead_letters_with_their_attempts,
+                    actions_are_filtered_by_each_field,
+                    pages_are_stable_while_new_actions_arrive,
+                    replay_actions_touches_only_dead_lettered_and_delivered_ones,
+                    a_replay_jobs_progress_counts_its_actions_by_shown_status,
+                    a_cancelled_replay_job_stays_cancelled,
+                    audit_entries_round_trip_newest_first,
+                    endpoint_counts_show_a_parked_endpoints_actions_as_parked,
                 }
                 lifecycle {
                     an_empty_store_has_nothing,

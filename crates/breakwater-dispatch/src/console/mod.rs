@@ -41,7 +41,6 @@
 
 mod assets;
 mod guard;
-mod ops;
 mod page;
 mod query;
 mod session;

@@ -13,13 +13,13 @@ use axum::response::Response;
 use minijinja::context;
 
 use super::guard::{safe_return, Operator};
-use super::ops;
 use super::page::{self, encode_component, see_other, Frame};
 use super::query::{filter, Params, Posted};
 use super::views::{bad_request, store_failed};
 use crate::app::AppState;
 use crate::engine::AdminOp;
 use crate::error::ApiError;
+use crate::operations::Operator as Writer;
 use crate::store::ActionStatus;
 
 /// What a confirmation page asks.
@@ -56,7 +56,14 @@ impl Confirm<'_> {
     }
 }
 
-fn failed(state: &AppState, op: &Operator, e: &ApiError) -> Response {
+/// Who writes: the session's token fingerprint, through the operations
+/// every way of writing shares (audited there).
+fn writer(state: &AppState, op: &Operator) -> Writer {
+    Writer::new(&state.engine, op.caller.actor.clone())
+}
+
+fn failed(state: &AppState, op: &Operator, e: impl Into<ApiError>) -> Response {
+    let e: ApiError = e.into();
     tracing::warn!(error = %e, "console write failed");
     page::error(state, op, e.status(), &e.to_string())
 }
@@ -150,8 +157,14 @@ pub(crate) async fn breaker(
         Ok(a) => a,
         Err(r) => return r,
     };
-    match ops::breaker(&state, &op.caller.actor, &endpoint, command).await {
-        Ok(_) => {
+    match writer(&state, &op).breaker(&endpoint, command).await {
+        Ok(false) => page::error(
+            &state,
+            &op,
+            StatusCode::NOT_FOUND,
+            &format!("no endpoint {endpoint:?}"),
+        ),
+        Ok(true) => {
             let (verb, _) = breaker_words(command);
             state
                 .console()
@@ -162,7 +175,7 @@ pub(crate) async fn breaker(
                 encode_component(&endpoint)
             ))
         }
-        Err(e) => failed(&state, &op, &e),
+        Err(e) => failed(&state, &op, e),
     }
 }
 
@@ -259,11 +272,11 @@ async fn selection(state: &AppState, op: &Operator, params: &Params, purge: bool
         Err(r) => return r,
     };
     let back = safe_return(params.get("return").or(Some("/console/dead-letters")));
-    let actor = &op.caller.actor;
+    let writer = writer(state, op);
     let done = if purge {
-        ops::purge(state, actor, &ids).await
+        writer.purge_ids(&ids).await
     } else {
-        ops::replay(state, actor, &ids).await
+        writer.replay_ids(&ids).await
     };
     match done {
         Ok(n) => {
@@ -279,7 +292,7 @@ async fn selection(state: &AppState, op: &Operator, params: &Params, purge: bool
             state.console().sessions.flash(&op.session, message);
             see_other(&back)
         }
-        Err(e) => failed(state, op, &e),
+        Err(e) => failed(state, op, e),
     }
 }
 
@@ -366,7 +379,7 @@ pub(crate) async fn replay_all(
         Err(e) => return bad_request(&state, &op, &e),
     };
     filter.status = Some(ActionStatus::DeadLettered);
-    match ops::start_replay(&state, &op.caller.actor, filter).await {
+    match writer(&state, &op).start_replay(filter).await {
         Ok(job) => {
             state.console().sessions.flash(
                 &op.session,
@@ -377,7 +390,7 @@ pub(crate) async fn replay_all(
             );
             see_other(&format!("/console/replays/{}", job.id))
         }
-        Err(e) => failed(&state, &op, &e),
+        Err(e) => failed(&state, &op, e),
     }
 }
 
@@ -419,20 +432,14 @@ pub(crate) async fn cancel(
     let Ok(Path(id)) = path else {
         return bad_request(&state, &op, "id: not a replay job id");
     };
-    match ops::cancel_replay(&state, &op.caller.actor, id).await {
-        Ok(Some(job)) => {
+    match writer(&state, &op).cancel_replay(id).await {
+        Ok(job) => {
             state.console().sessions.flash(
                 &op.session,
                 format!("Replay job {id}: {}.", job.state.as_str()),
             );
             see_other(&format!("/console/replays/{id}"))
         }
-        Ok(None) => page::error(
-            &state,
-            &op,
-            StatusCode::NOT_FOUND,
-            &format!("no replay job {id}"),
-        ),
-        Err(e) => failed(&state, &op, &e),
+        Err(e) => failed(&state, &op, e),
     }
 }

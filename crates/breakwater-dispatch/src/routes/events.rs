@@ -263,22 +263,34 @@ async fn intake(
     ))
 }
 
-/// `GET /events/{id}`.
+/// `GET /events/{id}`: the event's actions and where each stands, open to
+/// anyone (as it always was); each action's `attempt_history` (attempts,
+/// oldest first, with their requests and answers) only for a caller with
+/// the viewer or the admin token, and left out otherwise.
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<EventRecord>, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let id: Uuid = id
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("{id:?} is not an event id: {e}")))?;
-    state
+    let mut event = state
         .engine
         .store()
         .event(id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no event {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no event {id}")))?;
+    let reader = super::caller(&state, &headers).must_read().is_ok();
+    for action in &mut event.actions {
+        if reader {
+            action.attempt_history.get_or_insert_with(Vec::new);
+        } else {
+            action.attempt_history = None;
+        }
+    }
+    Ok(Json(event))
 }
 
 #[cfg(test)]

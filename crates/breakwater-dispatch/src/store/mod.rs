@@ -24,6 +24,7 @@
 
 mod event_json;
 pub mod history;
+mod history_rows;
 pub mod postgres;
 pub mod sqlite;
 
@@ -507,7 +508,11 @@ pub enum Update {
     },
     /// An attempt of an action, recorded in the batch of its outcome (the
     /// outcome follows it). Kept with its action: removed when the action's
-    /// delivered event is pruned or its dead letter purged.
+    /// delivered event is pruned or its dead letter purged. Written even
+    /// when the outcome after it is ignored (an instance that lost its
+    /// lease: the attempt was made all the same); ignored for an action
+    /// the store no longer has. Its texts are kept as given, but for NUL,
+    /// kept as U+FFFD (Postgres refuses NUL in text).
     Attempt {
         /// The action.
         id: ActionId,
@@ -787,8 +792,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// A page of the actions matching `filter`, newest (highest id) first,
-    /// of ids below `before` when given, at most `limit`. Pages are stable
-    /// while new actions arrive (they have higher ids).
+    /// of ids below `before` when given, at most `limit`, with the next
+    /// page's cursor (the last id) when the page is full. Pages are stable
+    /// while new actions arrive (they have higher ids). The records leave
+    /// out [`ActionRecord::attempt_history`].
     ///
     /// # Errors
     ///
@@ -798,44 +805,34 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &ActionFilter,
         before: Option<ActionId>,
         limit: usize,
-    ) -> StoreResult<ActionPage> {
-        let _ = (filter, before, limit);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<ActionPage>;
 
     /// How many actions match `filter`.
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64> {
-        let _ = filter;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64>;
 
     /// One action, without its attempts.
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>> {
-        let _ = id;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>>;
 
     /// Replays the actions among `ids` that are dead-lettered or delivered:
     /// each becomes pending (unclaimed, in its endpoint's backlog) with no
     /// attempts used, its replay count raised and, with `job`, marked as
-    /// that job's. Actions in any other state, or unknown, are left alone.
-    /// Their attempts are kept. Returns how many it replayed.
+    /// that job's (without one, no job's). Actions in any other state, or
+    /// unknown, are left alone. Their attempts are kept, and so are their
+    /// last error and HTTP status (shown until the replay's first attempt
+    /// replaces them). Returns how many it replayed.
     ///
     /// # Errors
     ///
     /// A [`StoreError`]; nothing is replayed then.
-    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64> {
-        let _ = (ids, job);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64>;
 
     /// Deletes the dead letters among `ids`, with their attempts (other
     /// actions are left alone); returns how many.
@@ -843,10 +840,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`]; nothing is deleted then.
-    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64> {
-        let _ = ids;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64>;
 
     /// Up to `limit` attempts of `endpoint`'s actions, newest first, of ids
     /// below `before` when given.
@@ -859,10 +853,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         endpoint: &str,
         before: Option<i64>,
         limit: usize,
-    ) -> StoreResult<Vec<AttemptRecord>> {
-        let _ = (endpoint, before, limit);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<Vec<AttemptRecord>>;
 
     /// Each endpoint's actions by status (endpoints with none waiting,
     /// held or dead-lettered may be left out).
@@ -870,19 +861,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>>;
 
     /// Stores `entry` (its `id` is ignored); returns its id.
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64> {
-        let _ = entry;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64>;
 
     /// Up to `limit` audit entries, newest first, of ids below `before`
     /// when given.
@@ -890,10 +876,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
-        let _ = (before, limit);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
 
     /// Stores a new running replay job of `filter` over `total` actions,
     /// started by `actor`; returns it.
@@ -906,10 +889,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &ActionFilter,
         actor: &str,
         total: u64,
-    ) -> StoreResult<ReplayJob> {
-        let _ = (filter, actor, total);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<ReplayJob>;
 
     /// Records a running job's progress: `replayed` so far, and its new
     /// `state` (with `error` when it failed). A job no longer running
@@ -917,17 +897,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     ///
-    /// A [`StoreError`].
+    /// A [`StoreError`], also when there is no job `id`.
     async fn update_replay_job(
         &self,
         id: i64,
         replayed: u64,
         state: ReplayState,
         error: Option<String>,
-    ) -> StoreResult<ReplayState> {
-        let _ = (id, replayed, state, error);
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    ) -> StoreResult<ReplayState>;
 
     /// Cancels a running job; returns the job as it is after (`None` when
     /// there is no such job). A job no longer running is left as it is.
@@ -935,10 +912,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
-        let _ = id;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>>;
 
     /// A job, with the statuses of the actions it replayed
     /// ([`ReplayJob::progress`]).
@@ -946,20 +920,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
-        let _ = id;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>>;
 
     /// Up to `limit` jobs, newest first (their `progress` left empty).
     ///
     /// # Errors
     ///
     /// A [`StoreError`].
-    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>> {
-        let _ = limit;
-        Err(StoreError::Backend("not implemented".into()))
-    }
+    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>>;
 
     /// Writes everything queued and stops accepting work.
     async fn close(&self);

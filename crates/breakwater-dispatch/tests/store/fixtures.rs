@@ -174,6 +174,18 @@ pub(crate) fn action(rec: &EventRecord, id: ActionId) -> &ActionRecord {
         .unwrap_or_else(|| panic!("action {id} is not in {rec:?}"))
 }
 
+/// `r` as lists show it ([`Store::dead_letters`], [`Store::actions`]):
+/// without its attempts, which only its event's record has.
+///
+/// [`Store::dead_letters`]: breakwater_dispatch::store::Store::dead_letters
+/// [`Store::actions`]: breakwater_dispatch::store::Store::actions
+pub(crate) fn listed(r: &ActionRecord) -> ActionRecord {
+    ActionRecord {
+        attempt_history: None,
+        ..r.clone()
+    }
+}
+
 /// The state of action `id` of event `event`.
 pub(crate) async fn action_of(s: &S, event: Uuid, id: ActionId) -> ActionRecord {
     action(&record(s, event).await, id).clone()

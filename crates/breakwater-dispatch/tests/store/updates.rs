@@ -241,7 +241,7 @@ pub(crate) async fn dead_letter_moves_the_action_to_the_dead_letters(db: &mut dy
     );
     let dead = s.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(&dead[0], r);
+    assert_eq!(dead[0], listed(r));
     assert_eq!(
         counts(&s).await,
         Counts {

@@ -208,6 +208,18 @@ impl<E> CircuitBreakerActionExecutor<E> {
     }
 }
 
+/// What a breaker's error is as an action's error.
+fn action_error(endpoint: &str, e: CircuitError<Error>) -> Error {
+    match e {
+        CircuitError::Open { retry_after } => Error::CircuitOpen {
+            endpoint: endpoint.to_string(),
+            retry_after,
+        },
+        CircuitError::Inner(e) => e,
+        CircuitError::Timeout { limit } => Error::Timeout(limit),
+    }
+}
+
 /// How a breaker counts an action's result.
 fn classify(result: &Result<ActionResult>) -> Verdict {
     match result {
@@ -228,13 +240,27 @@ impl<E: ActionExecutor> ActionExecutor for CircuitBreakerActionExecutor<E> {
         breaker
             .call_with(classify, || self.inner.execute(event, action))
             .await
-            .map_err(|e| match e {
-                CircuitError::Open { retry_after } => Error::CircuitOpen {
-                    endpoint: endpoint.to_string(),
-                    retry_after,
-                },
-                CircuitError::Inner(e) => e,
-                CircuitError::Timeout { limit } => Error::Timeout(limit),
+            .map_err(|e| action_error(&endpoint, e))
+    }
+
+    /// As [`execute`](ActionExecutor::execute), through the same breaker;
+    /// the inner executor records the exchange. A refusal by the breaker
+    /// records nothing (nothing was sent).
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        let endpoint = self
+            .endpoints
+            .get_or_try_insert(action, || action.validated_endpoint().map(Arc::from))?;
+        let breaker = self.breaker_of(&endpoint);
+        breaker
+            .call_with(classify, || {
+                self.inner.execute_recorded(event, action, exchange)
             })
+            .await
+            .map_err(|e| action_error(&endpoint, e))
     }
 }

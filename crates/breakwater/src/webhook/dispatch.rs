@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 
 use super::{EmailExecutor, LogExecutor, SlackExecutor, WebhookExecutor};
-use crate::traits::{ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error, Result};
+use crate::traits::{
+    ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error, Exchange, Result,
+};
 
 /// Routes each action to its executor: `webhook` to a [`WebhookExecutor`],
 /// `slack` to a [`SlackExecutor`] (sharing the webhook executor's pool),
@@ -71,6 +73,22 @@ impl ActionExecutor for Executors {
                     "no email executor is configured (Executors::with_email)",
                 )),
             },
+        }
+    }
+    /// Records webhook and Slack requests (see [`Exchange`]); log and email
+    /// actions record nothing.
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        match action {
+            ActionConfig::Webhook(_) => {
+                self.webhook.execute_recorded(event, action, exchange).await
+            }
+            ActionConfig::Slack(_) => self.slack.execute_recorded(event, action, exchange).await,
+            _ => self.execute(event, action).await,
         }
     }
 }

@@ -69,6 +69,7 @@ mod classify;
 mod dispatch;
 mod email;
 mod log;
+mod record;
 pub mod signing;
 mod slack;
 
@@ -89,7 +90,7 @@ pub use self::slack::SlackExecutor;
 use crate::traits::cache::BoundedCache;
 use crate::traits::{
     request_url, template, webhook_headers, webhook_method, ActionConfig, ActionConfigError,
-    ActionExecutor, ActionResult, EntityEvent, Error, Result, WebhookAction,
+    ActionExecutor, ActionResult, EntityEvent, Error, ErrorKind, Exchange, Result, WebhookAction,
 };
 
 /// Performs `webhook` (and `slack`) actions over HTTP(S).
@@ -220,6 +221,8 @@ struct Request<'a> {
     headers: HeaderMap,
     body: Vec<u8>,
     sign: Option<(&'a SigningKey, &'a str)>,
+    /// Whether the URL's path is a secret (Slack's): left out of a record.
+    secret_path: bool,
 }
 
 /// What came back from a 2xx answer.
@@ -296,7 +299,30 @@ impl WebhookExecutor {
     ) -> Result<ActionResult> {
         let started = Instant::now();
         let prepared = self.prepared.get(action)?;
-        self.deliver(started, &prepared, event, message_id).await
+        self.deliver(started, &prepared, event, message_id, None)
+            .await
+    }
+
+    /// As [`execute_with_id`](WebhookExecutor::execute_with_id), filling
+    /// `exchange` with the request and the answer (secrets redacted, the
+    /// body's start only).
+    ///
+    /// # Errors
+    ///
+    /// As [`execute_with_id`](WebhookExecutor::execute_with_id).
+    pub async fn execute_with_id_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &WebhookAction,
+        message_id: &str,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        let started = Instant::now();
+        let prepared = self.prepared.get(action).inspect_err(|_| {
+            exchange.error_kind = Some(ErrorKind::Request);
+        })?;
+        self.deliver(started, &prepared, event, message_id, Some(exchange))
+            .await
     }
 
     /// Sends `prepared`'s request for `event`.
@@ -306,6 +332,7 @@ impl WebhookExecutor {
         prepared: &Prepared,
         event: &EntityEvent,
         message_id: &str,
+        mut record: Option<&mut Exchange>,
     ) -> Result<ActionResult> {
         // Room for the signature headers and the client's own (user agent,
         // accept), so that no insert has to grow the map.
@@ -320,10 +347,15 @@ impl WebhookExecutor {
             method: prepared.method.clone(),
             url: prepared.url.clone(),
             headers,
-            body: prepared.body(event)?,
+            body: prepared.body(event).inspect_err(|_| {
+                if let Some(x) = record.as_deref_mut() {
+                    x.error_kind = Some(ErrorKind::Request);
+                }
+            })?,
             sign: prepared.key.as_ref().map(|key| (key, message_id)),
+            secret_path: false,
         };
-        let delivered = self.send(request).await?;
+        let delivered = self.send(request, record).await?;
         Ok(ActionResult {
             action_type: "webhook".into(),
             success: true,
@@ -333,14 +365,20 @@ impl WebhookExecutor {
         })
     }
 
-    /// Sends one request and reads (the start of) its answer.
-    async fn send(&self, request: Request<'_>) -> Result<Delivered> {
+    /// Sends one request and reads (the start of) its answer; with
+    /// `record`, notes both there.
+    async fn send(
+        &self,
+        request: Request<'_>,
+        mut record: Option<&mut Exchange>,
+    ) -> Result<Delivered> {
         let Request {
             method,
             url,
             mut headers,
             body,
             sign,
+            secret_path,
         } = request;
         if let Some((key, id)) = sign {
             // Named once, not checked anew on every request.
@@ -370,8 +408,23 @@ impl WebhookExecutor {
             headers.insert(TIMESTAMP, value(values.slice(id_end..timestamp_end))?);
             headers.insert(SIGNATURE, value(values.slice(timestamp_end..))?);
         }
+        let secrets = match record.as_deref_mut() {
+            Some(x) => {
+                x.method = method.as_str().to_string();
+                x.url = record::url(&url, secret_path);
+                x.request_headers = record::headers(&headers);
+                record::secret_values(&headers)
+            }
+            None => Vec::new(),
+        };
         let l = self.limits;
-        let transport = |e: reqwest::Error| {
+        let kind = |record: &mut Option<&mut Exchange>, k: ErrorKind| {
+            if let Some(x) = record.as_deref_mut() {
+                x.error_kind = Some(k);
+            }
+        };
+        let transport = |e: reqwest::Error, record: &mut Option<&mut Exchange>| {
+            kind(record, record::transport_kind(&e));
             classify::transport_error(&e.without_url(), l.connect_timeout, l.timeout)
         };
         // The request is built whole: a builder would copy every header
@@ -384,18 +437,34 @@ impl WebhookExecutor {
         tokio::pin!(deadline);
         let mut response = tokio::select! {
             biased;
-            sent = self.client.execute(request) => sent.map_err(transport)?,
-            () = &mut deadline => return Err(Error::Timeout(l.timeout)),
+            sent = self.client.execute(request) => sent.map_err(|e| transport(e, &mut record))?,
+            () = &mut deadline => {
+                kind(&mut record, ErrorKind::Timeout);
+                return Err(Error::Timeout(l.timeout));
+            }
         };
         let status = response.status();
+        if let Some(x) = record.as_deref_mut() {
+            x.status = Some(status.as_u16());
+            x.response_headers = record::headers(response.headers());
+        }
         let mut taken = Vec::new();
         let read = tokio::select! {
             biased;
             read = read_capped(&mut response, l.max_response_bytes, &mut taken) => {
-                read.map_err(transport)
+                read.map_err(|e| transport(e, &mut record))
             }
-            () = &mut deadline => Err(Error::Timeout(l.timeout)),
+            () = &mut deadline => {
+                kind(&mut record, ErrorKind::Timeout);
+                Err(Error::Timeout(l.timeout))
+            }
         };
+        if let Some(x) = record.as_deref_mut() {
+            record::body(x, &taken, &secrets);
+            if read.is_err() && !matches!(x.error_kind, Some(ErrorKind::Timeout)) {
+                x.error_kind = Some(ErrorKind::BodyRead);
+            }
+        }
         if status.is_success() {
             read?;
             return Ok(Delivered {
@@ -404,6 +473,7 @@ impl WebhookExecutor {
             });
         }
         // The status decides; a body cut off after it changes nothing.
+        kind(&mut record, record::status_kind(status));
         Err(classify::status_error(
             status,
             response.headers(),
@@ -594,9 +664,35 @@ impl ActionExecutor for WebhookExecutor {
                     Some(_) => message_id(event, &prepared.digest),
                     None => String::new(),
                 };
-                self.deliver(started, &prepared, event, &id).await
+                self.deliver(started, &prepared, event, &id, None).await
             }
-            ActionConfig::Slack(s) => slack::deliver(self, event, s).await,
+            ActionConfig::Slack(s) => slack::deliver(self, event, s, None).await,
+            other => Err(not_mine("the webhook executor", other)),
+        }
+    }
+
+    /// As [`execute`](ActionExecutor::execute), recording the request and
+    /// the answer in `exchange` (see [`Exchange`] for what is redacted).
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        match action {
+            ActionConfig::Webhook(w) => {
+                let started = Instant::now();
+                let prepared = self.prepared.get(w).inspect_err(|_| {
+                    exchange.error_kind = Some(ErrorKind::Request);
+                })?;
+                let id = match prepared.key {
+                    Some(_) => message_id(event, &prepared.digest),
+                    None => String::new(),
+                };
+                self.deliver(started, &prepared, event, &id, Some(exchange))
+                    .await
+            }
+            ActionConfig::Slack(s) => slack::deliver(self, event, s, Some(exchange)).await,
             other => Err(not_mine("the webhook executor", other)),
         }
     }

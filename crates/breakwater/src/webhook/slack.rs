@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::{classify, elapsed_ms, not_mine, Request, WebhookExecutor};
 use crate::traits::{
-    request_url, template, ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error, Result,
-    SlackAction,
+    request_url, template, ActionConfig, ActionExecutor, ActionResult, EntityEvent, Error,
+    Exchange, Result, SlackAction,
 };
 
 /// Performs `slack` actions: a `POST` of `{"text": ..., "channel": ...}`
@@ -62,6 +62,7 @@ pub(crate) async fn deliver(
     http: &WebhookExecutor,
     event: &EntityEvent,
     action: &SlackAction,
+    record: Option<&mut Exchange>,
 ) -> Result<ActionResult> {
     let started = Instant::now();
     let (url, _) = request_url(&action.webhook_url, "slack.webhook_url")?;
@@ -78,13 +79,17 @@ pub(crate) async fn deliver(
     let mut headers = HeaderMap::with_capacity(4);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let delivered = http
-        .send(Request {
-            method: Method::POST,
-            url,
-            headers,
-            body,
-            sign: None,
-        })
+        .send(
+            Request {
+                method: Method::POST,
+                url,
+                headers,
+                body,
+                sign: None,
+                secret_path: true,
+            },
+            record,
+        )
         .await?;
     Ok(ActionResult {
         action_type: "slack".into(),
@@ -99,7 +104,19 @@ pub(crate) async fn deliver(
 impl ActionExecutor for SlackExecutor {
     async fn execute(&self, event: &EntityEvent, action: &ActionConfig) -> Result<ActionResult> {
         match action {
-            ActionConfig::Slack(s) => deliver(&self.http, event, s).await,
+            ActionConfig::Slack(s) => deliver(&self.http, event, s, None).await,
+            other => Err(not_mine("the Slack executor", other)),
+        }
+    }
+
+    async fn execute_recorded(
+        &self,
+        event: &EntityEvent,
+        action: &ActionConfig,
+        exchange: &mut Exchange,
+    ) -> Result<ActionResult> {
+        match action {
+            ActionConfig::Slack(s) => deliver(&self.http, event, s, Some(exchange)).await,
             other => Err(not_mine("the Slack executor", other)),
         }
     }

@@ -10,10 +10,13 @@
 //! is in the OS) and a power loss (the WAL was fsynced).
 
 mod file;
+mod history;
 mod queries;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upgrade_tests;
 mod writer;
 
 use std::path::Path;
@@ -27,15 +30,16 @@ use uuid::Uuid;
 
 pub use self::file::StoreFile;
 use self::queries::{
-    apply_all, id_filter, row_to_pending, row_to_record, BACKLOGGED_QUERY, BACKLOGS_QUERY,
-    BACKLOG_LEFT_QUERY, BACKLOG_PAGE_QUERY, DEAD_LETTERS_QUERY, OLDEST_PENDING_QUERY, PRUNE_QUERY,
+    apply_all, row_to_pending, row_to_record, BACKLOGGED_QUERY, BACKLOGS_QUERY, BACKLOG_LEFT_QUERY,
+    BACKLOG_PAGE_QUERY, DEAD_LETTERS_QUERY, EVENT_ACTIONS_QUERY, OLDEST_PENDING_QUERY, PRUNE_QUERY,
     RELEASE_HELD_QUERY,
 };
 use self::schema::{migrate, open};
 use self::writer::{writer, Done, Job, SpecIds};
 use super::{
-    now_ms, rfc3339, ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord, Inserted,
-    NewEvent, PendingAction, Store, StoreError, StoreResult, Update,
+    now_ms, rfc3339, ActionFilter, ActionId, ActionPage, ActionRecord, ActionStatus, AttemptRecord,
+    AuditEntry, Backlog, Claimed, DeadLetter, EndpointCounts, EventRecord, Inserted, NewEvent,
+    PendingAction, ReplayJob, ReplayState, Store, StoreError, StoreResult, Update,
 };
 
 /// SQLite storage (see the [module docs](self)).
@@ -162,8 +166,9 @@ impl Store for SqliteStore {
             // Prepared once a batch: a statement taken from the cache by its
             // text costs a hash of that text each time.
             let mut insert_event = t.prepare_cached(
-                "INSERT INTO events (id, body, accepted_at, first_action, last_action)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO events (id, body, accepted_at, first_action, last_action,
+                                     event_type, entity_type, entity_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(id) DO NOTHING",
             )?;
             let mut insert_action = t.prepare_cached(
@@ -184,7 +189,12 @@ impl Store for SqliteStore {
                     )?
                     .query_row([], |r| r.get(0))?,
             };
-            for NewEvent { event, actions, .. } in events {
+            for NewEvent {
+                event,
+                keys,
+                actions,
+            } in events
+            {
                 let n = i64::try_from(actions.len()).unwrap_or(i64::MAX);
                 let range = (n > 0).then(|| (next_id, next_id + n - 1));
                 let added = insert_event.execute(params![
@@ -196,6 +206,9 @@ impl Store for SqliteStore {
                     now,
                     range.map(|r| r.0),
                     range.map(|r| r.1),
+                    keys.event_type,
+                    keys.entity_type,
+                    keys.entity_id,
                 ])?;
                 if added == 0 {
                     out.push(Inserted::Duplicate);
@@ -268,11 +281,17 @@ impl Store for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<Result<_, _>>()?;
+            // Each action's attempts go with it.
+            let mut attempts = t.prepare_cached(
+                "DELETE FROM attempts WHERE action_id IN
+                     (SELECT id FROM actions WHERE id BETWEEN ?1 AND ?2 AND event = ?3)",
+            )?;
             let mut actions =
                 t.prepare_cached("DELETE FROM actions WHERE id BETWEEN ?1 AND ?2 AND event = ?3")?;
             let mut events = t.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
             for (seq, first, last) in &seqs {
                 if let (Some(first), Some(last)) = (first, last) {
+                    attempts.execute(params![first, last, seq])?;
                     actions.execute(params![first, last, seq])?;
                 }
                 events.execute(params![seq])?;
@@ -341,9 +360,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply(&self, mut updates: Vec<Update>) -> StoreResult<()> {
-        // Attempt records: not yet stored (schema to come).
-        updates.retain(|u| !matches!(u, Update::Attempt { .. }));
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
         self.write(move |t| apply_all(t, &updates)).await
     }
 
@@ -359,17 +376,13 @@ impl Store for SqliteStore {
             let Some((seq, accepted, first, last)) = found else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare_cached(
-                "SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
-                        a.attempts, a.not_before, a.last_error, a.last_status, p.parked_until
-                 FROM actions a JOIN events e ON e.seq = a.event
-                 JOIN action_specs s ON s.id = a.spec
-                 LEFT JOIN endpoints p ON p.endpoint = s.endpoint
-                 WHERE a.id BETWEEN ?1 AND ?2 AND a.event = ?3 ORDER BY a.id",
-            )?;
-            let actions = stmt
+            let mut stmt = c.prepare_cached(EVENT_ACTIONS_QUERY)?;
+            let mut actions: Vec<ActionRecord> = stmt
                 .query_map(params![first, last, seq], row_to_record)?
                 .collect::<Result<_, _>>()?;
+            if let (Some(first), Some(last)) = (first, last) {
+                history::fill_attempts(c, &mut actions, first, last)?;
+            }
             Ok(Some(EventRecord {
                 id,
                 accepted_at: rfc3339(accepted),
@@ -427,27 +440,13 @@ impl Store for SqliteStore {
     }
 
     async fn replay_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
-        self.write(move |t| {
-            let sql = format!(
-                "UPDATE actions SET status = 'pending', attempts = 0, claimed = 0,
-                 not_before = NULL, updated_at = ?1
-                 WHERE status <> 'delivered' AND status = 'dead_lettered'{}",
-                id_filter(&ids)
-            );
-            Ok(t.execute(&sql, params![now_ms()])? as u64)
-        })
-        .await
+        self.write(move |t| history::replay_dead_letters(t, ids.as_deref()))
+            .await
     }
 
     async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
-        self.write(move |t| {
-            let sql = format!(
-                "DELETE FROM actions WHERE status <> 'delivered' AND status = 'dead_lettered'{}",
-                id_filter(&ids)
-            );
-            Ok(t.execute(&sql, [])? as u64)
-        })
-        .await
+        self.write(move |t| history::purge_dead_letters(t, ids.as_deref()))
+            .await
     }
 
     async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
@@ -473,6 +472,102 @@ impl Store for SqliteStore {
 
     fn check(&self) -> StoreResult<()> {
         self.file.check().map_err(StoreError::Backend)
+    }
+
+    async fn actions(
+        &self,
+        filter: &ActionFilter,
+        before: Option<ActionId>,
+        limit: usize,
+    ) -> StoreResult<ActionPage> {
+        let filter = filter.clone();
+        self.read(move |c| history::actions(c, &filter, before, limit))
+            .await
+    }
+
+    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64> {
+        let filter = filter.clone();
+        self.read(move |c| history::count_actions(c, &filter)).await
+    }
+
+    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>> {
+        self.read(move |c| history::action(c, id)).await
+    }
+
+    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64> {
+        let ids = ids.to_vec();
+        self.write(move |t| history::replay_actions(t, &ids, job))
+            .await
+    }
+
+    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = ids.to_vec();
+        self.write(move |t| history::purge_dead_letters(t, Some(&ids)))
+            .await
+    }
+
+    async fn endpoint_attempts(
+        &self,
+        endpoint: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        let endpoint = endpoint.to_string();
+        self.read(move |c| history::endpoint_attempts(c, &endpoint, before, limit))
+            .await
+    }
+
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
+        self.read(history::endpoint_counts).await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64> {
+        self.write(move |t| history::audit(t, &entry)).await
+    }
+
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.read(move |c| history::audit_log(c, before, limit))
+            .await
+    }
+
+    async fn create_replay_job(
+        &self,
+        filter: &ActionFilter,
+        actor: &str,
+        total: u64,
+    ) -> StoreResult<ReplayJob> {
+        let (filter, actor) = (filter.clone(), actor.to_string());
+        self.write(move |t| history::create_replay_job(t, &filter, &actor, total))
+            .await
+    }
+
+    async fn update_replay_job(
+        &self,
+        id: i64,
+        replayed: u64,
+        state: ReplayState,
+        error: Option<String>,
+    ) -> StoreResult<ReplayState> {
+        self.write(move |t| history::update_replay_job(t, id, replayed, state, error.as_deref()))
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("there is no replay job {id}")))
+    }
+
+    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
+        self.write(move |t| history::cancel_replay_job(t, id))
+            .await?;
+        self.replay_job(id).await
+    }
+
+    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
+        self.read(move |c| history::replay_job(c, id)).await
+    }
+
+    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>> {
+        self.read(move |c| history::replay_jobs(c, limit)).await
     }
 
     async fn close(&self) {

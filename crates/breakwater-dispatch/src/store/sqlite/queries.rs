@@ -7,7 +7,8 @@ use breakwater::traits::ActionConfig;
 use rusqlite::{params, Transaction};
 
 use super::{now_ms, rfc3339};
-use crate::store::{ActionId, ActionRecord, ActionStatus, EventJson, PendingAction, Update};
+use crate::store::history_rows::AttemptRow;
+use crate::store::{ActionRecord, ActionStatus, EventJson, PendingAction, Update};
 
 /// The oldest events accepted before `?1` with nothing left to deliver (an
 /// event without actions has none), at most `?2`, with the range of their
@@ -26,7 +27,7 @@ ORDER BY e.accepted_at LIMIT ?2";
 /// events. Read through `actions_backlog` in its order (its `WHERE` repeats
 /// the index's word for word, as SQLite asks of a partial index).
 pub(super) const BACKLOG_PAGE_QUERY: &str = "
-SELECT a.id, s.observer, s.endpoint, s.action, a.attempts, a.not_before,
+SELECT a.id, s.observer, s.endpoint, s.action, a.attempts, a.replays, a.not_before,
        a.accepted_at, a.status, e.id AS event_id, e.body
 FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
 WHERE a.claimed = 0 AND a.status IN ('pending', 'parked') AND a.lane = ?1
@@ -65,13 +66,31 @@ UPDATE actions SET status = 'pending', claimed = 0, not_before = NULL, updated_a
 WHERE status <> 'delivered' AND status = 'held'
   AND lane = (SELECT id FROM lanes WHERE endpoint = ?1)";
 
+/// The columns of an action's record ([`row_to_record`]), from `actions a`
+/// with its event `e`, its spec `s` and its endpoint's row `p`.
+macro_rules! record {
+    () => {
+        "SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
+                a.attempts, a.not_before, a.last_error, a.last_status, p.parked_until,
+                a.accepted_at, e.event_type, e.entity_type, a.replays
+         FROM actions a JOIN events e ON e.seq = a.event
+         JOIN action_specs s ON s.id = a.spec
+         LEFT JOIN endpoints p ON p.endpoint = s.endpoint"
+    };
+}
+pub(super) use record;
+
+/// The actions of event `?3` (ids `?1` to `?2`).
+pub(super) const EVENT_ACTIONS_QUERY: &str = concat!(
+    record!(),
+    " WHERE a.id BETWEEN ?1 AND ?2 AND a.event = ?3 ORDER BY a.id"
+);
+
 /// The first `?1` dead-lettered actions.
-pub(super) const DEAD_LETTERS_QUERY: &str = "
-SELECT a.id, e.id AS event_id, s.observer, s.action_type, s.endpoint, a.status,
-       a.attempts, a.not_before, a.last_error, a.last_status, NULL AS parked_until
-FROM actions a JOIN events e ON e.seq = a.event JOIN action_specs s ON s.id = a.spec
-WHERE a.status <> 'delivered' AND a.status = 'dead_lettered'
-ORDER BY a.id LIMIT ?1";
+pub(super) const DEAD_LETTERS_QUERY: &str = concat!(
+    record!(),
+    " WHERE a.status <> 'delivered' AND a.status = 'dead_lettered' ORDER BY a.id LIMIT ?1"
+);
 
 /// When the oldest action still to be delivered was accepted.
 pub(super) const OLDEST_PENDING_QUERY: &str = "
@@ -95,8 +114,7 @@ pub(super) fn row_to_pending(row: &rusqlite::Row<'_>) -> rusqlite::Result<Pendin
         endpoint: row.get("endpoint")?,
         action: Arc::new(action),
         attempts: row.get("attempts")?,
-        // The replay count column comes with the history schema.
-        replays: 0,
+        replays: row.get("replays")?,
         accepted_at_ms: row.get("accepted_at")?,
         not_before_ms: row.get("not_before")?,
         parked: row.get::<_, String>("status")? == "parked",
@@ -127,30 +145,25 @@ pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<ActionR
             .map(rfc3339),
         last_error: row.get("last_error")?,
         last_status: row.get("last_status")?,
-        // Filled by the history store work (schema columns to come).
-        accepted_at: String::new(),
-        event_type: String::new(),
-        entity_type: String::new(),
-        replays: 0,
+        accepted_at: rfc3339(row.get("accepted_at")?),
+        event_type: row.get("event_type")?,
+        entity_type: row.get("entity_type")?,
+        replays: row.get("replays")?,
         attempt_history: None,
     })
-}
-
-pub(super) fn id_filter(ids: &Option<Vec<ActionId>>) -> String {
-    match ids {
-        None => String::new(),
-        Some(ids) => format!(
-            " AND id IN ({})",
-            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-        ),
-    }
 }
 
 /// The statement of `u`'s kind.
 fn update_sql(u: &Update) -> &'static str {
     match u {
-        // Not yet stored (the history schema is to come).
-        Update::Attempt { .. } => "",
+        // Of an action still stored, which names its endpoint's number.
+        Update::Attempt { .. } => {
+            "INSERT INTO attempts (action_id, lane, number, trigger, breaker_state, started_at_ms,
+                                   duration_ms, outcome, error_kind, status, error, request,
+                                   response_headers, response_body)
+             SELECT id, lane, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+             FROM actions WHERE id = ?1"
+        }
         Update::Delivered { .. } => {
             "UPDATE actions SET status = 'delivered', attempts = ?2, last_status = ?3,
              last_error = NULL, not_before = NULL, claimed = 0, updated_at = ?4 WHERE id = ?1"
@@ -203,9 +216,6 @@ pub(super) fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Re
     let mut prepared: Vec<(&'static str, rusqlite::CachedStatement<'_>)> = Vec::new();
     for u in updates {
         let sql = update_sql(u);
-        if sql.is_empty() {
-            continue;
-        }
         let at = match prepared.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
             Some(at) => at,
             None => {
@@ -242,7 +252,24 @@ pub(super) fn apply_all(t: &Transaction<'_>, updates: &[Update]) -> rusqlite::Re
                 gone: Some(gone),
             } => stmt.execute(params![id, gone.attempts, gone.error, now])?,
             Update::Snapshot { endpoint, snapshot } => stmt.execute(params![endpoint, snapshot])?,
-            Update::Attempt { .. } => 0,
+            Update::Attempt { id, attempt } => {
+                let r = AttemptRow::of(attempt);
+                stmt.execute(params![
+                    id,
+                    r.number,
+                    r.trigger,
+                    r.breaker_state,
+                    r.started_at_ms,
+                    r.duration_ms,
+                    r.outcome,
+                    r.error_kind,
+                    r.status,
+                    r.error,
+                    r.request,
+                    r.response_headers,
+                    r.response_body
+                ])?
+            }
             Update::EndpointParked { endpoint, until_ms } => {
                 stmt.execute(params![endpoint, until_ms])?
             }

@@ -3,13 +3,28 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
 use crate::store::{StoreError, StoreResult};
 
 /// The schema's version, kept in `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
+/// Version 8. The history: an event row keeps what its actions are
+/// searched by (`event_type`, `entity_type`, `entity_id`, beside its JSON);
+/// an action row counts its replays and names the replay job that last
+/// replayed it (`replay_job`, indexed only where set: nothing to keep up for
+/// an action stored). `attempts` keeps every attempt with its action; it
+/// names the action's endpoint by number (`lane`) as well, so that an
+/// endpoint's recent attempts are read newest first through
+/// `attempts_by_lane` alone: found through their actions, they would need
+/// an index of every action by endpoint, delivered ones included, which
+/// the schema keeps out of every index so that storing an action stays
+/// cheap. `audit` keeps the operators' writes; `replay_jobs` the replays by
+/// filter. There are no indexes on the event's new columns: a search by
+/// them reads actions newest first until a page is full (an index on a
+/// random key such as the entity's id would cost every event stored a
+/// write at a random place).
 /// Version 7. An endpoint row holds when its open circuit parks its
 /// actions until (`parked_until`): one write an opening, not one an action.
 /// Version 6. Every endpoint has a number (`lanes`), and each action row
@@ -47,7 +62,10 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     accepted_at INTEGER NOT NULL,
     first_action INTEGER,
-    last_action INTEGER
+    last_action INTEGER,
+    event_type TEXT NOT NULL DEFAULT '',
+    entity_type TEXT NOT NULL DEFAULT '',
+    entity_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events(accepted_at);
 CREATE TABLE IF NOT EXISTS lanes (
@@ -75,19 +93,62 @@ CREATE TABLE IF NOT EXISTS actions (
     claimed INTEGER NOT NULL DEFAULT 0,
     accepted_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    lane INTEGER NOT NULL DEFAULT 0
+    lane INTEGER NOT NULL DEFAULT 0,
+    replays INTEGER NOT NULL DEFAULT 0,
+    replay_job INTEGER
 );
 CREATE INDEX IF NOT EXISTS actions_by_status ON actions(status, lane, id)
     WHERE status <> 'delivered';
 CREATE INDEX IF NOT EXISTS actions_backlog
     ON actions(lane, COALESCE(not_before, accepted_at), id)
     WHERE claimed = 0 AND status IN ('pending', 'parked');
+CREATE INDEX IF NOT EXISTS actions_by_replay_job ON actions(replay_job)
+    WHERE replay_job IS NOT NULL;
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY,
     snapshot TEXT,
     disabled INTEGER NOT NULL DEFAULT 0,
     disabled_reason TEXT,
     parked_until INTEGER
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action_id INTEGER NOT NULL,
+    lane INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    breaker_state TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error_kind TEXT,
+    status INTEGER,
+    error TEXT,
+    request TEXT,
+    response_headers TEXT,
+    response_body TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_action ON attempts(action_id);
+CREATE INDEX IF NOT EXISTS attempts_by_lane ON attempts(lane, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    count INTEGER,
+    instance TEXT
+);
+CREATE TABLE IF NOT EXISTS replay_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    filter TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    state TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    replayed INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    error TEXT
 );
 ";
 
@@ -176,6 +237,47 @@ UPDATE actions SET lane = (SELECT s.lane FROM action_specs s WHERE s.id = action
 WHERE status <> 'delivered' AND lane = 0;
 ";
 
+/// The columns later versions added to tables that older files have:
+/// `(table, column, declaration)`. [`schema`] adds those missing to a
+/// table that exists (a table made anew by [`SCHEMA`] has them all).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("events", "event_type", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "entity_type", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "entity_id", "TEXT NOT NULL DEFAULT ''"),
+    ("actions", "replays", "INTEGER NOT NULL DEFAULT 0"),
+    ("actions", "replay_job", "INTEGER"),
+];
+
+/// From versions before 8: each event's keys, from its JSON (one pass
+/// over the events, which retention keeps to the recent ones; a text that
+/// is not JSON keeps empty keys rather than fail the upgrade).
+const FILL_EVENT_KEYS: &str = "
+UPDATE events SET event_type = COALESCE(json_extract(body, '$.event_type'), ''),
+                  entity_type = COALESCE(json_extract(body, '$.entity_type'), ''),
+                  entity_id = COALESCE(json_extract(body, '$.entity_id'), '')
+WHERE json_valid(body);
+";
+
+/// [`SCHEMA`], after adding to the tables already there the columns it
+/// has and they lack ([`ADDED_COLUMNS`]), which its indexes may need.
+fn schema(t: &Transaction<'_>) -> StoreResult<()> {
+    for (table, column, declaration) in ADDED_COLUMNS {
+        let missing: bool = t.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1))
+                AND NOT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if missing {
+            t.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration};"
+            ))?;
+        }
+    }
+    t.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
 /// Creates the schema, or brings an older one up to date.
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -213,12 +315,12 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if old_events {
         t.execute_batch(MIGRATE_0_TO_1)?;
-        t.execute_batch(SCHEMA)?;
+        schema(&t)?;
         t.execute_batch(COPY_0_TO_3)?;
         t.execute_batch(COPY_3)?;
     } else if text_actions {
         t.execute_batch(MIGRATE_3_TO_4)?;
-        t.execute_batch(SCHEMA)?;
+        schema(&t)?;
         t.execute_batch(COPY_3)?;
     } else {
         // Every version before this one keyed `actions_by_status` otherwise.
@@ -232,7 +334,7 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         if unnumbered {
             t.execute_batch(ADD_LANE_COLUMNS)?;
         }
-        t.execute_batch(SCHEMA)?;
+        schema(&t)?;
     }
     // Versions 1 to 4 kept their events table: it gets the range columns.
     let ranged: bool = t.query_row(
@@ -258,6 +360,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         t.execute_batch("ALTER TABLE endpoints ADD COLUMN parked_until INTEGER;")?;
     }
     t.execute_batch(FILL_LANES)?;
+    if upgrading && version < 8 {
+        t.execute_batch(FILL_EVENT_KEYS)?;
+    }
     t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     t.commit()?;
     if upgrading {

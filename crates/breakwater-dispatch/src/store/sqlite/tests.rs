@@ -38,7 +38,7 @@ async fn claim(store: &SqliteStore, limit: usize) -> StoreResult<Vec<PendingActi
 
 /// Every reference between rows holds (they are declared, not
 /// enforced at each write).
-fn assert_references_hold(path: &Path) {
+pub(super) fn assert_references_hold(path: &Path) {
     let c = Connection::open(path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     let broken: Vec<(String, i64, String)> = c
