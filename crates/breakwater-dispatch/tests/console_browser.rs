@@ -7,8 +7,53 @@
 
 mod console_support;
 
-use console_support::browser::{Driver, ONE_AT_A_TIME};
-use console_support::{post_events, start, toml, Hook, ADMIN};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breakwater_dispatch::store::{ActionStatus, Store};
+use console_support::browser::{axe_source, Browser, Driver, ONE_AT_A_TIME, WAIT};
+use console_support::{post_events, start, toml, wait_for, Hook, ADMIN, VIEWER};
+use fantoccini::key::Key;
+use uuid::Uuid;
+
+/// `endpoint` as a path segment.
+fn seg(endpoint: &str) -> String {
+    endpoint.replace(':', "%3A").replace('/', "%2F")
+}
+
+/// How many of the store's actions have `status`.
+async fn count(store: &Arc<dyn Store>, status: ActionStatus) -> u64 {
+    store
+        .counts()
+        .await
+        .unwrap()
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// Waits until the store holds at least `n` actions with `status`.
+async fn wait_count(store: &Arc<dyn Store>, status: ActionStatus, n: u64) {
+    wait_for(&format!("{n} actions {status:?}"), WAIT, || {
+        let store = store.clone();
+        async move { count(&store, status).await >= n }
+    })
+    .await;
+}
+
+/// Accepts the confirmation dialog once it is open.
+async fn accept_dialog(b: &Browser) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = b.client.get_alert_text().await {
+            b.client.accept_alert().await.unwrap();
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no confirmation dialog opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_in_and_watch_an_endpoint_open_and_close_again() {
@@ -56,4 +101,238 @@ async fn log_in_and_watch_an_endpoint_open_and_close_again() {
         b.close().await;
     }
     svc.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_an_event_read_its_attempts_and_replay_it_until_delivered() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let driver = Driver::start().await;
+    for javascript in [true, false] {
+        let hook = Hook::start(503, "{\"error\":\"database <down>\"}").await;
+        let dir = tempfile::tempdir().unwrap();
+        let svc = start(&dir, &toml(&dir.path().join("t.db"), &[&hook.url], 3, "")).await;
+        let base = format!("http://{}", svc.addr);
+        let store = svc.state.engine.store().clone();
+        let id = post_events(&base, 1).await[0];
+        wait_count(&store, ActionStatus::DeadLettered, 1).await;
+        let b = driver.browser(javascript).await;
+        b.login(&base, ADMIN).await;
+        // Find it.
+        b.goto(&format!("{base}/console/events")).await;
+        b.find("#f-event")
+            .await
+            .send_keys(&id.to_string())
+            .await
+            .unwrap();
+        b.find("form.filter button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let path = b.wait_path(|p| p.starts_with("/console/events/")).await;
+        assert_eq!(path, format!("/console/events/{id}"));
+        // Its three attempts, oldest first.
+        let lines: Vec<String> = {
+            let mut out = Vec::new();
+            for li in b
+                .client
+                .find_all(fantoccini::Locator::Css("ol.timeline > li p.attempt-line"))
+                .await
+                .unwrap()
+            {
+                out.push(li.text().await.unwrap());
+            }
+            out
+        };
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("#1 scheduled"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("#2 retry") && lines[2].starts_with("#3 retry"),
+            "{lines:?}"
+        );
+        for l in &lines {
+            assert!(
+                l.contains("breaker closed") && l.contains("http_5xx") && l.contains("HTTP 503"),
+                "{l}"
+            );
+        }
+        // The answer, as text (its `<` never became markup).
+        b.find("ol.timeline > li details summary")
+            .await
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            b.text("ol.timeline > li details pre").await,
+            "{\"error\":\"database <down>\"}"
+        );
+        assert!(b.text("ol.timeline > li details").await.contains("POST"));
+        // Replay it from the dead letters.
+        hook.set(200);
+        b.goto(&format!("{base}/console/dead-letters")).await;
+        assert_eq!(b.text("#dead-count").await, "1");
+        let tick = b.find("input[type=checkbox][name=id]").await;
+        tick.click().await.unwrap();
+        b.find("form.selection button[type=submit]:not([formaction])")
+            .await
+            .click()
+            .await
+            .unwrap();
+        if javascript {
+            let asked = accept_dialog(&b).await;
+            assert_eq!(asked, "Replay the 1 selected dead letter(s)?");
+        } else {
+            b.wait_path(|p| p.starts_with("/console/actions/replay?"))
+                .await;
+            assert!(b
+                .text("form.confirm .question")
+                .await
+                .starts_with("Replay 1 action(s)?"));
+            b.find("form.confirm button[type=submit]")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+        b.wait_path(|p| p == "/console/dead-letters").await;
+        assert_eq!(b.text(".flash").await, "Replayed 1 action(s).");
+        // Delivered: the event's page shows it (by itself with JavaScript).
+        b.goto(&format!("{base}/console/events/{id}")).await;
+        b.wait_text(
+            "#event-live .status",
+            !javascript,
+            "the replayed action delivered",
+            |t| t == "delivered",
+        )
+        .await;
+        assert!(hook.ok.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        let last = b.text("ol.timeline > li:last-child p.attempt-line").await;
+        assert!(
+            last.starts_with("#1 replay") && last.contains("success"),
+            "{last}"
+        );
+        b.close().await;
+        svc.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_replayed_with_the_keyboard_alone() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let hook = Hook::start(422, "{\"error\":\"unknown order\"}").await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(&dir, &toml(&dir.path().join("t.db"), &[&hook.url], 3, "")).await;
+    let base = format!("http://{}", svc.addr);
+    let store = svc.state.engine.store().clone();
+    post_events(&base, 2).await;
+    wait_count(&store, ActionStatus::DeadLettered, 2).await;
+    hook.set(200);
+    let driver = Driver::start().await;
+    let b = driver.browser(false).await;
+    b.goto(&format!("{base}/console/login")).await;
+    // The first Tab reaches the skip link, and its focus is visible.
+    let skip = b.tab_to("a.skip", 1).await;
+    assert_ne!(skip.css_value("outline-style").await.unwrap(), "none");
+    b.tab_to("#token", 5).await;
+    b.type_keys(ADMIN).await;
+    b.press(Key::Enter).await;
+    b.wait_path(|p| p == "/console").await;
+    b.tab_to("nav a[href=\"/console/dead-letters\"]", 10).await;
+    b.press(Key::Enter).await;
+    b.wait_path(|p| p == "/console/dead-letters").await;
+    let first = b.tab_to("input[type=checkbox][name=id]", 30).await;
+    b.press(Key::Space).await;
+    assert!(first.is_selected().await.unwrap());
+    b.tab_to("form.selection button[type=submit]:not([formaction])", 10)
+        .await;
+    b.press(Key::Enter).await;
+    b.wait_path(|p| p.starts_with("/console/actions/replay?"))
+        .await;
+    b.tab_to("form.confirm button[type=submit]", 20).await;
+    b.press(Key::Enter).await;
+    b.wait_path(|p| p == "/console/dead-letters").await;
+    assert_eq!(b.text(".flash").await, "Replayed 1 action(s).");
+    wait_for("the replayed action delivered", WAIT, || {
+        let store = store.clone();
+        async move { count(&store, ActionStatus::Delivered).await == 1 }
+    })
+    .await;
+    assert_eq!(count(&store, ActionStatus::DeadLettered).await, 1);
+    b.close().await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A page on another origin (another port of 127.0.0.1: the same site, so
+/// a SameSite=Strict cookie goes along) whose button posts to `target`.
+async fn foreign_page(target: &str) -> String {
+    let html = format!(
+        "<!doctype html><html lang=en><title>elsewhere</title><form method=post action=\"{target}\"><button id=go>go</button></form></html>"
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_another_origin_or_without_the_session_are_refused() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let hook = Hook::start(200, "ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(&dir, &toml(&dir.path().join("t.db"), &[&hook.url], 3, "")).await;
+    let base = format!("http://{}", svc.addr);
+    let open = format!("{base}/console/endpoints/{}/open", seg(&hook.endpoint));
+    let elsewhere = foreign_page(&open).await;
+    let breaker = svc.state.engine.breakers().get(&hook.endpoint).unwrap();
+    let driver = Driver::start().await;
+    for javascript in [true, false] {
+        // Logged in as admin, then sent a form by another origin.
+        let b = driver.browser(javascript).await;
+        b.login(&base, ADMIN).await;
+        b.goto(&elsewhere).await;
+        b.find("#go").await.click().await.unwrap();
+        b.wait_path(|p| p.ends_with("/open")).await;
+        assert!(b
+            .text("main")
+            .await
+            .contains("Origin is not this console's"));
+        assert_eq!(breaker.state(), breakwater::CircuitState::Closed);
+        // The console's own form, without a session.
+        let fresh = driver.browser(javascript).await;
+        fresh.goto(&elsewhere).await;
+        fresh.goto(&format!("{base}/console/login")).await;
+        fresh
+            .client
+            .execute(
+                "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0]; \
+                 document.body.appendChild(f); f.submit(); return 1;",
+                vec![serde_json::json!(open)],
+            )
+            .await
+            .unwrap();
+        fresh.wait_path(|p| p.ends_with("/open")).await;
+        assert!(fresh.text("main").await.contains("log in first"));
+        assert_eq!(breaker.state(), breakwater::CircuitState::Closed);
+        // A viewer's session may not write either.
+        let viewer = driver.browser(javascript).await;
+        viewer.login(&base, VIEWER).await;
+        viewer.goto(&open).await;
+        assert!(viewer
+            .text("main")
+            .await
+            .contains("the viewer token reads only"));
+        for b in [b, fresh, viewer] {
+            b.close().await;
+        }
+    }
+    svc.shutdown(Duration::from_secs(5)).await;
 }

@@ -329,13 +329,22 @@ pub(crate) async fn replay_all_confirm(
         Err(e) => return bad_request(&state, &op, &e),
     };
     filter.status = Some(ActionStatus::DeadLettered);
-    form.status = "dead_lettered".into();
+    form.status.clear();
     let count = match state.engine.store().count_actions(&filter).await {
         Ok(n) => n,
         Err(e) => return store_failed(&state, &op, &e),
     };
     let query = form.query();
-    let back = format!("/console/dead-letters?{query}");
+    let back = if query.is_empty() {
+        "/console/dead-letters".to_string()
+    } else {
+        format!("/console/dead-letters?{query}")
+    };
+    let matching = if query.is_empty() {
+        String::new()
+    } else {
+        format!(" matching {}", form.describe())
+    };
     if count == 0 {
         return page::error(
             &state,
@@ -349,10 +358,7 @@ pub(crate) async fn replay_all_confirm(
     }
     Confirm {
         title: "Replay dead letters".into(),
-        question: format!(
-            "Replay {count} dead letter(s) matching {}?",
-            form.describe()
-        ),
+        question: format!("Replay {count} dead letter(s){matching}?"),
         details: vec![
             "A replay job replays them in chunks, in the background; each is delivered through its endpoint's breaker (an open one parks them). The job can be cancelled from the replay jobs page.".into(),
         ],

@@ -265,6 +265,17 @@ impl Browser {
         self.client.perform_actions(keys).await.unwrap();
     }
 
+    /// Types `text`, a key action per character.
+    pub async fn type_keys(&self, text: &str) {
+        let mut keys = KeyActions::new("keyboard".into());
+        for c in text.chars() {
+            keys = keys
+                .then(KeyAction::Down { value: c })
+                .then(KeyAction::Up { value: c });
+        }
+        self.client.perform_actions(keys).await.unwrap();
+    }
+
     /// Presses Tab until the focused element matches `css` (at most
     /// `limit` times); returns it.
     pub async fn tab_to(&self, css: &str, limit: usize) -> Element {

@@ -27,8 +27,10 @@ pub(crate) async fn list(
         Ok(f) => f,
         Err(e) => return bad_request(&state, &op, &e),
     };
+    // Dead letters only, whatever the query says (and the form and its
+    // links leave the status out).
     filter.status = Some(ActionStatus::DeadLettered);
-    form.status = "dead_lettered".into();
+    form.status.clear();
     let before = match params.number("before") {
         Ok(b) => b,
         Err(e) => return bad_request(&state, &op, &e),
