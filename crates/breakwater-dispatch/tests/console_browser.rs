@@ -336,3 +336,277 @@ async fn writes_from_another_origin_or_without_the_session_are_refused() {
     }
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A run like the demo's: a healthy endpoint, a dead one (its breaker
+/// opens) and one that refuses every event (dead letters).
+struct Scene {
+    svc: breakwater_dispatch::server::Running,
+    base: String,
+    healthy: Hook,
+    dead: Hook,
+    refusing: Hook,
+    events: Vec<Uuid>,
+    _dir: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn start() -> Self {
+        let healthy = Hook::start(200, "{\"ok\":true}").await;
+        let dead = Hook::start(503, "{\"error\":\"upstream unavailable\",\"retry\":true}").await;
+        let refusing =
+            Hook::start(422, "{\"error\":\"order <unknown>\",\"code\":\"E_ORDER\"}").await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = toml(
+            &dir.path().join("t.db"),
+            &[&healthy.url, &dead.url, &refusing.url],
+            4,
+            "",
+        )
+        .replace("open_timeout_ms = 300", "open_timeout_ms = 2000")
+        .replace("max_open_timeout_ms = 1000", "max_open_timeout_ms = 8000");
+        let svc = start(&dir, &text).await;
+        let base = format!("http://{}", svc.addr);
+        let store = svc.state.engine.store().clone();
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            events.extend(post_events(&base, 8).await);
+        }
+        wait_count(&store, ActionStatus::DeadLettered, 24).await;
+        let breaker = svc.state.engine.breakers().get(&dead.endpoint).unwrap();
+        wait_for("the dead endpoint's breaker open", WAIT, || {
+            let open = breaker.state() == breakwater::CircuitState::Open;
+            async move { open }
+        })
+        .await;
+        Self {
+            svc,
+            base,
+            healthy,
+            dead,
+            refusing,
+            events,
+            _dir: dir,
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.svc.state.engine.store().clone()
+    }
+
+    /// A replay job over the refusing endpoint's dead letters, once it
+    /// accepts them; waits until it is finished.
+    async fn replay_job(&self) -> i64 {
+        self.refusing.set(200);
+        let op = breakwater_dispatch::operations::Operator::new(
+            &self.svc.state.engine,
+            breakwater_dispatch::auth::actor(ADMIN),
+        );
+        let filter = breakwater_dispatch::store::ActionFilter {
+            endpoint: Some(self.refusing.endpoint.clone()),
+            ..Default::default()
+        };
+        let job = op.start_replay(filter).await.unwrap();
+        let store = self.store();
+        wait_for("the replay job finished", WAIT, || {
+            let store = store.clone();
+            async move {
+                store.replay_job(job.id).await.unwrap().unwrap().state
+                    == breakwater_dispatch::store::ReplayState::Finished
+            }
+        })
+        .await;
+        job.id
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_view_passes_axe_and_loads_nothing_from_elsewhere() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let axe = axe_source();
+    let scene = Scene::start().await;
+    let base = &scene.base;
+    let dead_letter = scene
+        .store()
+        .actions(
+            &breakwater_dispatch::store::ActionFilter {
+                status: Some(ActionStatus::DeadLettered),
+                ..Default::default()
+            },
+            None,
+            1,
+        )
+        .await
+        .unwrap()
+        .actions[0]
+        .id;
+    let job = scene.replay_job().await;
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    let mut problems = Vec::new();
+    b.goto(&format!("{base}/console/login")).await;
+    problems.extend(
+        b.axe(&axe)
+            .await
+            .into_iter()
+            .map(|p| format!("/console/login: {p}")),
+    );
+    b.login(base, ADMIN).await;
+    let views = [
+        "/console".to_string(),
+        format!("/console/endpoints/{}", seg(&scene.dead.endpoint)),
+        format!("/console/endpoints/{}/open", seg(&scene.dead.endpoint)),
+        "/console/events".to_string(),
+        format!(
+            "/console/events?endpoint={}&status=dead_lettered",
+            seg(&scene.dead.endpoint)
+        ),
+        format!("/console/events/{}", scene.events[0]),
+        "/console/dead-letters".to_string(),
+        format!("/console/actions/replay?id={dead_letter}"),
+        format!(
+            "/console/dead-letters/replay-all?endpoint={}",
+            seg(&scene.dead.endpoint)
+        ),
+        "/console/replays".to_string(),
+        format!("/console/replays/{job}"),
+        "/console/audit".to_string(),
+        "/console/no-such-page".to_string(),
+    ];
+    let csp_probe = r#"const done = arguments[arguments.length - 1];
+        fetch(location.href).then(r => done(r.headers.get('content-security-policy')));"#;
+    for path in &views {
+        b.goto(&format!("{base}{path}")).await;
+        b.wait_path(|_| true).await;
+        // Open every attempt's details, so that axe reads them too.
+        for s in b
+            .client
+            .find_all(fantoccini::Locator::Css("details summary"))
+            .await
+            .unwrap()
+        {
+            s.click().await.unwrap();
+        }
+        problems.extend(
+            b.axe(&axe)
+                .await
+                .into_iter()
+                .map(|p| format!("{path}: {p}")),
+        );
+        let elsewhere: Vec<String> = b
+            .resources()
+            .await
+            .into_iter()
+            .filter(|r| !r.starts_with(&format!("{base}/")))
+            .collect();
+        assert!(elsewhere.is_empty(), "{path} loaded {elsewhere:?}");
+        let csp = b.client.execute_async(csp_probe, vec![]).await.unwrap();
+        assert!(
+            csp.as_str()
+                .unwrap()
+                .starts_with("default-src 'none'; script-src 'self';"),
+            "{path}: {csp}"
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "axe-core found:\n{}",
+        problems.join("\n")
+    );
+    b.close().await;
+    scene.svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Where screenshots go: `docs/console/` with `BREAKWATER_SCREENSHOTS=1`
+/// (to refresh the documentation's), a temporary directory otherwise.
+fn screenshot_dir() -> (PathBuf, Option<tempfile::TempDir>) {
+    if std::env::var("BREAKWATER_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/console");
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir, None)
+    } else {
+        let tmp = tempfile::tempdir().unwrap();
+        (tmp.path().to_path_buf(), Some(tmp))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_of_the_main_views() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (dir, _keep) = screenshot_dir();
+    let scene = Scene::start().await;
+    let base = &scene.base;
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    b.login(base, ADMIN).await;
+    // Endpoints, with the dead endpoint's breaker open.
+    b.goto(&format!("{base}/console")).await;
+    let cell = format!(
+        "tr[data-endpoint=\"{}\"] td.state-cell",
+        scene.dead.endpoint
+    );
+    b.wait_text(&cell, false, "the open breaker", |t| t.starts_with("open"))
+        .await;
+    b.screenshot(&dir.join("endpoints.png")).await;
+    // An event's timeline: the refused attempts, one opened.
+    b.goto(&format!("{base}/console/events/{}", scene.events[0]))
+        .await;
+    let refused = b
+        .client
+        .execute(
+            "const h = [...document.querySelectorAll('h2')].find(h => h.textContent.includes(arguments[0])); \
+             const s = h.closest('section'); const d = s.querySelectorAll('details'); \
+             d[d.length - 1].open = true; h.scrollIntoView(); return h.id;",
+            vec![serde_json::json!(scene.dead.endpoint)],
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_string());
+    b.screenshot(&dir.join("event.png")).await;
+    // Dead letters, two of them ticked.
+    b.goto(&format!("{base}/console/dead-letters")).await;
+    for tick in b
+        .client
+        .find_all(fantoccini::Locator::Css("input[type=checkbox][name=id]"))
+        .await
+        .unwrap()
+        .into_iter()
+        .take(2)
+    {
+        tick.click().await.unwrap();
+    }
+    b.screenshot(&dir.join("dead-letters.png")).await;
+    // A replay job of the refusing endpoint's dead letters, started from
+    // the console, once the endpoint takes them.
+    scene.refusing.set(200);
+    b.goto(&format!(
+        "{base}/console/dead-letters?endpoint={}",
+        seg(&scene.refusing.endpoint)
+    ))
+    .await;
+    b.find("form.inline button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    accept_dialog(&b).await;
+    let path = b.wait_path(|p| p.starts_with("/console/replays/")).await;
+    b.wait_text("#replay-live .job", false, "the job finished", |t| {
+        t == "finished"
+    })
+    .await;
+    b.wait_text("#replay-live table", false, "its actions delivered", |t| {
+        t.contains("delivered 24")
+    })
+    .await;
+    assert!(path.len() > "/console/replays/".len());
+    b.screenshot(&dir.join("replay.png")).await;
+    for name in ["endpoints", "event", "dead-letters", "replay"] {
+        let size = std::fs::metadata(dir.join(format!("{name}.png")))
+            .unwrap()
+            .len();
+        assert!(size > 10_000 && size < 600_000, "{name}.png: {size} bytes");
+    }
+    assert!(scene.healthy.ok.load(std::sync::atomic::Ordering::SeqCst) >= 24);
+    b.close().await;
+    scene.svc.shutdown(Duration::from_secs(5)).await;
+}

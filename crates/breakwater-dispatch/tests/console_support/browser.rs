@@ -306,7 +306,8 @@ impl Browser {
             .execute_async(
                 r#"const done = arguments[arguments.length - 1];
                    axe.run(document, { resultTypes: ["violations"] })
-                     .then(r => done(JSON.stringify(r.violations)))
+                     .then(r => done(JSON.stringify(r.passes.length > 0 ? r.violations
+                        : [{ id: "axe-ran-nothing", impact: "critical", help: "no rule passed", nodes: [] }])))
                      .catch(e => done(JSON.stringify([{ id: "axe-error", impact: "critical", help: String(e), nodes: [] }])));"#,
                 vec![],
             )
