@@ -610,3 +610,68 @@ async fn screenshots_of_the_main_views() {
     b.close().await;
     scene.svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_a_url_that_opens_the_console() {
+    use std::io::BufRead;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_breakwater"))
+        .args(["demo", "--duration", "10", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line.trim().strip_prefix("console  ") {
+                let _ = tx.send(url.to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo printed no console URL");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/console/login?token="),
+        "{url}"
+    );
+    let driver = Driver::start().await;
+    let b = driver.browser(true).await;
+    b.goto(&url).await;
+    assert_eq!(
+        b.wait_path(|p| !p.starts_with("/console/login")).await,
+        "/console"
+    );
+    assert!(b.text("header .who").await.starts_with("admin"));
+    // The dead receiver's breaker opens on the page (which refreshes by itself).
+    let rows = b
+        .client
+        .find_all(fantoccini::Locator::Css("tr[data-endpoint]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    b.wait_text(
+        "table.endpoints .state-open",
+        false,
+        "a breaker open",
+        |t| t == "open",
+    )
+    .await;
+    b.close().await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while demo.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the demo did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = reader.join().unwrap();
+    assert!(out.contains("summary after"), "{out}");
+}
