@@ -7,7 +7,7 @@
 //!
 //! Fills a SQLite store with `EVENTS` (default 100 000) `Order` events,
 //! each with two webhook actions (one endpoint that delivers, one that
-//! fails for good about one time in ten), every action with its recorded
+//! fails for good one time in five), every action with its recorded
 //! attempts (a 1 KB answer each), then serves it and fetches each view
 //! over loopback with an admin session: prints each page's size and the
 //! median and worst time of 7 fetches (the first one not counted).
