@@ -117,14 +117,14 @@ impl Operator {
     }
 
     /// Ok when it may write; a 403 page otherwise.
-    pub(crate) fn must_write(&self) -> Result<(), Response> {
+    pub(crate) fn must_write(&self) -> Result<(), Box<Response>> {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(page::plain_error(
+            Err(Box::new(page::plain_error(
                 StatusCode::FORBIDDEN,
                 "the viewer token reads only: writes need the admin token",
-            ))
+            )))
         }
     }
 }

@@ -72,17 +72,21 @@ fn breaker_args(
     state: &AppState,
     op: &Operator,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, AdminOp), Response> {
+) -> Result<(String, AdminOp), Box<Response>> {
     let Ok(Path((endpoint, name))) = path else {
-        return Err(bad_request(state, op, "endpoint: not a valid path segment"));
+        return Err(Box::new(bad_request(
+            state,
+            op,
+            "endpoint: not a valid path segment",
+        )));
     };
     let Some(command) = AdminOp::parse(&name) else {
-        return Err(page::error(
+        return Err(Box::new(page::error(
             state,
             op,
             StatusCode::NOT_FOUND,
             &format!("unknown operation {name:?} (expected reset, open or close)"),
-        ));
+        )));
     };
     if !state
         .engine
@@ -90,12 +94,12 @@ fn breaker_args(
         .iter()
         .any(|v| v.endpoint == endpoint)
     {
-        return Err(page::error(
+        return Err(Box::new(page::error(
             state,
             op,
             StatusCode::NOT_FOUND,
             &format!("no endpoint {endpoint:?}"),
-        ));
+        )));
     }
     Ok((endpoint, command))
 }
@@ -124,11 +128,11 @@ pub(crate) async fn breaker_confirm(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let (endpoint, command) = match breaker_args(&state, &op, path) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (verb, what) = breaker_words(command);
     let back = format!("/console/endpoints/{}", encode_component(&endpoint));
@@ -151,11 +155,11 @@ pub(crate) async fn breaker(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let (endpoint, command) = match breaker_args(&state, &op, path) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match writer(&state, &op).breaker(&endpoint, command).await {
         Ok(false) => page::error(
@@ -180,25 +184,25 @@ pub(crate) async fn breaker(
 }
 
 /// The selected ids, or the page saying what is wrong.
-fn selected(state: &AppState, op: &Operator, params: &Params) -> Result<Vec<i64>, Response> {
+fn selected(state: &AppState, op: &Operator, params: &Params) -> Result<Vec<i64>, Box<Response>> {
     match params.ids() {
-        Ok(ids) if ids.is_empty() => Err(bad_request(
+        Ok(ids) if ids.is_empty() => Err(Box::new(bad_request(
             state,
             op,
             "id: nothing selected; tick the actions to act on first",
-        )),
+        ))),
         Ok(ids) => Ok(ids),
-        Err(e) => Err(bad_request(state, op, &e)),
+        Err(e) => Err(Box::new(bad_request(state, op, &e))),
     }
 }
 
 fn selection_confirm(state: &AppState, op: &Operator, params: &Params, purge: bool) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let ids = match selected(state, op, params) {
         Ok(ids) => ids,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = safe_return(params.get("return").or(Some("/console/dead-letters")));
     let mut hidden: Vec<(&'static str, String)> =
@@ -265,11 +269,11 @@ pub(crate) async fn purge_confirm(
 
 async fn selection(state: &AppState, op: &Operator, params: &Params, purge: bool) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let ids = match selected(state, op, params) {
         Ok(ids) => ids,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let back = safe_return(params.get("return").or(Some("/console/dead-letters")));
     let writer = writer(state, op);
@@ -322,7 +326,7 @@ pub(crate) async fn replay_all_confirm(
     params: Params,
 ) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let (mut filter, mut form) = match filter(&params) {
         Ok(f) => f,
@@ -378,7 +382,7 @@ pub(crate) async fn replay_all(
     Posted(params): Posted,
 ) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let (mut filter, _) = match filter(&params) {
         Ok(f) => f,
@@ -407,7 +411,7 @@ pub(crate) async fn cancel_confirm(
     path: Result<Path<i64>, PathRejection>,
 ) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let Ok(Path(id)) = path else {
         return bad_request(&state, &op, "id: not a replay job id");
@@ -433,7 +437,7 @@ pub(crate) async fn cancel(
     path: Result<Path<i64>, PathRejection>,
 ) -> Response {
     if let Err(r) = op.must_write() {
-        return r;
+        return *r;
     }
     let Ok(Path(id)) = path else {
         return bad_request(&state, &op, "id: not a replay job id");
