@@ -47,6 +47,13 @@
 //! of the same run. `LOADGEN_PG_STATEMENTS=1` then prints the statements
 //! that took the server's time (`pg_stat_statements`).
 //!
+//! With `LOADGEN_HISTORY=both`, each round also runs phase 2 with the
+//! attempt history off (`[history] enabled = false`), next to it (before
+//! it in even rounds), and prints what recording every attempt costs:
+//! the delivered rate and the CPU per delivered event, on against off, and
+//! their medians over the rounds. `LOADGEN_HISTORY=off` runs every service
+//! phase with the history off; `on` (the default) as the service ships.
+//!
 //! Phases 1 and 2 also print the CPU time (user and system, every thread of
 //! this process, so both the client and the server side) spent per request
 //! or per delivered event, and how much of it the store's writer thread
@@ -209,11 +216,24 @@ async fn drive(url: String, concurrency: usize, secs: f64, batch: usize) -> (u64
     (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed))
 }
 
+/// Whether the service records attempts (`[history] enabled`) in the
+/// phases that do not say: `LOADGEN_HISTORY=off` turns it off.
+fn history_default() -> bool {
+    !std::env::var("LOADGEN_HISTORY").is_ok_and(|s| s == "off")
+}
+
+/// Whether each round also runs the service with its history off
+/// (`LOADGEN_HISTORY=both`).
+fn history_both() -> bool {
+    std::env::var("LOADGEN_HISTORY").is_ok_and(|s| s == "both")
+}
+
 /// The service's configuration: one observer with a webhook action to each
-/// of `urls`, delivering at most `in_flight` at once to each endpoint.
-fn config_toml(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> String {
+/// of `urls`, delivering at most `in_flight` at once to each endpoint,
+/// recording attempts when `history`.
+fn config_toml(dir: &std::path::Path, urls: &[&str], in_flight: usize, history: bool) -> String {
     let mut toml = format!(
-        "listen = \"127.0.0.1:0\"\nstore = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
+        "listen = \"127.0.0.1:0\"\nstore = \"{}\"\n[circuit_breaker]\nsample_size = 20\nopen_timeout_ms = 5000\n[retry]\nmax_attempts = 100\nbackoff_ms = 100\nmax_backoff_ms = 5000\n[delivery]\nmax_in_flight_per_endpoint = {in_flight}\n[history]\nenabled = {history}\n[[observers]]\nname = \"o\"\nentity_type = \"Order\"\nevent_type = \"INSERT\"\n",
         dir.join("load.db").display()
     );
     for u in urls {
@@ -224,8 +244,8 @@ fn config_toml(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> String
     toml
 }
 
-fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize) -> Config {
-    Config::parse(&config_toml(dir, urls, in_flight)).unwrap()
+fn config(dir: &std::path::Path, urls: &[&str], in_flight: usize, history: bool) -> Config {
+    Config::parse(&config_toml(dir, urls, in_flight, history)).unwrap()
 }
 
 /// The run's throwaway Postgres cluster, once started.
@@ -293,11 +313,12 @@ impl Service {
         dir: &std::path::Path,
         urls: &[&str],
         in_flight: usize,
+        history: bool,
     ) -> (Self, std::net::SocketAddr) {
         if let Ok(bin) = std::env::var("LOADGEN_SERVE_BIN") {
             use std::io::BufRead;
             let path = dir.join("load.toml");
-            std::fs::write(&path, config_toml(dir, urls, in_flight)).unwrap();
+            std::fs::write(&path, config_toml(dir, urls, in_flight, history)).unwrap();
             let mut child = std::process::Command::new(&bin)
                 .arg("serve")
                 .arg("--config")
@@ -318,7 +339,7 @@ impl Service {
                 .unwrap();
             return (Self::Child(child), addr);
         }
-        let cfg = config(dir, urls, in_flight);
+        let cfg = config(dir, urls, in_flight, history);
         let store: Arc<dyn breakwater_dispatch::store::Store> =
             if std::env::var("LOADGEN_STORE").is_ok_and(|s| s == "postgres") {
                 Arc::new(postgres_store().await)
@@ -397,9 +418,10 @@ async fn serve_phase(
     secs: f64,
     batch: usize,
     recover: Option<&Receiver>,
+    history: bool,
 ) -> Phase {
     let dir = tempfile::tempdir().unwrap();
-    let (svc, addr) = Service::start(dir.path(), urls, concurrency).await;
+    let (svc, addr) = Service::start(dir.path(), urls, concurrency, history).await;
     let before = healthy.count.load(Ordering::Relaxed);
     let started = Instant::now();
     let proc = svc.proc_dir();
@@ -486,6 +508,7 @@ async fn dead_phase(
         secs,
         batch,
         recover.then_some(dead),
+        history_default(),
     )
     .await;
     let per = cpu_per(cpu, phase.child_cpu, phase.n as f64);
@@ -533,6 +556,8 @@ async fn main() {
     for &concurrency in &concurrencies {
         let (mut ratios, mut drops, mut delivered_rates) = (Vec::new(), Vec::new(), Vec::new());
         let mut cpu_ratios = Vec::new();
+        // History on against off: delivered rates, CPU per event.
+        let (mut history_rates, mut history_cpus) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             // Odd rounds run bare, serve, serve+dead; even rounds the
             // reverse, so that a load that grows or fades during a round
@@ -552,10 +577,46 @@ async fn main() {
             } else {
                 dead_run = Some(dead_phase(&healthy, &dead, concurrency, secs, batch, false).await);
             }
+            // With LOADGEN_HISTORY=both, the service without its history
+            // runs next to the one with it: after it in odd rounds, before
+            // it in even ones.
+            let unrecorded = |after: bool| {
+                let healthy = &healthy;
+                async move {
+                    if !history_both() || after != forward {
+                        return None;
+                    }
+                    let cpu = cpu_time();
+                    let off = serve_phase(
+                        &[&healthy.url],
+                        healthy,
+                        concurrency,
+                        secs,
+                        batch,
+                        None,
+                        false,
+                    )
+                    .await;
+                    let per = cpu_per(cpu, off.child_cpu, off.n as f64);
+                    Some((off, per))
+                }
+            };
+            let mut off_run = unrecorded(false).await;
             let cpu = cpu_time();
-            let serve =
-                serve_phase(&[&healthy.url], &healthy, concurrency, secs, batch, None).await;
+            let serve = serve_phase(
+                &[&healthy.url],
+                &healthy,
+                concurrency,
+                secs,
+                batch,
+                None,
+                history_default() || history_both(),
+            )
+            .await;
             let serve_cpu = cpu_per(cpu, serve.child_cpu, serve.n as f64);
+            if off_run.is_none() {
+                off_run = unrecorded(true).await;
+            }
             if forward {
                 let recover = round == 1;
                 dead_run =
@@ -577,6 +638,24 @@ async fn main() {
                 show_cpu(serve_cpu),
                 serve.store_cpu.as_secs_f64() * 1e6 / (serve.n.max(1) as f64)
             );
+            if let Some((off, off_cpu)) = &off_run {
+                let cost = (1.0 - serve.delivered / off.delivered) * 100.0;
+                println!(
+                    "  serve, history off: events accepted {:>9.0}/s, actions delivered {:>9.0}/s ({}, {:.0} µs of them in the store's writer); recording attempts costs {cost:+.1}% of the delivered rate{}",
+                    off.accepted,
+                    off.delivered,
+                    show_cpu(*off_cpu),
+                    off.store_cpu.as_secs_f64() * 1e6 / (off.n.max(1) as f64),
+                    match (serve_cpu, off_cpu) {
+                        (Some(on), Some(off)) => format!(" and {:+.1}% CPU per event", (on / off - 1.0) * 100.0),
+                        _ => String::new(),
+                    }
+                );
+                history_rates.push(cost);
+                if let (Some(on), Some(off)) = (serve_cpu, off_cpu) {
+                    history_cpus.push((on / off - 1.0) * 100.0);
+                }
+            }
             let drop = (dead_too.delivered / serve.delivered - 1.0) * 100.0;
             println!(
                 "  serve+dead events accepted {:>9.0}/s, healthy delivered {:>9.0}/s ({drop:+.1}% vs serve; {} healthy delivery, {:.0} µs of them in the store's writer)",
@@ -608,6 +687,13 @@ async fn main() {
             median(drops),
             median(cpu_ratios)
         );
+        if history_both() {
+            println!(
+                "concurrency {concurrency}, median of {rounds} round(s): recording attempts costs {:+.1}% of the delivered rate, {:+.1}% CPU per delivered event",
+                median(history_rates),
+                median(history_cpus)
+            );
+        }
         best = best.max(median(delivered_rates));
     }
 
@@ -618,6 +704,7 @@ async fn main() {
         dir.path(),
         &[&healthy.url],
         concurrencies.iter().copied().max().unwrap_or(32),
+        history_default(),
     )
     .await;
     healthy.latencies_us.lock().unwrap().clear();

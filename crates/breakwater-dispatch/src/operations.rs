@@ -393,9 +393,16 @@ impl Operator {
     }
 }
 
-/// The audit target of a filter: its JSON.
+/// The audit target of a filter: its JSON, without the fields it leaves
+/// open (`{"status":"dead_lettered","endpoint":"http://127.0.0.1:9000"}`).
 fn filter_target(filter: &ActionFilter) -> String {
-    serde_json::to_string(filter).unwrap_or_default()
+    match serde_json::to_value(filter) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.retain(|_, v| !v.is_null());
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The audit target of a list of ids: the ids, the first 20 when more
@@ -449,6 +456,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "status: only dead_lettered actions are purged, not delivered"
+        );
+    }
+
+    #[test]
+    fn a_filter_is_audited_with_what_it_sets() {
+        let f = ActionFilter {
+            status: Some(ActionStatus::DeadLettered),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..ActionFilter::default()
+        };
+        let shown: serde_json::Value = serde_json::from_str(&filter_target(&f)).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({"endpoint": "http://127.0.0.1:9", "status": "dead_lettered"})
         );
     }
 

@@ -318,7 +318,13 @@ async fn attempts_show_their_trigger_outcome_and_a_redacted_request_and_answer()
     // redacted in it too.
     let body = second["response_body"].as_str().unwrap();
     assert!(body.starts_with("you sent [redacted]."), "{body}");
-    assert!(!event.to_string().contains("xyz"), "{event}");
+    for a in attempts {
+        let shown = format!(
+            "{} {} {}",
+            a["request"], a["response_headers"], a["response_body"]
+        );
+        assert!(!shown.contains("xyz"), "{shown}");
+    }
     // The action itself, by id, with the same attempts.
     let action_id = event["actions"][0]["id"].as_i64().unwrap();
     let (s, action) = get(&base, &format!("/actions/{action_id}"), VIEWER).await;
@@ -831,5 +837,27 @@ async fn reads_need_a_token_writes_the_admin_token_and_every_write_is_audited() 
     let next = page["next"].as_str().unwrap();
     let (_, rest) = get(&base, &format!("/audit?limit=2&before={next}"), VIEWER).await;
     assert_eq!(rest["entries"][0]["action"], "reset", "{rest}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_a_half_open_breaker_lets_through_is_recorded_as_its_probe() {
+    let hook = Hook::start(503, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, base) = start(&dir, &config(&dir, &[&hook], &[], "")).await;
+    post(&base, (0..10).map(|_| event("Order", "INSERT")).collect()).await;
+    let store = svc.state.engine.store().clone();
+    let probe = poll("a probe of the open breaker", LIMIT, || async {
+        let attempts = store
+            .endpoint_attempts(&hook.endpoint, None, 500)
+            .await
+            .unwrap();
+        attempts
+            .into_iter()
+            .find(|a| a.attempt.trigger == breakwater_dispatch::store::Trigger::Probe)
+    })
+    .await;
+    assert_eq!(probe.attempt.breaker_state, "half_open");
+    assert_eq!(probe.attempt.status, Some(503));
     svc.shutdown(Duration::from_secs(5)).await;
 }

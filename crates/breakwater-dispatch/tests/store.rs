@@ -45,6 +45,9 @@ mod insert;
 mod lifecycle;
 #[path = "store/maintenance.rs"]
 mod maintenance;
+/// Postgres alone: its upgrade to the history schema, fencing and fleets.
+#[path = "store/postgres_history.rs"]
+mod postgres_history;
 #[path = "store/scale.rs"]
 mod scale;
 #[path = "store/updates.rs"]

@@ -111,7 +111,8 @@ pub(super) async fn record_task(engine: Engine, mut rx: mpsc::UnboundedReceiver<
                 }
             }
         }
-        let mut updates = Vec::with_capacity(buf.len());
+        // Room for an attempt's record beside each outcome.
+        let mut updates = Vec::with_capacity(buf.len() * 2);
         let mut release = Load::default();
         let mut flushed = Vec::new();
         for r in buf.drain(..) {

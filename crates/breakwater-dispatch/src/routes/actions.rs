@@ -24,7 +24,7 @@ use super::params::{Params, FILTER};
 use super::{caller, job_json};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::operations::Operator;
+use crate::operations::{purge_filter, replay_filter, OpError, Operator};
 use crate::store::{ActionFilter, ActionId, ActionRecord};
 
 /// A query string as pairs; a malformed one is a 400.
@@ -123,8 +123,22 @@ struct Body {
     dry_run: bool,
 }
 
-/// The filter and `dry_run` of a bulk write, from the query or the body.
-fn bulk(query: RawPairs, body: &Bytes) -> Result<(ActionFilter, bool), ApiError> {
+/// The filter and `dry_run` of a bulk write, from the query or the body,
+/// checked by `check` (a problem it finds is named as the filter's field
+/// was: `status`, or `filter.status` in a body).
+fn bulk(
+    query: RawPairs,
+    body: &Bytes,
+    check: fn(ActionFilter) -> Result<ActionFilter, OpError>,
+) -> Result<(ActionFilter, bool), ApiError> {
+    let checked = |filter, prefix: &str| {
+        check(filter).map_err(|e| match e {
+            OpError::Invalid { field, message } => {
+                ApiError::BadRequest(format!("{prefix}{field}: {message}"))
+            }
+            other => other.into(),
+        })
+    };
     let pairs = pairs(query)?;
     let has_body = body.iter().any(|b| !b.is_ascii_whitespace());
     if has_body && !pairs.is_empty() {
@@ -136,11 +150,11 @@ fn bulk(query: RawPairs, body: &Bytes) -> Result<(ActionFilter, bool), ApiError>
         let body: Body = serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the body: {e}")))?;
         let filter = Params::of_json_filter(&body.filter)?.filter()?;
-        return Ok((filter, body.dry_run));
+        return Ok((checked(filter, "filter.")?, body.dry_run));
     }
     let allowed = [FILTER, &["dry_run"]].concat();
     let p = Params::new(pairs, &allowed)?;
-    Ok((p.filter()?, p.flag("dry_run")?))
+    Ok((checked(p.filter()?, "")?, p.flag("dry_run")?))
 }
 
 /// `POST /actions/replay`: replays every action matching the filter
@@ -155,8 +169,7 @@ pub async fn replay(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let who = caller(&state, &headers);
     who.must_write()?;
-    let (filter, dry_run) = bulk(query, &body)?;
-    let filter = crate::operations::replay_filter(filter)?;
+    let (filter, dry_run) = bulk(query, &body, replay_filter)?;
     let op = Operator::new(&state.engine, who.actor);
     if dry_run {
         let count = op.count(&filter).await?;
@@ -176,8 +189,7 @@ pub async fn purge(
 ) -> Result<Json<Value>, ApiError> {
     let who = caller(&state, &headers);
     who.must_write()?;
-    let (filter, dry_run) = bulk(query, &body)?;
-    let filter = crate::operations::purge_filter(filter)?;
+    let (filter, dry_run) = bulk(query, &body, purge_filter)?;
     let op = Operator::new(&state.engine, who.actor);
     if dry_run {
         return Ok(Json(json!({ "count": op.count(&filter).await? })));

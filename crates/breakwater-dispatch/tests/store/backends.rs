@@ -92,9 +92,10 @@ static CLUSTER: std::sync::Mutex<std::sync::Weak<PgCluster>> =
     std::sync::Mutex::new(std::sync::Weak::new());
 
 /// Numbers the schemas and instances of this run.
-static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+pub(crate) static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-async fn shared_cluster() -> Arc<PgCluster> {
+/// The cluster the running tests share (started when none runs).
+pub(crate) async fn shared_cluster() -> Arc<PgCluster> {
     tokio::task::spawn_blocking(|| {
         let mut slot = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = slot.upgrade() {

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 use super::{lock, queries, PostgresStore};
+use crate::store::NewAction;
 use crate::store::{now_ms, Inserted, NewEvent, PendingAction, StoreError, StoreResult};
 
 /// At most this many events go in one insert statement.
@@ -62,6 +63,88 @@ impl PostgresStore {
         }
     }
 
+    /// The number of `endpoint`, made when new.
+    async fn lane(&self, client: &tokio_postgres::Client, endpoint: &str) -> StoreResult<i32> {
+        if let Some(l) = lock(&self.lanes).get(endpoint) {
+            return Ok(*l);
+        }
+        // Made by another instance at the same moment, the row is not in
+        // this statement's snapshot: the next statement sees it.
+        let mut row = None;
+        for _ in 0..3 {
+            row = self.note(
+                client
+                    .query_opt(
+                        "WITH new AS (
+                            INSERT INTO endpoints (endpoint) VALUES ($1)
+                            ON CONFLICT (endpoint) DO NOTHING RETURNING lane)
+                         SELECT lane FROM new UNION ALL
+                         SELECT lane FROM endpoints WHERE endpoint = $1 LIMIT 1",
+                        &[&endpoint],
+                    )
+                    .await,
+            )?;
+            if row.is_some() {
+                break;
+            }
+        }
+        let row = row.ok_or_else(|| {
+            StoreError::Backend(format!("the endpoint {endpoint} could not be numbered"))
+        })?;
+        let lane: i32 = row.get(0);
+        lock(&self.lanes).insert(endpoint.into(), lane);
+        Ok(lane)
+    }
+
+    /// The spec id and endpoint number of `action`, made when new.
+    async fn spec(
+        &self,
+        client: &tokio_postgres::Client,
+        action: &NewAction,
+    ) -> StoreResult<(i32, i32)> {
+        let (observer, json) = action.shared();
+        let key = (observer.clone(), json.clone());
+        if let Some(s) = lock(&self.specs).get(&key) {
+            return Ok(*s);
+        }
+        let lane = self.lane(client, action.endpoint()).await?;
+        let mut row = None;
+        for _ in 0..3 {
+            row = self.note(
+                client
+                    .query_opt(
+                        "WITH d AS (SELECT md5(length($1::text) || ':' || $1 || $2::text) AS digest),
+                         new AS (
+                            INSERT INTO action_specs (digest, observer, endpoint, action_type, action, lane)
+                            SELECT d.digest, $1, $3, $4, $2, $5 FROM d
+                            ON CONFLICT (digest) DO NOTHING RETURNING id)
+                         SELECT id FROM new UNION ALL
+                         SELECT s.id FROM action_specs s, d WHERE s.digest = d.digest LIMIT 1",
+                        &[
+                            &action.observer(),
+                            &action.json(),
+                            &action.endpoint(),
+                            &action.action().action_type(),
+                            &lane,
+                        ],
+                    )
+                    .await,
+            )?;
+            if row.is_some() {
+                break;
+            }
+        }
+        let row = row.ok_or_else(|| {
+            StoreError::Backend(format!(
+                "the action of observer {} could not be stored",
+                action.observer()
+            ))
+        })?;
+        let spec = (row.get::<_, i32>(0), lane);
+        lock(&self.specs).insert(key, spec);
+        Ok(spec)
+    }
+
     /// Stores `events` in one statement (see [`Store::insert`]).
     async fn insert_now(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
         let client = self.client().await?;
@@ -79,10 +162,9 @@ impl PostgresStore {
         // duplicate, as one stored before.
         let mut first = HashSet::with_capacity(events.len());
         let firsts: Vec<bool> = events.iter().map(|e| first.insert(e.event.id())).collect();
-        let (mut ids, mut bodies) = (Vec::new(), Vec::new());
+        let mut event_rows = queries::EventColumns::default();
         for (e, _) in events.iter().zip(&firsts).filter(|(_, f)| **f) {
-            ids.push(e.event.id());
-            bodies.push(e.event.json());
+            event_rows.push(e);
         }
         let wanted: usize = events
             .iter()
@@ -137,7 +219,7 @@ impl PostgresStore {
         // The events and their actions in one statement (one round trip,
         // one commit): the actions of events already stored are left out.
         let added: HashSet<Uuid> = cols
-            .insert_with_events(&client, &ids, &bodies, now)
+            .insert_with_events(&client, &event_rows, now)
             .await
             .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?
             .into_iter()

@@ -11,9 +11,11 @@
 //! Events are kept as their compact JSON text (never `jsonb`, which would
 //! reorder keys and reformat numbers): delivered exactly as received.
 
+mod history;
 mod insert;
 mod lease;
 mod options;
+mod outcomes;
 mod queries;
 pub mod schema;
 
@@ -32,11 +34,13 @@ use uuid::Uuid;
 use self::insert::{InsertJob, INSERT_WRITERS};
 use self::lease::Lease;
 pub use self::options::{check_schema, PostgresOptions};
-use self::queries::{apply_runs, row_to_pending, row_to_record};
+use self::outcomes::Batch;
+use self::queries::{row_to_pending, row_to_record};
 use self::schema::{backend, describe, migrate, Migrated};
 use super::{
-    now_ms, rfc3339, ActionId, ActionStatus, Backlog, Claimed, DeadLetter, EventRecord,
-    FleetStatus, Inserted, NewAction, NewEvent, Store, StoreError, StoreResult, Update,
+    now_ms, rfc3339, ActionFilter, ActionId, ActionPage, ActionRecord, ActionStatus, AttemptRecord,
+    AuditEntry, Backlog, Claimed, DeadLetter, EndpointCounts, EventRecord, FleetStatus, Inserted,
+    NewEvent, ReplayJob, ReplayState, Store, StoreError, StoreResult, Update,
 };
 
 /// A configured action: its observer and JSON.
@@ -242,88 +246,6 @@ impl PostgresStore {
             }
         }
     }
-
-    /// The number of `endpoint`, made when new.
-    async fn lane(&self, client: &tokio_postgres::Client, endpoint: &str) -> StoreResult<i32> {
-        if let Some(l) = lock(&self.lanes).get(endpoint) {
-            return Ok(*l);
-        }
-        // Made by another instance at the same moment, the row is not in
-        // this statement's snapshot: the next statement sees it.
-        let mut row = None;
-        for _ in 0..3 {
-            row = self.note(
-                client
-                    .query_opt(
-                        "WITH new AS (
-                            INSERT INTO endpoints (endpoint) VALUES ($1)
-                            ON CONFLICT (endpoint) DO NOTHING RETURNING lane)
-                         SELECT lane FROM new UNION ALL
-                         SELECT lane FROM endpoints WHERE endpoint = $1 LIMIT 1",
-                        &[&endpoint],
-                    )
-                    .await,
-            )?;
-            if row.is_some() {
-                break;
-            }
-        }
-        let row = row.ok_or_else(|| {
-            StoreError::Backend(format!("the endpoint {endpoint} could not be numbered"))
-        })?;
-        let lane: i32 = row.get(0);
-        lock(&self.lanes).insert(endpoint.into(), lane);
-        Ok(lane)
-    }
-
-    /// The spec id and endpoint number of `action`, made when new.
-    async fn spec(
-        &self,
-        client: &tokio_postgres::Client,
-        action: &NewAction,
-    ) -> StoreResult<(i32, i32)> {
-        let (observer, json) = action.shared();
-        let key = (observer.clone(), json.clone());
-        if let Some(s) = lock(&self.specs).get(&key) {
-            return Ok(*s);
-        }
-        let lane = self.lane(client, action.endpoint()).await?;
-        let mut row = None;
-        for _ in 0..3 {
-            row = self.note(
-                client
-                    .query_opt(
-                        "WITH d AS (SELECT md5(length($1::text) || ':' || $1 || $2::text) AS digest),
-                         new AS (
-                            INSERT INTO action_specs (digest, observer, endpoint, action_type, action, lane)
-                            SELECT d.digest, $1, $3, $4, $2, $5 FROM d
-                            ON CONFLICT (digest) DO NOTHING RETURNING id)
-                         SELECT id FROM new UNION ALL
-                         SELECT s.id FROM action_specs s, d WHERE s.digest = d.digest LIMIT 1",
-                        &[
-                            &action.observer(),
-                            &action.json(),
-                            &action.endpoint(),
-                            &action.action().action_type(),
-                            &lane,
-                        ],
-                    )
-                    .await,
-            )?;
-            if row.is_some() {
-                break;
-            }
-        }
-        let row = row.ok_or_else(|| {
-            StoreError::Backend(format!(
-                "the action of observer {} could not be stored",
-                action.observer()
-            ))
-        })?;
-        let spec = (row.get::<_, i32>(0), lane);
-        lock(&self.specs).insert(key, spec);
-        Ok(spec)
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -393,7 +315,10 @@ impl Store for PostgresStore {
                                           WHERE a.event = e.id AND a.status <> 'delivered')
                         ORDER BY e.accepted_at LIMIT $2
                         FOR UPDATE SKIP LOCKED),
-                     gone AS (DELETE FROM actions a USING old WHERE a.event = old.id)
+                     gone AS (DELETE FROM actions a USING old WHERE a.event = old.id
+                              RETURNING a.id),
+                     attempts_gone AS (DELETE FROM attempts t USING gone
+                                       WHERE t.action_id = gone.id)
                      DELETE FROM events e USING old WHERE e.id = old.id",
                     &[&before_ms, &(limit as i64)],
                 )
@@ -470,21 +395,20 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn apply(&self, mut updates: Vec<Update>) -> StoreResult<()> {
-        // Attempt records: not yet stored (schema to come).
-        updates.retain(|u| !matches!(u, Update::Attempt { .. }));
+    async fn apply(&self, updates: Vec<Update>) -> StoreResult<()> {
         if updates.is_empty() {
             return Ok(());
         }
+        let batch = Batch::of(&updates);
         let mut client = self.client().await?;
         let (holder, epoch) = (&self.lease.instance, self.lease.epoch());
         // One statement is its own transaction (the usual batch: outcomes
-        // of one kind); more go in one.
-        let stale = if queries::runs(&updates) == 1 {
-            apply_runs(&client, &updates, holder, epoch).await
+        // of one kind, with their attempts); more go in one.
+        let stale = if batch.statements() == 1 {
+            batch.apply(&client, holder, epoch).await
         } else {
             let t = self.note(client.transaction().await)?;
-            match apply_runs(&t, &updates, holder, epoch).await {
+            match batch.apply(&t, holder, epoch).await {
                 Ok(n) => t.commit().await.map(|()| n),
                 Err(e) => Err(e),
             }
@@ -511,10 +435,12 @@ impl Store for PostgresStore {
         };
         let accepted: i64 = row.get(0);
         let rows = self.note(client.query(queries::EVENT_ACTIONS, &[&id]).await)?;
+        let mut actions: Vec<ActionRecord> = rows.iter().map(row_to_record).collect();
+        self.fill_attempts(&client, &mut actions).await?;
         Ok(Some(EventRecord {
             id,
             accepted_at: rfc3339(accepted),
-            actions: rows.iter().map(row_to_record).collect(),
+            actions,
         }))
     }
 
@@ -575,8 +501,7 @@ impl Store for PostgresStore {
     }
 
     async fn purge_dead_letters(&self, ids: Option<Vec<ActionId>>) -> StoreResult<u64> {
-        let client = self.client().await?;
-        self.note(client.execute(queries::PURGE_DEAD_LETTERS, &[&ids]).await)
+        self.purge(ids.as_deref()).await
     }
 
     async fn oldest_pending_ms(&self) -> StoreResult<Option<i64>> {
@@ -675,70 +600,84 @@ impl Store for PostgresStore {
 
     async fn actions(
         &self,
-        _filter: &super::ActionFilter,
-        _before: Option<ActionId>,
-        _limit: usize,
-    ) -> StoreResult<super::ActionPage> {
-        Err(todo_pg())
+        filter: &ActionFilter,
+        before: Option<ActionId>,
+        limit: usize,
+    ) -> StoreResult<ActionPage> {
+        self.list_actions(filter, before, limit).await
     }
-    async fn count_actions(&self, _filter: &super::ActionFilter) -> StoreResult<u64> {
-        Err(todo_pg())
+
+    async fn count_actions(&self, filter: &ActionFilter) -> StoreResult<u64> {
+        self.count_matching(filter).await
     }
-    async fn action(&self, _id: ActionId) -> StoreResult<Option<super::ActionRecord>> {
-        Err(todo_pg())
+
+    async fn action(&self, id: ActionId) -> StoreResult<Option<ActionRecord>> {
+        self.one_action(id).await
     }
-    async fn replay_actions(&self, _ids: &[ActionId], _job: Option<i64>) -> StoreResult<u64> {
-        Err(todo_pg())
+
+    async fn replay_actions(&self, ids: &[ActionId], job: Option<i64>) -> StoreResult<u64> {
+        self.replay_ids(ids, job).await
     }
-    async fn purge_actions(&self, _ids: &[ActionId]) -> StoreResult<u64> {
-        Err(todo_pg())
+
+    async fn purge_actions(&self, ids: &[ActionId]) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.purge(Some(ids)).await
     }
+
     async fn endpoint_attempts(
         &self,
-        _endpoint: &str,
-        _before: Option<i64>,
-        _limit: usize,
-    ) -> StoreResult<Vec<super::AttemptRecord>> {
-        Err(todo_pg())
+        endpoint: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        self.attempts_of_endpoint(endpoint, before, limit).await
     }
-    async fn endpoint_counts(&self) -> StoreResult<Vec<super::EndpointCounts>> {
-        Err(todo_pg())
+
+    async fn endpoint_counts(&self) -> StoreResult<Vec<EndpointCounts>> {
+        self.counts_by_endpoint().await
     }
-    async fn audit(&self, _entry: super::AuditEntry) -> StoreResult<i64> {
-        Err(todo_pg())
+
+    async fn audit(&self, entry: AuditEntry) -> StoreResult<i64> {
+        self.add_audit(&entry).await
     }
-    async fn audit_log(
-        &self,
-        _before: Option<i64>,
-        _limit: usize,
-    ) -> StoreResult<Vec<super::AuditEntry>> {
-        Err(todo_pg())
+
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_entries(before, limit).await
     }
+
     async fn create_replay_job(
         &self,
-        _filter: &super::ActionFilter,
-        _actor: &str,
-        _total: u64,
-    ) -> StoreResult<super::ReplayJob> {
-        Err(todo_pg())
+        filter: &ActionFilter,
+        actor: &str,
+        total: u64,
+    ) -> StoreResult<ReplayJob> {
+        self.new_replay_job(filter, actor, total).await
     }
+
     async fn update_replay_job(
         &self,
-        _id: i64,
-        _replayed: u64,
-        _state: super::ReplayState,
-        _error: Option<String>,
-    ) -> StoreResult<super::ReplayState> {
-        Err(todo_pg())
+        id: i64,
+        replayed: u64,
+        state: ReplayState,
+        error: Option<String>,
+    ) -> StoreResult<ReplayState> {
+        self.set_replay_job(id, replayed, state, error.as_deref())
+            .await
     }
-    async fn cancel_replay_job(&self, _id: i64) -> StoreResult<Option<super::ReplayJob>> {
-        Err(todo_pg())
+
+    async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
+        self.stop_replay_job(id).await?;
+        self.one_replay_job(id).await
     }
-    async fn replay_job(&self, _id: i64) -> StoreResult<Option<super::ReplayJob>> {
-        Err(todo_pg())
+
+    async fn replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {
+        self.one_replay_job(id).await
     }
-    async fn replay_jobs(&self, _limit: usize) -> StoreResult<Vec<super::ReplayJob>> {
-        Err(todo_pg())
+
+    async fn replay_jobs(&self, limit: usize) -> StoreResult<Vec<ReplayJob>> {
+        self.list_replay_jobs(limit).await
     }
 
     async fn close(&self) {
@@ -772,9 +711,4 @@ impl Store for PostgresStore {
 fn action_from_json(text: &str) -> StoreResult<ActionConfig> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Backend(format!("a stored action is not valid: {e}")))
-}
-
-/// The history on Postgres: not yet (the next change brings it).
-fn todo_pg() -> StoreError {
-    StoreError::Backend("the Postgres store keeps no history yet".into())
 }

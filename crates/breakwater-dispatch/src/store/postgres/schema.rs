@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Version 1.
 ///
@@ -96,9 +96,82 @@ CREATE TABLE snapshots (
 );
 ";
 
+/// Version 2: the history.
+///
+/// - `events` keep what their actions are searched by (`event_type`,
+///   `entity_type`, `entity_id`) beside their JSON, read from it for the
+///   events already stored (one pass; retention keeps the table to recent
+///   events). No index on them: a search reads actions newest first until
+///   a page is full, and an index on a random key (the entity's id) would
+///   cost every event stored a write at a random place.
+/// - `actions` count their replays and name the replay job that last
+///   replayed them; `actions_by_replay_job` holds only the rows that name
+///   one, so it costs nothing to an action stored.
+/// - `attempts`: every attempt, kept with its action (deleted with it, by
+///   the statements that delete actions: no foreign key, as elsewhere).
+///   Each names its action's endpoint by number (`lane`), so that an
+///   endpoint's recent attempts are read newest first through
+///   `attempts_by_lane` alone; through the actions, they would need an
+///   index of every action by endpoint, delivered ones included.
+/// - `audit`: the operators' writes. `replay_jobs`: the replays by filter,
+///   which every instance sees (and may cancel).
+const V2: &str = "
+ALTER TABLE events
+    ADD COLUMN event_type text NOT NULL DEFAULT '',
+    ADD COLUMN entity_type text NOT NULL DEFAULT '',
+    ADD COLUMN entity_id text NOT NULL DEFAULT '';
+UPDATE events SET (event_type, entity_type, entity_id) =
+    (SELECT COALESCE(j->>'event_type', ''), COALESCE(j->>'entity_type', ''),
+            COALESCE(j->>'entity_id', '')
+     FROM (SELECT body::json AS j) AS parsed);
+ALTER TABLE actions
+    ADD COLUMN replays integer NOT NULL DEFAULT 0,
+    ADD COLUMN replay_job bigint;
+CREATE INDEX actions_by_replay_job ON actions (replay_job) WHERE replay_job IS NOT NULL;
+CREATE TABLE attempts (
+    id bigserial PRIMARY KEY,
+    action_id bigint NOT NULL,
+    lane integer NOT NULL,
+    number integer NOT NULL,
+    trigger text NOT NULL,
+    breaker_state text NOT NULL,
+    started_at_ms bigint NOT NULL,
+    duration_ms bigint NOT NULL,
+    outcome text NOT NULL,
+    error_kind text,
+    status integer,
+    error text,
+    request text,
+    response_headers text,
+    response_body text
+);
+CREATE INDEX attempts_by_action ON attempts (action_id, id);
+CREATE INDEX attempts_by_lane ON attempts (lane, id);
+CREATE TABLE audit (
+    id bigserial PRIMARY KEY,
+    at_ms bigint NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    count bigint,
+    instance text
+);
+CREATE TABLE replay_jobs (
+    id bigserial PRIMARY KEY,
+    filter text NOT NULL,
+    actor text NOT NULL,
+    state text NOT NULL,
+    total bigint NOT NULL,
+    replayed bigint NOT NULL DEFAULT 0,
+    created_at_ms bigint NOT NULL,
+    updated_at_ms bigint NOT NULL,
+    error text
+);
+";
+
 /// Each version's statements, in order: `MIGRATIONS[n]` brings version `n`
 /// to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The key of the advisory lock migrations run under (any fixed number
 /// the application does not use for anything else).
