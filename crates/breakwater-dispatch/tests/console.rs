@@ -382,3 +382,66 @@ async fn pages_stay_under_100_kb_with_long_answers_and_many_dead_letters() {
     );
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_page_shows_a_secret() {
+    let hook = Hook::start(503, "{\"error\":\"down\"}").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let mut text = toml(&dir.path().join("t.db"), &[], 2, "");
+    text.push_str(&format!(
+        "[[observers.actions]]\ntype = \"webhook\"\nurl = \"{}\"\nsigning_secret = \"{secret}\"\n\
+         headers = {{ X-Customer = \"customer-private-value\", X-Api-Key = \"api-key-private-value\" }}\n",
+        hook.url
+    ));
+    let svc = start(&dir, &text).await;
+    let base = format!("http://{}", svc.addr);
+    let web = Web::new(&base);
+    let ids = post_events(&base, 1).await;
+    let store = svc.state.engine.store().clone();
+    wait_for("the action dead-lettered", LIMIT, || {
+        let store = store.clone();
+        async move {
+            store.counts().await.unwrap().iter().any(|(s, n)| {
+                *s == breakwater_dispatch::store::ActionStatus::DeadLettered && *n == 1
+            })
+        }
+    })
+    .await;
+    let cookie = web.login(ADMIN).await;
+    let endpoint = hook.endpoint.replace(':', "%3A").replace('/', "%2F");
+    for path in [
+        "/console".to_string(),
+        format!("/console/endpoints/{endpoint}"),
+        "/console/events".to_string(),
+        format!("/console/events/{}", ids[0]),
+        "/console/dead-letters".to_string(),
+        "/console/audit".to_string(),
+    ] {
+        let page = web.get(&path, Some(&cookie)).await.text().await.unwrap();
+        for secret in [
+            secret,
+            "C2FVsBQIhrscChlQIMV",
+            "customer-private-value",
+            "api-key-private-value",
+            ADMIN,
+        ] {
+            assert!(!page.contains(secret), "{path} shows {secret}");
+        }
+    }
+    // The headers are named; the signature (which cannot give the secret
+    // back) is shown.
+    let event = web
+        .get(&format!("/console/events/{}", ids[0]), Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(event.to_ascii_lowercase().contains("x-customer"), "{event}");
+    assert!(event.contains("value not shown"));
+    assert!(
+        event.contains("webhook-signature</span>: <span class=\"mono\">v1,"),
+        "{event}"
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
