@@ -226,8 +226,14 @@ async fn writes_need_the_admin_session_and_the_console_origin() {
         hook.endpoint.replace(':', "%3A").replace('/', "%2F")
     );
     let breaker = svc.state.engine.breakers().get(&hook.endpoint).unwrap();
-    // The viewer reads, and may not write.
-    assert_eq!(web.get("/console", Some(&viewer)).await.status(), 200);
+    // The viewer reads, sees no write button, and may not write.
+    let page = web.get("/console", Some(&viewer)).await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        !page.contains("data-confirm") && page.contains("viewer"),
+        "{page}"
+    );
     assert_eq!(
         web.post(&open, Some(&viewer), Some(&base), &[])
             .await
