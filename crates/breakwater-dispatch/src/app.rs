@@ -17,6 +17,7 @@
 //! | `GET /replays/{id}` | viewer, admin | the job and its `progress`; 404 |
 //! | `DELETE /replays/{id}` | admin | cancels it; the job; 404, 409 when not running; audited |
 //! | `GET /audit` | viewer, admin | `{"entries", "next"}`: operator writes, newest first |
+//! | `/console/...` | a console session | the operator console: HTML ([`crate::console`]) |
 //!
 //! "viewer, admin": the viewer token (`viewer_token_env`) or the admin
 //! token; 401 without either. "admin": the admin token; 401 without a
@@ -136,6 +137,7 @@ pub struct AppState {
     routes: RwLock<Arc<Routes>>,
     tokens: RwLock<Tokens>,
     registry: Registry,
+    console: crate::console::Console,
 }
 
 impl std::fmt::Debug for AppState {
@@ -150,6 +152,7 @@ impl AppState {
     /// State over `engine` with `config`, `tokens`, and `registry` for `/metrics`.
     pub fn new(engine: Engine, config: Config, tokens: Tokens, registry: Registry) -> Arc<Self> {
         Arc::new(Self {
+            console: crate::console::Console::new(&engine),
             engine,
             routes: RwLock::new(Arc::new(Routes::new(&config))),
             config: RwLock::new(Arc::new(config)),
@@ -180,6 +183,11 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The operator console's state (sessions, recent transitions).
+    pub fn console(&self) -> &crate::console::Console {
+        &self.console
     }
 
     /// The registry `/metrics` encodes.
@@ -279,6 +287,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(routes::replays::get).delete(routes::replays::cancel),
         )
         .route("/audit", get(routes::audit::list))
+        .nest("/console", crate::console::router())
         // Errors in JSON here too, as everywhere else.
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("no route {}", uri.path()))

@@ -56,12 +56,29 @@ pub async fn start(
     executor: Arc<dyn ActionExecutor>,
     listen: SocketAddr,
 ) -> anyhow::Result<Running> {
+    let tokens = Tokens::from_env(&config);
+    start_with_tokens(config, store, executor, listen, tokens).await
+}
+
+/// [`start`] with `tokens` given rather than read from the environment
+/// (the demo makes its own admin token). A reload reads them from the
+/// environment again.
+///
+/// # Errors
+///
+/// When the store cannot be read or the address cannot be bound.
+pub async fn start_with_tokens(
+    config: Config,
+    store: Arc<dyn Store>,
+    executor: Arc<dyn ActionExecutor>,
+    listen: SocketAddr,
+    tokens: Tokens,
+) -> anyhow::Result<Running> {
     let limits = config.http.clone();
     let engine = Engine::start(store, executor, &config, Metrics::default())
         .await
         .context("starting the delivery engine")?;
     let registry = registry(&engine);
-    let tokens = Tokens::from_env(&config);
     let state = AppState::new(engine, config, tokens, registry);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -9,6 +9,12 @@
 //! breaker opened, deferred its actions, and delivered them all once the
 //! receiver recovered.
 //!
+//! The service's console is open during the run: the demo makes a random
+//! admin token and prints a URL that logs a browser in with it
+//! (`/console/login?token=...`, which only the demo accepts: a token in a
+//! URL ends up in browser histories, so `serve` never takes one), to watch
+//! the dead endpoint's breaker open and its actions come through.
+//!
 //! `breakwater demo --fleet N` ([`fleet`]) shows the same receivers served
 //! by a fleet of `serve` processes sharing a throwaway Postgres database,
 //! one of them killed mid-run.
@@ -274,12 +280,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     };
-    let running = server::start(config, store, executor, listen).await?;
+    // The console's admin token: random, for this run only.
+    let token: String = rand::random::<[u8; 24]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = crate::app::Tokens {
+        admin: Some(token.clone()),
+        ..crate::app::Tokens::default()
+    };
+    let running = server::start_with_tokens(config, store, executor, listen, tokens).await?;
+    running.state.console().allow_url_login();
     let addr = running.addr;
     let tty = std::io::stdout().is_terminal();
     println!(
         "breakwater demo: metrics at http://{addr}/metrics, breakers at http://{addr}/breakers"
     );
+    println!("  console  http://{addr}/console/login?token={token}");
+    println!("           (open it in a browser: logged in as admin for this run)");
     for r in &receivers {
         let what = match r.name {
             "healthy" => "always 200".to_string(),
