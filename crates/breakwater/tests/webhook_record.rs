@@ -40,8 +40,17 @@ async fn receiver() -> SocketAddr {
             format!("you sent {auth}"),
         )
     }
+    async fn reject(headers: HeaderMap) -> impl IntoResponse {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (StatusCode::BAD_REQUEST, format!("refused {auth}"))
+    }
     let app = Router::new()
         .route("/cookie", any(cookie))
+        .route("/reject", any(reject))
         .route("/slack/{*rest}", any(cookie))
         .route("/big", any(|| async { "x".repeat(1 << 20) }))
         .route(
@@ -151,6 +160,30 @@ async fn a_record_holds_the_exchange_without_its_secrets() {
     ] {
         assert!(!all.contains(secret), "{secret} in {all}");
     }
+}
+
+#[tokio::test]
+async fn an_echoed_credential_stays_out_of_error_messages() {
+    let addr = receiver().await;
+    let executor = WebhookExecutor::new().unwrap();
+    let action = hook(format!("http://{addr}/reject"));
+    // Recorded or not, the error quotes the answer without the secret.
+    let plain = executor.execute(&event(), &action).await.unwrap_err();
+    let mut x = Exchange::new(4096);
+    let recorded = executor
+        .execute_recorded(&event(), &action, &mut x)
+        .await
+        .unwrap_err();
+    for e in [plain, recorded] {
+        let text = e.to_string();
+        assert!(e.is_permanent(), "{text}");
+        assert!(text.contains("refused [redacted]"), "{text}");
+        assert!(!text.contains("xyz-secret-1"), "{text}");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&x.response_body),
+        "refused [redacted]"
+    );
 }
 
 #[tokio::test]

@@ -408,15 +408,14 @@ impl WebhookExecutor {
             headers.insert(TIMESTAMP, value(values.slice(id_end..timestamp_end))?);
             headers.insert(SIGNATURE, value(values.slice(timestamp_end..))?);
         }
-        let secrets = match record.as_deref_mut() {
-            Some(x) => {
-                x.method = method.as_str().to_string();
-                x.url = record::url(&url, secret_path);
-                x.request_headers = record::headers(&headers);
-                record::secret_values(&headers)
-            }
-            None => Vec::new(),
-        };
+        // A receiver that echoes a credential in its answer must not put it
+        // into an error's message or a record (no allocation without one).
+        let secrets = record::secret_values(&headers);
+        if let Some(x) = record.as_deref_mut() {
+            x.method = method.as_str().to_string();
+            x.url = record::url(&url, secret_path);
+            x.request_headers = record::headers(&headers);
+        }
         let l = self.limits;
         let kind = |record: &mut Option<&mut Exchange>, k: ErrorKind| {
             if let Some(x) = record.as_deref_mut() {
@@ -459,8 +458,9 @@ impl WebhookExecutor {
                 Err(Error::Timeout(l.timeout))
             }
         };
+        let taken = record::scrub(taken, &secrets);
         if let Some(x) = record.as_deref_mut() {
-            record::body(x, &taken, &secrets);
+            record::body(x, &taken);
             if read.is_err() && !matches!(x.error_kind, Some(ErrorKind::Timeout)) {
                 x.error_kind = Some(ErrorKind::BodyRead);
             }
