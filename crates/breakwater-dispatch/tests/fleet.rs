@@ -875,7 +875,13 @@ async fn pause_past_the_lease() -> Paused {
         Duration::from_secs(20),
         Duration::from_millis(5),
         || async {
-            hook.waiting() >= 4
+            // Its own share of the endpoint's limit: 4 alone, 2 once "b"
+            // is counted among the live instances.
+            let in_flight = a.breaker(&hook.endpoint).await["in_flight"]
+                .as_u64()
+                .unwrap_or(0) as usize;
+            in_flight > 0
+                && hook.waiting() >= in_flight
                 && hook
                     .last_answer()
                     .is_some_and(|t| t.elapsed() > Duration::from_millis(40))
