@@ -223,6 +223,9 @@ struct Request<'a> {
     sign: Option<(&'a SigningKey, &'a str)>,
     /// Whether the URL's path is a secret (Slack's): left out of a record.
     secret_path: bool,
+    /// The values of the request's secret headers, to redact wherever the
+    /// answer's body echoes them.
+    secrets: &'a [Vec<u8>],
 }
 
 /// What came back from a 2xx answer.
@@ -354,6 +357,7 @@ impl WebhookExecutor {
             })?,
             sign: prepared.key.as_ref().map(|key| (key, message_id)),
             secret_path: false,
+            secrets: &prepared.secrets,
         };
         let delivered = self.send(request, record).await?;
         Ok(ActionResult {
@@ -379,6 +383,7 @@ impl WebhookExecutor {
             body,
             sign,
             secret_path,
+            secrets,
         } = request;
         if let Some((key, id)) = sign {
             // Named once, not checked anew on every request.
@@ -408,9 +413,6 @@ impl WebhookExecutor {
             headers.insert(TIMESTAMP, value(values.slice(id_end..timestamp_end))?);
             headers.insert(SIGNATURE, value(values.slice(timestamp_end..))?);
         }
-        // A receiver that echoes a credential in its answer must not put it
-        // into an error's message or a record (no allocation without one).
-        let secrets = record::secret_values(&headers);
         if let Some(x) = record.as_deref_mut() {
             x.method = method.as_str().to_string();
             x.url = record::url(&url, secret_path);
@@ -458,7 +460,9 @@ impl WebhookExecutor {
                 Err(Error::Timeout(l.timeout))
             }
         };
-        let taken = record::scrub(taken, &secrets);
+        // A receiver that echoes a credential in its answer must not put it
+        // into an error's message or a record.
+        let taken = record::scrub(taken, secrets);
         if let Some(x) = record.as_deref_mut() {
             record::body(x, &taken);
             if read.is_err() && !matches!(x.error_kind, Some(ErrorKind::Timeout)) {
@@ -494,6 +498,9 @@ struct Prepared {
     /// The compiled body template; the event as JSON when absent.
     body: Option<template::Compiled>,
     key: Option<SigningKey>,
+    /// The values of its secret headers (worked out once: the signature
+    /// headers added per request are not secret).
+    secrets: Vec<Vec<u8>>,
     /// The action's part of its message ids.
     digest: [u8; 8],
 }
@@ -515,12 +522,14 @@ impl Prepared {
             Some(secret) => Some(SigningKey::from_secret(secret)?),
             None => None,
         };
+        let secrets = record::secret_values(&headers);
         Ok(Self {
             method,
             url,
             headers,
             body,
             key,
+            secrets,
             digest: action_digest(action),
         })
     }

@@ -87,6 +87,8 @@ pub(crate) async fn deliver(
                 body,
                 sign: None,
                 secret_path: true,
+                // Only its content type: nothing secret to look for.
+                secrets: &[],
             },
             record,
         )
