@@ -23,6 +23,19 @@ pub(super) struct InsertJob {
     pub(super) done: tokio::sync::oneshot::Sender<StoreResult<Vec<Inserted>>>,
 }
 
+/// How many times an insert rolled back by a deadlock is tried again.
+const DEADLOCK_RETRIES: usize = 3;
+
+/// Whether `e` is Postgres rolling the statement back to break a deadlock
+/// (or a serialization failure, which is retried the same way).
+fn is_deadlock(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
 /// How many action ids a draw from the `action_ids` sequence gives (its
 /// increment).
 const ID_BLOCK: i64 = 1000;
@@ -218,12 +231,24 @@ impl PostgresStore {
         }
         // The events and their actions in one statement (one round trip,
         // one commit): the actions of events already stored are left out.
-        let added: HashSet<Uuid> = cols
-            .insert_with_events(&client, &event_rows, now)
-            .await
-            .map_err(|e| self.note::<()>(Err(e)).unwrap_err())?
-            .into_iter()
-            .collect();
+        // Writers inserting the same ids at once take the unique index's
+        // locks in id order (the statement sorts), so they cannot deadlock
+        // one another; a deadlock with some other statement rolls this one
+        // back whole, and it is tried again.
+        let mut tries = 0;
+        let added: HashSet<Uuid> = loop {
+            match cols.insert_with_events(&client, &event_rows, now).await {
+                Ok(ids) => break ids.into_iter().collect(),
+                Err(e) if tries < DEADLOCK_RETRIES && is_deadlock(&e) => {
+                    tries += 1;
+                    tracing::debug!(
+                        tries,
+                        "an insert met a deadlock and was rolled back; trying again"
+                    );
+                }
+                Err(e) => return Err(self.note::<()>(Err(e)).unwrap_err()),
+            }
+        };
         self.down.store(false, Ordering::Relaxed);
         Ok(events
             .iter()

@@ -245,6 +245,7 @@ impl ActionColumns {
                     SELECT id, body, $3, event_type, entity_type, entity_id
                     FROM unnest($1::uuid[], $2::text[], $13::text[], $14::text[], $15::text[])
                          AS n(id, body, event_type, entity_type, entity_id)
+                    ORDER BY id
                     ON CONFLICT (id) DO NOTHING RETURNING id),
                  ac AS (
                     INSERT INTO actions (id, event, spec, lane, status, not_before, last_error,
