@@ -381,7 +381,15 @@ async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             let store = open(&config).await?;
             let op = Operator::cli(store.clone());
             let code = if all {
-                let job = op.replay_all(dead_letters(endpoint, observer)).await;
+                let interrupted = async {
+                    // Without a handler, Ctrl-C ends the process as before.
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let job = op
+                    .replay_all(dead_letters(endpoint, observer), interrupted)
+                    .await;
                 store.close().await;
                 let job = job?;
                 println!(

@@ -19,6 +19,7 @@
 //! audit entry that cannot be stored is logged at error, with every field;
 //! the write it describes stands.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::engine::{AdminOp, Engine};
@@ -236,9 +237,12 @@ impl Operator {
     async fn create_job(&self, filter: ActionFilter) -> Result<ReplayJob, OpError> {
         let filter = replay_filter(filter)?;
         let total = self.store.count_actions(&filter).await?;
+        // A service's job is taken up by another instance, or at the next
+        // start, if this one dies; a command runs its own to the end.
+        let adoptable = self.engine.is_some();
         let job = self
             .store
-            .create_replay_job(&filter, &self.actor, total)
+            .create_replay_job(&filter, &self.actor, total, adoptable)
             .await?;
         self.audit("replay", filter_target(&filter), Some(total))
             .await;
@@ -265,16 +269,28 @@ impl Operator {
     }
 
     /// Replays every action matching `filter` as a replay job run here to
-    /// its end (the command line); returns the job as it ended.
+    /// its end (the command line), or until `interrupted` resolves (Ctrl-C):
+    /// the job is then cancelled. Returns the job as it ended.
     ///
     /// # Errors
     ///
     /// As [`start_replay`](Self::start_replay); a job that failed is
     /// returned, with its error, not an error.
-    pub async fn replay_all(&self, filter: ActionFilter) -> Result<ReplayJob, OpError> {
+    pub async fn replay_all(
+        &self,
+        filter: ActionFilter,
+        interrupted: impl Future<Output = ()>,
+    ) -> Result<ReplayJob, OpError> {
         let job = self.create_job(filter).await?;
         let id = job.id;
-        replay::run(self.store.clone(), self.engine.clone(), job).await;
+        tokio::select! {
+            () = replay::run(self.store.clone(), self.engine.clone(), job) => {}
+            () = interrupted => {
+                tracing::warn!(job = id, "interrupted: the replay job is cancelled");
+                self.store.cancel_replay_job(id).await?;
+                self.audit("cancel_replay", id.to_string(), None).await;
+            }
+        }
         self.store
             .replay_job(id)
             .await?

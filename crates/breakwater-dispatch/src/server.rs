@@ -75,9 +75,11 @@ pub async fn start_with_tokens(
     tokens: Tokens,
 ) -> anyhow::Result<Running> {
     let limits = config.http.clone();
-    let engine = Engine::start(store, executor, &config, Metrics::default())
+    let engine = Engine::start(store.clone(), executor, &config, Metrics::default())
         .await
         .context("starting the delivery engine")?;
+    // Replay jobs of an instance that stopped or died: resumed here.
+    tokio::spawn(crate::replay::adopt(store, engine.clone()));
     let registry = registry(&engine);
     let state = AppState::new(engine, config, tokens, registry);
     let listener = tokio::net::TcpListener::bind(listen)

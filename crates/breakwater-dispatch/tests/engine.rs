@@ -238,6 +238,7 @@ impl Store for MemoryStore {
         _filter: &ActionFilter,
         _actor: &str,
         _total: u64,
+        _adoptable: bool,
     ) -> StoreResult<ReplayJob> {
         Err(StoreError::Backend("no replay jobs here".into()))
     }
@@ -245,10 +246,11 @@ impl Store for MemoryStore {
         &self,
         _id: i64,
         _replayed: u64,
+        _cursor: Option<i64>,
         state: ReplayState,
         _error: Option<String>,
-    ) -> StoreResult<ReplayState> {
-        Ok(state)
+    ) -> StoreResult<Option<ReplayState>> {
+        Ok(Some(state))
     }
     async fn cancel_replay_job(&self, _id: i64) -> StoreResult<Option<ReplayJob>> {
         Ok(None)
@@ -754,6 +756,7 @@ impl Store for SlowStore {
         _filter: &ActionFilter,
         _actor: &str,
         _total: u64,
+        _adoptable: bool,
     ) -> StoreResult<ReplayJob> {
         Err(StoreError::Backend("no replay jobs here".into()))
     }
@@ -761,10 +764,11 @@ impl Store for SlowStore {
         &self,
         _id: i64,
         _replayed: u64,
+        _cursor: Option<i64>,
         state: ReplayState,
         _error: Option<String>,
-    ) -> StoreResult<ReplayState> {
-        Ok(state)
+    ) -> StoreResult<Option<ReplayState>> {
+        Ok(Some(state))
     }
     async fn cancel_replay_job(&self, _id: i64) -> StoreResult<Option<ReplayJob>> {
         Ok(None)

@@ -519,3 +519,106 @@ async fn dlq_lists_replays_and_purges() {
     assert!(!ok);
     assert!(!dir.path().join("nothing.db").exists());
 }
+
+/// A replay job of the service is resumed where it was when its process
+/// was killed (`kill -9`), at the next start: it ends `finished`, every
+/// dead letter replayed once and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_job_killed_mid_run_is_resumed_at_the_next_start() {
+    const N: usize = 3_000;
+    let receiver = Receiver::start(400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let db = dir.path().join("r.db");
+    std::fs::write(&path, config_toml(&db, &[&receiver.url], "")).unwrap();
+    let svc = Service::start(&path);
+    let client = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    for _ in 0..N / 500 {
+        accepted.extend(post_batch(&client, &svc.base, 500).await);
+    }
+    wait_until("every event refused once", LIMIT, || {
+        receiver.hits().len() == N
+    })
+    .await;
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth("t");
+    let dead = |base: String| async move {
+        let r = admin(reqwest::Client::new().post(format!("{base}/actions/replay")))
+            .json(&serde_json::json!({"dry_run": true}))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["count"]
+            .as_u64()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    while dead(svc.base.clone()).await < N as u64 {
+        assert!(std::time::Instant::now() < deadline, "dead letters stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.set(200);
+    let r = admin(client.post(format!("{}/actions/replay", svc.base)))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: serde_json::Value = r.json().await.unwrap();
+    let id = job["id"].as_i64().unwrap();
+    // Killed once its first chunk is recorded (or at once, if the job is
+    // seen running no more by then): it goes on from its cursor.
+    let progress = || {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT state, replayed FROM replay_jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let (state, replayed) = progress();
+        if state != "running" || replayed > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job moves");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(svc); // SIGKILL
+    let (state, replayed) = progress();
+    eprintln!("at the kill the job was {state} with {replayed} of {N} replayed");
+    let svc = Service::start(&path);
+    let deadline = std::time::Instant::now() + LIMIT;
+    let last = loop {
+        let last: serde_json::Value = admin(client.get(format!("{}/replays/{id}", svc.base)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if last["state"] != "running" {
+            break last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job still running: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(last["state"], "finished", "{last}");
+    let all: HashSet<Uuid> = accepted.iter().copied().collect();
+    wait_until("every dead letter delivered", LIMIT, || {
+        let got = receiver.delivered();
+        all.iter().all(|id| got.contains_key(id))
+    })
+    .await;
+    // Replayed once each: N refusals, then N deliveries.
+    let hits = receiver.hits();
+    assert_eq!(hits.iter().filter(|h| h.answered == 200).count(), N);
+    assert_eq!(dead(svc.base.clone()).await, 0);
+    drop(svc);
+}

@@ -135,6 +135,7 @@ macro_rules! conformance {
                 operations {
                     a_replay_jobs_progress_counts_its_actions_by_shown_status,
                     a_cancelled_replay_job_stays_cancelled,
+                    a_running_job_of_a_stopped_instance_is_taken_up_where_it_was,
                     audit_entries_round_trip_newest_first,
                 }
                 lifecycle {

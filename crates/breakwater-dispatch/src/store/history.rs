@@ -264,6 +264,10 @@ pub struct ReplayJob {
     pub updated_at_ms: i64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Where it goes on: the id below which it reads its next page of
+    /// matching actions (`None`: from the newest). A job taken up again
+    /// after its instance died starts here.
+    pub cursor: Option<ActionId>,
     /// What became of the actions it replayed, by status (filled by
     /// [`Store::replay_job`](super::Store::replay_job)).
     pub progress: Vec<(ActionStatus, u64)>,

@@ -699,6 +699,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Stores a new running replay job of `filter` over `total` actions,
     /// started by `actor`; returns it.
     ///
+    /// An `adoptable` job belongs to this instance (a service's job): if the
+    /// instance dies before the job ends, another instance, or this one
+    /// started again, takes it up ([`adopt_replay_jobs`](Self::adopt_replay_jobs)).
+    /// A job that is not adoptable is run by its caller alone, to its end
+    /// (a command's job), and is never taken up by anyone else.
+    ///
     /// # Errors
     ///
     /// A [`StoreError`].
@@ -707,11 +713,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &ActionFilter,
         actor: &str,
         total: u64,
+        adoptable: bool,
     ) -> StoreResult<ReplayJob>;
 
-    /// Records a running job's progress: `replayed` so far, and its new
-    /// `state` (with `error` when it failed). A job no longer running
-    /// (cancelled meanwhile) is left as it is; returns its state after.
+    /// Records a running job's progress: `replayed` so far, the `cursor`
+    /// its next page starts below ([`ReplayJob::cursor`]), and its new
+    /// `state` (with `error` when it failed). Returns the job's state
+    /// after: a job no longer running (cancelled meanwhile) is left as it
+    /// is. `None` when the job is no longer this instance's: another took
+    /// it up after this one's lease was lost, and this one must stop
+    /// running it (the update changed nothing).
     ///
     /// # Errors
     ///
@@ -720,9 +731,28 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         &self,
         id: i64,
         replayed: u64,
+        cursor: Option<ActionId>,
         state: ReplayState,
         error: Option<String>,
-    ) -> StoreResult<ReplayState>;
+    ) -> StoreResult<Option<ReplayState>>;
+
+    /// Takes up the running adoptable jobs whose instance is gone (it died,
+    /// or was stopped while the job ran) and makes them this instance's;
+    /// returns them, each with the progress and [`cursor`](ReplayJob::cursor)
+    /// last recorded, for this instance to run on. Called at start and
+    /// every few seconds after; a job is taken up by one instance only.
+    ///
+    /// A store with one process at a time (SQLite) takes up every running
+    /// adoptable job not started by this process; a fleet's store those of
+    /// instances that hold no lease. The default takes up nothing (a store
+    /// whose jobs end with their process).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`].
+    async fn adopt_replay_jobs(&self) -> StoreResult<Vec<ReplayJob>> {
+        Ok(Vec::new())
+    }
 
     /// Cancels a running job; returns the job as it is after (`None` when
     /// there is no such job). A job no longer running is left as it is.

@@ -354,7 +354,7 @@ pub(crate) async fn replay_actions_touches_only_dead_lettered_and_delivered_ones
         .actions;
     assert_eq!(s.replay_actions(&[], None).await.unwrap(), 0);
     let job = s
-        .create_replay_job(&ActionFilter::default(), "token:abc", 2)
+        .create_replay_job(&ActionFilter::default(), "token:abc", 2, true)
         .await
         .unwrap();
     assert_eq!(

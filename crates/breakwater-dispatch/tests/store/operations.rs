@@ -34,7 +34,7 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
         ..ActionFilter::default()
     };
     let job = s
-        .create_replay_job(&filter, "token:0123456789ab", 3)
+        .create_replay_job(&filter, "token:0123456789ab", 3, true)
         .await
         .unwrap();
     assert_eq!(
@@ -54,10 +54,10 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
 
     assert_eq!(s.replay_actions(&[x, y, z], Some(job.id)).await.unwrap(), 3);
     assert_eq!(
-        s.update_replay_job(job.id, 3, ReplayState::Running, None)
+        s.update_replay_job(job.id, 3, None, ReplayState::Running, None)
             .await
             .unwrap(),
-        ReplayState::Running
+        Some(ReplayState::Running)
     );
     let now = s.replay_job(job.id).await.unwrap().unwrap();
     assert_eq!((now.replayed, now.state), (3, ReplayState::Running));
@@ -85,16 +85,16 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
         ]
     );
     assert_eq!(
-        s.update_replay_job(job.id, 3, ReplayState::Finished, None)
+        s.update_replay_job(job.id, 3, None, ReplayState::Finished, None)
             .await
             .unwrap(),
-        ReplayState::Finished
+        Some(ReplayState::Finished)
     );
     assert_eq!(
-        s.update_replay_job(job.id, 9, ReplayState::Running, None)
+        s.update_replay_job(job.id, 9, None, ReplayState::Running, None)
             .await
             .unwrap(),
-        ReplayState::Finished,
+        Some(ReplayState::Finished),
         "a finished job stays finished"
     );
     let done = s.replay_job(job.id).await.unwrap().unwrap();
@@ -105,7 +105,7 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
     );
 
     let failed = s
-        .create_replay_job(&ActionFilter::default(), "cli", 10)
+        .create_replay_job(&ActionFilter::default(), "cli", 10, true)
         .await
         .unwrap();
     assert!(failed.id > job.id);
@@ -113,12 +113,13 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
         s.update_replay_job(
             failed.id,
             4,
+            None,
             ReplayState::Failed,
             Some("storage failed".into())
         )
         .await
         .unwrap(),
-        ReplayState::Failed
+        Some(ReplayState::Failed)
     );
     let listed = s.replay_jobs(10).await.unwrap();
     assert_eq!(
@@ -134,7 +135,7 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
     assert_eq!(s.replay_jobs(1).await.unwrap().len(), 1);
     assert!(s.replay_job(failed.id + 100).await.unwrap().is_none());
     assert!(s
-        .update_replay_job(failed.id + 100, 1, ReplayState::Running, None)
+        .update_replay_job(failed.id + 100, 1, None, ReplayState::Running, None)
         .await
         .is_err());
 }
@@ -145,14 +146,14 @@ pub(crate) async fn a_replay_jobs_progress_counts_its_actions_by_shown_status(db
 pub(crate) async fn a_cancelled_replay_job_stays_cancelled(db: &mut dyn Handle) {
     let s = db.store();
     let job = s
-        .create_replay_job(&ActionFilter::default(), "cli", 1000)
+        .create_replay_job(&ActionFilter::default(), "cli", 1000, true)
         .await
         .unwrap();
     assert_eq!(
-        s.update_replay_job(job.id, 500, ReplayState::Running, None)
+        s.update_replay_job(job.id, 500, None, ReplayState::Running, None)
             .await
             .unwrap(),
-        ReplayState::Running
+        Some(ReplayState::Running)
     );
     let cancelled = s.cancel_replay_job(job.id).await.unwrap().expect("the job");
     assert_eq!(
@@ -161,16 +162,16 @@ pub(crate) async fn a_cancelled_replay_job_stays_cancelled(db: &mut dyn Handle) 
     );
     assert!(cancelled.updated_at_ms >= job.updated_at_ms);
     assert_eq!(
-        s.update_replay_job(job.id, 1000, ReplayState::Running, None)
+        s.update_replay_job(job.id, 1000, None, ReplayState::Running, None)
             .await
             .unwrap(),
-        ReplayState::Cancelled
+        Some(ReplayState::Cancelled)
     );
     assert_eq!(
-        s.update_replay_job(job.id, 1000, ReplayState::Finished, None)
+        s.update_replay_job(job.id, 1000, None, ReplayState::Finished, None)
             .await
             .unwrap(),
-        ReplayState::Cancelled
+        Some(ReplayState::Cancelled)
     );
     let after = s.replay_job(job.id).await.unwrap().unwrap();
     assert_eq!((after.state, after.replayed), (ReplayState::Cancelled, 500));
@@ -182,6 +183,68 @@ pub(crate) async fn a_cancelled_replay_job_stays_cancelled(db: &mut dyn Handle) 
         s.replay_job(job.id).await.unwrap().unwrap().state,
         ReplayState::Cancelled
     );
+}
+
+/// A service's job (adoptable) left running when its process stopped is
+/// taken up by the next open of the store, once, with its progress and
+/// cursor; a command's job never is; a store takes up none of its own.
+pub(crate) async fn a_running_job_of_a_stopped_instance_is_taken_up_where_it_was(
+    db: &mut dyn Handle,
+) {
+    let s = db.store();
+    let service = s
+        .create_replay_job(&ActionFilter::default(), "token:ab", 1_234, true)
+        .await
+        .unwrap();
+    let command = s
+        .create_replay_job(&ActionFilter::default(), "cli", 10, false)
+        .await
+        .unwrap();
+    assert_eq!(service.cursor, None);
+    assert_eq!(
+        s.update_replay_job(service.id, 500, Some(735), ReplayState::Running, None)
+            .await
+            .unwrap(),
+        Some(ReplayState::Running)
+    );
+    assert!(
+        s.adopt_replay_jobs().await.unwrap().is_empty(),
+        "its own jobs are not taken up again"
+    );
+    db.reopen().await;
+    let s = db.store();
+    let taken = s.adopt_replay_jobs().await.unwrap();
+    assert_eq!(
+        taken
+            .iter()
+            .map(|j| (j.id, j.replayed, j.cursor, j.state))
+            .collect::<Vec<_>>(),
+        [(service.id, 500, Some(735), ReplayState::Running)],
+        "the service's job, not the command's"
+    );
+    assert!(
+        s.adopt_replay_jobs().await.unwrap().is_empty(),
+        "taken up once"
+    );
+    assert_eq!(
+        s.replay_job(service.id).await.unwrap().unwrap().cursor,
+        Some(735)
+    );
+    assert_eq!(
+        s.update_replay_job(service.id, 1_234, Some(235), ReplayState::Finished, None)
+            .await
+            .unwrap(),
+        Some(ReplayState::Finished)
+    );
+    // The command's job is the command's to record, from any store.
+    assert_eq!(
+        s.update_replay_job(command.id, 10, None, ReplayState::Finished, None)
+            .await
+            .unwrap(),
+        Some(ReplayState::Finished)
+    );
+    db.reopen().await;
+    assert!(db.store().adopt_replay_jobs().await.unwrap().is_empty());
 }
 
 /// Audit entries come back as stored, with their ids, newest first, a page

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use breakwater_dispatch::pg_cluster::PgCluster;
 use breakwater_dispatch::store::postgres::schema::SCHEMA_VERSION;
 use breakwater_dispatch::store::{
-    ActionFilter, ActionStatus, Attempt, AttemptOutcome, PostgresOptions, PostgresStore, Trigger,
-    Update,
+    ActionFilter, ActionStatus, Attempt, AttemptOutcome, PostgresOptions, PostgresStore,
+    ReplayState, Trigger, Update,
 };
 use tokio_postgres::NoTls;
 
@@ -248,4 +248,69 @@ async fn any_instance_replays_and_purges_and_any_claims_a_replay() {
     );
     a.close().await;
     b.close().await;
+}
+
+/// A job whose instance lost its lease (its row gone: dead, or paused past
+/// it) is taken up by one live instance; the late instance's next record
+/// changes nothing and tells it to stop, and it takes nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_an_instance_that_lost_its_lease_is_taken_up_by_one_other() {
+    let cluster = shared_cluster().await;
+    let schema = new_schema();
+    let a = connect(&options(&cluster, &schema, "a")).await;
+    let b = connect(&options(&cluster, &schema, "b")).await;
+    let c = connect(&options(&cluster, &schema, "c")).await;
+    let job = a
+        .create_replay_job(&ActionFilter::default(), "token:ab", 2_000, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.update_replay_job(job.id, 500, Some(1_501), ReplayState::Running, None)
+            .await
+            .unwrap(),
+        Some(ReplayState::Running)
+    );
+    assert!(
+        b.adopt_replay_jobs().await.unwrap().is_empty(),
+        "a is alive"
+    );
+    // a's lease is gone, as after its expiry and another's takeover.
+    db(&cluster, &schema)
+        .await
+        .execute("DELETE FROM instances WHERE instance = 'a'", &[])
+        .await
+        .unwrap();
+    let (by_b, by_c) = tokio::join!(b.adopt_replay_jobs(), c.adopt_replay_jobs());
+    let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+    assert_eq!(by_b.len() + by_c.len(), 1, "one instance takes it up");
+    let (taker, taken) = if by_b.is_empty() {
+        (&c, &by_c[0])
+    } else {
+        (&b, &by_b[0])
+    };
+    assert_eq!((taken.replayed, taken.cursor), (500, Some(1_501)));
+    assert_eq!(
+        a.update_replay_job(job.id, 1_000, Some(1_001), ReplayState::Running, None)
+            .await
+            .unwrap(),
+        None,
+        "the late instance learns it is not its job any more"
+    );
+    assert!(a.adopt_replay_jobs().await.unwrap().is_empty());
+    let now = taker.replay_job(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.replayed, now.cursor),
+        (500, Some(1_501)),
+        "unchanged by a"
+    );
+    assert_eq!(
+        taker
+            .update_replay_job(job.id, 2_000, None, ReplayState::Finished, None)
+            .await
+            .unwrap(),
+        Some(ReplayState::Finished)
+    );
+    for s in [a, b, c] {
+        s.close().await;
+    }
 }

@@ -140,7 +140,7 @@ fn stored_attempt(r: &Row) -> StoredAttempt {
 }
 
 const JOB_COLUMNS: &str =
-    "id, filter, actor, state, total, replayed, created_at_ms, updated_at_ms, error";
+    "id, filter, actor, state, total, replayed, created_at_ms, updated_at_ms, error, cursor";
 
 fn job_of(r: &Row) -> StoreResult<ReplayJob> {
     let id: i64 = r.get(0);
@@ -155,6 +155,7 @@ fn job_of(r: &Row) -> StoreResult<ReplayJob> {
         created_at_ms: r.get(6),
         updated_at_ms: r.get(7),
         error: r.get(8),
+        cursor: r.get(9),
         progress: Vec::new(),
     })
 }
@@ -394,22 +395,26 @@ impl PostgresStore {
             .collect())
     }
 
-    /// See [`Store::create_replay_job`](crate::store::Store::create_replay_job).
+    /// See [`Store::create_replay_job`](crate::store::Store::create_replay_job):
+    /// an adoptable job names this instance's lease epoch.
     pub(super) async fn new_replay_job(
         &self,
         filter: &ActionFilter,
         actor: &str,
         total: u64,
+        adoptable: bool,
     ) -> StoreResult<ReplayJob> {
         let now = now_ms();
+        let epoch = self.lease.epoch();
+        let owner = (adoptable && epoch > 0).then_some(epoch);
         let client = self.client().await?;
         let row = self.note(
             client
                 .query_one(
                     "INSERT INTO replay_jobs (filter, actor, state, total, replayed,
-                                              created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, 'running', $3, 0, $4, $4) RETURNING id",
-                    &[&filter_json(filter), &actor, &count(total), &now],
+                                              created_at_ms, updated_at_ms, owner)
+                     VALUES ($1, $2, 'running', $3, 0, $4, $4, $5) RETURNING id",
+                    &[&filter_json(filter), &actor, &count(total), &now, &owner],
                 )
                 .await,
         )?;
@@ -423,39 +428,75 @@ impl PostgresStore {
             created_at_ms: now,
             updated_at_ms: now,
             error: None,
+            cursor: None,
             progress: Vec::new(),
         })
     }
 
-    /// See [`Store::update_replay_job`](crate::store::Store::update_replay_job).
+    /// See [`Store::update_replay_job`](crate::store::Store::update_replay_job):
+    /// the job must be a command's or name this instance's current epoch.
     pub(super) async fn set_replay_job(
         &self,
         id: i64,
         replayed: u64,
+        cursor: Option<ActionId>,
         state: ReplayState,
         error: Option<&str>,
-    ) -> StoreResult<ReplayState> {
+    ) -> StoreResult<Option<ReplayState>> {
         let client = self.client().await?;
+        let epoch = self.lease.epoch();
         let updated = self.note(
             client
                 .query_opt(
                     "UPDATE replay_jobs SET replayed = $2, state = $3, error = $4,
-                            updated_at_ms = $5
-                     WHERE id = $1 AND state = 'running' RETURNING state",
-                    &[&id, &count(replayed), &state.as_str(), &error, &now_ms()],
+                            updated_at_ms = $5, cursor = $6
+                     WHERE id = $1 AND state = 'running' AND (owner IS NULL OR owner = $7)
+                     RETURNING state",
+                    &[
+                        &id,
+                        &count(replayed),
+                        &state.as_str(),
+                        &error,
+                        &now_ms(),
+                        &cursor,
+                        &epoch,
+                    ],
                 )
                 .await,
         )?;
-        let row = match updated {
-            Some(row) => Some(row),
-            None => self.note(
+        if let Some(row) = updated {
+            return Ok(Some(ReplayState::parse(row.get(0))));
+        }
+        let row = self
+            .note(
                 client
                     .query_opt("SELECT state FROM replay_jobs WHERE id = $1", &[&id])
                     .await,
-            )?,
-        };
-        row.map(|r| ReplayState::parse(r.get(0)))
-            .ok_or_else(|| StoreError::Backend(format!("there is no replay job {id}")))
+            )?
+            .ok_or_else(|| StoreError::Backend(format!("there is no replay job {id}")))?;
+        let state = ReplayState::parse(row.get(0));
+        // Still running, yet not changed: another instance's now.
+        Ok((state != ReplayState::Running).then_some(state))
+    }
+
+    /// See [`Store::adopt_replay_jobs`](crate::store::Store::adopt_replay_jobs):
+    /// the running jobs whose owner's epoch holds no lease.
+    pub(super) async fn adopt_jobs(&self) -> StoreResult<Vec<ReplayJob>> {
+        let epoch = self.lease.epoch();
+        if epoch == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE replay_jobs SET owner = $1
+             WHERE id IN (SELECT j.id FROM replay_jobs j
+                          WHERE j.state = 'running' AND j.owner IS NOT NULL AND j.owner <> $1
+                            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.epoch = j.owner)
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING {JOB_COLUMNS}"
+        );
+        let rows = self.note(client.query(&sql, &[&epoch]).await)?;
+        rows.iter().map(job_of).collect()
     }
 
     /// Cancels job `id` if it is running.

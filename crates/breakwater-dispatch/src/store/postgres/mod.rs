@@ -652,19 +652,25 @@ impl Store for PostgresStore {
         filter: &ActionFilter,
         actor: &str,
         total: u64,
+        adoptable: bool,
     ) -> StoreResult<ReplayJob> {
-        self.new_replay_job(filter, actor, total).await
+        self.new_replay_job(filter, actor, total, adoptable).await
     }
 
     async fn update_replay_job(
         &self,
         id: i64,
         replayed: u64,
+        cursor: Option<ActionId>,
         state: ReplayState,
         error: Option<String>,
-    ) -> StoreResult<ReplayState> {
-        self.set_replay_job(id, replayed, state, error.as_deref())
+    ) -> StoreResult<Option<ReplayState>> {
+        self.set_replay_job(id, replayed, cursor, state, error.as_deref())
             .await
+    }
+
+    async fn adopt_replay_jobs(&self) -> StoreResult<Vec<ReplayJob>> {
+        self.adopt_jobs().await
     }
 
     async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {

@@ -118,7 +118,12 @@ CREATE TABLE snapshots (
 ///   its id alone, and a key by id would be a third index to write for
 ///   each attempt (its ids are unique all the same, from their sequence).
 /// - `audit`: the operators' writes. `replay_jobs`: the replays by filter,
-///   which every instance sees (and may cancel).
+///   which every instance sees (and may cancel). A job names the lease
+///   epoch of the instance running it (`owner`; `NULL` for a command's
+///   job, never taken up) and where it goes on (`cursor`): when that epoch
+///   holds no lease any more, another instance takes the job up there.
+///   `replay_jobs_running` holds the running ones, looked for every few
+///   seconds.
 const V2: &str = "
 ALTER TABLE events
     ADD COLUMN event_type text NOT NULL DEFAULT '',
@@ -169,8 +174,11 @@ CREATE TABLE replay_jobs (
     replayed bigint NOT NULL DEFAULT 0,
     created_at_ms bigint NOT NULL,
     updated_at_ms bigint NOT NULL,
-    error text
+    error text,
+    owner bigint,
+    cursor bigint
 );
+CREATE INDEX replay_jobs_running ON replay_jobs (id) WHERE state = 'running';
 ";
 
 /// Each version's statements, in order: `MIGRATIONS[n]` brings version `n`

@@ -427,7 +427,7 @@ pub(super) fn audit_log(
 }
 
 const JOB_COLUMNS: &str =
-    "id, filter, actor, state, total, replayed, created_at_ms, updated_at_ms, error";
+    "id, filter, actor, state, total, replayed, created_at_ms, updated_at_ms, error, cursor";
 
 fn job_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayJob> {
     let id: i64 = r.get(0)?;
@@ -442,28 +442,32 @@ fn job_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayJob> {
         created_at_ms: r.get(6)?,
         updated_at_ms: r.get(7)?,
         error: r.get(8)?,
+        cursor: r.get(9)?,
         progress: Vec::new(),
     })
 }
 
-/// Stores a new running job; returns it.
+/// Stores a new running job, `owner`'s (`None`: a command's, never taken
+/// up); returns it.
 pub(super) fn create_replay_job(
     t: &Transaction<'_>,
     filter: &ActionFilter,
     actor: &str,
     total: u64,
+    owner: Option<i64>,
 ) -> rusqlite::Result<ReplayJob> {
     let now = now_ms();
     t.prepare_cached(
         "INSERT INTO replay_jobs (filter, actor, state, total, replayed, created_at_ms,
-                                  updated_at_ms)
-         VALUES (?1, ?2, 'running', ?3, 0, ?4, ?4)",
+                                  updated_at_ms, owner)
+         VALUES (?1, ?2, 'running', ?3, 0, ?4, ?4, ?5)",
     )?
     .execute(params![
         filter_json(filter),
         actor,
         i64::try_from(total).unwrap_or(i64::MAX),
-        now
+        now,
+        owner
     ])?;
     Ok(ReplayJob {
         id: t.last_insert_rowid(),
@@ -475,35 +479,74 @@ pub(super) fn create_replay_job(
         created_at_ms: now,
         updated_at_ms: now,
         error: None,
+        cursor: None,
         progress: Vec::new(),
     })
 }
 
-/// Records a running job's progress; its state after, `None` when there is
-/// no such job.
+/// A running job's progress, recorded by its runner (see
+/// [`Store::update_replay_job`](crate::store::Store::update_replay_job)).
+pub(super) struct JobProgress {
+    pub(super) replayed: u64,
+    pub(super) cursor: Option<i64>,
+    pub(super) state: ReplayState,
+    pub(super) error: Option<String>,
+}
+
+/// Records job `id`'s progress if it is running and `owner`'s or a
+/// command's; its state after: `None` when there is no such job,
+/// `Some(None)` when another process took it up (nothing changed).
 pub(super) fn update_replay_job(
     t: &Transaction<'_>,
     id: i64,
-    replayed: u64,
-    state: ReplayState,
-    error: Option<&str>,
-) -> rusqlite::Result<Option<ReplayState>> {
-    t.prepare_cached(
-        "UPDATE replay_jobs SET replayed = ?2, state = ?3, error = ?4, updated_at_ms = ?5
-         WHERE id = ?1 AND state = 'running'",
-    )?
-    .execute(params![
-        id,
-        i64::try_from(replayed).unwrap_or(i64::MAX),
-        state.as_str(),
-        error,
-        now_ms()
-    ])?;
+    owner: i64,
+    p: &JobProgress,
+) -> rusqlite::Result<Option<Option<ReplayState>>> {
+    let changed = t
+        .prepare_cached(
+            "UPDATE replay_jobs SET replayed = ?2, state = ?3, error = ?4, updated_at_ms = ?5,
+                                    cursor = ?6
+             WHERE id = ?1 AND state = 'running' AND (owner IS NULL OR owner = ?7)",
+        )?
+        .execute(params![
+            id,
+            i64::try_from(p.replayed).unwrap_or(i64::MAX),
+            p.state.as_str(),
+            p.error,
+            now_ms(),
+            p.cursor,
+            owner
+        ])?;
     let state: Option<String> = t
         .prepare_cached("SELECT state FROM replay_jobs WHERE id = ?1")?
         .query_row(params![id], |r| r.get(0))
         .optional()?;
-    Ok(state.map(|s| ReplayState::parse(&s)))
+    Ok(state.map(|state| {
+        let state = ReplayState::parse(&state);
+        // Still running, yet not changed: another process's now.
+        (changed > 0 || state != ReplayState::Running).then_some(state)
+    }))
+}
+
+/// Makes the running jobs of processes other than `owner` (not a
+/// command's) `owner`'s; returns them.
+pub(super) fn adopt_replay_jobs(
+    t: &Transaction<'_>,
+    owner: i64,
+) -> rusqlite::Result<Vec<ReplayJob>> {
+    let ids: Vec<i64> = t
+        .prepare_cached(
+            "UPDATE replay_jobs SET owner = ?1
+             WHERE state = 'running' AND owner IS NOT NULL AND owner <> ?1 RETURNING id",
+        )?
+        .query_map(params![owner], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = t.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM replay_jobs WHERE id = ?1"
+    ))?;
+    ids.iter()
+        .map(|id| stmt.query_row(params![id], job_of))
+        .collect()
 }
 
 /// Cancels job `id` if it is running.

@@ -48,12 +48,24 @@ pub struct SqliteStore {
     thread: Mutex<Option<thread::JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     file: StoreFile,
+    /// This open's number: the owner of the replay jobs it starts (see
+    /// [`Store::adopt_replay_jobs`]).
+    owner: i64,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
     }
+}
+
+/// A number for this open of the store, owner of the replay jobs its
+/// process starts: random, so that a process started again never takes
+/// itself for the one that died.
+fn job_owner() -> i64 {
+    let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+    // Positive, and never 0.
+    i64::try_from(high >> 1).unwrap_or(i64::MAX).max(1)
 }
 
 impl SqliteStore {
@@ -102,6 +114,7 @@ impl SqliteStore {
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
             file,
+            owner: job_owner(),
         })
     }
 
@@ -538,9 +551,11 @@ impl Store for SqliteStore {
         filter: &ActionFilter,
         actor: &str,
         total: u64,
+        adoptable: bool,
     ) -> StoreResult<ReplayJob> {
         let (filter, actor) = (filter.clone(), actor.to_string());
-        self.write(move |t| history::create_replay_job(t, &filter, &actor, total))
+        let owner = adoptable.then_some(self.owner);
+        self.write(move |t| history::create_replay_job(t, &filter, &actor, total, owner))
             .await
     }
 
@@ -548,12 +563,26 @@ impl Store for SqliteStore {
         &self,
         id: i64,
         replayed: u64,
+        cursor: Option<ActionId>,
         state: ReplayState,
         error: Option<String>,
-    ) -> StoreResult<ReplayState> {
-        self.write(move |t| history::update_replay_job(t, id, replayed, state, error.as_deref()))
+    ) -> StoreResult<Option<ReplayState>> {
+        let progress = history::JobProgress {
+            replayed,
+            cursor,
+            state,
+            error,
+        };
+        let owner = self.owner;
+        self.write(move |t| history::update_replay_job(t, id, owner, &progress))
             .await?
             .ok_or_else(|| StoreError::Backend(format!("there is no replay job {id}")))
+    }
+
+    async fn adopt_replay_jobs(&self) -> StoreResult<Vec<ReplayJob>> {
+        let owner = self.owner;
+        self.write(move |t| history::adopt_replay_jobs(t, owner))
+            .await
     }
 
     async fn cancel_replay_job(&self, id: i64) -> StoreResult<Option<ReplayJob>> {

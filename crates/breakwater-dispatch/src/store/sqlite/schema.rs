@@ -21,7 +21,10 @@ pub(super) const SCHEMA_VERSION: i64 = 8;
 /// an index of every action by endpoint, delivered ones included, which
 /// the schema keeps out of every index so that storing an action stays
 /// cheap. `audit` keeps the operators' writes; `replay_jobs` the replays by
-/// filter. There are no indexes on the event's new columns: a search by
+/// filter, each with the process running it (`owner`, a number drawn at
+/// each open; `NULL` for a command's job, never taken up) and where it goes
+/// on (`cursor`), so that a job whose process died is taken up at the
+/// next start. There are no indexes on the event's new columns: a search by
 /// them reads actions newest first until a page is full (an index on a
 /// random key such as the entity's id would cost every event stored a
 /// write at a random place).
@@ -148,7 +151,9 @@ CREATE TABLE IF NOT EXISTS replay_jobs (
     replayed INTEGER NOT NULL DEFAULT 0,
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    owner INTEGER,
+    cursor INTEGER
 );
 ";
 
