@@ -1,7 +1,7 @@
 //! The SQLite store's writer alone: CPU per event stored and delivered.
 //!
 //! ```sh
-//! cargo run --release -p breakwater-dispatch --example store_writer -- [EVENTS] [TASKS] [v4|v7]
+//! cargo run --release -p breakwater-dispatch --example store_writer -- [EVENTS] [TASKS] [v4|v7] [attempts]
 //! ```
 //!
 //! `TASKS` (default 32) tasks each store POST-sized jobs of ten events
@@ -9,7 +9,9 @@
 //! service does, until `EVENTS` (default 100 000) are stored. Event ids are
 //! random (`v4`) or grow with time (`v7`, the default: what the service
 //! gives events posted without one). Prints the writer thread's CPU time
-//! per event, the events a second and the database's size.
+//! per event, the events a second and the database's size. With
+//! `attempts`, each delivery also records its attempt, as the service's
+//! history does (a signed webhook's request headers, a small answer).
 
 /// The allocator the `breakwater` binary uses.
 #[global_allocator]
@@ -20,7 +22,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use breakwater::traits::{ActionConfig, EntityEvent, EventKind, WebhookAction};
-use breakwater_dispatch::store::{Inserted, NewAction, NewEvent, SqliteStore, Store, Update};
+use breakwater_dispatch::store::{
+    Attempt, AttemptOutcome, Inserted, NewAction, NewEvent, RequestRecord, SqliteStore, Store,
+    Trigger, Update,
+};
 
 #[path = "support/proc.rs"]
 mod support;
@@ -39,12 +44,49 @@ fn event(v7: bool) -> EntityEvent {
     e
 }
 
+/// An attempt as a signed webhook's delivery records it.
+fn attempt(event: uuid::Uuid) -> Attempt {
+    let h = |n: &str, v: &str| (n.to_string(), v.to_string());
+    Attempt {
+        number: 1,
+        trigger: Trigger::Scheduled,
+        breaker_state: "closed".into(),
+        started_at_ms: 1_764_633_600_000,
+        duration_ms: 2,
+        outcome: AttemptOutcome::Success,
+        error_kind: None,
+        status: Some(200),
+        error: None,
+        request: Some(RequestRecord {
+            method: "POST".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            headers: vec![
+                h("content-type", "application/json"),
+                h("user-agent", "breakwater/0.1"),
+                h("webhook-id", &event.to_string()),
+                h("webhook-timestamp", "1764633600"),
+                h(
+                    "webhook-signature",
+                    "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+                ),
+            ],
+        }),
+        response_headers: vec![
+            h("content-type", "text/plain"),
+            h("content-length", "2"),
+            h("date", "Mon, 01 Dec 2025 00:00:00 GMT"),
+        ],
+        response_body: Some("ok".into()),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let events: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let tasks: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let v7 = args.get(3).is_none_or(|s| s != "v4");
+    let attempts = args.get(4).is_some_and(|s| s == "attempts");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("writer.db");
     let store = Arc::new(SqliteStore::open(&path).unwrap());
@@ -76,10 +118,16 @@ async fn main() {
                         Inserted::New(pending) => pending,
                         Inserted::Duplicate => Vec::new(),
                     })
-                    .map(|p| Update::Delivered {
-                        id: p.id,
-                        attempts: 1,
-                        status: Some(200),
+                    .flat_map(|p| {
+                        let recorded = attempts.then(|| Update::Attempt {
+                            id: p.id,
+                            attempt: Box::new(attempt(p.event.id())),
+                        });
+                        recorded.into_iter().chain([Update::Delivered {
+                            id: p.id,
+                            attempts: 1,
+                            status: Some(200),
+                        }])
                     })
                     .collect();
                 store.apply(updates).await.unwrap();
@@ -100,8 +148,9 @@ async fn main() {
         .map(|m| m.len())
         .sum();
     println!(
-        "{n} events ({} ids), {tasks} tasks: writer {:.1} µs CPU an event, {:.0} events/s, files {:.1} MB",
+        "{n} events ({} ids{}), {tasks} tasks: writer {:.1} µs CPU an event, {:.0} events/s, files {:.1} MB",
         if v7 { "v7" } else { "v4" },
+        if attempts { ", attempts" } else { "" },
         cpu.as_secs_f64() * 1e6 / n,
         n / took.as_secs_f64(),
         size as f64 / 1e6

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use super::head_text;
 use super::history::{Attempt, AttemptOutcome, AttemptRecord, RequestRecord, Trigger};
 use super::{rfc3339, ActionFilter, ActionId, ActionStatus, StoreError, StoreResult};
 use uuid::Uuid;
@@ -35,9 +36,10 @@ pub(crate) struct AttemptRow<'a> {
     pub(crate) error_kind: Option<Cow<'a, str>>,
     pub(crate) status: Option<i32>,
     pub(crate) error: Option<Cow<'a, str>>,
-    /// The request as JSON (`{"method", "url", "headers": [[name, value]]}`).
+    /// The request as text: method, URL, then a header a line
+    /// ([`head_text`]).
     pub(crate) request: Option<String>,
-    /// The answer's headers as JSON (`[[name, value]]`); `NULL` for none.
+    /// The answer's headers as text, a header a line; `NULL` for none.
     pub(crate) response_headers: Option<String>,
     pub(crate) response_body: Option<Cow<'a, str>>,
 }
@@ -55,14 +57,10 @@ impl<'a> AttemptRow<'a> {
             error_kind: a.error_kind.as_deref().map(text),
             status: a.status.map(i32::from),
             error: a.error.as_deref().map(text),
-            // Plain data (strings): writing it as JSON cannot fail; JSON
-            // escapes NUL itself.
-            request: a
-                .request
-                .as_ref()
-                .map(|r| serde_json::to_string(r).unwrap_or_default()),
+            // As HTTP writes them (see `head_text`), NUL escaped.
+            request: a.request.as_ref().map(head_text::request_text),
             response_headers: (!a.response_headers.is_empty())
-                .then(|| serde_json::to_string(&a.response_headers).unwrap_or_default()),
+                .then(|| head_text::headers_text(&a.response_headers)),
             response_body: a.response_body.as_deref().map(text),
         }
     }
@@ -101,15 +99,13 @@ impl StoredAttempt {
         let request: Option<RequestRecord> = self
             .request
             .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt("request", self.id, &e))?;
+            .map(|t| head_text::request_of(t).ok_or_else(|| corrupt("request", self.id)))
+            .transpose()?;
         let response_headers: Vec<(String, String)> = self
             .response_headers
             .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt("response_headers", self.id, &e))?
+            .map(|t| head_text::headers_of(t).ok_or_else(|| corrupt("response_headers", self.id)))
+            .transpose()?
             .unwrap_or_default();
         Ok(AttemptRecord {
             id: self.id,
@@ -135,8 +131,10 @@ impl StoredAttempt {
     }
 }
 
-fn corrupt(column: &str, id: i64, e: &serde_json::Error) -> StoreError {
-    StoreError::Backend(format!("attempt {id}: its {column} is not valid JSON: {e}"))
+fn corrupt(column: &str, id: i64) -> StoreError {
+    StoreError::Backend(format!(
+        "attempt {id}: its {column} column is not the text the store writes"
+    ))
 }
 
 /// A replay job's filter, as kept (JSON).

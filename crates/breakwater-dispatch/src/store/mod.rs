@@ -31,6 +31,7 @@
 //!   sees them.
 
 mod event_json;
+mod head_text;
 pub mod history;
 mod history_rows;
 mod new_event;

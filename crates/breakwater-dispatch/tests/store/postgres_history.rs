@@ -270,6 +270,15 @@ async fn a_job_of_an_instance_that_lost_its_lease_is_taken_up_by_one_other() {
             .unwrap(),
         Some(ReplayState::Running)
     );
+    // More of a's jobs, for the two instances to race for.
+    let mut others = Vec::new();
+    for _ in 0..20 {
+        let j = a
+            .create_replay_job(&ActionFilter::default(), "token:ab", 1, true)
+            .await
+            .unwrap();
+        others.push(j.id);
+    }
     assert!(
         b.adopt_replay_jobs().await.unwrap().is_empty(),
         "a is alive"
@@ -281,8 +290,15 @@ async fn a_job_of_an_instance_that_lost_its_lease_is_taken_up_by_one_other() {
         .await
         .unwrap();
     let (by_b, by_c) = tokio::join!(b.adopt_replay_jobs(), c.adopt_replay_jobs());
-    let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
-    assert_eq!(by_b.len() + by_c.len(), 1, "one instance takes it up");
+    let (mut by_b, mut by_c) = (by_b.unwrap(), by_c.unwrap());
+    let mut ids: Vec<i64> = by_b.iter().chain(&by_c).map(|j| j.id).collect();
+    ids.sort_unstable();
+    let mut all = others.clone();
+    all.push(job.id);
+    all.sort_unstable();
+    assert_eq!(ids, all, "each job taken up by one instance");
+    by_b.retain(|j| j.id == job.id);
+    by_c.retain(|j| j.id == job.id);
     let (taker, taken) = if by_b.is_empty() {
         (&c, &by_c[0])
     } else {

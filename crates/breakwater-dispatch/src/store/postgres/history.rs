@@ -487,15 +487,30 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
+        let orphans = self.note(
+            client
+                .query(
+                    "SELECT j.id, j.owner FROM replay_jobs j
+                     WHERE j.state = 'running' AND j.owner IS NOT NULL AND j.owner <> $1
+                       AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.epoch = j.owner)",
+                    &[&epoch],
+                )
+                .await,
+        )?;
+        // Each taken by a compare-and-set on the owner it had: of
+        // instances looking at once, one takes it (a condition on the row
+        // alone is checked again on the row as it is when the update gets
+        // its lock; a condition on another table would not be).
         let sql = format!(
             "UPDATE replay_jobs SET owner = $1
-             WHERE id IN (SELECT j.id FROM replay_jobs j
-                          WHERE j.state = 'running' AND j.owner IS NOT NULL AND j.owner <> $1
-                            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.epoch = j.owner)
-                          FOR UPDATE SKIP LOCKED)
+             WHERE id = $2 AND owner = $3 AND state = 'running'
              RETURNING {JOB_COLUMNS}"
         );
-        let rows = self.note(client.query(&sql, &[&epoch]).await)?;
+        let mut rows = Vec::new();
+        for orphan in orphans {
+            let (id, owner): (i64, i64) = (orphan.get(0), orphan.get(1));
+            rows.extend(self.note(client.query_opt(&sql, &[&epoch, &id, &owner]).await)?);
+        }
         rows.iter().map(job_of).collect()
     }
 
