@@ -9,7 +9,7 @@
 //!
 //! [`Store::apply`]: breakwater_dispatch::store::Store::apply
 
-use breakwater_dispatch::store::{ActionStatus, GoneAttempt, Update};
+use breakwater_dispatch::store::{ActionStatus, AttemptOutcome, GoneAttempt, Update};
 
 use crate::backends::Handle;
 use crate::fixtures::*;
@@ -767,9 +767,18 @@ pub(crate) async fn an_update_for_an_unknown_action_is_harmless(db: &mut dyn Han
                 }),
             },
             Update::Released { id },
+            recorded(
+                id,
+                &attempt(1, AttemptOutcome::Success, Some(200), wall_ms()),
+            ),
         ]);
     }
     s.apply(updates).await.expect("unknown ids are harmless");
+    let shown = s.endpoint_attempts(&endpoint(A), None, 100).await.unwrap();
+    assert!(
+        shown.is_empty(),
+        "no attempt of an unknown action: {shown:?}"
+    );
     assert_eq!(record(&s, e.id).await, before);
     assert_eq!(counts(&s).await, counts_before);
     assert!(dead_letter_ids(&s).await.is_empty());
