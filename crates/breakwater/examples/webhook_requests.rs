@@ -11,7 +11,8 @@
 //! `headers` (the same with the three Standard Webhooks headers, computed
 //! once), `configured` (that, from a client with the executor's timeouts and
 //! user agent), `unsigned` and `signed` (a webhook action through
-//! [`WebhookExecutor`]). Run each kind at two counts and divide the
+//! [`WebhookExecutor`]), and `recorded` (`signed`, recording each exchange
+//! as the service's attempt history does). Run each kind at two counts and divide the
 //! difference by the difference of the counts: what one request costs, the
 //! start-up left out. Under valgrind SHA-256 takes its portable path (the
 //! CPU's SHA extensions are hidden from the program), so hashing weighs far
@@ -21,14 +22,16 @@
 
 use std::time::Duration;
 
-use breakwater::traits::{ActionConfig, ActionExecutor, EntityEvent, EventKind, WebhookAction};
+use breakwater::traits::{
+    ActionConfig, ActionExecutor, EntityEvent, EventKind, Exchange, WebhookAction,
+};
 use breakwater::webhook::{SigningKey, WebhookExecutor};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: webhook_requests bare|headers|configured|unsigned|signed N";
+    let usage = "usage: webhook_requests bare|headers|configured|unsigned|signed|recorded N";
     let kind = args.next().expect(usage);
     let n: usize = args.next().and_then(|n| n.parse().ok()).expect(usage);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -81,14 +84,14 @@ async fn run(kind: &str, n: usize) {
     };
     let executor = WebhookExecutor::new().unwrap();
     let action = ActionConfig::Webhook(WebhookAction {
-        signing_secret: (kind == "signed").then(|| SECRET.to_string()),
+        signing_secret: matches!(kind, "signed" | "recorded").then(|| SECRET.to_string()),
         ..hook
     });
     let (http, with_headers) = match kind {
         "bare" => (Some(client(false)), false),
         "headers" => (Some(client(false)), true),
         "configured" => (Some(client(true)), true),
-        "unsigned" | "signed" => (None, false),
+        "unsigned" | "signed" | "recorded" => (None, false),
         other => panic!("unknown kind {other:?}"),
     };
     for _ in 0..n {
@@ -103,6 +106,15 @@ async fn run(kind: &str, n: usize) {
                 let response = request.body(body.clone()).send().await.unwrap();
                 assert!(response.status().is_success());
                 std::hint::black_box(response.bytes().await.unwrap());
+            }
+            None if kind == "recorded" => {
+                let mut exchange = Exchange::new(4096);
+                let result = executor
+                    .execute_recorded(&event, &action, &mut exchange)
+                    .await
+                    .unwrap();
+                assert!(result.success);
+                std::hint::black_box(exchange);
             }
             None => {
                 let result = executor.execute(&event, &action).await.unwrap();

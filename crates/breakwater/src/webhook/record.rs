@@ -34,14 +34,61 @@ const SECRET_WORDS: &[&str] = &[
     "cookie",
 ];
 
+/// Which bytes (lower case) begin a word of [`SECRET_WORDS`].
+const FIRST_BYTES: [bool; 256] = {
+    let mut firsts = [false; 256];
+    let mut i = 0;
+    while i < SECRET_WORDS.len() {
+        firsts[SECRET_WORDS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    firsts
+};
+
 /// Whether a header or query parameter named `name` carries a secret.
+///
+/// Every header of every recorded attempt goes through this, so it looks
+/// at each byte once and compares words only where one may begin (a
+/// search for each word at each place cost more than the rest of the
+/// recording).
 pub(crate) fn is_secret(name: &str) -> bool {
     let name = name.as_bytes();
-    SECRET_WORDS.iter().any(|w| {
-        name.windows(w.len())
-            .any(|part| part.eq_ignore_ascii_case(w.as_bytes()))
+    (0..name.len()).any(|at| {
+        let first = name[at].to_ascii_lowercase();
+        FIRST_BYTES[usize::from(first)]
+            && SECRET_WORDS.iter().any(|w| {
+                let w = w.as_bytes();
+                w[0] == first
+                    && name.len() - at >= w.len()
+                    && name[at..at + w.len()].eq_ignore_ascii_case(w)
+            })
     })
 }
+
+/// Headers every exchange has that carry no secret (lower case, as `http`
+/// keeps names): known at a glance, not searched for secret words.
+const COMMON_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "date",
+    "server",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-encoding",
+    "cache-control",
+    "accept",
+    "host",
+    "vary",
+    "etag",
+    "location",
+    "retry-after",
+    "x-request-id",
+];
 
 /// `headers` as (name, value) pairs, secrets redacted; a value that is not
 /// text is shown lossily.
@@ -49,12 +96,13 @@ pub(crate) fn headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(name, value)| {
-            let value = if is_secret(name.as_str()) {
+            let name = name.as_str();
+            let value = if !COMMON_HEADERS.contains(&name) && is_secret(name) {
                 REDACTED.to_string()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
             };
-            (name.as_str().to_string(), value)
+            (name.to_string(), value)
         })
         .collect()
 }
@@ -293,5 +341,8 @@ mod tests {
             "you sent [redacted] and [redacted], text/plain"
         );
         assert!(is_secret("X-API-KEY") && is_secret("Session_Id") && !is_secret("x-tenant"));
+        for name in COMMON_HEADERS {
+            assert!(!is_secret(name), "{name} is taken for plain without a look");
+        }
     }
 }
