@@ -121,6 +121,20 @@ fn a_fleet_of_three_loses_nothing_when_one_is_killed() {
         line(&stdout, "RESULT: ").starts_with("RESULT: ok"),
         "{stdout}"
     );
+    // The console of a live instance, and the run's token to log in with.
+    let find = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stdout}"))
+    };
+    let console = find("  console  http://127.0.0.1:");
+    assert!(
+        console.ends_with("/console (any instance serves it; each keeps its own logins)"),
+        "{console}"
+    );
+    let token = find("           log in with the admin token ");
+    assert_eq!(token.rsplit(' ').next().map(str::len), Some(48), "{token}");
 
     // Every action of every accepted event delivered or dead-lettered.
     let summary = line(&stdout, "summary after ");

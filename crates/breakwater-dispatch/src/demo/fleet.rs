@@ -55,6 +55,8 @@ const LEASE_MS: u64 = 3_000;
 const HEARTBEAT_MS: u64 = 500;
 /// The variable the children read the database password from.
 const PASSWORD_ENV: &str = "BREAKWATER_DEMO_STORE_PASSWORD";
+/// Where each instance finds the run's admin token (the console's login).
+const ADMIN_ENV: &str = "BREAKWATER_DEMO_ADMIN_TOKEN";
 /// The hooks are signed so that every request carries `webhook-id`.
 const SIGNING_SECRET: &str = "whsec_YnJlYWt3YXRlciBkZW1vIC0tZmxlZXQ6IHNpZ24hIQ==";
 /// How long an instance may take to start listening.
@@ -355,6 +357,7 @@ fn instance_config(base: &Config, name: &str, listen: SocketAddr, url: &str) -> 
     c.listen = listen;
     c.store = StoreLocation::Postgres(url.to_string());
     c.store_password_env = Some(PASSWORD_ENV.into());
+    c.admin_token_env = Some(ADMIN_ENV.into());
     c.fleet = FleetConfig {
         instance: Some(name.to_string()),
         lease_ms: LEASE_MS,
@@ -378,6 +381,9 @@ fn to_toml(config: &Config) -> anyhow::Result<String> {
         "store_schema".into(),
         V::String(config.store_schema.clone()),
     );
+    if let Some(var) = &config.admin_token_env {
+        top.insert("admin_token_env".into(), V::String(var.clone()));
+    }
     let mut fleet = T::new();
     if let Some(name) = &config.fleet.instance {
         fleet.insert("instance".into(), V::String(name.clone()));
@@ -444,6 +450,7 @@ async fn start_instance(
     dir: &Path,
     config: &Config,
     password: &str,
+    admin: &str,
     index: usize,
 ) -> anyhow::Result<Instance> {
     let name = format!("bw-{}", index + 1);
@@ -458,6 +465,7 @@ async fn start_instance(
         .arg("--config")
         .arg(&file)
         .env(PASSWORD_ENV, password)
+        .env(ADMIN_ENV, admin)
         // Warnings (a lease taken over) and errors go to its log file.
         .env("BREAKWATER_LOG", "warn")
         .stdin(Stdio::null())
@@ -507,6 +515,7 @@ async fn start_fleet(
     dir: &Path,
     n: usize,
     listen: SocketAddr,
+    admin: &str,
 ) -> anyhow::Result<Vec<Instance>> {
     let exe = std::env::current_exe().context("finding this program")?;
     // A taken --listen port falls back to a free one, as in the plain demo.
@@ -530,7 +539,7 @@ async fn start_fleet(
             &url,
         );
         let exe = exe.clone();
-        async move { start_instance(&exe, dir, &config, cluster.password(), i).await }
+        async move { start_instance(&exe, dir, &config, cluster.password(), admin, i).await }
     });
     futures_util::future::join_all(starts)
         .await
@@ -837,7 +846,12 @@ pub async fn run(options: FleetOptions) -> anyhow::Result<bool> {
     let mut base = demo_config(dir.path().join("unused.db"), &receivers);
     sign_hooks(&mut base);
     let schema = base.store_schema.clone();
-    let mut instances = start_fleet(&base, &cluster, dir.path(), n, options.listen).await?;
+    // The console's admin token: random, for this run only.
+    let admin: String = rand::random::<[u8; 24]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut instances = start_fleet(&base, &cluster, dir.path(), n, options.listen, &admin).await?;
     let db = connect_db(&cluster).await;
     println!(
         "{n} instances up in {}, on {} (schema {schema});\n  each holds a {} lease \
@@ -850,6 +864,11 @@ pub async fn run(options: FleetOptions) -> anyhow::Result<bool> {
     for inst in &instances {
         println!("  {:<8} {}", inst.name, inst.url);
     }
+    println!(
+        "  console  {}/console (any instance serves it; each keeps its own logins)\n           \
+         log in with the admin token {admin}",
+        instances[0].url
+    );
     let kill_after = options.duration / 3;
     let recover_after = options.duration / 2;
     for r in &receivers {
