@@ -142,6 +142,61 @@ async fn the_session_cookie_holds_no_token_and_its_flags_are_strict() {
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Guessing tokens is throttled: past a burst of refused logins, every
+/// login is refused (`429`, `Retry-After`) before its token is looked at,
+/// the right token too; sessions already open go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_wrong_tokens_throttles_every_login_for_a_while() {
+    let hook = Hook::start(200, "ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(&dir, &toml(&dir.path().join("t.db"), &[&hook.url], 5, "")).await;
+    let base = format!("http://{}", svc.addr);
+    let web = Web::new(&base);
+    let r = web
+        .post("/console/login", None, Some(&base), &[("token", VIEWER)])
+        .await;
+    assert_eq!(r.status(), 303);
+    let open = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let open = open.split(';').next().unwrap().to_string();
+    let guesses = (0..60).map(|i| {
+        let token = format!("guess-{i}");
+        let web = &web;
+        let base = &base;
+        async move {
+            web.post("/console/login", None, Some(base), &[("token", &token)])
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let refused = answers.iter().filter(|r| r.status() == 401).count();
+    let throttled: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+    assert!((20..=22).contains(&refused), "{refused} looked at");
+    assert_eq!(refused + throttled.len(), 60);
+    for r in &throttled {
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&wait), "Retry-After {wait}");
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    // The right token, at once: refused without a look.
+    let r = web
+        .post("/console/login", None, Some(&base), &[("token", ADMIN)])
+        .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many logins were refused lately"));
+    // The open session reads on.
+    assert_eq!(web.get("/console", Some(&open)).await.status(), 200);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_the_policy_and_no_inline_code() {
     let hook = Hook::start(200, "ok").await;

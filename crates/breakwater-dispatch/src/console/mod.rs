@@ -41,6 +41,7 @@
 
 mod assets;
 mod guard;
+pub(crate) mod login_limit;
 mod page;
 mod query;
 mod session;
@@ -63,6 +64,7 @@ pub use transitions::TransitionRecord;
 /// breaker transitions it shows.
 pub struct Console {
     sessions: session::Sessions,
+    logins: login_limit::LoginLimit,
     transitions: Arc<transitions::Transitions>,
     url_login: AtomicBool,
 }
@@ -86,6 +88,7 @@ impl Console {
             .add_listener(move |t: &breakwater::Transition| ring.record(t));
         Self {
             sessions: session::Sessions::default(),
+            logins: login_limit::LoginLimit::default(),
             transitions,
             url_login: AtomicBool::new(false),
         }

@@ -30,11 +30,34 @@ fn form(state: &AppState, status: StatusCode, next: &str, problem: Option<&str>)
     )
 }
 
-/// Opens a session for `token`, or says why not.
+/// Opens a session for `token`, or says why not. While too many logins
+/// were refused lately ([`login_limit`](crate::console::login_limit)),
+/// every login is refused before its token is looked at.
 fn log_in(state: &AppState, headers: &HeaderMap, token: &str, next: &str) -> Response {
+    let limit = &state.console().logins;
+    if let Some(wait) = limit.wait() {
+        let secs = wait.as_secs() + 1;
+        tracing::warn!(
+            retry_after_s = secs,
+            "console login refused: too many refused logins"
+        );
+        let mut r = form(
+            state,
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            Some(&format!(
+                "Too many logins were refused lately: try again in {secs} s."
+            )),
+        );
+        if let Ok(v) = secs.to_string().parse() {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let caller = Caller::of_token(&state.tokens(), Some(token));
     if caller.access == Access::None {
         tracing::warn!("console login refused: not a valid token");
+        limit.refused();
         return form(
             state,
             StatusCode::UNAUTHORIZED,
