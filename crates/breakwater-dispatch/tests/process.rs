@@ -616,9 +616,15 @@ async fn a_replay_job_killed_mid_run_is_resumed_at_the_next_start() {
         all.iter().all(|id| got.contains_key(id))
     })
     .await;
-    // Replayed once each: N refusals, then N deliveries.
-    let hits = receiver.hits();
-    assert_eq!(hits.iter().filter(|h| h.answered == 200).count(), N);
+    // Replayed once each by the job: a chunk replayed twice would deliver
+    // 500 again. What the killed process had sent and not yet recorded is
+    // sent again (at least once): at most its in-flight limit (64) and the
+    // answers its recorder had not written.
+    let delivered = receiver.hits().iter().filter(|h| h.answered == 200).count();
+    assert!(
+        (N..N + 200).contains(&delivered),
+        "{delivered} deliveries of {N} replayed dead letters"
+    );
     assert_eq!(dead(svc.base.clone()).await, 0);
     drop(svc);
 }
