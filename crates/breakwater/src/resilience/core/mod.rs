@@ -228,6 +228,12 @@ impl Core {
         self.hot.slow_us.load(Ordering::Relaxed) != 0
     }
 
+    /// Whether Closed calls have a time limit (`call_timeout_ms`).
+    #[inline]
+    pub(crate) fn limits_calls(&self) -> bool {
+        self.hot.call_timeout_us.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether outcomes need the time (slow calls or a time window).
     #[inline]
     fn needs_time(&self) -> bool {
