@@ -80,15 +80,18 @@ pub(crate) struct Refusal(u64);
 impl Refusal {
     const NO_WAIT: u64 = u64::MAX;
 
+    #[inline]
     fn wait(us: u64) -> Self {
         Self(us.min(Self::NO_WAIT - 1))
     }
 
+    #[inline]
     fn no_wait() -> Self {
         Self(Self::NO_WAIT)
     }
 
     /// Time left until the breaker lets probes through, when known.
+    #[inline]
     pub(crate) fn retry_after_us(self) -> Option<u64> {
         (self.0 != Self::NO_WAIT).then_some(self.0)
     }
@@ -280,11 +283,38 @@ impl Core {
                 probe: false,
             });
         }
+        self.acquire_open(w, now, sink)
+    }
+
+    /// Admission when the word is not Closed: the rejection of an Open
+    /// breaker before its deadline (the common case) in a few instructions,
+    /// everything else in [`acquire_slow`](Self::acquire_slow).
+    #[inline(never)]
+    fn acquire_open(
+        &self,
+        w: Word,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) -> Result<Ticket, Refusal> {
+        if w.state() == CircuitState::Open && !w.is_forced_open() {
+            let deadline = self.deadline.load(Ordering::Acquire);
+            if deadline & TAG_MASK == tag(w.generation()) {
+                let until = deadline >> TAG_BITS;
+                // The clock is read on every rejection, as in `acquire_slow`.
+                let t = now.get();
+                if t < until {
+                    // Relaxed: a count.
+                    self.busy.blocked.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refusal::wait(until - t));
+                }
+            }
+        }
         self.acquire_slow(w, now, sink)
     }
 
     /// Admission in Open and HalfOpen, kept out of line so that the Closed
     /// path stays a few instructions.
+    #[cold]
     #[inline(never)]
     fn acquire_slow(
         &self,
