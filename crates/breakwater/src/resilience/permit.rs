@@ -164,15 +164,26 @@ impl Claim {
     #[inline]
     pub(super) fn record(&mut self, shared: &Shared, verdict: Verdict) {
         self.armed = false;
-        if verdict == Verdict::Success && !self.slow_timed {
+        if self.slow_timed {
+            return self.finish(shared, verdict);
+        }
+        match verdict {
             // The hot path: no timing, nothing but the success to record.
-            shared
-                .core
-                .complete_success(self.ticket(), &mut shared.lazy_now(), &mut |c| {
-                    shared.publish(c)
-                });
-        } else {
-            self.finish(shared, verdict);
+            Verdict::Success => {
+                shared
+                    .core
+                    .complete_success(self.ticket(), &mut shared.lazy_now(), &mut |c| {
+                        shared.publish(c)
+                    })
+            }
+            // Straight to the core: no timing to look at.
+            Verdict::Failure => shared.core.complete_slow(
+                self.ticket(),
+                FAILURE,
+                &mut shared.lazy_now(),
+                &mut |c| shared.publish(c),
+            ),
+            Verdict::Ignore => shared.core.release(self.ticket(), false),
         }
     }
 

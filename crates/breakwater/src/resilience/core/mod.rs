@@ -470,7 +470,7 @@ impl Core {
 
     /// Every outcome but a Closed success in a count window.
     #[inline(never)]
-    fn complete_slow(
+    pub(crate) fn complete_slow(
         &self,
         ticket: Ticket,
         outcome: u8,
