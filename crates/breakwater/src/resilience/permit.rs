@@ -161,7 +161,9 @@ impl Claim {
             .map(Duration::from_micros)
     }
 
-    #[inline]
+    // Always: the success path is a few instructions, and a call to it
+    // costs more than they do.
+    #[inline(always)]
     pub(super) fn record(&mut self, shared: &Shared, verdict: Verdict) {
         self.armed = false;
         if self.slow_timed {

@@ -423,8 +423,10 @@ impl Core {
     }
 
     /// Records a success (not slow). The common case, a Closed success in a
-    /// count window, is one atomic add and a few loads, inline.
-    #[inline]
+    /// count window, is one atomic add and a few loads, inline (always: in a
+    /// large caller, such as a call's future, the inliner would otherwise
+    /// leave it out of line).
+    #[inline(always)]
     pub(crate) fn complete_success(
         &self,
         ticket: Ticket,
