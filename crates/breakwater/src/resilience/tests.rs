@@ -581,6 +581,48 @@ async fn call_timeout_cancels_and_counts_a_failure() {
     assert_eq!(cb.metrics().failures, 2);
 }
 
+/// A time-limited call makes its timer only once its future is `Pending`:
+/// one that is ready at once runs without a runtime and is recorded.
+#[test]
+fn a_time_limited_call_ready_at_once_needs_no_timer() {
+    use futures_util::FutureExt;
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(200),
+        ..config(2)
+    });
+    assert_eq!(cb.try_acquire().unwrap().time_limit(), Some(ms(200)));
+    let r = cb.call(|| async { Ok::<_, Boom>(7) }).now_or_never();
+    assert_eq!(r, Some(Ok(7)));
+    let r = cb.call(|| async { Err::<u32, _>(Boom) }).now_or_never();
+    assert_eq!(r, Some(Err(CircuitError::Inner(Boom))));
+    let m = cb.metrics();
+    assert_eq!((m.successes, m.failures), (1, 1));
+}
+
+/// A call whose future spends tokio's whole cooperative budget on every
+/// poll still times out (as under `tokio::time::timeout`).
+#[tokio::test]
+async fn a_call_that_spends_its_budget_still_times_out() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(20),
+        ..config(2)
+    });
+    let start = tokio::time::Instant::now();
+    let err = cb
+        .call(|| async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), Boom>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, CircuitError::Timeout { limit: ms(20) });
+    assert!(start.elapsed() >= ms(20));
+    assert_eq!(cb.metrics().failures, 1);
+}
+
 // ---- generations: stale outcomes ----------------------------------------
 
 #[tokio::test(start_paused = true)]
