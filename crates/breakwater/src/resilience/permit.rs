@@ -244,13 +244,13 @@ macro_rules! permit_methods {
         }
 
         /// The call succeeded.
-        #[inline]
+        #[inline(always)]
         pub fn success(self) {
             self.record(Verdict::Success);
         }
 
         /// The call failed.
-        #[inline]
+        #[inline(always)]
         pub fn failure(self) {
             self.record(Verdict::Failure);
         }
@@ -262,7 +262,10 @@ macro_rules! permit_methods {
         }
 
         /// Records `verdict`.
-        #[inline]
+        // Always inline, so that the permit's fields stay in registers: a
+        // permit written to memory field by field and read back by an out
+        // of line call costs more than the whole success path.
+        #[inline(always)]
         pub fn record(mut self, verdict: Verdict) {
             self.claim.record(&self.shared, verdict);
             $done(self);
