@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use super::core::Refusal;
 use super::permit::Claim;
 use super::{refused, CircuitError, Shared, Verdict};
 
@@ -76,6 +77,16 @@ impl<'a, F, Fut, C> CallFuture<'a, F, Fut, C> {
     }
 }
 
+/// The output of a refused call, built out of line: built in the same
+/// place as an admitted call's output, the two share their stores, and an
+/// admitted call then writes words that only a refusal needs (which a
+/// caller reading the output whole must wait for).
+#[cold]
+#[inline(never)]
+fn refused_poll<T, E>(refusal: Refusal) -> Poll<Result<T, CircuitError<E>>> {
+    Poll::Ready(Err(refused(refusal)))
+}
+
 /// Records a failure if the thread unwinds while it lives (a panic in the
 /// call or its classifier), as dropping a permit would; forgotten on the
 /// normal path, where it costs nothing.
@@ -111,7 +122,7 @@ where
                 Ok(ticket) => ticket,
                 Err(refusal) => {
                     *this.classify = None;
-                    return Poll::Ready(Err(refused(refusal)));
+                    return refused_poll(refusal);
                 }
             };
             deadline = this.claim.arm(shared, ticket);
