@@ -48,9 +48,20 @@ pin_project! {
 
     impl<F, Fut, C> PinnedDrop for CallFuture<'_, F, Fut, C> {
         fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // Not recorded yet: cancelled (or unwinding from a panic).
-            this.claim.on_drop(this.shared);
+            let mut this = this.project();
+            if this.fut.is_none() && !this.claim.is_armed() {
+                // Done, or never polled: nothing to release.
+                return;
+            }
+            // The call's future goes first, then its claim, which is
+            // released as cancelled if not recorded yet (or recorded as a
+            // failure if the thread unwinds, the future's own drop
+            // included), as the locals of an `async fn` would be.
+            let _claim = OnPanic {
+                shared: this.shared,
+                claim: this.claim,
+            };
+            this.fut.set(None);
         }
     }
 }
@@ -87,9 +98,10 @@ fn refused_poll<T, E>(refusal: Refusal) -> Poll<Result<T, CircuitError<E>>> {
     Poll::Ready(Err(refused(refusal)))
 }
 
-/// Records a failure if the thread unwinds while it lives (a panic in the
-/// call or its classifier), as dropping a permit would; forgotten on the
-/// normal path, where it costs nothing.
+/// Releases a claim when dropped, as dropping a permit would: a failure if
+/// the thread unwinds (a panic in the call, its future or its classifier),
+/// a cancellation if not, nothing if the outcome is recorded. `poll`
+/// forgets it on the normal path, where it costs nothing.
 struct OnPanic<'s, 'c> {
     shared: &'s Shared,
     claim: &'c mut Claim,

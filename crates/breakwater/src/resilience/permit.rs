@@ -207,6 +207,12 @@ impl Claim {
             .complete(self.ticket(), outcome, &mut now, &mut |c| shared.publish(c));
     }
 
+    /// Whether the claim holds a call whose outcome is not recorded yet.
+    #[inline]
+    pub(super) fn is_armed(&self) -> bool {
+        self.armed
+    }
+
     /// What dropping an armed claim means: a failure if the thread panics
     /// (the call panicked; the panic goes on), a cancellation if not.
     /// Disarms the claim.

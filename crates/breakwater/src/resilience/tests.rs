@@ -599,6 +599,43 @@ fn a_time_limited_call_ready_at_once_needs_no_timer() {
     assert_eq!((m.successes, m.failures), (1, 1));
 }
 
+/// Dropping a call's future drops the call's own future first and then
+/// frees its permit, as the locals of an `async fn` are dropped.
+#[test]
+fn a_dropped_call_drops_its_future_before_freeing_its_permit() {
+    struct Hung<'a> {
+        cb: &'a CircuitBreaker,
+        cancelled_then: &'a AtomicUsize,
+    }
+    impl std::future::Future for Hung<'_> {
+        type Output = Result<(), Boom>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Pending
+        }
+    }
+    impl Drop for Hung<'_> {
+        fn drop(&mut self) {
+            let cancelled = self.cb.metrics().cancelled as usize;
+            self.cancelled_then.store(cancelled + 1, Ordering::SeqCst);
+        }
+    }
+    let cb = CircuitBreaker::new(config(2));
+    let cancelled_then = AtomicUsize::new(0);
+    let mut call = Box::pin(cb.call(|| Hung {
+        cb: &cb,
+        cancelled_then: &cancelled_then,
+    }));
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    drop(call);
+    // Nothing was cancelled yet when the call's future was dropped.
+    assert_eq!(cancelled_then.load(Ordering::SeqCst), 1);
+    assert_eq!(cb.metrics().cancelled, 1);
+}
+
 /// A call whose future spends tokio's whole cooperative budget on every
 /// poll still times out (as under `tokio::time::timeout`).
 #[tokio::test]
