@@ -68,6 +68,7 @@
 //! transition.
 
 mod backoff;
+mod call;
 mod core;
 #[cfg(feature = "resilience")]
 pub(crate) mod degradation;
@@ -95,6 +96,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use self::call::CallFuture;
 pub(crate) use self::events::{Transition, TransitionListener};
 pub(crate) use self::metrics::CircuitMetrics;
 pub(crate) use self::permit::{OwnedPermit, Permit, Verdict};
@@ -466,9 +468,7 @@ impl CircuitBreaker {
     }
 
     fn refused(&self, refusal: Refusal) -> CircuitError<Infallible> {
-        CircuitError::Open {
-            retry_after: refusal.retry_after_us().map(Duration::from_micros),
-        }
+        refused(refusal)
     }
 
     /// Runs `f` through the breaker; every `Err` counts as a failure.
@@ -501,12 +501,18 @@ impl CircuitBreaker {
     /// assert_eq!(n, 7);
     /// # }
     /// ```
-    pub async fn call<F, Fut, T, E>(&self, f: F) -> Result<T, CircuitError<E>>
+    // Not an `async fn`: the future is a small one written by hand (see
+    // `call.rs`).
+    #[inline]
+    pub fn call<'a, F, Fut, T: 'a, E: 'a>(
+        &'a self,
+        f: F,
+    ) -> impl Future<Output = Result<T, CircuitError<E>>> + 'a
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<T, E>> + 'a,
     {
-        self.call_with(Verdict::of, f).await
+        self.call_with(Verdict::of, f)
     }
 
     /// Runs `f` through the breaker, with `classify` deciding how its result
@@ -547,21 +553,18 @@ impl CircuitBreaker {
     /// assert_eq!(breaker.metrics().ignored, 1);
     /// # }
     /// ```
-    pub async fn call_with<F, Fut, T, E, C>(&self, classify: C, f: F) -> Result<T, CircuitError<E>>
+    #[inline]
+    pub fn call_with<'a, F, Fut, T, E, C>(
+        &'a self,
+        classify: C,
+        f: F,
+    ) -> impl Future<Output = Result<T, CircuitError<E>>> + 'a
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        C: FnOnce(&Result<T, E>) -> Verdict,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        C: FnOnce(&Result<T, E>) -> Verdict + 'a,
     {
-        let permit = self.try_acquire().map_err(CircuitError::widen)?;
-        match permit.time_limit() {
-            None => {
-                let result = f().await;
-                permit.record(classify(&result));
-                result.map_err(CircuitError::Inner)
-            }
-            Some(limit) => limited(permit, limit, classify, f()).await,
-        }
+        CallFuture::new(&self.shared, classify, f)
     }
 
     /// Applies a new configuration while calls run. The state, the backoff
@@ -753,27 +756,11 @@ impl CircuitBreaker {
     }
 }
 
-/// A call with a time limit, kept apart so that a call without one does not
-/// carry the timer's state and its drop glue.
-async fn limited<Fut, T, E, C>(
-    permit: Permit<'_>,
-    limit: Duration,
-    classify: C,
-    fut: Fut,
-) -> Result<T, CircuitError<E>>
-where
-    Fut: Future<Output = Result<T, E>>,
-    C: FnOnce(&Result<T, E>) -> Verdict,
-{
-    match tokio::time::timeout(limit, fut).await {
-        Ok(result) => {
-            permit.record(classify(&result));
-            result.map_err(CircuitError::Inner)
-        }
-        Err(_elapsed) => {
-            permit.failure();
-            Err(CircuitError::Timeout { limit })
-        }
+/// The error of a refused call.
+#[inline]
+fn refused<E>(refusal: Refusal) -> CircuitError<E> {
+    CircuitError::Open {
+        retry_after: refusal.retry_after_us().map(Duration::from_micros),
     }
 }
 

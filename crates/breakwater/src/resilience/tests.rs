@@ -581,6 +581,85 @@ async fn call_timeout_cancels_and_counts_a_failure() {
     assert_eq!(cb.metrics().failures, 2);
 }
 
+/// A time-limited call makes its timer only once its future is `Pending`:
+/// one that is ready at once runs without a runtime and is recorded.
+#[test]
+fn a_time_limited_call_ready_at_once_needs_no_timer() {
+    use futures_util::FutureExt;
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(200),
+        ..config(2)
+    });
+    assert_eq!(cb.try_acquire().unwrap().time_limit(), Some(ms(200)));
+    let r = cb.call(|| async { Ok::<_, Boom>(7) }).now_or_never();
+    assert_eq!(r, Some(Ok(7)));
+    let r = cb.call(|| async { Err::<u32, _>(Boom) }).now_or_never();
+    assert_eq!(r, Some(Err(CircuitError::Inner(Boom))));
+    let m = cb.metrics();
+    assert_eq!((m.successes, m.failures), (1, 1));
+}
+
+/// Dropping a call's future drops the call's own future first and then
+/// frees its permit, as the locals of an `async fn` are dropped.
+#[test]
+fn a_dropped_call_drops_its_future_before_freeing_its_permit() {
+    struct Hung<'a> {
+        cb: &'a CircuitBreaker,
+        cancelled_then: &'a AtomicUsize,
+    }
+    impl std::future::Future for Hung<'_> {
+        type Output = Result<(), Boom>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Pending
+        }
+    }
+    impl Drop for Hung<'_> {
+        fn drop(&mut self) {
+            let cancelled = self.cb.metrics().cancelled as usize;
+            self.cancelled_then.store(cancelled + 1, Ordering::SeqCst);
+        }
+    }
+    let cb = CircuitBreaker::new(config(2));
+    let cancelled_then = AtomicUsize::new(0);
+    let mut call = Box::pin(cb.call(|| Hung {
+        cb: &cb,
+        cancelled_then: &cancelled_then,
+    }));
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    drop(call);
+    // Nothing was cancelled yet when the call's future was dropped.
+    assert_eq!(cancelled_then.load(Ordering::SeqCst), 1);
+    assert_eq!(cb.metrics().cancelled, 1);
+}
+
+/// A call whose future spends tokio's whole cooperative budget on every
+/// poll still times out (as under `tokio::time::timeout`).
+#[tokio::test]
+async fn a_call_that_spends_its_budget_still_times_out() {
+    let cb = CircuitBreaker::new(CircuitBreakerConfig {
+        call_timeout_ms: Some(20),
+        ..config(2)
+    });
+    let start = tokio::time::Instant::now();
+    let err = cb
+        .call(|| async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), Boom>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, CircuitError::Timeout { limit: ms(20) });
+    assert!(start.elapsed() >= ms(20));
+    assert_eq!(cb.metrics().failures, 1);
+}
+
 // ---- generations: stale outcomes ----------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -186,7 +186,9 @@ impl CountWindow {
     /// whether the slot was written (`wrote`) and whether the rate may have
     /// risen so the caller should judge it (`rise`: a failure or slow call
     /// went in, or the window grew).
-    #[inline]
+    // Always inline: the steady state (the slot already holds the outcome)
+    // is a few instructions; the write is out of line.
+    #[inline(always)]
     pub(crate) fn record(&self, pos: u64, outcome: u8) -> Recorded {
         // SeqCst on the slots and tallies: two threads recording failures at
         // once must not each miss the other's (each then judging a rate
@@ -197,6 +199,12 @@ impl CountWindow {
         if slot.load(Ordering::SeqCst) == outcome {
             return Recorded::default();
         }
+        self.write(index, slot, outcome)
+    }
+
+    /// [`record`](Self::record) of an outcome its slot does not hold yet.
+    #[inline(never)]
+    fn write(&self, index: usize, slot: &AtomicU8, outcome: u8) -> Recorded {
         let old = slot.swap(outcome, Ordering::SeqCst);
         self.adjust(old, outcome);
         // The window was resized meanwhile and no longer reads this slot

@@ -80,15 +80,18 @@ pub(crate) struct Refusal(u64);
 impl Refusal {
     const NO_WAIT: u64 = u64::MAX;
 
+    #[inline]
     fn wait(us: u64) -> Self {
         Self(us.min(Self::NO_WAIT - 1))
     }
 
+    #[inline]
     fn no_wait() -> Self {
         Self(Self::NO_WAIT)
     }
 
     /// Time left until the breaker lets probes through, when known.
+    #[inline]
     pub(crate) fn retry_after_us(self) -> Option<u64> {
         (self.0 != Self::NO_WAIT).then_some(self.0)
     }
@@ -228,6 +231,12 @@ impl Core {
         self.hot.slow_us.load(Ordering::Relaxed) != 0
     }
 
+    /// Whether Closed calls have a time limit (`call_timeout_ms`).
+    #[inline]
+    pub(crate) fn limits_calls(&self) -> bool {
+        self.hot.call_timeout_us.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether outcomes need the time (slow calls or a time window).
     #[inline]
     fn needs_time(&self) -> bool {
@@ -274,11 +283,38 @@ impl Core {
                 probe: false,
             });
         }
+        self.acquire_open(w, now, sink)
+    }
+
+    /// Admission when the word is not Closed: the rejection of an Open
+    /// breaker before its deadline (the common case) in a few instructions,
+    /// everything else in [`acquire_slow`](Self::acquire_slow).
+    #[inline(never)]
+    fn acquire_open(
+        &self,
+        w: Word,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) -> Result<Ticket, Refusal> {
+        if w.state() == CircuitState::Open && !w.is_forced_open() {
+            let deadline = self.deadline.load(Ordering::Acquire);
+            if deadline & TAG_MASK == tag(w.generation()) {
+                let until = deadline >> TAG_BITS;
+                // The clock is read on every rejection, as in `acquire_slow`.
+                let t = now.get();
+                if t < until {
+                    // Relaxed: a count.
+                    self.busy.blocked.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refusal::wait(until - t));
+                }
+            }
+        }
         self.acquire_slow(w, now, sink)
     }
 
     /// Admission in Open and HalfOpen, kept out of line so that the Closed
     /// path stays a few instructions.
+    #[cold]
     #[inline(never)]
     fn acquire_slow(
         &self,
@@ -387,8 +423,10 @@ impl Core {
     }
 
     /// Records a success (not slow). The common case, a Closed success in a
-    /// count window, is one atomic add and a few loads, inline.
-    #[inline]
+    /// count window, is one atomic add and a few loads, inline (always: in a
+    /// large caller, such as a call's future, the inliner would otherwise
+    /// leave it out of line).
+    #[inline(always)]
     pub(crate) fn complete_success(
         &self,
         ticket: Ticket,
@@ -434,7 +472,7 @@ impl Core {
 
     /// Every outcome but a Closed success in a count window.
     #[inline(never)]
-    fn complete_slow(
+    pub(crate) fn complete_slow(
         &self,
         ticket: Ticket,
         outcome: u8,
