@@ -158,7 +158,7 @@ impl PostgresStore {
         Ok(spec)
     }
 
-    /// Stores `events` in one statement (see [`Store::insert`]).
+    /// Stores `events` in one statement (see [`Store::insert`](crate::store::Store::insert)).
     async fn insert_now(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Inserted>> {
         let client = self.client().await?;
         // Specs and endpoint numbers first, outside the transaction (each
