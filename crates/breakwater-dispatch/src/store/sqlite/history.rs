@@ -528,6 +528,20 @@ pub(super) fn update_replay_job(
     }))
 }
 
+/// The running jobs of processes other than `owner`, not a command's:
+/// the ones [`adopt_replay_jobs`] would take.
+const ORPHANS: &str = "state = 'running' AND owner IS NOT NULL AND owner <> ?1";
+
+/// Whether there is any job for [`adopt_replay_jobs`] to take: looked for
+/// on the reader, so that the look every few seconds takes no turn of the
+/// writer when there is none (nearly always).
+pub(super) fn any_orphan_job(c: &Connection, owner: i64) -> rusqlite::Result<bool> {
+    c.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM replay_jobs WHERE {ORPHANS})"
+    ))?
+    .query_row(params![owner], |r| r.get(0))
+}
+
 /// Makes the running jobs of processes other than `owner` (not a
 /// command's) `owner`'s; returns them.
 pub(super) fn adopt_replay_jobs(
@@ -535,10 +549,9 @@ pub(super) fn adopt_replay_jobs(
     owner: i64,
 ) -> rusqlite::Result<Vec<ReplayJob>> {
     let ids: Vec<i64> = t
-        .prepare_cached(
-            "UPDATE replay_jobs SET owner = ?1
-             WHERE state = 'running' AND owner IS NOT NULL AND owner <> ?1 RETURNING id",
-        )?
+        .prepare_cached(&format!(
+            "UPDATE replay_jobs SET owner = ?1 WHERE {ORPHANS} RETURNING id"
+        ))?
         .query_map(params![owner], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut stmt = t.prepare_cached(&format!(

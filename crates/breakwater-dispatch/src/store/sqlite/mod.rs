@@ -581,6 +581,12 @@ impl Store for SqliteStore {
 
     async fn adopt_replay_jobs(&self) -> StoreResult<Vec<ReplayJob>> {
         let owner = self.owner;
+        if !self
+            .read(move |c| history::any_orphan_job(c, owner))
+            .await?
+        {
+            return Ok(Vec::new());
+        }
         self.write(move |t| history::adopt_replay_jobs(t, owner))
             .await
     }
