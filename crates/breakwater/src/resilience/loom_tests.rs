@@ -204,7 +204,7 @@ fn concurrent_failures_trip_exactly_once() {
     });
 }
 
-/// Regression (window.rs, `CountWindow::tally` once read `filled` and
+/// Regression (window/count.rs, `CountWindow::tally` once read `filled` and
 /// `failures` with `Relaxed`): two failures that fill a window of two
 /// together must open a breaker whose threshold is 1.0 (the rate is 2/2).
 /// With torn tallies each judging thread could see the other's `failures`
