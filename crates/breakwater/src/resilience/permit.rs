@@ -141,7 +141,7 @@ impl Claim {
     }
 
     /// The time limit of a call whose timer was made by
-    /// [`with_deadline`](Self::with_deadline) to end at `deadline`.
+    /// the call future to end at `deadline` (the one [`arm`](Self::arm) returned).
     pub(super) fn limit_of(&self, shared: &Shared, deadline: Instant) -> Duration {
         Duration::from_micros(shared.us_of(deadline).saturating_sub(self.started))
     }
