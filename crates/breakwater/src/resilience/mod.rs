@@ -14,10 +14,19 @@
 //! * **Closed is free.** A Closed call reads one atomic word to be admitted
 //!   and, with the default count window, records its outcome with one atomic
 //!   add and one load of its window slot: no lock, no allocation, no clock.
-//! * **Open is exact.** A rejection reads the state, the deadline and the
+//! * **Open is exact.** A rejection reads the state, the deadline and a
 //!   clock, and allocates nothing. No call after the deadline is ever
 //!   refused, however late a timer task runs or however busy the runtime
-//!   is, and `retry_after` is the exact time left. A small timer task (one
+//!   is, and `retry_after` is the time left. The clock is the processor's
+//!   time-stamp counter when the kernel itself keeps time with it (x86-64
+//!   Linux, clock source `tsc`): it costs less than half a system clock
+//!   read. A rejection trusts it only while it shows the deadline certainly
+//!   ahead, allowing twice the drift NTP may give the system clock, so in
+//!   the last thousandth of an opening (and for an opening's first
+//!   rejection, and until the counter's rate has been measured once per
+//!   process, on a background thread, in at most 0.2 s) the system clock
+//!   decides. A `retry_after` from the counter is the time left at the
+//!   measured rate, never more than the opening lasts. A small timer task (one
 //!   per opening) moves the breaker to HalfOpen at the deadline so that the
 //!   transition is published even when no call comes, and
 //!   [`CircuitBreaker::state`] reports HalfOpen from that moment even if
@@ -33,7 +42,13 @@
 //! * **Panics.** A call that panics counts as a failure and the panic goes on
 //!   to the caller. The breaker holds no lock that a panic could poison.
 //! * **Time.** All time is read through `tokio::time`, so tests can pause and
-//!   advance it.
+//!   advance it. The counter above runs apart from paused time, so an
+//!   opening follows it only when its first rejection happens outside any
+//!   tokio runtime or in a multi-thread one (tokio pauses time only in a
+//!   current-thread runtime); an opening rejected first in a current-thread
+//!   runtime reads tokio's clock on every rejection. Only a test that
+//!   pauses time in a current-thread runtime while calling a breaker whose
+//!   opening was first rejected elsewhere would see the counter's time.
 //!
 //! # Why a count window by default
 //!
@@ -70,6 +85,7 @@
 mod backoff;
 mod call;
 mod core;
+mod counter_clock;
 #[cfg(feature = "resilience")]
 pub(crate) mod degradation;
 pub(crate) mod events;

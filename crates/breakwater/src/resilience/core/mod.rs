@@ -16,6 +16,7 @@ mod transition;
 use std::sync::OnceLock;
 
 use super::backoff::{Backoff, Jitter};
+use super::counter_clock;
 use super::state::{CircuitState, Word};
 use super::window::{CountWindow, Tally, TimeWindow, FAILURE, SLOW, SUCCESS};
 use crate::config::CircuitBreakerConfig;
@@ -39,6 +40,12 @@ pub(crate) struct LazyNow<F> {
 impl<F: FnMut() -> u64> LazyNow<F> {
     pub(crate) fn new(read: F) -> Self {
         Self { read, at: None }
+    }
+
+    /// Whether the clock was read already.
+    #[inline(always)]
+    pub(crate) fn is_read(&self) -> bool {
+        self.at.is_some()
     }
 
     pub(crate) fn get(&mut self) -> u64 {
@@ -143,11 +150,28 @@ pub(crate) struct Busy {
     pub(crate) blocked: AtomicU64,
 }
 
+/// The state word and, on the same cache line, what an Open rejection
+/// reads with it: where the processor's counter says the opening's
+/// deadline certainly has not come yet (see `counter_clock.rs`). Written
+/// once an opening, so the line stays shared by every core that reads it.
+#[derive(Debug)]
+struct Head {
+    /// The state word (see `state.rs`). Read by every call.
+    state: AtomicU64,
+    /// Tag of an opening's generation | the counter unit before which its
+    /// deadline certainly has not come; unit 0: the counter is not used for
+    /// this opening.
+    certain: AtomicU64,
+    /// Tag | the counter unit of the deadline at the measured rate, for the
+    /// wait a rejection advises.
+    nominal: AtomicU64,
+}
+
 /// The atomics of one breaker.
 #[derive(Debug)]
 pub(crate) struct Core {
-    /// The state word (see `state.rs`). Read by every call.
-    word: CachePadded<AtomicU64>,
+    /// The state word, and what an Open rejection reads beside it.
+    word: CachePadded<Head>,
     /// How many outcomes were ever recorded; the next one's window position.
     busy: CachePadded<Busy>,
     hot: Hot,
@@ -165,7 +189,11 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(config: &CircuitBreakerConfig, seed: u64) -> Self {
         let core = Self {
-            word: CachePadded(AtomicU64::new(Word::closed(!config.enabled).0)),
+            word: CachePadded(Head {
+                state: AtomicU64::new(Word::closed(!config.enabled).0),
+                certain: AtomicU64::new(0),
+                nominal: AtomicU64::new(0),
+            }),
             busy: CachePadded(Busy::default()),
             hot: Hot {
                 threshold: AtomicU64::new(0),
@@ -207,7 +235,7 @@ impl Core {
     /// window) is visible to whoever sees its word.
     #[inline]
     pub(crate) fn word(&self) -> Word {
-        Word(self.word.load(Ordering::Acquire))
+        Word(self.word.state.load(Ordering::Acquire))
     }
 
     /// Replaces `from` by `to` if the word is still `from`.
@@ -215,6 +243,7 @@ impl Core {
         // AcqRel on success: release what was prepared before, acquire what
         // the previous transition published. Acquire on failure: we re-read.
         self.word
+            .state
             .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| to)
             .map_err(Word)
@@ -297,12 +326,23 @@ impl Core {
         sink: &mut impl FnMut(Change),
     ) -> Result<Ticket, Refusal> {
         if w.state() == CircuitState::Open && !w.is_forced_open() {
+            if let Some(wait) = self.certainly_open(w) {
+                // Relaxed: a count.
+                self.busy.blocked.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::wait(wait));
+            }
             let deadline = self.deadline.load(Ordering::Acquire);
             if deadline & TAG_MASK == tag(w.generation()) {
                 let until = deadline >> TAG_BITS;
-                // The clock is read on every rejection, as in `acquire_slow`.
+                // The counter just before the clock, if this opening has no
+                // bound yet (see `follow_counter`).
+                let before = self.unfollowed(w, now);
+                // The clock decides, as in `acquire_slow`.
                 let t = now.get();
                 if t < until {
+                    if let Some((counter, r)) = before {
+                        self.follow_counter(w, counter, r, until - t);
+                    }
                     // Relaxed: a count.
                     self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                     return Err(Refusal::wait(until - t));
@@ -310,6 +350,90 @@ impl Core {
             }
         }
         self.acquire_slow(w, now, sink)
+    }
+
+    /// The wait to advise if the processor's counter shows that the
+    /// opening `w` (Open, not forced) is certainly before its deadline;
+    /// `None` if it cannot tell, and the clock must decide.
+    #[inline(always)]
+    fn certainly_open(&self, w: Word) -> Option<u64> {
+        let tagged = tag(w.generation());
+        // Acquire: pairs with the Release in `follow_counter`, which stored
+        // `nominal` first.
+        let certain = self.word.certain.load(Ordering::Acquire);
+        if certain & TAG_MASK != tagged || certain >> TAG_BITS == 0 {
+            return None;
+        }
+        let counter = counter_clock::counter()?;
+        let n = counter.units()?;
+        if n >= certain >> TAG_BITS {
+            return None;
+        }
+        let nominal = self.word.nominal.load(Ordering::Relaxed);
+        let wait = if nominal & TAG_MASK == tagged {
+            counter.us_between(n, nominal >> TAG_BITS)
+        } else {
+            0
+        };
+        // Never more than the opening lasts, never nothing (the clock
+        // would have said at least a microsecond).
+        Some(wait.min(self.open_for_us.load(Ordering::Relaxed)).max(1))
+    }
+
+    /// Whether the current opening has a bound from the counter.
+    #[cfg(test)]
+    pub(crate) fn follows_counter(&self) -> bool {
+        let certain = self.word.certain.load(Ordering::Acquire);
+        certain & TAG_MASK == tag(self.word().generation()) && certain >> TAG_BITS != 0
+    }
+
+    /// The counter and its reading, taken before the clock is read, when
+    /// the opening `w` has no bound from the counter yet and one could be
+    /// made: the counter is measured, and the clock not read already (the
+    /// reading must come before it).
+    #[inline(always)]
+    fn unfollowed(
+        &self,
+        w: Word,
+        now: &LazyNow<impl FnMut() -> u64>,
+    ) -> Option<(&'static counter_clock::Counter, u64)> {
+        let certain = self.word.certain.load(Ordering::Relaxed);
+        if certain & TAG_MASK == tag(w.generation()) || now.is_read() {
+            return None;
+        }
+        let counter = counter_clock::counter()?;
+        Some((counter, counter.units()?))
+    }
+
+    /// Stores, for the opening `w`, the counter unit before which its
+    /// deadline certainly has not come, from a counter reading `r` taken
+    /// just before a clock read that found `left_us` microseconds left.
+    /// Where tokio's clock may be paused (a current-thread runtime), or
+    /// the deadline is too near, stores that this opening does without.
+    #[cold]
+    #[inline(never)]
+    fn follow_counter(&self, w: Word, counter: &counter_clock::Counter, r: u64, left_us: u64) {
+        const UNIT_BITS: u32 = 64 - TAG_BITS;
+        let tagged = tag(w.generation());
+        let bound = counter_clock::may_follow_counter()
+            .then(|| {
+                let certain = counter.certainly_before(r, left_us, UNIT_BITS)?;
+                let nominal = counter.nominal(r, left_us, UNIT_BITS)?;
+                Some((certain, nominal))
+            })
+            .flatten();
+        match bound {
+            Some((certain, nominal)) => {
+                self.word
+                    .nominal
+                    .store((nominal << TAG_BITS) | tagged, Ordering::Relaxed);
+                // Release: whoever sees this bound sees `nominal` too.
+                self.word
+                    .certain
+                    .store((certain << TAG_BITS) | tagged, Ordering::Release);
+            }
+            None => self.word.certain.store(tagged, Ordering::Release),
+        }
     }
 
     /// Admission in Open and HalfOpen, kept out of line so that the Closed
@@ -386,13 +510,23 @@ impl Core {
                 if w.is_forced_open() {
                     return Some(Refusal::no_wait());
                 }
+                if let Some(wait) = self.certainly_open(w) {
+                    return Some(Refusal::wait(wait));
+                }
                 let deadline = self.deadline.load(Ordering::Acquire);
                 if deadline & TAG_MASK != tag(w.generation()) {
                     return Some(Refusal::no_wait());
                 }
                 let until = deadline >> TAG_BITS;
+                let before = self.unfollowed(w, now);
                 let t = now.get();
-                (t < until).then(|| Refusal::wait(until - t))
+                if t >= until {
+                    return None;
+                }
+                if let Some((counter, r)) = before {
+                    self.follow_counter(w, counter, r, until - t);
+                }
+                Some(Refusal::wait(until - t))
             }
             CircuitState::HalfOpen => (w.in_flight()
                 >= self.hot.half_open_max.load(Ordering::Relaxed))

@@ -162,7 +162,7 @@ impl Core {
                 self.publish_opening(w, until.min(US_MASK), length);
             }
         }
-        self.word.store(w.0, Ordering::Release);
+        self.word.state.store(w.0, Ordering::Release);
         let next = outcomes.len() as u64;
         self.busy.cursor.store(next, Ordering::Relaxed);
         if self.needs_time() {

@@ -66,6 +66,9 @@ impl Core {
     /// the new generation see a deadline with another tag and advise no wait.
     pub(super) fn publish_opening(&self, w: Word, until: u64, length: u64) {
         self.open_for_us.store(length, Ordering::Relaxed);
+        // No bound from the counter for this opening yet (a bound of an
+        // opening 4096 generations ago would carry the same tag).
+        self.word.certain.store(0, Ordering::Relaxed);
         // Release: pairs with the Acquire load in `acquire` and `state`.
         self.deadline
             .store((until << TAG_BITS) | tag(w.generation()), Ordering::Release);
