@@ -37,6 +37,12 @@ fn breakwater(window: usize, tripped: bool) -> CircuitBreaker {
         for _ in 0..window {
             cb.try_acquire().unwrap().failure();
         }
+        // The first rejection starts measuring the processor's counter (a
+        // background thread, at most 0.2 s); wait for it without spending
+        // instructions, so that the loop measures rejections that read it.
+        assert!(cb.try_acquire().is_err());
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(cb.try_acquire().is_err());
     }
     cb
 }

@@ -316,8 +316,10 @@ impl Core {
     }
 
     /// Admission when the word is not Closed: the rejection of an Open
-    /// breaker before its deadline (the common case) in a few instructions,
-    /// everything else in [`acquire_slow`](Self::acquire_slow).
+    /// breaker that the processor's counter shows certainly before its
+    /// deadline (the common case) in a few instructions, in a function of
+    /// its own so that it saves few registers; everything else in
+    /// [`acquire_open_clock`](Self::acquire_open_clock).
     #[inline(never)]
     fn acquire_open(
         &self,
@@ -331,6 +333,22 @@ impl Core {
                 self.busy.blocked.fetch_add(1, Ordering::Relaxed);
                 return Err(Refusal::wait(wait));
             }
+        }
+        self.acquire_open_clock(w, now, sink)
+    }
+
+    /// The rest of [`acquire_open`](Self::acquire_open): an Open rejection
+    /// that reads the clock (and may bound the opening by the counter for
+    /// the rejections after it); everything else in
+    /// [`acquire_slow`](Self::acquire_slow).
+    #[inline(never)]
+    fn acquire_open_clock(
+        &self,
+        w: Word,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+        sink: &mut impl FnMut(Change),
+    ) -> Result<Ticket, Refusal> {
+        if w.state() == CircuitState::Open && !w.is_forced_open() {
             let deadline = self.deadline.load(Ordering::Acquire);
             if deadline & TAG_MASK == tag(w.generation()) {
                 let until = deadline >> TAG_BITS;
