@@ -7,6 +7,13 @@
 //! reported to a sink closure; the [`CircuitBreaker`](super::CircuitBreaker)
 //! around the core turns them into events, logs and timers.
 //!
+//! Outcomes in a count window take consecutive window positions from one
+//! shared cursor, except the successes that find the window calm (full of
+//! plain successes, nothing changing it): those only count themselves in
+//! their thread's stripe, so the cursor's cache line stays put while a
+//! healthy breaker is shared by threads. Outcomes recorded are the cursor,
+//! the stripes and the outcomes recorded outside the window, together.
+//!
 //! `operator.rs` holds what operators do to a core (force, reset,
 //! reconfigure, restore); `transition.rs` the state changes themselves.
 
@@ -133,14 +140,33 @@ pub(crate) struct Totals {
     pub(crate) last_change_us: AtomicU64,
 }
 
-/// The two counters written on hot paths, on a cache line of their own so
+/// The counters written on hot paths, on a cache line of their own so
 /// that writing them does not evict the state word from other cores.
 #[derive(Debug, Default)]
 pub(crate) struct Busy {
-    /// How many outcomes were ever recorded; the next one's window position.
+    /// How many outcomes took a window position; the next one's position.
     pub(crate) cursor: AtomicU64,
     /// Calls refused (written only while Open or HalfOpen).
     pub(crate) blocked: AtomicU64,
+    /// Successes of threads of the first stripe that left a calm window
+    /// alone (see [`Core::stripe`]).
+    stripe: AtomicU64,
+}
+
+/// The second stripe, on a cache line of its own, with values that no
+/// Closed call in a count window reads (moved here from the rest of the
+/// core, so that the line costs no memory).
+#[derive(Debug)]
+struct Lane {
+    /// Successes of threads of the second stripe that left a calm window
+    /// alone (see [`Core::stripe`]).
+    stripe: AtomicU64,
+    /// Allocated the first time a time window is configured.
+    time: OnceLock<Box<TimeWindow>>,
+    /// Tag of the opening's generation | its deadline in microseconds.
+    deadline: AtomicU64,
+    /// Length of the latest opening, in microseconds.
+    open_for_us: AtomicU64,
 }
 
 /// The atomics of one breaker.
@@ -148,16 +174,13 @@ pub(crate) struct Busy {
 pub(crate) struct Core {
     /// The state word (see `state.rs`). Read by every call.
     word: CachePadded<AtomicU64>,
-    /// How many outcomes were ever recorded; the next one's window position.
+    /// The window cursor, the refusals and the first stripe.
     busy: CachePadded<Busy>,
+    /// The second stripe, and values a Closed call in a count window never
+    /// reads.
+    lane: CachePadded<Lane>,
     hot: Hot,
     count: CountWindow,
-    /// Allocated the first time a time window is configured.
-    time: OnceLock<Box<TimeWindow>>,
-    /// Tag of the opening's generation | its deadline in microseconds.
-    deadline: AtomicU64,
-    /// Length of the latest opening, in microseconds.
-    open_for_us: AtomicU64,
     pub(crate) totals: Totals,
     jitter: Jitter,
 }
@@ -167,6 +190,12 @@ impl Core {
         let core = Self {
             word: CachePadded(AtomicU64::new(Word::closed(!config.enabled).0)),
             busy: CachePadded(Busy::default()),
+            lane: CachePadded(Lane {
+                stripe: AtomicU64::new(0),
+                time: OnceLock::new(),
+                deadline: AtomicU64::new(0),
+                open_for_us: AtomicU64::new(0),
+            }),
             hot: Hot {
                 threshold: AtomicU64::new(0),
                 slow_threshold: AtomicU64::new(0),
@@ -182,9 +211,6 @@ impl Core {
                 jitter: AtomicU64::new(0),
             },
             count: CountWindow::new(config.sample_size),
-            time: OnceLock::new(),
-            deadline: AtomicU64::new(0),
-            open_for_us: AtomicU64::new(0),
             totals: Totals::default(),
             jitter: Jitter::new(seed),
         };
@@ -225,6 +251,24 @@ impl Core {
         self.busy.blocked.load(Ordering::Relaxed)
     }
 
+    /// The calling thread's stripe: one of two counters, each on a cache
+    /// line of its own, for the successes that leave a calm window alone.
+    /// Threads take stripes in turn, so two threads never share one; more
+    /// threads do, and still pass fewer lines around than one counter.
+    #[inline(always)]
+    fn stripe(&self) -> &AtomicU64 {
+        if crate::sync::thread_stripe() == 0 {
+            &self.busy.stripe
+        } else {
+            &self.lane.stripe
+        }
+    }
+
+    /// Successes that left a calm window alone, every stripe together.
+    fn striped(&self) -> u64 {
+        self.busy.stripe.load(Ordering::Relaxed) + self.lane.stripe.load(Ordering::Relaxed)
+    }
+
     /// Whether calls are being timed for the slow-call rule.
     #[inline]
     pub(crate) fn times_calls(&self) -> bool {
@@ -254,7 +298,7 @@ impl Core {
         let call = self.hot.call_timeout_us.load(Ordering::Relaxed);
         let limit = if ticket.probe {
             let probe = match self.hot.probe_timeout_us.load(Ordering::Relaxed) {
-                0 => self.open_for_us.load(Ordering::Relaxed),
+                0 => self.lane.open_for_us.load(Ordering::Relaxed),
                 p => p,
             };
             match (call, probe) {
@@ -297,7 +341,7 @@ impl Core {
         sink: &mut impl FnMut(Change),
     ) -> Result<Ticket, Refusal> {
         if w.state() == CircuitState::Open && !w.is_forced_open() {
-            let deadline = self.deadline.load(Ordering::Acquire);
+            let deadline = self.lane.deadline.load(Ordering::Acquire);
             if deadline & TAG_MASK == tag(w.generation()) {
                 let until = deadline >> TAG_BITS;
                 // The clock is read on every rejection, as in `acquire_slow`.
@@ -332,7 +376,7 @@ impl Core {
             }
             match w.state() {
                 CircuitState::Open => {
-                    let deadline = self.deadline.load(Ordering::Acquire);
+                    let deadline = self.lane.deadline.load(Ordering::Acquire);
                     if w.is_forced_open() || deadline & TAG_MASK != tag(w.generation()) {
                         // Forced, or the deadline of this opening is not
                         // yet published: no wait to advise.
@@ -386,7 +430,7 @@ impl Core {
                 if w.is_forced_open() {
                     return Some(Refusal::no_wait());
                 }
-                let deadline = self.deadline.load(Ordering::Acquire);
+                let deadline = self.lane.deadline.load(Ordering::Acquire);
                 if deadline & TAG_MASK != tag(w.generation()) {
                     return Some(Refusal::no_wait());
                 }
@@ -426,6 +470,11 @@ impl Core {
     /// count window, is one atomic add and a few loads, inline (always: in a
     /// large caller, such as a call's future, the inliner would otherwise
     /// leave it out of line).
+    ///
+    /// In a window full of successes (the steady state of a healthy
+    /// service) the add is not even on the shared cursor: the success only
+    /// counts itself in its thread's stripe, so threads completing calls at
+    /// once do not pass one cache line back and forth.
     #[inline(always)]
     pub(crate) fn complete_success(
         &self,
@@ -436,6 +485,19 @@ impl Core {
         let w = self.word();
         if ticket.probe || w.generation() != ticket.generation || self.needs_time() {
             return self.complete_slow(ticket, SUCCESS, now, sink);
+        }
+        if self.count.is_calm() {
+            // Every slot holds a plain success and no change of the window
+            // has begun: wherever this success landed, it would overwrite a
+            // success, changing neither the window nor any verdict, and a
+            // change that begins later (a failure, a clear) is ordered after
+            // it. So it takes no position (with every slot alike, skipping
+            // one only renumbers the outcomes after it) and only counts
+            // itself. If its generation ended since the check above, it is
+            // counted as a stale success taken back out of the window is.
+            // Relaxed: a count.
+            self.stripe().fetch_add(1, Ordering::Relaxed);
+            return;
         }
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
@@ -502,7 +564,7 @@ impl Core {
         let judge = if self.needs_time() {
             let t = now.get();
             let current = || self.word().generation() == ticket.generation;
-            match self.time.get() {
+            match self.lane.time.get() {
                 // Stale: the window it was admitted to was emptied since.
                 Some(time) => time.record(t, outcome, current),
                 None => false,
@@ -572,7 +634,8 @@ impl Core {
     /// The window's tallies.
     pub(crate) fn tally(&self, now: &mut LazyNow<impl FnMut() -> u64>) -> Tally {
         if self.needs_time() {
-            self.time
+            self.lane
+                .time
                 .get()
                 .map_or_else(Tally::default, |t| t.tally(now.get()))
         } else {
