@@ -729,6 +729,58 @@ mod tests {
         assert_eq!(core.count.tally().len, 3);
     }
 
+    #[test]
+    fn a_window_is_calm_only_while_full_of_plain_successes() {
+        let core = four_outcomes_one_failure_trips();
+        for _ in 0..3 {
+            call(&core, 0, SUCCESS);
+            assert!(!core.window_is_calm(), "not full yet");
+        }
+        call(&core, 0, SUCCESS);
+        assert!(core.window_is_calm());
+        // A calm window's successes take no position.
+        let cursor = core.busy.cursor.load(Ordering::Relaxed);
+        call(&core, 0, SUCCESS);
+        assert_eq!(core.busy.cursor.load(Ordering::Relaxed), cursor);
+        assert_eq!(core.recorded(), 5);
+        // A slow success is not a plain one: it takes a position.
+        call(&core, 0, SUCCESS | SLOW);
+        assert!(!core.window_is_calm());
+        assert_eq!(core.outcomes(), [SUCCESS, SUCCESS, SUCCESS, SUCCESS | SLOW]);
+        // Calm again once it has left the window.
+        for n in 1..=4 {
+            call(&core, 0, SUCCESS);
+            assert_eq!(core.window_is_calm(), n == 4, "after {n}");
+        }
+        assert_eq!(core.recorded(), 10);
+        // A failure trips this breaker; a reset empties the window.
+        call(&core, 0, FAILURE);
+        assert!(!core.window_is_calm());
+        core.reset(0, &mut no_sink);
+        assert!(!core.window_is_calm());
+        assert_eq!(core.recorded(), 11);
+    }
+
+    #[test]
+    fn a_time_window_never_skips_the_count_window_path() {
+        let mut config = CircuitBreakerConfig {
+            sample_size: 2,
+            ..Default::default()
+        };
+        let core = Core::new(&config, 0);
+        call(&core, 0, SUCCESS);
+        call(&core, 0, SUCCESS);
+        assert!(core.window_is_calm());
+        config.window_ms = Some(1_000);
+        core.configure(&config);
+        assert!(!core.window_is_calm(), "the count window was cleared");
+        call(&core, 0, SUCCESS);
+        call(&core, 0, SUCCESS);
+        call(&core, 0, SUCCESS);
+        assert_eq!(core.tally(&mut LazyNow::new(|| 0)).len, 3);
+        assert_eq!(core.recorded(), 5);
+    }
+
     /// The largest deadline the deadline word holds: 52 bits of
     /// microseconds (the 12 bits below hold the opening's tag).
     const LAST_US: u64 = (1 << 52) - 1;

@@ -190,6 +190,12 @@ impl Core {
             + self.striped()
     }
 
+    /// Whether Closed successes currently leave the count window alone.
+    #[cfg(test)]
+    pub(crate) fn window_is_calm(&self) -> bool {
+        self.count.is_calm()
+    }
+
     /// Length of the latest opening, in microseconds.
     pub(crate) fn open_for_us(&self) -> u64 {
         self.lane.open_for_us.load(Ordering::Relaxed)
