@@ -4,7 +4,9 @@
 //! plain number of microseconds per call) and checks one guarantee of the
 //! breaker over every interleaving loom explores: a trip happens once, the
 //! probe limit holds, probe slots come back, stale outcomes change nothing,
-//! window tallies match the window's slots.
+//! window tallies match the window's slots, a window is calm only while it
+//! is full of successes, and a success that leaves a calm window alone is
+//! ordered before the failure or clear it races, and counted once.
 //!
 //! `scripts/loom.sh` runs them. `LOOM_MAX_PREEMPTIONS` overrides the bound
 //! each model sets for itself.
