@@ -22,3 +22,52 @@ impl<T> std::ops::Deref for CachePadded<T> {
         &self.0
     }
 }
+
+/// Which of two stripes the calling thread counts in: drawn once per
+/// thread, in turn from a global counter, so that two threads never share
+/// one (see `Core::stripe`).
+#[cfg(not(breakwater_loom))]
+#[inline(always)]
+pub(crate) fn thread_stripe() -> usize {
+    use std::cell::Cell;
+
+    /// Not drawn yet.
+    const UNSET: u8 = u8::MAX;
+    thread_local! {
+        static STRIPE: Cell<u8> = const { Cell::new(UNSET) };
+    }
+    #[cold]
+    #[inline(never)]
+    fn draw(cell: &Cell<u8>) -> usize {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // Relaxed: any stripe is correct; turns only spread the threads.
+        let stripe = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 1;
+        cell.set(stripe as u8);
+        stripe
+    }
+    STRIPE.with(|cell| match cell.get() {
+        UNSET => draw(cell),
+        stripe => stripe as usize,
+    })
+}
+
+/// As above, with loom's thread-locals and counter, so that every execution
+/// of a model hands out the same stripes.
+#[cfg(breakwater_loom)]
+pub(crate) fn thread_stripe() -> usize {
+    use std::cell::Cell;
+
+    loom::lazy_static! {
+        static ref NEXT: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+    }
+    loom::thread_local! {
+        static STRIPE: Cell<Option<usize>> = Cell::new(None);
+    }
+    STRIPE.with(|cell| {
+        cell.get().unwrap_or_else(|| {
+            let stripe = NEXT.fetch_add(1, Ordering::Relaxed) & 1;
+            cell.set(Some(stripe));
+            stripe
+        })
+    })
+}

@@ -4,7 +4,9 @@
 //! plain number of microseconds per call) and checks one guarantee of the
 //! breaker over every interleaving loom explores: a trip happens once, the
 //! probe limit holds, probe slots come back, stale outcomes change nothing,
-//! window tallies match the window's slots.
+//! window tallies match the window's slots, a window is calm only while it
+//! is full of successes, and a success that leaves a calm window alone is
+//! ordered before the failure or clear it races, and counted once.
 //!
 //! `scripts/loom.sh` runs them. `LOOM_MAX_PREEMPTIONS` overrides the bound
 //! each model sets for itself.
@@ -760,10 +762,15 @@ fn race_window_from(size: usize, start: u64, plan: &'static [Write]) {
         },
         "tallies differ from the slots {slots:?}"
     );
+    // Once every change is done, the window is calm exactly when it is full
+    // of plain successes: the last change to end settles it.
+    let full_of_successes = slots.len() == size && slots.iter().all(|&o| o == SUCCESS);
+    assert_eq!(window.is_calm(), full_of_successes, "slots {slots:?}");
     // Clearing takes every slot's outcome off the tallies again: anything
     // left over (or wrapped below zero) was counted wrongly.
     window.clear();
     assert_eq!(window.tally(), Tally::default());
+    assert!(!window.is_calm());
 }
 
 /// Concurrent records, two of them on the same slot, keep the tallies equal
@@ -828,5 +835,150 @@ fn window_tallies_match_the_slots_when_a_clear_races_with_records() {
             2,
             &[Write::Record(FAILURE), Write::Clear, Write::Record(SUCCESS)],
         );
+    });
+}
+
+/// Successes that fill a window of two while a failure is recorded: the
+/// window ends calm exactly when it holds only successes (here never, as
+/// the failure stays in a window of two), so no later success skips a
+/// window that holds a failure.
+#[test]
+fn a_window_is_calm_only_when_full_of_successes_after_racing_records() {
+    model(3, || {
+        race_window(
+            2,
+            &[
+                Write::Record(SUCCESS),
+                Write::Record(SUCCESS),
+                Write::Record(FAILURE),
+            ],
+        );
+    });
+}
+
+// ---------------------------------------------------------------- calm windows
+
+/// A breaker whose window of two is full of successes (calm), opening on
+/// one failure in two outcomes.
+fn calm_core() -> Core {
+    let core = core(2, 1, 0.5);
+    for _ in 0..2 {
+        let ticket = acquire(&core, 0, &mut Log::default()).unwrap();
+        complete(&core, ticket, SUCCESS, 0, &mut Log::default());
+    }
+    assert!(core.window_is_calm());
+    core
+}
+
+/// A success that finds the window calm takes no window position and only
+/// counts itself in its stripe. Racing a failure, it is ordered before the
+/// failure whatever the interleaving: the window ends with one success and
+/// the failure (as if the success had taken the position before it), the
+/// failure opens the breaker once, and every outcome is counted once.
+#[test]
+fn a_success_skipping_a_calm_window_is_ordered_before_a_racing_failure() {
+    model(3, || {
+        let core = Arc::new(calm_core());
+        let ok = acquire(&core, 0, &mut Log::default()).unwrap();
+        let bad = acquire(&core, 0, &mut Log::default()).unwrap();
+        let success = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let mut log = Log::default();
+                complete(&core, ok, SUCCESS, 0, &mut log);
+                log
+            })
+        };
+        let mut mine = Log::default();
+        complete(&core, bad, FAILURE, 0, &mut mine);
+        let theirs = success.join().unwrap();
+
+        assert_eq!(count(&[&mine, &theirs], CircuitState::Open), 1);
+        assert_eq!(core.word().state(), CircuitState::Open);
+        let outcomes = core.outcomes();
+        assert!(
+            outcomes == [SUCCESS, FAILURE] || outcomes == [FAILURE, SUCCESS],
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            tally(&core),
+            Tally {
+                len: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert!(!core.window_is_calm());
+        assert_eq!(core.recorded(), 4, "two before, the success, the failure");
+        assert_eq!(core.totals.failures.load(Ordering::Relaxed), 1);
+    });
+}
+
+/// A success admitted before a reset that clears a calm window, completed
+/// while the reset runs: whether it skipped the window or not, the fresh
+/// window of the new generation holds nothing, is not calm, and the success
+/// is counted once.
+#[test]
+fn a_success_skipping_a_calm_window_never_lands_in_the_window_a_reset_clears() {
+    model(3, || {
+        let core = Arc::new(calm_core());
+        let old = acquire(&core, 0, &mut Log::default()).unwrap();
+        let late = {
+            let core = core.clone();
+            thread::spawn(move || {
+                complete(&core, old, SUCCESS, 0, &mut Log::default());
+            })
+        };
+        core.reset(0, &mut |_| {});
+        late.join().unwrap();
+
+        assert_eq!(core.word().state(), CircuitState::Closed);
+        assert_ne!(core.word().generation(), old.generation);
+        assert_eq!(tally(&core), Tally::default(), "{:?}", core.outcomes());
+        assert!(!core.window_is_calm());
+        assert_eq!(core.recorded(), 3);
+        // The fresh window fills up again from its first outcome.
+        let fresh = acquire(&core, 0, &mut Log::default()).unwrap();
+        complete(&core, fresh, SUCCESS, 0, &mut Log::default());
+        assert_eq!(core.outcomes(), [SUCCESS]);
+    });
+}
+
+/// Two successes on a calm window, each thread on its own stripe, and a
+/// failure: every outcome is counted exactly once across the cursor and the
+/// stripes, and the window is calm again only if both successes came after
+/// the failure and pushed it out of the window of two.
+#[test]
+fn successes_on_both_stripes_and_a_failure_are_each_counted_once() {
+    model(2, || {
+        let core = Arc::new(calm_core());
+        let tickets: Vec<Ticket> = (0..3)
+            .map(|_| acquire(&core, 0, &mut Log::default()).unwrap())
+            .collect();
+        let threads: Vec<_> = tickets[..2]
+            .iter()
+            .map(|&ticket| {
+                let core = core.clone();
+                thread::spawn(move || complete(&core, ticket, SUCCESS, 0, &mut Log::default()))
+            })
+            .collect();
+        complete(&core, tickets[2], FAILURE, 0, &mut Log::default());
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(core.recorded(), 5);
+        assert_eq!(core.totals.failures.load(Ordering::Relaxed), 1);
+        let outcomes = core.outcomes();
+        assert_eq!(outcomes.len(), 2);
+        let failures = outcomes.iter().filter(|&&o| o == FAILURE).count() as u64;
+        assert_eq!(
+            tally(&core),
+            Tally {
+                len: 2,
+                failures,
+                slow: 0
+            }
+        );
+        assert_eq!(core.window_is_calm(), failures == 0, "{outcomes:?}");
     });
 }

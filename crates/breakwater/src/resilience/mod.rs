@@ -14,6 +14,10 @@
 //! * **Closed is free.** A Closed call reads one atomic word to be admitted
 //!   and, with the default count window, records its outcome with one atomic
 //!   add and one load of its window slot: no lock, no allocation, no clock.
+//!   While the window holds only successes (a healthy service), a success
+//!   adds to a counter of its thread's stripe instead, one of two on cache
+//!   lines of their own, so that threads sharing a breaker do not pass one
+//!   counter's line back and forth.
 //! * **Open is exact.** A rejection reads the state, the deadline and a
 //!   clock, and allocates nothing. No call after the deadline is ever
 //!   refused, however late a timer task runs or however busy the runtime

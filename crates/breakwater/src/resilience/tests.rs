@@ -1351,3 +1351,80 @@ fn an_endpoint_override_can_grow_a_live_breaker() {
     assert_eq!(registry.remove_config("e").unwrap(), Some(window(100)));
     assert_eq!(live.config(), window(10));
 }
+
+#[test]
+fn successes_on_many_threads_are_counted_exactly_in_a_calm_window() {
+    // Once the window is full of successes, a success only counts itself in
+    // its thread's stripe: the metrics add the stripes up exactly, and a
+    // failure now and then (which calms the window down only once it has
+    // left it) changes nothing to that.
+    let cb = Arc::new(CircuitBreaker::new(CircuitBreakerConfig {
+        failure_threshold: 1.0,
+        ..config(16)
+    }));
+    const THREADS: u64 = 6;
+    const CALLS: u64 = 20_000;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let cb = &cb;
+            s.spawn(move || {
+                for i in 0..CALLS {
+                    let permit = cb.try_acquire().expect("threshold 1.0 never trips here");
+                    if t == 0 && i % 1_000 == 999 {
+                        permit.failure();
+                    } else {
+                        permit.success();
+                    }
+                }
+            });
+        }
+    });
+    let m = cb.metrics();
+    let failures = CALLS / 1_000;
+    assert_eq!(m.failures, failures);
+    assert_eq!(m.successes, THREADS * CALLS - failures);
+    assert_eq!(m.allowed, THREADS * CALLS);
+    assert_eq!(m.requests, THREADS * CALLS);
+    assert_eq!(m.window_len, 16);
+    let outcomes = cb.snapshot().outcomes;
+    let in_window = outcomes.chars().filter(|&c| c == 'F').count() as f64;
+    assert_eq!(cb.failure_rate(), in_window / 16.0, "{outcomes}");
+}
+
+#[test]
+fn a_calm_window_keeps_its_order_counts_and_snapshot_exact() {
+    // Never trips, so that every call below is admitted.
+    let config = |n| CircuitBreakerConfig {
+        failure_threshold: 1.0,
+        ..config(n)
+    };
+    let cb = CircuitBreaker::new(config(4));
+    for _ in 0..10 {
+        cb.try_acquire().unwrap().success();
+    }
+    // Ten successes in a window of four: the last six took no position.
+    assert_eq!(cb.snapshot().outcomes, "SSSS");
+    cb.try_acquire().unwrap().failure();
+    assert_eq!(cb.snapshot().outcomes, "SSSF", "the failure is the newest");
+    cb.try_acquire().unwrap().success();
+    assert_eq!(cb.snapshot().outcomes, "SSFS");
+    let m = cb.metrics();
+    assert_eq!((m.successes, m.failures, m.window_len), (11, 1, 4));
+    assert_eq!(m.failure_rate, 0.25);
+    // A shorter window keeps the newest outcomes, a longer one all of them.
+    cb.update_config(config(2)).unwrap();
+    assert_eq!(cb.snapshot().outcomes, "FS");
+    cb.update_config(config(8)).unwrap();
+    assert_eq!(cb.snapshot().outcomes, "FS");
+    for _ in 0..20 {
+        cb.try_acquire().unwrap().success();
+    }
+    assert_eq!(cb.snapshot().outcomes, "SSSSSSSS");
+    let m = cb.metrics();
+    assert_eq!((m.successes, m.failures, m.window_len), (31, 1, 8));
+    // A snapshot of a calm window restores a calm window.
+    let restored = CircuitBreaker::restore(config(8), cb.snapshot()).unwrap();
+    assert_eq!(restored.snapshot().outcomes, "SSSSSSSS");
+    restored.try_acquire().unwrap().failure();
+    assert_eq!(restored.snapshot().outcomes, "SSSSSSSF");
+}

@@ -7,6 +7,13 @@
 //! reported to a sink closure; the [`CircuitBreaker`](super::CircuitBreaker)
 //! around the core turns them into events, logs and timers.
 //!
+//! Outcomes in a count window take consecutive window positions from one
+//! shared cursor, except the successes that find the window calm (full of
+//! plain successes, nothing changing it): those only count themselves in
+//! their thread's stripe, so the cursor's cache line stays put while a
+//! healthy breaker is shared by threads. Outcomes recorded are the cursor,
+//! the stripes and the outcomes recorded outside the window, together.
+//!
 //! `operator.rs` holds what operators do to a core (force, reset,
 //! reconfigure, restore); `transition.rs` the state changes themselves.
 
@@ -140,14 +147,33 @@ pub(crate) struct Totals {
     pub(crate) last_change_us: AtomicU64,
 }
 
-/// The two counters written on hot paths, on a cache line of their own so
+/// The counters written on hot paths, on a cache line of their own so
 /// that writing them does not evict the state word from other cores.
 #[derive(Debug, Default)]
 pub(crate) struct Busy {
-    /// How many outcomes were ever recorded; the next one's window position.
+    /// How many outcomes took a window position; the next one's position.
     pub(crate) cursor: AtomicU64,
     /// Calls refused (written only while Open or HalfOpen).
     pub(crate) blocked: AtomicU64,
+    /// Successes of threads of the first stripe that left a calm window
+    /// alone (see [`Core::stripe`]).
+    stripe: AtomicU64,
+}
+
+/// The second stripe, on a cache line of its own, with values that no
+/// Closed call in a count window reads (moved here from the rest of the
+/// core, so that the line costs no memory).
+#[derive(Debug)]
+struct Lane {
+    /// Successes of threads of the second stripe that left a calm window
+    /// alone (see [`Core::stripe`]).
+    stripe: AtomicU64,
+    /// Allocated the first time a time window is configured.
+    time: OnceLock<Box<TimeWindow>>,
+    /// Tag of the opening's generation | its deadline in microseconds.
+    deadline: AtomicU64,
+    /// Length of the latest opening, in microseconds.
+    open_for_us: AtomicU64,
 }
 
 /// The state word and, on the same cache line, what an Open rejection
@@ -172,16 +198,13 @@ struct Head {
 pub(crate) struct Core {
     /// The state word, and what an Open rejection reads beside it.
     word: CachePadded<Head>,
-    /// How many outcomes were ever recorded; the next one's window position.
+    /// The window cursor, the refusals and the first stripe.
     busy: CachePadded<Busy>,
+    /// The second stripe, and values a Closed call in a count window never
+    /// reads.
+    lane: CachePadded<Lane>,
     hot: Hot,
     count: CountWindow,
-    /// Allocated the first time a time window is configured.
-    time: OnceLock<Box<TimeWindow>>,
-    /// Tag of the opening's generation | its deadline in microseconds.
-    deadline: AtomicU64,
-    /// Length of the latest opening, in microseconds.
-    open_for_us: AtomicU64,
     pub(crate) totals: Totals,
     jitter: Jitter,
 }
@@ -195,6 +218,12 @@ impl Core {
                 nominal: AtomicU64::new(0),
             }),
             busy: CachePadded(Busy::default()),
+            lane: CachePadded(Lane {
+                stripe: AtomicU64::new(0),
+                time: OnceLock::new(),
+                deadline: AtomicU64::new(0),
+                open_for_us: AtomicU64::new(0),
+            }),
             hot: Hot {
                 threshold: AtomicU64::new(0),
                 slow_threshold: AtomicU64::new(0),
@@ -210,9 +239,6 @@ impl Core {
                 jitter: AtomicU64::new(0),
             },
             count: CountWindow::new(config.sample_size),
-            time: OnceLock::new(),
-            deadline: AtomicU64::new(0),
-            open_for_us: AtomicU64::new(0),
             totals: Totals::default(),
             jitter: Jitter::new(seed),
         };
@@ -254,6 +280,24 @@ impl Core {
         self.busy.blocked.load(Ordering::Relaxed)
     }
 
+    /// The calling thread's stripe: one of two counters, each on a cache
+    /// line of its own, for the successes that leave a calm window alone.
+    /// Threads take stripes in turn, so two threads never share one; more
+    /// threads do, and still pass fewer lines around than one counter.
+    #[inline(always)]
+    fn stripe(&self) -> &AtomicU64 {
+        if crate::sync::thread_stripe() == 0 {
+            &self.busy.stripe
+        } else {
+            &self.lane.stripe
+        }
+    }
+
+    /// Successes that left a calm window alone, every stripe together.
+    fn striped(&self) -> u64 {
+        self.busy.stripe.load(Ordering::Relaxed) + self.lane.stripe.load(Ordering::Relaxed)
+    }
+
     /// Whether calls are being timed for the slow-call rule.
     #[inline]
     pub(crate) fn times_calls(&self) -> bool {
@@ -283,7 +327,7 @@ impl Core {
         let call = self.hot.call_timeout_us.load(Ordering::Relaxed);
         let limit = if ticket.probe {
             let probe = match self.hot.probe_timeout_us.load(Ordering::Relaxed) {
-                0 => self.open_for_us.load(Ordering::Relaxed),
+                0 => self.lane.open_for_us.load(Ordering::Relaxed),
                 p => p,
             };
             match (call, probe) {
@@ -349,7 +393,7 @@ impl Core {
         sink: &mut impl FnMut(Change),
     ) -> Result<Ticket, Refusal> {
         if w.state() == CircuitState::Open && !w.is_forced_open() {
-            let deadline = self.deadline.load(Ordering::Acquire);
+            let deadline = self.lane.deadline.load(Ordering::Acquire);
             if deadline & TAG_MASK == tag(w.generation()) {
                 let until = deadline >> TAG_BITS;
                 // The counter just before the clock, if this opening has no
@@ -395,7 +439,10 @@ impl Core {
         };
         // Never more than the opening lasts, never nothing (the clock
         // would have said at least a microsecond).
-        Some(wait.min(self.open_for_us.load(Ordering::Relaxed)).max(1))
+        Some(
+            wait.min(self.lane.open_for_us.load(Ordering::Relaxed))
+                .max(1),
+        )
     }
 
     /// Whether the current opening has a bound from the counter.
@@ -474,7 +521,7 @@ impl Core {
             }
             match w.state() {
                 CircuitState::Open => {
-                    let deadline = self.deadline.load(Ordering::Acquire);
+                    let deadline = self.lane.deadline.load(Ordering::Acquire);
                     if w.is_forced_open() || deadline & TAG_MASK != tag(w.generation()) {
                         // Forced, or the deadline of this opening is not
                         // yet published: no wait to advise.
@@ -531,7 +578,7 @@ impl Core {
                 if let Some(wait) = self.certainly_open(w) {
                     return Some(Refusal::wait(wait));
                 }
-                let deadline = self.deadline.load(Ordering::Acquire);
+                let deadline = self.lane.deadline.load(Ordering::Acquire);
                 if deadline & TAG_MASK != tag(w.generation()) {
                     return Some(Refusal::no_wait());
                 }
@@ -578,6 +625,11 @@ impl Core {
     /// count window, is one atomic add and a few loads, inline (always: in a
     /// large caller, such as a call's future, the inliner would otherwise
     /// leave it out of line).
+    ///
+    /// In a window full of successes (the steady state of a healthy
+    /// service) the add is not even on the shared cursor: the success only
+    /// counts itself in its thread's stripe, so threads completing calls at
+    /// once do not pass one cache line back and forth.
     #[inline(always)]
     pub(crate) fn complete_success(
         &self,
@@ -588,6 +640,19 @@ impl Core {
         let w = self.word();
         if ticket.probe || w.generation() != ticket.generation || self.needs_time() {
             return self.complete_slow(ticket, SUCCESS, now, sink);
+        }
+        if self.count.is_calm() {
+            // Every slot holds a plain success and no change of the window
+            // has begun: wherever this success landed, it would overwrite a
+            // success, changing neither the window nor any verdict, and a
+            // change that begins later (a failure, a clear) is ordered after
+            // it. So it takes no position (with every slot alike, skipping
+            // one only renumbers the outcomes after it) and only counts
+            // itself. If its generation ended since the check above, it is
+            // counted as a stale success taken back out of the window is.
+            // Relaxed: a count.
+            self.stripe().fetch_add(1, Ordering::Relaxed);
+            return;
         }
         // Relaxed: a count, and the window position this outcome takes.
         let pos = self.busy.cursor.fetch_add(1, Ordering::Relaxed);
@@ -654,7 +719,7 @@ impl Core {
         let judge = if self.needs_time() {
             let t = now.get();
             let current = || self.word().generation() == ticket.generation;
-            match self.time.get() {
+            match self.lane.time.get() {
                 // Stale: the window it was admitted to was emptied since.
                 Some(time) => time.record(t, outcome, current),
                 None => false,
@@ -724,7 +789,8 @@ impl Core {
     /// The window's tallies.
     pub(crate) fn tally(&self, now: &mut LazyNow<impl FnMut() -> u64>) -> Tally {
         if self.needs_time() {
-            self.time
+            self.lane
+                .time
                 .get()
                 .map_or_else(Tally::default, |t| t.tally(now.get()))
         } else {
@@ -816,6 +882,58 @@ mod tests {
         core.complete(ticket, SUCCESS, &mut now, &mut no_sink);
         assert_eq!(core.outcomes(), [FAILURE, SUCCESS, SUCCESS]);
         assert_eq!(core.count.tally().len, 3);
+    }
+
+    #[test]
+    fn a_window_is_calm_only_while_full_of_plain_successes() {
+        let core = four_outcomes_one_failure_trips();
+        for _ in 0..3 {
+            call(&core, 0, SUCCESS);
+            assert!(!core.window_is_calm(), "not full yet");
+        }
+        call(&core, 0, SUCCESS);
+        assert!(core.window_is_calm());
+        // A calm window's successes take no position.
+        let cursor = core.busy.cursor.load(Ordering::Relaxed);
+        call(&core, 0, SUCCESS);
+        assert_eq!(core.busy.cursor.load(Ordering::Relaxed), cursor);
+        assert_eq!(core.recorded(), 5);
+        // A slow success is not a plain one: it takes a position.
+        call(&core, 0, SUCCESS | SLOW);
+        assert!(!core.window_is_calm());
+        assert_eq!(core.outcomes(), [SUCCESS, SUCCESS, SUCCESS, SUCCESS | SLOW]);
+        // Calm again once it has left the window.
+        for n in 1..=4 {
+            call(&core, 0, SUCCESS);
+            assert_eq!(core.window_is_calm(), n == 4, "after {n}");
+        }
+        assert_eq!(core.recorded(), 10);
+        // A failure trips this breaker; a reset empties the window.
+        call(&core, 0, FAILURE);
+        assert!(!core.window_is_calm());
+        core.reset(0, &mut no_sink);
+        assert!(!core.window_is_calm());
+        assert_eq!(core.recorded(), 11);
+    }
+
+    #[test]
+    fn a_time_window_never_skips_the_count_window_path() {
+        let mut config = CircuitBreakerConfig {
+            sample_size: 2,
+            ..Default::default()
+        };
+        let core = Core::new(&config, 0);
+        call(&core, 0, SUCCESS);
+        call(&core, 0, SUCCESS);
+        assert!(core.window_is_calm());
+        config.window_ms = Some(1_000);
+        core.configure(&config);
+        assert!(!core.window_is_calm(), "the count window was cleared");
+        call(&core, 0, SUCCESS);
+        call(&core, 0, SUCCESS);
+        call(&core, 0, SUCCESS);
+        assert_eq!(core.tally(&mut LazyNow::new(|| 0)).len, 3);
+        assert_eq!(core.recorded(), 5);
     }
 
     /// The largest deadline the deadline word holds: 52 bits of

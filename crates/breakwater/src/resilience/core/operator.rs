@@ -29,13 +29,14 @@ impl Core {
             .store(c.half_open_max_requests as u64, Ordering::Relaxed);
         let window_us = c.window_ms.map_or(0, ms_to_us);
         if window_us != 0 {
-            self.time
+            self.lane
+                .time
                 .get_or_init(|| Box::new(TimeWindow::new(window_us)))
                 .set_length(window_us);
         }
         if h.window_us.swap(window_us, Ordering::Relaxed) != window_us {
             self.count.clear();
-            if let Some(time) = self.time.get() {
+            if let Some(time) = self.lane.time.get() {
                 time.clear();
             }
         }
@@ -157,7 +158,7 @@ impl Core {
             None => base.enter(state, streak),
         };
         if let Some((until, length)) = open {
-            self.open_for_us.store(length, Ordering::Relaxed);
+            self.lane.open_for_us.store(length, Ordering::Relaxed);
             if w.state() == CircuitState::Open {
                 self.publish_opening(w, until.min(US_MASK), length);
             }
@@ -180,13 +181,23 @@ impl Core {
             .outcomes(self.busy.cursor.load(Ordering::Relaxed))
     }
 
-    /// Outcomes recorded since creation.
+    /// Outcomes recorded since creation: those that took a window position,
+    /// those recorded outside the window, and the successes that left a
+    /// calm window alone.
     pub(crate) fn recorded(&self) -> u64 {
-        self.busy.cursor.load(Ordering::Relaxed) + self.totals.unwindowed.load(Ordering::Relaxed)
+        self.busy.cursor.load(Ordering::Relaxed)
+            + self.totals.unwindowed.load(Ordering::Relaxed)
+            + self.striped()
+    }
+
+    /// Whether Closed successes currently leave the count window alone.
+    #[cfg(test)]
+    pub(crate) fn window_is_calm(&self) -> bool {
+        self.count.is_calm()
     }
 
     /// Length of the latest opening, in microseconds.
     pub(crate) fn open_for_us(&self) -> u64 {
-        self.open_for_us.load(Ordering::Relaxed)
+        self.lane.open_for_us.load(Ordering::Relaxed)
     }
 }

@@ -65,12 +65,13 @@ impl Core {
     /// Makes an opening's deadline visible. Until this runs, rejections of
     /// the new generation see a deadline with another tag and advise no wait.
     pub(super) fn publish_opening(&self, w: Word, until: u64, length: u64) {
-        self.open_for_us.store(length, Ordering::Relaxed);
+        self.lane.open_for_us.store(length, Ordering::Relaxed);
         // No bound from the counter for this opening yet (a bound of an
         // opening 4096 generations ago would carry the same tag).
         self.word.certain.store(0, Ordering::Relaxed);
         // Release: pairs with the Acquire load in `acquire` and `state`.
-        self.deadline
+        self.lane
+            .deadline
             .store((until << TAG_BITS) | tag(w.generation()), Ordering::Release);
     }
 
@@ -104,7 +105,7 @@ impl Core {
 
     pub(super) fn clear_window(&self) {
         self.count.clear();
-        if let Some(time) = self.time.get() {
+        if let Some(time) = self.lane.time.get() {
             time.clear();
         }
     }
@@ -155,7 +156,7 @@ impl Core {
 
     /// The deadline of the opening `w` is in, once published.
     pub(crate) fn open_deadline(&self, w: Word) -> Option<u64> {
-        let d = self.deadline.load(Ordering::Acquire);
+        let d = self.lane.deadline.load(Ordering::Acquire);
         (w.state() == CircuitState::Open
             && !w.is_forced_open()
             && d & TAG_MASK == tag(w.generation()))

@@ -29,7 +29,20 @@ pub(crate) struct CountWindow {
     filled: AtomicU32,
     failures: AtomicU32,
     slow: AtomicU32,
+    /// Whether the window is full of plain successes, and who is changing
+    /// it: [`CALM`] | changes in progress ([`BUSY`] each) | an epoch that
+    /// every finished change moves on (see [`is_calm`](Self::is_calm)).
+    calm: AtomicU64,
 }
+
+/// Bit of [`CountWindow::calm`]: every slot holds a plain success, and
+/// nothing has changed a slot since that was checked.
+const CALM: u64 = 1;
+/// One change of the slots in progress (bits 1 to 31 count them).
+const BUSY: u64 = 2;
+const BUSY_MASK: u64 = 0xFFFF_FFFE;
+/// One finished change (the bits above count them, wrapping).
+const EPOCH: u64 = 1 << 32;
 
 /// The slots of a count window, and the larger ring that replaced them when
 /// the window grew past their number (rare: only a new configuration does
@@ -94,6 +107,68 @@ impl CountWindow {
             filled: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             slow: AtomicU32::new(0),
+            calm: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether every slot holds a plain success and no change of the slots
+    /// has begun since that was checked. Then a success recorded anywhere
+    /// in the window would overwrite a success: the caller may leave the
+    /// window alone (and its position unused: every slot being the same,
+    /// which one the next outcome lands in makes no difference).
+    ///
+    /// Every change of a slot (and of the length or ring) happens inside
+    /// [`change`](Self::change), which clears the flag before it touches
+    /// anything, so a caller that still sees the flag is ordered before
+    /// that change; the flag is set again only by [`settle`](Self::settle),
+    /// when no change is in progress or began while it checked the tallies.
+    #[inline(always)]
+    pub(crate) fn is_calm(&self) -> bool {
+        // SeqCst, as the changes' marks are: a reader that sees the flag
+        // precedes, in the single total order, every change that cleared it.
+        self.calm.load(Ordering::SeqCst) & CALM != 0
+    }
+
+    /// Runs `f`, which changes slots, tallies, the length or the ring,
+    /// marked as a change in progress; afterwards sets the calm flag if the
+    /// window is full of successes.
+    fn change<R>(&self, f: impl FnOnce() -> R) -> R {
+        let before = self.calm.fetch_add(BUSY, Ordering::SeqCst);
+        if before & CALM != 0 {
+            // No `settle` can set the flag again while we are counted.
+            self.calm.fetch_and(!CALM, Ordering::SeqCst);
+        }
+        let r = f();
+        // One change fewer in progress, and a new epoch: a `settle` that
+        // began before this change ended fails its compare-exchange.
+        let after = self
+            .calm
+            .fetch_add(EPOCH.wrapping_sub(BUSY), Ordering::SeqCst)
+            .wrapping_add(EPOCH.wrapping_sub(BUSY));
+        self.settle(after);
+        r
+    }
+
+    /// Sets the calm flag if the window is full of plain successes, unless
+    /// a change is in progress or `seen` is no longer the current mark.
+    ///
+    /// When `seen` had no change in progress and is still current at the
+    /// compare-exchange, no change ran in between: the slots and tallies
+    /// did not move while we read them, and the tallies were exact (every
+    /// change adjusts them before it ends).
+    fn settle(&self, seen: u64) {
+        if seen & (CALM | BUSY_MASK) != 0 {
+            return;
+        }
+        let size = self.size.load(Ordering::SeqCst);
+        if self.filled.load(Ordering::SeqCst) as u64 == size
+            && self.failures.load(Ordering::SeqCst) == 0
+            && self.slow.load(Ordering::SeqCst) == 0
+        {
+            // A lost race means a change began: it will settle when done.
+            let _ =
+                self.calm
+                    .compare_exchange(seen, seen | CALM, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
@@ -152,6 +227,10 @@ impl CountWindow {
     /// [`record`](Self::record) of an outcome its slot does not hold yet.
     #[inline(never)]
     fn write(&self, index: usize, slot: &AtomicU8, outcome: u8) -> Recorded {
+        self.change(|| self.write_slot(index, slot, outcome))
+    }
+
+    fn write_slot(&self, index: usize, slot: &AtomicU8, outcome: u8) -> Recorded {
         let old = slot.swap(outcome, Ordering::SeqCst);
         self.adjust(old, outcome);
         // The window was resized meanwhile and no longer reads this slot
@@ -186,13 +265,15 @@ impl CountWindow {
     /// Takes back an outcome recorded at `pos` that turned out to be stale,
     /// if its slot still holds it.
     pub(crate) fn undo(&self, pos: u64, outcome: u8) {
-        let (_, slot) = self.slot(pos);
-        if slot
-            .compare_exchange(outcome, EMPTY, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            self.adjust(outcome, EMPTY);
-        }
+        self.change(|| {
+            let (_, slot) = self.slot(pos);
+            if slot
+                .compare_exchange(outcome, EMPTY, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.adjust(outcome, EMPTY);
+            }
+        });
     }
 
     /// The slot of the `pos`-th outcome: `pos % size`, for the low 32 bits of
@@ -228,7 +309,7 @@ impl CountWindow {
 
     /// Empties the window.
     pub(crate) fn clear(&self) {
-        Self::clear_ring(self, self.ring());
+        self.change(|| self.clear_ring(self.ring()));
     }
 
     fn clear_ring(&self, ring: &Ring) {
@@ -258,9 +339,13 @@ impl CountWindow {
     /// be called by two threads at once (the breaker's configuration lock
     /// orders them).
     pub(crate) fn resize(&self, size: usize, next_pos: u64) {
+        self.change(|| self.resize_now(size, next_pos));
+    }
+
+    fn resize_now(&self, size: usize, next_pos: u64) {
         let size = size.max(1);
         let kept = self.outcomes(next_pos);
-        self.clear();
+        self.clear_ring(self.ring());
         let old = self.ring();
         if size > old.slots.len() {
             // Before the new length (Release on both): whoever reads the
@@ -294,12 +379,15 @@ impl CountWindow {
 
     /// Writes `outcomes` (oldest first) as the ones just before `next_pos`.
     pub(crate) fn replay(&self, outcomes: &[u8], next_pos: u64) {
-        let size = self.size.load(Ordering::Relaxed);
-        let outcomes = &outcomes[outcomes.len().saturating_sub(size as usize)..];
-        let first = next_pos.wrapping_sub(outcomes.len() as u64);
-        for (i, &o) in outcomes.iter().enumerate() {
-            self.record(first.wrapping_add(i as u64), o);
-        }
+        // One change: the window is judged calm (or not) once, at the end.
+        self.change(|| {
+            let size = self.size.load(Ordering::Relaxed);
+            let outcomes = &outcomes[outcomes.len().saturating_sub(size as usize)..];
+            let first = next_pos.wrapping_sub(outcomes.len() as u64);
+            for (i, &o) in outcomes.iter().enumerate() {
+                self.record(first.wrapping_add(i as u64), o);
+            }
+        });
     }
 }
 

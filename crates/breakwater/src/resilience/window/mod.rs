@@ -7,7 +7,9 @@
 //! reading the failure rate is three loads. The ring needs no clock, which is
 //! why it is the default: a Closed call pays no clock read at all. When the
 //! slot already holds the same outcome (the steady state of a healthy
-//! service) nothing is written at all.
+//! service) nothing is written at all. A window full of plain successes is
+//! marked *calm*: a success then changes nothing wherever it lands, so the
+//! breaker records it without a window position at all.
 //!
 //! The **time window** keeps ten buckets, each covering a tenth of
 //! `window_ms`; an outcome lands in the bucket of the moment it finished and
