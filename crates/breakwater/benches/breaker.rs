@@ -505,6 +505,9 @@ fn two_threads(g: &mut BenchmarkGroup<'_, WallTime>) {
 
 /// What a few primitives cost on this machine, to read the others against.
 fn reference(g: &mut BenchmarkGroup<'_, WallTime>) {
+    // The processor's time-stamp counter, as an Open rejection reads it.
+    let clock = quanta::Clock::new();
+    g.bench_function("counter_read", |b| b.iter(|| black_box(&clock).raw()));
     g.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
     g.bench_function("std_instant_now", |b| b.iter(Instant::now));
     let counter = AtomicU64::new(0);
