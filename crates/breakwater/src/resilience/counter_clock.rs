@@ -337,6 +337,41 @@ mod tests {
         assert!(later + Duration::from_millis(5) <= b + Duration::from_micros(2));
     }
 
+    /// An opening's bound (and deadline) carry a 12-bit tag of its
+    /// generation. 4096 operator changes later, a forced opening has the
+    /// same tag: it must still refuse with no wait, not by the old bound.
+    #[test]
+    fn a_forced_opening_whose_tag_matches_an_old_bound_advises_no_wait() {
+        let counter = measured();
+        let cb = CircuitBreaker::new(CircuitBreakerConfig {
+            sample_size: 2,
+            minimum_calls: Some(2),
+            open_timeout_ms: 3_600_000,
+            max_open_timeout_ms: 3_600_000,
+            ..Default::default()
+        });
+        for _ in 0..2 {
+            cb.try_acquire().expect("closed").failure();
+        }
+        assert!(cb.try_acquire().expect_err("open").retry_after().is_some());
+        assert_eq!(cb.shared.core.follows_counter(), counter.is_some());
+        let opened = cb.shared.core.word().generation();
+        for i in 1..=4096 {
+            if i % 2 == 1 {
+                cb.force_closed();
+            } else {
+                cb.force_open();
+            }
+        }
+        let w = cb.shared.core.word();
+        assert_eq!(w.generation() % 4096, opened % 4096);
+        assert!(w.is_forced_open());
+        for _ in 0..3 {
+            let e = cb.try_acquire().expect_err("forced open");
+            assert_eq!(e.retry_after(), None, "{e:?}");
+        }
+    }
+
     #[test]
     fn an_opening_rejected_in_a_current_thread_runtime_reads_the_clock() {
         if measured().is_none() {
