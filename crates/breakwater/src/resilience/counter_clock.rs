@@ -317,9 +317,20 @@ mod tests {
             cb.try_acquire().expect("closed").failure();
         }
         assert!(!cb.shared.core.follows_counter(), "no rejection yet");
+        let by_counter = || crate::resilience::core::COUNTER_REFUSALS.with(|c| c.get());
+        let before = by_counter();
         let first = cb.try_acquire().expect_err("open");
+        assert_eq!(by_counter(), before, "the first rejection reads the clock");
         assert!(cb.shared.core.follows_counter());
         let second = cb.try_acquire().expect_err("open");
+        for _ in 0..99 {
+            assert!(cb.try_acquire().is_err());
+        }
+        assert_eq!(
+            by_counter(),
+            before + 100,
+            "the rest read the counter alone"
+        );
         let (Some(a), Some(b)) = (first.retry_after(), second.retry_after()) else {
             panic!("both advise a wait: {first:?} {second:?}");
         };
