@@ -52,10 +52,11 @@ pub(crate) struct Counter {
     base: u64,
     /// Counter units per microsecond, as measured.
     units_per_us: f64,
-    /// The inverse, in 32-bit fixed point (microseconds per unit times
-    /// 2^32), for turning units back into a wait with one multiplication
-    /// (a float conversion costs the rejection a few nanoseconds more).
-    us_per_unit_q32: u64,
+    /// The inverse, in fixed point (microseconds per unit times 2^48), for
+    /// turning units back into a wait with one multiplication (a float
+    /// conversion costs the rejection a few nanoseconds more). 48 bits keep
+    /// an hour's wait within a microsecond.
+    us_per_unit_q48: u64,
 }
 
 impl Counter {
@@ -92,7 +93,7 @@ impl Counter {
     /// Microseconds from unit `now` to unit `until` at the measured rate.
     #[inline(always)]
     pub(crate) fn us_between(&self, now: u64, until: u64) -> u64 {
-        ((until.saturating_sub(now) as u128 * self.us_per_unit_q32 as u128) >> 32) as u64
+        ((until.saturating_sub(now) as u128 * self.us_per_unit_q48 as u128) >> 48) as u64
     }
 }
 
@@ -168,15 +169,16 @@ fn measure() -> Option<Counter> {
         clock,
         base,
         units_per_us,
-        us_per_unit_q32: q32(units_per_us),
+        us_per_unit_q48: q48(units_per_us),
     })
 }
 
-/// Microseconds per unit in 32-bit fixed point, rounded up (a wait
-/// rounded down would advise coming back a little too early).
+/// Microseconds per unit in 48-bit fixed point, rounded up (a wait
+/// rounded down would advise coming back a little too early). At least a
+/// unit a microsecond, so it fits in 48 bits.
 #[cfg_attr(breakwater_loom, allow(dead_code))]
-fn q32(units_per_us: f64) -> u64 {
-    ((1u64 << 32) as f64 / units_per_us).ceil() as u64
+fn q48(units_per_us: f64) -> u64 {
+    ((1u64 << 48) as f64 / units_per_us).ceil() as u64
 }
 
 /// Whether an opening may be judged by the counter from here: tokio's
@@ -200,15 +202,26 @@ mod tests {
     use crate::{CircuitBreaker, CircuitBreakerConfig, CircuitError};
 
     /// The counter, once measured (polled for at most 10 s); `None` where
-    /// the kernel does not keep time with it.
+    /// the kernel does not keep time with it. Where it does, the counter
+    /// must be measured: a test that skipped the counter there would prove
+    /// nothing.
     fn measured() -> Option<&'static Counter> {
         let start = Instant::now();
+        let kernel_uses_it = cfg!(all(target_arch = "x86_64", target_os = "linux"))
+            && std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .is_ok_and(|s| s.trim() == "tsc");
         loop {
             if let Some(c) = counter() {
                 return Some(c);
             }
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             if matches!(COUNTER.get(), Some(None)) {
+                assert!(
+                    !kernel_uses_it,
+                    "the kernel keeps time with the counter, which was not measured"
+                );
                 return None;
             }
             #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -342,10 +355,21 @@ mod tests {
             a - b.min(a) < Duration::from_millis(100),
             "{a:?} then {b:?}"
         );
+        // 5 ms later, the counter's wait is 5 ms (and the time the calls
+        // took) shorter: it follows real time at the measured rate.
+        let second_done = Instant::now();
         std::thread::sleep(Duration::from_millis(5));
+        let third_start = Instant::now();
         let later = cb.try_acquire().expect_err("open").retry_after();
+        let third_done = Instant::now();
         let later = later.expect("a wait");
-        assert!(later + Duration::from_millis(5) <= b + Duration::from_micros(2));
+        let least = third_start - second_done;
+        let most = third_done - second_done + Duration::from_micros(100);
+        assert!(
+            later + least <= b + Duration::from_micros(2),
+            "{b:?} then {later:?}"
+        );
+        assert!(later + most >= b, "{b:?} then {later:?} after {least:?}");
     }
 
     /// An opening's bound (and deadline) carry a 12-bit tag of its
@@ -416,7 +440,7 @@ mod tests {
             clock: quanta::Clock::new(),
             base: 0,
             units_per_us,
-            us_per_unit_q32: q32(units_per_us),
+            us_per_unit_q48: q48(units_per_us),
         }
     }
 
@@ -447,6 +471,20 @@ mod tests {
         assert_eq!(c.certainly_before(u64::MAX - 3, 1_000, 52), None);
         assert_eq!(c.certainly_before((1 << 52) - 10, 1_000, 52), None);
         assert!(c.certainly_before(5, 2, 52).is_some());
+    }
+
+    #[test]
+    fn the_bounds_keep_exactly_what_fits() {
+        // (left - skew) at this rate, less the rate slack, is 1.0 exactly
+        // for left = 2: one unit ahead is kept.
+        let c = fake(1024.0 / 1023.0);
+        assert_eq!(c.certainly_before(5, 2, 52), Some(6));
+        // 24 units ahead: 999 + 24 fits in 10 bits, 1000 + 24 does not.
+        assert_eq!(c.certainly_before(999, 25, 10), Some(1023));
+        assert_eq!(c.certainly_before(1000, 25, 10), None);
+        let c = fake(1.0);
+        assert_eq!(c.nominal(999, 24, 10), Some(1023));
+        assert_eq!(c.nominal(1000, 24, 10), None);
     }
 
     #[test]
