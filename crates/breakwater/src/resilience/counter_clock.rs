@@ -254,6 +254,21 @@ mod tests {
         (cb, before, after)
     }
 
+    /// A breaker opened by two failures for an hour, not yet rejecting.
+    fn open_for_an_hour() -> CircuitBreaker {
+        let cb = CircuitBreaker::new(CircuitBreakerConfig {
+            sample_size: 2,
+            minimum_calls: Some(2),
+            open_timeout_ms: 3_600_000,
+            max_open_timeout_ms: 3_600_000,
+            ..Default::default()
+        });
+        for _ in 0..2 {
+            cb.try_acquire().expect("closed").failure();
+        }
+        cb
+    }
+
     /// Real time, two threads calling across the deadline: no call that
     /// starts after the deadline is refused as Open, none that ends before
     /// it is admitted, and every advised wait ends at the deadline.
@@ -319,16 +334,7 @@ mod tests {
             eprintln!("no trusted counter on this machine");
             return;
         }
-        let cb = CircuitBreaker::new(CircuitBreakerConfig {
-            sample_size: 2,
-            minimum_calls: Some(2),
-            open_timeout_ms: 3_600_000,
-            max_open_timeout_ms: 3_600_000,
-            ..Default::default()
-        });
-        for _ in 0..2 {
-            cb.try_acquire().expect("closed").failure();
-        }
+        let cb = open_for_an_hour();
         assert!(!cb.shared.core.follows_counter(), "no rejection yet");
         let by_counter = || crate::resilience::core::COUNTER_REFUSALS.with(|c| c.get());
         let before = by_counter();
@@ -378,16 +384,7 @@ mod tests {
     #[test]
     fn a_forced_opening_whose_tag_matches_an_old_bound_advises_no_wait() {
         let counter = measured();
-        let cb = CircuitBreaker::new(CircuitBreakerConfig {
-            sample_size: 2,
-            minimum_calls: Some(2),
-            open_timeout_ms: 3_600_000,
-            max_open_timeout_ms: 3_600_000,
-            ..Default::default()
-        });
-        for _ in 0..2 {
-            cb.try_acquire().expect("closed").failure();
-        }
+        let cb = open_for_an_hour();
         assert!(cb.try_acquire().expect_err("open").retry_after().is_some());
         assert_eq!(cb.shared.core.follows_counter(), counter.is_some());
         let opened = cb.shared.core.word().generation();
@@ -418,16 +415,7 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let cb = CircuitBreaker::new(CircuitBreakerConfig {
-                sample_size: 2,
-                minimum_calls: Some(2),
-                open_timeout_ms: 3_600_000,
-                max_open_timeout_ms: 3_600_000,
-                ..Default::default()
-            });
-            for _ in 0..2 {
-                cb.try_acquire().expect("closed").failure();
-            }
+            let cb = open_for_an_hour();
             for _ in 0..3 {
                 assert!(cb.try_acquire().is_err());
             }
