@@ -402,19 +402,11 @@ impl Core {
         if w.state() == CircuitState::Open && !w.is_forced_open() {
             let deadline = self.lane.deadline.load(Ordering::Acquire);
             if deadline & TAG_MASK == tag(w.generation()) {
-                let until = deadline >> TAG_BITS;
-                // The counter just before the clock, if this opening has no
-                // bound yet (see `follow_counter`).
-                let before = self.unfollowed(w, now);
                 // The clock decides, as in `acquire_slow`.
-                let t = now.get();
-                if t < until {
-                    if let Some((counter, r)) = before {
-                        self.follow_counter(w, counter, r, until - t);
-                    }
+                if let Some(wait) = self.wait_by_clock(w, deadline >> TAG_BITS, now) {
                     // Relaxed: a count.
                     self.busy.blocked.fetch_add(1, Ordering::Relaxed);
-                    return Err(Refusal::wait(until - t));
+                    return Err(Refusal::wait(wait));
                 }
             }
         }
@@ -461,6 +453,27 @@ impl Core {
     pub(crate) fn follows_counter(&self) -> bool {
         let certain = self.word.certain.load(Ordering::Acquire);
         certain & TAG_MASK == tag(self.word().generation()) && certain >> TAG_BITS != 0
+    }
+
+    /// The time left until `until`, the deadline of the opening `w`, by
+    /// the clock; `None` once it has come. If the opening has no bound from
+    /// the counter yet, the counter is read just before the clock and the
+    /// bound stored, for the rejections after this one.
+    fn wait_by_clock(
+        &self,
+        w: Word,
+        until: u64,
+        now: &mut LazyNow<impl FnMut() -> u64>,
+    ) -> Option<u64> {
+        let before = self.unfollowed(w, now);
+        let t = now.get();
+        if t >= until {
+            return None;
+        }
+        if let Some((counter, r)) = before {
+            self.follow_counter(w, counter, r, until - t);
+        }
+        Some(until - t)
     }
 
     /// The counter and its reading, taken before the clock is read, when
@@ -593,16 +606,8 @@ impl Core {
                 if deadline & TAG_MASK != tag(w.generation()) {
                     return Some(Refusal::no_wait());
                 }
-                let until = deadline >> TAG_BITS;
-                let before = self.unfollowed(w, now);
-                let t = now.get();
-                if t >= until {
-                    return None;
-                }
-                if let Some((counter, r)) = before {
-                    self.follow_counter(w, counter, r, until - t);
-                }
-                Some(Refusal::wait(until - t))
+                self.wait_by_clock(w, deadline >> TAG_BITS, now)
+                    .map(Refusal::wait)
             }
             CircuitState::HalfOpen => (w.in_flight()
                 >= self.hot.half_open_max.load(Ordering::Relaxed))
