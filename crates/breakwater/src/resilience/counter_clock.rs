@@ -80,14 +80,12 @@ impl Counter {
         if ahead < 1.0 {
             return None;
         }
-        let until = r.checked_add(ahead as u64)?;
-        (until < 1 << bits).then_some(until)
+        ahead_of(r, ahead as u64, bits)
     }
 
     /// The deadline's nominal unit: at the measured rate, with no slack.
     pub(crate) fn nominal(&self, r: u64, left_us: u64, bits: u32) -> Option<u64> {
-        let until = r.checked_add((left_us as f64 * self.units_per_us) as u64)?;
-        (until < 1 << bits).then_some(until)
+        ahead_of(r, (left_us as f64 * self.units_per_us) as u64, bits)
     }
 
     /// Microseconds from unit `now` to unit `until` at the measured rate.
@@ -95,6 +93,12 @@ impl Counter {
     pub(crate) fn us_between(&self, now: u64, until: u64) -> u64 {
         ((until.saturating_sub(now) as u128 * self.us_per_unit_q48 as u128) >> 48) as u64
     }
+}
+
+/// Unit `r` plus `ahead`, if that fits in `bits`.
+fn ahead_of(r: u64, ahead: u64, bits: u32) -> Option<u64> {
+    let until = r.checked_add(ahead)?;
+    (until < 1 << bits).then_some(until)
 }
 
 /// The counter, if it is to be trusted and has been measured. The first
